@@ -1,0 +1,111 @@
+"""The Python API: everything the CLI does, as plain functions."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .config import Config, config_from_dict, replace
+from .data import DomainData, build_data, load_npz
+from .errors import DataError, RunDirError
+from .evaluate import classification_metrics, predict_proba
+from .methods import create_method
+from .models import DomainAdaptNet, create_network
+from .runs import CONFIG_FILE, LAST_CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir
+from .trainer import Trainer
+
+
+@dataclass
+class FitResult:
+    net: DomainAdaptNet
+    config: Config
+    classes: list[str]
+    history: list[dict[str, Any]]  # one record per evaluation, as in metrics.jsonl
+    run_dir: Path | None
+
+
+def fit(
+    cfg: Config | None = None,
+    out: str | Path | None = None,
+    *,
+    data: DomainData | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> FitResult:
+    """Train per ``cfg`` (or, with ``resume``, per the run's saved ``config.yaml``). With ``out`` the run's files go
+    there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in memory)."""
+    if resume:
+        if out is None:
+            raise RunDirError("resume needs the run directory (--out)")
+        saved = Path(out) / CONFIG_FILE
+        if not saved.is_file():
+            raise RunDirError(f"cannot resume: {saved} does not exist")
+        cfg = config_from_dict(yaml.safe_load(saved.read_text()))
+    cfg = cfg or Config()
+    data = data or build_data(cfg.data)
+    torch.manual_seed(cfg.train.seed)
+    net = create_network(cfg.model, data.input_shape, data.num_classes)
+    method = create_method(cfg.method)
+    run_dir = prepare_run_dir(out, resume, overwrite) if out is not None else None
+    history = Trainer(cfg, run_dir, resume).fit(net, method, data)
+    return FitResult(net, cfg, data.classes, history, run_dir)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> tuple[Config, DomainAdaptNet, list[str]]:
+    """(config, trained network in eval mode on the CPU, class names) from a run directory's checkpoint."""
+    state = load_checkpoint(Path(run_dir) / checkpoint)
+    cfg = config_from_dict(state["config"])
+    offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
+    classes = list(state["meta"]["classes"])
+    net = create_network(offline.model, tuple(state["meta"]["input_shape"]), len(classes))
+    net.load_state_dict(state["model"])
+    return cfg, net.eval(), classes
+
+
+def _check_shape(x: torch.Tensor, net_input: torch.Size | tuple, path: str | Path) -> None:
+    if tuple(x.shape[1:]) != tuple(net_input):
+        raise DataError(
+            f"{path}: samples have shape {tuple(x.shape[1:])}, but the model was trained on {tuple(net_input)}"
+        )
+
+
+def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on a labeled ``.npz``."""
+    _, net, classes = load_run(run_dir)
+    domain, _ = load_npz(data_path)
+    if domain.y is None:
+        raise DataError(f"{data_path}: evaluation needs labels (array 'y'); use predict for unlabeled data")
+    if len(domain.y) and int(domain.y.max()) >= len(classes):
+        raise DataError(f"{data_path}: labels must lie in [0, {len(classes)}), found {int(domain.y.max())}")
+    _check_shape(domain.x, _input_shape(run_dir), data_path)
+    probs = predict_proba(net, domain.x)
+    return classification_metrics(domain.y, probs.argmax(1), len(classes)) | {"classes": classes}
+
+
+def _input_shape(run_dir: str | Path) -> tuple[int, ...]:
+    return tuple(load_checkpoint(Path(run_dir) / LAST_CHECKPOINT)["meta"]["input_shape"])
+
+
+def predict(run_dir: str | Path, data_path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``out`` (CSV): one row per sample with its index, predicted class and confidence."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
+    _, net, classes = load_run(run_dir)
+    domain, _ = load_npz(data_path)
+    _check_shape(domain.x, _input_shape(run_dir), data_path)
+    probs = predict_proba(net, domain.x)
+    conf, pred = probs.max(1)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["index", "predicted_class", "confidence"])
+    for i, (p, c) in enumerate(zip(pred.tolist(), conf.tolist(), strict=True)):
+        writer.writerow([i, classes[p], f"{c:.6f}"])
+    atomic_write_text(out, buffer.getvalue())
+    return out

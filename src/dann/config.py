@@ -1,0 +1,275 @@
+"""Configuration: frozen, typed, nested dataclasses. Defaults → YAML file → ``--set a.b=value`` overrides.
+
+Every value is checked against its field's type and range; an unknown key fails naming it and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: str = ""  # embedded task (digits | moons), used when `source` is empty
+    source: str = ""  # labeled source data (.npz)
+    target: str = ""  # unlabeled target data (.npz); labels in it are ignored for training
+    target_eval: str = ""  # labeled target data, for evaluation only (default: `target`, if it has labels)
+    val_fraction: float = 0.1  # share of the source held out for validation
+    seed: int = 0  # builds the embedded task and the source split
+    augment: bool = True  # random shifts of image batches (both domains; no-op for feature vectors)
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "lenet"  # lenet | mlp | any timm model name
+    pretrained: bool = False  # timm's own weights (needs internet)
+    pretrained_file: str = ""  # local .safetensors/.pth weights for a timm backbone (the offline path)
+    mlp_dims: tuple[int, ...] = (100, 100)  # hidden widths of the `mlp` backbone
+    bottleneck_dim: int = 0  # 0: none; else linear + BN + ReLU of this width before both heads
+    discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
+    dropout: float = 0.0  # in the discriminator's hidden layers
+
+    def __post_init__(self) -> None:
+        _require(self.bottleneck_dim >= 0, "model.bottleneck_dim", ">= 0", self.bottleneck_dim)
+        _require(all(d > 0 for d in self.mlp_dims), "model.mlp_dims", "positive widths", self.mlp_dims)
+        _require(
+            all(d > 0 for d in self.discriminator_dims),
+            "model.discriminator_dims",
+            "positive widths",
+            self.discriminator_dims,
+        )
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "dann"  # see `dann.methods.METHODS.names()`
+    lambda_adv: float = 1.0  # weight of the adversarial loss in the total
+    grl_schedule: str = "ganin"  # ganin | warm | constant (the GRL coefficient over progress)
+    grl_lo: float = 0.0  # start of the `warm` schedule
+    grl_hi: float = 1.0  # peak GRL coefficient
+    grl_gamma: float = 10.0  # steepness of the paper's sigmoid schedule
+    label_smoothing: float = 0.1  # of the source cross-entropy
+    separate_forward: bool = False  # seed variant: two forward passes (per-domain BatchNorm statistics)
+
+    def __post_init__(self) -> None:
+        _require(self.lambda_adv >= 0, "method.lambda_adv", ">= 0", self.lambda_adv)
+        _require(0.0 <= self.label_smoothing < 1.0, "method.label_smoothing", "in [0, 1)", self.label_smoothing)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.01  # mu_0
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    backbone_lr_mult: float | None = None  # None: 0.1 for pretrained backbones, 1.0 otherwise
+    lr_schedule: str = "ganin"  # ganin | constant | cosine
+    lr_alpha: float = 10.0
+    lr_beta: float = 0.75
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optim.lr", "> 0", self.lr)
+        _require(0.0 <= self.momentum < 1.0, "optim.momentum", "in [0, 1)", self.momentum)
+        _require(self.weight_decay >= 0, "optim.weight_decay", ">= 0", self.weight_decay)
+        _require(
+            self.backbone_lr_mult is None or self.backbone_lr_mult >= 0,
+            "optim.backbone_lr_mult",
+            ">= 0",
+            self.backbone_lr_mult,
+        )
+        _require(self.grad_clip >= 0, "optim.grad_clip", ">= 0", self.grad_clip)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 64  # per domain: each step sees batch_size source + batch_size target samples
+    eval_every: int = 500
+    log_every: int = 50
+    eval_batch_size: int = 512
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+            _require(getattr(self, key) > 0, f"train.{key}", "> 0", getattr(self, key))
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in dataclasses.fields(self)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    """Check ``value`` against the type ``hint`` of field ``key``; return it in that type or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, inner, value)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list such as [100, 100], got {value!r}")
+        (inner, _) = typing.get_args(hint)
+        return tuple(_coerce(key, inner, v) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None or isinstance(value, list | dict):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _build(values: dict[str, dict[str, Any]], origin: str) -> Config:
+    sections = _section_classes()
+    built = {}
+    for name, raw in values.items():
+        if name not in sections:
+            raise ConfigError(f"{origin}: unknown section {name!r}; valid sections: {', '.join(sections)}")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{origin}: section {name!r} must be a mapping of keys to values")
+        cls = sections[name]
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in raw.items():
+            if key not in hints:
+                raise ConfigError(f"{origin}: unknown key {name}.{key}; valid keys in {name!r}: {', '.join(hints)}")
+            kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
+        try:
+            built[name] = cls(**kwargs)
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}") from None
+    return Config(**built)
+
+
+def preset_names() -> list[str]:
+    """Names of the configs that ship inside the package (usable as ``--config NAME``)."""
+    return sorted(
+        p.name.removesuffix(".yaml") for p in resources.files("dann.presets").iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.exists() and path in preset_names():
+        text = resources.files("dann.presets").joinpath(f"{path}.yaml").read_text()
+    else:
+        try:
+            text = file.read_text()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {path} does not exist (packaged presets: {', '.join(preset_names())})"
+            ) from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, method, optim, train)")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"optim.lr=0.1"`` → ``("optim", "lr", 0.1)``; the value is read as YAML (numbers, true/false, lists)."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts[0], parts[1], value
+
+
+def load_config(
+    path: str | None = None, overrides: typing.Sequence[str] = (), values: dict[str, dict[str, Any]] | None = None
+) -> Config:
+    """Defaults, then the YAML file or packaged preset ``path``, then ``values`` (a nested dict), then
+    ``overrides`` (``section.key=value`` strings). Raises ``ConfigError`` naming any bad key or value."""
+    merged: dict[str, dict[str, Any]] = {}
+
+    def merge(layer: dict[str, Any], origin: str) -> None:
+        for section, keys in layer.items():
+            if not isinstance(keys, dict):
+                raise ConfigError(f"{origin}: section {section!r} must be a mapping of keys to values")
+            merged.setdefault(section, {}).update(keys)
+
+    if path:
+        merge(_read_yaml(path), path)
+    merge(values or {}, "arguments")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        merged.setdefault(section, {})[key] = value
+    return _build(merged, path or "config")
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config saved by ``Config.to_dict`` (e.g. a run's ``config.yaml``)."""
+    return _build(data, "saved config")
+
+
+def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with some keys changed: ``replace(cfg, train={"steps": 10})``, type-checked."""
+    data = cfg.to_dict()
+    for name, keys in sections.items():
+        data.setdefault(name, {}).update(keys)
+    return _build(data, "replace")

@@ -1,0 +1,130 @@
+"""Feature extractors by name. Each returns an ``nn.Module`` mapping inputs to (N, num_features) features and
+exposing ``num_features``. Registered: ``lenet`` (the DANN paper's digit CNN) and ``mlp``; any other name is
+looked up in timm (``timm.create_model(name, num_classes=0)`` is a pooled feature extractor)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..registry import Registry
+
+BACKBONES: Registry = Registry("backbone")
+
+
+class LeNet(nn.Module):
+    """DANN paper (Ganin et al. 2016, MNIST architecture): conv5×5-32, max-pool 2, conv5×5-48, max-pool 2,
+    fc-100, fc-100, ReLU after each. Input (N, C, H, W) with H, W ≥ 12; output (N, 100)."""
+
+    def __init__(self, in_chans: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_chans, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        )  # fmt: skip
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, in_chans, *size)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU())
+        self.num_features = 100
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+class MLP(nn.Module):
+    """Flattens the input, then Linear + ReLU per hidden width. Output (N, dims[-1])."""
+
+    def __init__(self, in_features: int, dims: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        for d_in, d_out in zip([in_features, *dims[:-1]], dims, strict=True):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+        self.num_features = dims[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"backbone {name!r} needs images of shape (C, H, W), but the data has samples of shape "
+            f"{tuple(input_shape)}; use model.backbone=mlp for feature vectors"
+        )
+    return input_shape  # type: ignore[return-value]
+
+
+@BACKBONES.register()
+def lenet(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    c, h, w = _image_shape("lenet", input_shape)
+    if min(h, w) < 12:
+        raise ConfigError(f"backbone 'lenet' needs images of at least 12×12 pixels, got {h}×{w}")
+    return LeNet(c, (h, w))
+
+
+@BACKBONES.register()
+def mlp(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    return MLP(int(torch.Size(input_shape).numel()), cfg.mlp_dims)
+
+
+def _timm_backbone(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    import timm
+
+    c, _, _ = _image_shape(cfg.backbone, input_shape)
+    model = timm.create_model(cfg.backbone, pretrained=cfg.pretrained, num_classes=0, in_chans=c)
+    if cfg.pretrained_file:
+        load_pretrained_file(model, cfg.pretrained_file)
+    return model
+
+
+def load_pretrained_file(model: nn.Module, path: str) -> None:
+    """Load local weights (``.safetensors`` or a ``torch.save``d state dict) into a timm feature extractor. The
+    classifier weights in the file are ignored; any other missing key or shape mismatch is an error."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"model.pretrained_file {path} does not exist")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state.get("model", state))
+    except Exception as e:
+        raise ConfigError(f"model.pretrained_file {path} could not be read as weights: {e}") from None
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own}
+    bad = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if v.shape != own[k].shape
+    ]
+    missing = sorted(set(own) - set(state))
+    if bad or missing:
+        detail = "; ".join(bad[:5]) or f"missing keys {missing[:5]}"
+        raise ConfigError(f"model.pretrained_file {path} does not fit backbone {type(model).__name__}: {detail}")
+    model.load_state_dict(state)
+
+
+def create_backbone(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    """The feature extractor named by ``cfg.backbone`` for samples of ``input_shape`` ((D,) or (C, H, W))."""
+    if cfg.backbone in BACKBONES:
+        return BACKBONES.get(cfg.backbone)(cfg, tuple(input_shape))
+    import timm
+
+    if timm.is_model(cfg.backbone):
+        return _timm_backbone(cfg, tuple(input_shape))
+    close = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"unknown backbone {cfg.backbone!r}; valid: {', '.join(BACKBONES.names())} or any timm model "
+        f"name (see timm.list_models()){hint}"
+    )

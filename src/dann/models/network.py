@@ -1,0 +1,62 @@
+"""DomainAdaptNet: backbone (+ bottleneck) → features; a linear label head; a domain discriminator behind a GRL.
+All in one ``nn.Module`` so one optimizer, one checkpoint and one DDP wrap see every parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .backbones import create_backbone
+from .grl import grad_reverse
+from .heads import Bottleneck, DomainDiscriminator
+
+
+class DomainAdaptNet(nn.Module):
+    """``forward(x)`` returns class logits (N, num_classes) in train and eval mode alike;
+    ``domain_logits(f, coeff)`` returns (N,) domain logits of features passed through the GRL."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        bottleneck_dim: int = 0,
+        discriminator_dims: Sequence[int] = (100,),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        width = backbone.num_features
+        self.bottleneck = Bottleneck(width, bottleneck_dim) if bottleneck_dim else nn.Identity()
+        self.num_features = bottleneck_dim or width
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes)
+        self.discriminator = DomainDiscriminator(self.num_features, discriminator_dims, dropout)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, *input_shape) → (N, num_features): the features both heads read."""
+        return self.bottleneck(self.backbone(x))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, num_features) → (N, num_classes) logits."""
+        return self.head(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def domain_logits(self, f: torch.Tensor, coeff: float) -> torch.Tensor:
+        """(N, num_features) → (N,) logits of "is target"; gradients into ``f`` are reversed and scaled by coeff."""
+        return self.discriminator(grad_reverse(f, coeff))
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, all other parameters), for a separate backbone learning rate."""
+        backbone = list(self.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        return backbone, [p for p in self.parameters() if id(p) not in ids]
+
+
+def create_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> DomainAdaptNet:
+    backbone = create_backbone(cfg, input_shape)
+    return DomainAdaptNet(backbone, num_classes, cfg.bottleneck_dim, cfg.discriminator_dims, cfg.dropout)

@@ -1,0 +1,179 @@
+"""The only training loop. Steps, not epochs: progress ``p = step / steps`` drives every schedule.
+
+Per step: one batch per domain (a pure function of the step), ``method.loss``, backward, optimizer step. No
+host-device synchronization except every ``log_every`` steps (progress bar) and ``eval_every`` steps
+(evaluation → one JSON line in ``metrics.jsonl`` → atomic checkpoint)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config, OptimConfig
+from .data.domains import DomainData
+from .data.loaders import StepBatches
+from .errors import DannError
+from .evaluate import evaluate_domain
+from .methods.base import Batch, Method
+from .models.network import DomainAdaptNet
+from .runs import (
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    append_jsonl,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+    truncate_metrics,
+)
+from .schedules import LR_SCHEDULES
+
+ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DannError(f"train.device {name!r} is not a valid device (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DannError(f"train.device is {name!r} but CUDA is not available here; use train.device=cpu or auto")
+    return device
+
+
+def build_optimizer(cfg: OptimConfig, net: DomainAdaptNet, pretrained: bool) -> torch.optim.Optimizer:
+    """Two parameter groups, each with an ``lr_mult``: the backbone (×``backbone_lr_mult``) and everything else."""
+    mult = cfg.backbone_lr_mult if cfg.backbone_lr_mult is not None else (0.1 if pretrained else 1.0)
+    backbone, rest = net.param_groups()
+    groups = [{"params": backbone, "lr_mult": mult}, {"params": rest, "lr_mult": 1.0}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.name in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise DannError(f"unknown optimizer optim.name={cfg.name!r}; valid: sgd, adam, adamw")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path | None = None, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.resume = resume
+        self.device = resolve_device(cfg.train.device)
+
+    def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
+        """Train ``net`` in place; returns the evaluation records (also appended to ``metrics.jsonl``)."""
+        cfg, t = self.cfg, self.cfg.train
+        net.to(self.device).train()
+        optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
+        start = self._restore(net, optimizer)
+        source = StepBatches(data.source_train, t.batch_size, t.seed, self.device, cfg.data.augment)
+        target = StepBatches(data.target_train, t.batch_size, t.seed + 1, self.device, cfg.data.augment)
+        lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
+        history: list[dict[str, Any]] = []
+        sums: dict[str, Any] = {}
+        window, train_time, logged = 0, 0.0, {}
+        bar = tqdm(total=t.steps, initial=start, disable=not t.progress, dynamic_ncols=True, desc=cfg.method.name)
+        tic = time.perf_counter()
+        for step in range(start, t.steps):
+            progress = step / t.steps
+            lr = cfg.optim.lr * lr_schedule(progress, cfg.optim.lr_alpha, cfg.optim.lr_beta)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            x_s, y_s = source.get(step)
+            x_t = target.get(step)[0] if method.uses_target else x_s[:0]
+            out = method.loss(net, Batch(x_s, y_s, x_t), progress)
+            optimizer.zero_grad(set_to_none=True)
+            out.total.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            for name, value in out.terms.items():
+                sums[name] = sums.get(name, 0.0) + value
+            window += 1
+            done = step + 1
+            bar.update(1)
+            if done % t.log_every == 0 or done == t.steps:
+                logged = {name: float(value) / window for name, value in sums.items()} | {"lr": lr}
+                if not all(map(_finite, logged.values())):
+                    raise DannError(
+                        f"non-finite loss between steps {done - window + 1} and {done}: {logged}; "
+                        "try a lower optim.lr or optim.grad_clip=1.0"
+                    )
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
+                sums, window = {}, 0
+            if done % t.eval_every == 0 or done == t.steps:
+                train_time += time.perf_counter() - tic
+                record = self._evaluate(net, data, done, logged, (done - start) / train_time)
+                history.append(record)
+                self._save(net, optimizer, data, record, done)
+                tic = time.perf_counter()
+        bar.close()
+        return history
+
+    def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer) -> int:
+        """Set up the run directory; on resume load model, optimizer and RNG state and return the step."""
+        torch.manual_seed(self.cfg.train.seed)
+        if self.run_dir is None:
+            return 0
+        if not self.resume:
+            atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
+            return 0
+        state = load_checkpoint(self.run_dir / LAST_CHECKPOINT, self.device)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"].cpu())
+        truncate_metrics(self.run_dir / METRICS_FILE, state["step"])
+        return int(state["step"])
+
+    def _evaluate(
+        self, net: DomainAdaptNet, data: DomainData, step: int, train_terms: dict[str, float], steps_per_s: float
+    ) -> dict[str, Any]:
+        bs, k = self.cfg.train.eval_batch_size, data.num_classes
+        record: dict[str, Any] = {
+            "step": step,
+            "progress": step / self.cfg.train.steps,
+            "train": train_terms,
+            "steps_per_s": steps_per_s,
+        }
+        if data.source_val is not None:
+            record["source_val"] = {"acc": evaluate_domain(net, data.source_val.x, data.source_val.y, k, bs)["acc"]}
+        if data.target_eval is not None:
+            metrics = evaluate_domain(net, data.target_eval.x, data.target_eval.y, k, bs)
+            record["oracle"] = {
+                "target_acc": metrics["acc"],
+                "target_per_class_acc": metrics["per_class_acc"],
+                "note": ORACLE_NOTE,
+            }
+        if self.run_dir is not None:
+            append_jsonl(self.run_dir / METRICS_FILE, record)
+        return record
+
+    def _save(
+        self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, data: DomainData, record: dict[str, Any], step: int
+    ) -> None:
+        if self.run_dir is None:
+            return
+        state = {
+            "format": 1,
+            "step": step,
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+            "meta": {"classes": data.classes, "input_shape": list(data.input_shape)},
+        }
+        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
