@@ -50,8 +50,8 @@ def fit(
     cfg = cfg or Config()
     data = data or build_data(cfg.data)
     torch.manual_seed(cfg.train.seed)
-    net = create_network(cfg.model, data.input_shape, data.num_classes)
     method = create_method(cfg.method)
+    net = create_network(cfg.model, data.input_shape, data.num_classes)
     run_dir = prepare_run_dir(out, resume, overwrite) if out is not None else None
     history = Trainer(cfg, run_dir, resume).fit(net, method, data)
     return FitResult(net, cfg, data.classes, history, run_dir)

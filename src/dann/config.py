@@ -43,6 +43,7 @@ class ModelConfig:
     pretrained: bool = False  # timm's own weights (needs internet)
     pretrained_file: str = ""  # local .safetensors/.pth weights for a timm backbone (the offline path)
     mlp_dims: tuple[int, ...] = (100, 100)  # hidden widths of the `mlp` backbone
+    batchnorm: bool = False  # BatchNorm in the `lenet` / `mlp` backbones (the paper has none)
     bottleneck_dim: int = 0  # 0: none; else linear + BN + ReLU of this width before both heads
     discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
     dropout: float = 0.0  # in the discriminator's hidden layers

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -69,10 +68,8 @@ class DANNClassifier(ClassifierMixin, BaseEstimator):
         from .api import fit
 
         cfg = self._config()
-        source = as_domain(X, y, "X")
-        self.classes_ = np.unique(np.asarray(y))
-        encoded = np.searchsorted(self.classes_, np.asarray(y))
-        source.y = torch.as_tensor(encoded, dtype=torch.int64)
+        self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
+        source = as_domain(X, encoded, "X")
         if X_target is None:
             if cfg.method.name != "source_only":
                 raise ValueError(f"method {cfg.method.name!r} needs unlabeled target data: fit(X, y, X_target=...)")

@@ -27,6 +27,7 @@ from .runs import (
     append_jsonl,
     atomic_write_text,
     load_checkpoint,
+    read_jsonl,
     save_checkpoint,
     truncate_metrics,
 )
@@ -71,7 +72,7 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
-        """Train ``net`` in place; returns the evaluation records (also appended to ``metrics.jsonl``)."""
+        """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``."""
         cfg, t = self.cfg, self.cfg.train
         net.to(self.device).train()
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
@@ -79,7 +80,7 @@ class Trainer:
         source = StepBatches(data.source_train, t.batch_size, t.seed, self.device, cfg.data.augment)
         target = StepBatches(data.target_train, t.batch_size, t.seed + 1, self.device, cfg.data.augment)
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
-        history: list[dict[str, Any]] = []
+        history = read_jsonl(self.run_dir / METRICS_FILE) if self.resume and self.run_dir else []
         sums: dict[str, Any] = {}
         window, train_time, logged = 0, 0.0, {}
         bar = tqdm(total=t.steps, initial=start, disable=not t.progress, dynamic_ncols=True, desc=cfg.method.name)

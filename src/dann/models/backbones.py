@@ -20,17 +20,20 @@ BACKBONES: Registry = Registry("backbone")
 
 class LeNet(nn.Module):
     """DANN paper (Ganin et al. 2016, MNIST architecture): conv5×5-32, max-pool 2, conv5×5-48, max-pool 2,
-    fc-100, fc-100, ReLU after each. Input (N, C, H, W) with H, W ≥ 12; output (N, 100)."""
+    fc-100, fc-100, ReLU after each. Input (N, C, H, W) with H, W ≥ 12; output (N, 100).
+    ``batchnorm=True`` adds BatchNorm before each ReLU (not in the paper)."""
 
-    def __init__(self, in_chans: int, size: tuple[int, int]) -> None:
+    def __init__(self, in_chans: int, size: tuple[int, int], batchnorm: bool = False) -> None:
         super().__init__()
+        bn2, bn1 = (nn.BatchNorm2d, nn.BatchNorm1d) if batchnorm else (_no_norm, _no_norm)
         self.conv = nn.Sequential(
-            nn.Conv2d(in_chans, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Conv2d(in_chans, 32, 5), bn2(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 48, 5), bn2(48), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         )  # fmt: skip
         with torch.no_grad():
-            flat = self.conv(torch.zeros(1, in_chans, *size)).shape[1]
-        self.fc = nn.Sequential(nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU())
+            flat = self.conv.eval()(torch.zeros(1, in_chans, *size)).shape[1]
+        self.conv.train()
+        self.fc = nn.Sequential(nn.Linear(flat, 100), bn1(100), nn.ReLU(), nn.Linear(100, 100), bn1(100), nn.ReLU())
         self.num_features = 100
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,18 +41,22 @@ class LeNet(nn.Module):
 
 
 class MLP(nn.Module):
-    """Flattens the input, then Linear + ReLU per hidden width. Output (N, dims[-1])."""
+    """Flattens the input, then Linear (+ BatchNorm) + ReLU per hidden width. Output (N, dims[-1])."""
 
-    def __init__(self, in_features: int, dims: Sequence[int]) -> None:
+    def __init__(self, in_features: int, dims: Sequence[int], batchnorm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         for d_in, d_out in zip([in_features, *dims[:-1]], dims, strict=True):
-            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out) if batchnorm else nn.Identity(), nn.ReLU()]
         self.net = nn.Sequential(*layers)
         self.num_features = dims[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def _no_norm(width: int) -> nn.Module:
+    return nn.Identity()
 
 
 def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -66,12 +73,12 @@ def lenet(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
     c, h, w = _image_shape("lenet", input_shape)
     if min(h, w) < 12:
         raise ConfigError(f"backbone 'lenet' needs images of at least 12×12 pixels, got {h}×{w}")
-    return LeNet(c, (h, w))
+    return LeNet(c, (h, w), cfg.batchnorm)
 
 
 @BACKBONES.register()
 def mlp(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
-    return MLP(int(torch.Size(input_shape).numel()), cfg.mlp_dims)
+    return MLP(int(torch.Size(input_shape).numel()), cfg.mlp_dims, cfg.batchnorm)
 
 
 def _timm_backbone(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from dann.config import load_config
+from dann.data import as_domain, make_domain_data
+
+
+def blobs(n: int, shift: float, seed: int, dims: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gaussian classes in ``dims`` dimensions, the whole cloud moved by ``shift`` (a domain shift)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, dims)) + 2.0 * y[:, None] + shift
+    return x.astype(np.float32), y
+
+
+@pytest.fixture
+def tiny_data():
+    x_s, y_s = blobs(80, 0.0, 0)
+    x_t, y_t = blobs(60, 1.5, 1)
+    return make_domain_data(as_domain(x_s, y_s), as_domain(x_t, y_t), val_fraction=0.2)
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A config that trains the `mlp` backbone for a few steps on the CPU."""
+    return load_config(
+        values={
+            "model": {"backbone": "mlp", "mlp_dims": [16], "discriminator_dims": [8]},
+            "train": {
+                "steps": 12,
+                "batch_size": 16,
+                "eval_every": 6,
+                "log_every": 3,
+                "progress": False,
+                "device": "cpu",
+            },
+        }
+    )
+
+
+@pytest.fixture
+def npz_files(tmp_path):
+    """source.npz (x, y), target.npz (x, y: labels kept for evaluation only)."""
+    paths = {}
+    for name, shift, seed in (("source", 0.0, 0), ("target", 1.5, 1)):
+        x, y = blobs(60, shift, seed)
+        paths[name] = tmp_path / f"{name}.npz"
+        np.savez(paths[name], x=x, y=y)
+    return paths

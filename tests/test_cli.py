@@ -1,0 +1,93 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dann.cli import main
+
+FAST = ["--backbone", "mlp", "--steps", "8", "--quiet", "--set", "train.eval_every=4", "--set", "train.batch_size=16"]
+
+
+def test_train_evaluate_predict_round_trip(npz_files, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(run)]
+    assert main(args + FAST) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints/last.pt" in out and "uses target labels" in out
+    assert (run / "checkpoints/last.pt").is_file()
+
+    assert main(["evaluate", "--run", str(run), "--data", str(npz_files["target"]), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["acc"] <= 1.0 and metrics["n"] == 60 and len(metrics["confusion"]) == 2
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["acc"] == pytest.approx(last["oracle"]["target_acc"])  # evaluate loads the trained weights
+
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--run", str(run), "--data", str(npz_files["target"]), "--out", str(preds)]) == 0
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == 60 and rows[0].keys() == {"index", "predicted_class", "confidence"}
+    assert all(0.5 <= float(r["confidence"]) <= 1.0 for r in rows)
+    accuracy = sum(r["predicted_class"] == str(y) for r, y in zip(rows, _labels(npz_files["target"]), strict=True))
+    assert accuracy / 60 == pytest.approx(metrics["acc"])
+
+    assert main(["predict", "--run", str(run), "--data", str(npz_files["target"]), "--out", str(preds)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def _labels(path):
+    import numpy as np
+
+    return np.load(path)["y"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "optim.lrr=1"], "unknown key optim.lrr"),
+        (["--method", "dan"], "unknown method 'dan'; valid methods: dann, source_only"),
+        (["--backbone", "lenett"], "unknown backbone 'lenett'"),
+    ],
+)
+def test_bad_options_exit_2_with_one_clear_line(npz_files, tmp_path, capsys, extra, message):
+    args = [
+        "train",
+        "--source",
+        str(npz_files["source"]),
+        "--target",
+        str(npz_files["target"]),
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--backbone",
+        "mlp",
+        *extra,
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_existing_run_is_refused_and_resume_takes_no_new_options(npz_files, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(run)]
+    assert main(args + FAST) == 0
+    assert main(args + FAST) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--steps", "9"]) == 2
+    assert "drop steps" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume"]) == 0  # already finished: nothing to do, still valid
+
+
+def test_missing_data_file_is_named(tmp_path, capsys):
+    assert (
+        main(["train", "--source", str(tmp_path / "none.npz"), "--target", "t.npz", "--out", str(tmp_path / "r")]) == 2
+    )
+    assert f"data file {tmp_path / 'none.npz'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "dann", "train", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--target-eval" in result.stdout

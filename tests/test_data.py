@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from dann.config import DataConfig
+from dann.data import Domain, build_data, load_npz, make_domain_data
+from dann.data.loaders import StepBatches, batch_indices, random_shift
+from dann.errors import DataError
+
+
+def test_batch_stream_covers_each_pass_once_and_is_a_pure_function_of_the_step():
+    n, b = 10, 4
+    stream = torch.cat([batch_indices(n, b, s, seed=3) for s in range(5)])  # 20 = two full passes
+    assert sorted(stream[:10].tolist()) == list(range(10)) and sorted(stream[10:].tolist()) == list(range(10))
+    assert torch.equal(batch_indices(n, b, 3, seed=3), batch_indices(n, b, 3, seed=3))
+    assert not torch.equal(batch_indices(n, b, 3, seed=3), batch_indices(n, b, 3, seed=4))
+    assert len(batch_indices(3, 8, 0, seed=0)) == 8  # batches larger than the domain wrap around
+
+
+def test_random_shift_moves_whole_images():
+    x = torch.zeros(2, 1, 6, 6)
+    x[:, :, 2, 3] = 1.0
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.all(out.sum((1, 2, 3)) == 1.0)
+    assert StepBatches(Domain(x, None), 2, 0, torch.device("cpu"), augment=True).get(0)[0].shape == (2, 1, 6, 6)
+
+
+def test_make_domain_data_strips_target_labels_and_splits_source():
+    x, y = torch.randn(50, 3), torch.randint(0, 2, (50,))
+    data = make_domain_data(Domain(x, y), Domain(x[:20], y[:20]), val_fraction=0.2)
+    assert data.target_train.y is None
+    assert torch.equal(data.target_eval.y, y[:20])  # kept for evaluation only
+    assert len(data.source_train) == 40 and len(data.source_val) == 10
+
+
+def save(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"y": np.zeros(3, int)}, "has no array 'x'"),
+        ({"x": np.zeros((3, 2)), "y": np.zeros(4, int)}, r"y must have shape \(3,\)"),
+        ({"x": np.zeros(3)}, r"x must have shape \(N, D\) or \(N, C, H, W\)"),
+        ({"x": np.array([[1.0, np.nan]])}, "NaN or infinite"),
+        ({"x": np.array([["a", "b"]])}, "must hold real numbers"),
+        ({"x": np.zeros((2, 2)), "y": np.array([0.5, 1.0])}, "integer class indices"),
+    ],
+)
+def test_bad_npz_contents_are_named(tmp_path, arrays, message):
+    path = save(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DataError, match=message) as err:
+        load_npz(path)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_npz(tmp_path / "missing.npz")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    with pytest.raises(DataError, match=r"could not be read as \.npz"):
+        load_npz(garbage)
+
+
+def test_inconsistent_domains_are_refused(tmp_path):
+    src = save(tmp_path / "s.npz", x=np.zeros((4, 3)), y=np.array([0, 1, 2, 1]))
+    tgt = save(tmp_path / "t.npz", x=np.zeros((4, 5)))
+    with pytest.raises(DataError, match=r"t.npz: samples have shape \(5,\) but the source samples have shape \(3,\)"):
+        build_data(DataConfig(source=src, target=tgt))
+    out_of_range = save(tmp_path / "o.npz", x=np.zeros((2, 3)), y=np.array([0, 7]))
+    with pytest.raises(DataError, match=r"o.npz.*labels must lie in \[0, 3\)"):
+        build_data(DataConfig(source=src, target=out_of_range))
+    negative = save(tmp_path / "n.npz", x=np.zeros((2, 3)), y=np.array([0, -1]))
+    with pytest.raises(DataError, match=r"n\.npz: labels must lie in"):
+        build_data(DataConfig(source=negative, target=src))
+    unlabeled = save(tmp_path / "u.npz", x=np.zeros((2, 3)))
+    with pytest.raises(DataError, match="source data needs labels"):
+        build_data(DataConfig(source=unlabeled, target=src))
+
+
+def test_uint8_images_are_scaled_and_class_names_read(tmp_path):
+    path = save(
+        tmp_path / "img.npz",
+        x=np.full((2, 1, 4, 4), 255, np.uint8),
+        y=np.array([0, 1]),
+        classes=np.array(["cat", "dog"]),
+    )
+    domain, classes = load_npz(path)
+    assert domain.x.dtype == torch.float32 and domain.x.max() == 1.0 and classes == ["cat", "dog"]
+
+
+def test_embedded_tasks_follow_their_recipes():
+    moons = build_data(DataConfig(task="moons"))
+    assert moons.input_shape == (2,) and moons.num_classes == 2 and moons.target_train.y is None
+    digits = build_data(DataConfig(task="digits"))
+    assert digits.input_shape == (3, 28, 28) and digits.num_classes == 10
+    n_total = len(digits.source_train) + len(digits.source_val) + len(digits.target_train)
+    assert n_total == 1797  # the two halves are disjoint and together are all of load_digits
+    src = digits.source_train.x
+    assert torch.equal(src[:, 0], src[:, 1]) and src[:, :, :4].abs().max() == 0  # grey, MNIST-like border
+    tgt = digits.target_train.x
+    assert 0 <= tgt.min() and tgt.max() <= 1 and not torch.equal(tgt[:, 0], tgt[:, 1])  # colour photo blends
+
+
+def test_step_batches_follow_the_index_stream_across_passes():
+    domain = Domain(torch.arange(10.0)[:, None], torch.arange(10))
+    batches = StepBatches(domain, 4, seed=5, device=torch.device("cpu"), augment=False)
+    for step in [0, 1, 2, 3, 7, 2]:  # crossing pass boundaries, and going back
+        x, y = batches.get(step)
+        assert torch.equal(y, batch_indices(10, 4, step, seed=5)) and torch.equal(x[:, 0].long(), y)

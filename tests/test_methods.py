@@ -1,0 +1,111 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dann.config import MethodConfig, ModelConfig
+from dann.methods import METHODS, Batch, create_method
+from dann.methods.base import weighted_mean
+from dann.methods.dann import domain_adversarial_loss
+from dann.models import create_network
+
+
+def make_net(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_network(ModelConfig(backbone="mlp", mlp_dims=(8,), discriminator_dims=(6,)), (4,), 3)
+
+
+def make_batch(seed: int = 0, weights: bool = False) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(5, generator=g) + 0.1 if weights else None
+    return Batch(torch.randn(5, 4, generator=g), torch.tensor([0, 2, 1, 1, 0]), torch.randn(7, 4, generator=g), w)
+
+
+def hand_dann_loss(net, batch: Batch, eps: float, lambda_adv: float) -> torch.Tensor:
+    """The seed formulation written out element by element, independent of the library's helpers."""
+    f_s, f_t = net.forward_features(batch.x_s), net.forward_features(batch.x_t)
+    logp = torch.log_softmax(net.forward_head(f_s), dim=1)
+    k = logp.shape[1]
+    per_sample = -(1 - eps) * logp[torch.arange(len(batch.y_s)), batch.y_s] - eps / k * logp.sum(1)
+    w = batch.w_s if batch.w_s is not None else torch.ones(len(per_sample))
+    cls = (w * per_sample).sum() / w.sum()
+    d_s, d_t = net.discriminator(f_s), net.discriminator(f_t)
+    bce_s = -torch.log(1 - torch.sigmoid(d_s)).mean()  # source label 0
+    bce_t = -torch.log(torch.sigmoid(d_t)).mean()  # target label 1
+    return cls + lambda_adv * 0.5 * (bce_s + bce_t)
+
+
+@pytest.mark.parametrize("weights", [False, True])
+@pytest.mark.parametrize("separate", [False, True])
+def test_dann_loss_equals_hand_computed_reference(weights, separate):
+    net, batch = make_net(), make_batch(weights=weights)
+    method = create_method(MethodConfig(name="dann", label_smoothing=0.2, lambda_adv=0.7, separate_forward=separate))
+    out = method.loss(net, batch, progress=0.4)
+    torch.testing.assert_close(out.total, hand_dann_loss(net, batch, eps=0.2, lambda_adv=0.7))
+    assert set(out.terms) == {"cls", "adv", "domain_acc", "grl_lambda"}
+    assert out.terms["grl_lambda"] == pytest.approx(2 / (1 + math.exp(-4)) - 1)
+
+
+def test_sample_weights_change_the_classification_loss_as_a_weighted_mean():
+    loss = torch.tensor([1.0, 2.0, 6.0])
+    assert weighted_mean(loss).item() == pytest.approx(3.0)
+    assert weighted_mean(loss, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(1.5)
+    net, batch = make_net(), make_batch(weights=True)
+    method = create_method(MethodConfig(name="source_only", label_smoothing=0.0))
+    expected = (F.cross_entropy(net(batch.x_s), batch.y_s, reduction="none") * batch.w_s).sum() / batch.w_s.sum()
+    torch.testing.assert_close(method.loss(net, batch, 0.0).total, expected)
+
+
+def test_adv_is_ln2_when_the_discriminator_outputs_zero_logits():
+    net = make_net()
+    last = net.discriminator.net[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    out = create_method(MethodConfig(name="dann")).loss(net, make_batch(), progress=0.5)
+    assert out.terms["adv"].item() == pytest.approx(math.log(2))
+    adv, _ = domain_adversarial_loss(torch.zeros(3), torch.zeros(9))
+    assert adv.item() == pytest.approx(math.log(2))
+
+
+def test_backbone_gets_reversed_nonzero_gradient_from_adv_alone():
+    net, batch = make_net(), make_batch()
+    coeff = 0.6
+    f = net.forward_features(torch.cat([batch.x_s, batch.x_t]))
+    adv, _ = domain_adversarial_loss(*net.domain_logits(f, coeff).split([5, 7]))
+    adv.backward()
+    reversed_grads = [p.grad.clone() for p in net.backbone.parameters()]
+    assert all(g.abs().sum() > 0 for g in reversed_grads)
+    net.zero_grad()  # the same loss without the GRL: the backbone gradient must be exactly -1/coeff times that
+    f = net.forward_features(torch.cat([batch.x_s, batch.x_t]))
+    plain, _ = domain_adversarial_loss(*net.discriminator(f).split([5, 7]))
+    plain.backward()
+    for g_rev, p in zip(reversed_grads, net.backbone.parameters(), strict=True):
+        torch.testing.assert_close(g_rev, -coeff * p.grad)
+
+
+def test_discriminator_accuracy_counts_source_negative_target_positive():
+    _, acc = domain_adversarial_loss(torch.tensor([-1.0, 2.0]), torch.tensor([3.0, 1.0, -1.0, 0.5]))
+    assert acc.item() == pytest.approx(4 / 6)
+
+
+def test_source_only_never_forwards_the_target_batch():
+    net, batch = make_net(), make_batch()
+    batch.x_t = torch.full((7, 4), float("nan"))  # would poison any loss that touched it
+    out = create_method(MethodConfig(name="source_only")).loss(net, batch, 0.0)
+    assert torch.isfinite(out.total)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_gives_a_finite_scalar_and_gradients(name):
+    net, batch = make_net(), make_batch()
+    out = create_method(MethodConfig(name=name)).loss(net, batch, 0.3)
+    assert out.total.shape == () and torch.isfinite(out.total)
+    out.total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.backbone.parameters())
+    assert "cls" in out.terms
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(ValueError, match="valid methods: dann, source_only"):
+        create_method(MethodConfig(name="dan"))

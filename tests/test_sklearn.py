@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from dann import DANNClassifier
+
+from .conftest import blobs
+
+
+def test_clone_get_set_params_and_fit_predict_score():
+    est = DANNClassifier(backbone="mlp", max_steps=30, batch_size=16, random_state=3, config={"model.mlp_dims": [8]})
+    twin = clone(est)
+    assert twin.get_params() == est.get_params()
+    twin.set_params(lambda_adv=0.5)
+    assert twin.lambda_adv == 0.5 and est.lambda_adv == 1.0
+    x_s, y_s = blobs(80, 0.0, 0)
+    x_t, y_t = blobs(60, 1.0, 1)
+    labels = np.array(["a", "b"])[y_s]  # arbitrary label values are mapped and mapped back
+    est.fit(x_s, labels, X_target=x_t)
+    proba = est.predict_proba(x_t)
+    assert proba.shape == (60, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert set(est.predict(x_t)) <= {"a", "b"}
+    assert 0.0 <= est.score(x_t, np.array(["a", "b"])[y_t]) <= 1.0
+    again = clone(est).fit(x_s, labels, X_target=x_t)
+    assert np.array_equal(again.predict_proba(x_t), proba)  # random_state makes fits repeatable
+
+
+def test_dann_without_target_data_is_refused_and_source_only_is_allowed():
+    x, y = blobs(40, 0.0, 0)
+    with pytest.raises(ValueError, match="needs unlabeled target data"):
+        DANNClassifier(backbone="mlp", max_steps=2).fit(x, y)
+    DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, y)

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+
+import dann
+from dann.config import replace
+from dann.data import Domain, make_domain_data
+from dann.errors import DannError, RunDirError
+from dann.trainer import Trainer
+
+
+def weights(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_cfg, tiny_data):
+    a = weights(dann.fit(tiny_cfg, data=tiny_data).net)
+    b = weights(dann.fit(tiny_cfg, data=tiny_data).net)
+    assert_same(a, b)
+    c = weights(dann.fit(replace(tiny_cfg, train={"seed": 1}), data=tiny_data).net)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_permuting_target_labels_leaves_training_identical(tiny_cfg, tiny_data):
+    target = tiny_data.target_eval
+    permuted = Domain(target.x, target.y[torch.randperm(len(target.y), generator=torch.Generator().manual_seed(0))])
+    assert not torch.equal(permuted.y, target.y)
+    data_b = make_domain_data(
+        Domain(
+            torch.cat([tiny_data.source_train.x, tiny_data.source_val.x]),
+            torch.cat([tiny_data.source_train.y, tiny_data.source_val.y]),
+        ),
+        permuted,
+    )
+    data_a = make_domain_data(
+        Domain(
+            torch.cat([tiny_data.source_train.x, tiny_data.source_val.x]),
+            torch.cat([tiny_data.source_train.y, tiny_data.source_val.y]),
+        ),
+        target,
+    )
+    run_a, run_b = dann.fit(tiny_cfg, data=data_a), dann.fit(tiny_cfg, data=data_b)
+    assert_same(weights(run_a.net), weights(run_b.net))
+    # the labels were read, but only by evaluation: each run scores its own labels
+    predictions = run_b.net(target.x).argmax(1)
+    for run, labels in ((run_a, target.y), (run_b, permuted.y)):
+        expected = (predictions == labels).float().mean().item()
+        assert run.history[-1]["oracle"]["target_acc"] == pytest.approx(expected)
+
+
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    full = dann.fit(tiny_cfg, tmp_path / "full", data=tiny_data)
+    save = Trainer._save
+
+    def crash_after_first_checkpoint(self, *args):
+        save(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        dann.fit(tiny_cfg, tmp_path / "crashed", data=tiny_data)
+    monkeypatch.setattr(Trainer, "_save", save)
+    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["step"] == 6
+    resumed = dann.fit(out=tmp_path / "crashed", data=tiny_data, resume=True)
+    assert_same(weights(full.net), weights(resumed.net))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "crashed/metrics.jsonl").read_text().splitlines()]
+    assert steps == [6, 12]
+    assert resumed.history[-1]["oracle"] == full.history[-1]["oracle"]
+
+
+def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    dann.fit(tiny_cfg, run, data=tiny_data)
+    assert (run / "config.yaml").is_file() and (run / "checkpoints/last.pt").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [6, 12]
+    assert {"cls", "adv", "domain_acc", "grl_lambda", "lr"} <= set(records[-1]["train"])
+    assert "target labels" in records[-1]["oracle"]["note"]
+    before = (run / "checkpoints/last.pt").read_bytes()
+    with pytest.raises(RunDirError, match="already exists and is not empty; pass --resume"):
+        dann.fit(tiny_cfg, run, data=tiny_data)
+    assert (run / "checkpoints/last.pt").read_bytes() == before  # nothing already written is lost
+    dann.fit(tiny_cfg, run, data=tiny_data, overwrite=True)
+    with pytest.raises(RunDirError, match="cannot resume"):
+        dann.fit(out=tmp_path / "other", data=tiny_data, resume=True)
+
+
+def test_lr_follows_the_schedule_and_backbone_multiplier(tiny_cfg, tiny_data):
+    cfg = replace(tiny_cfg, optim={"backbone_lr_mult": 0.5, "lr": 0.1}, train={"log_every": 12, "eval_every": 12})
+    last = dann.fit(cfg, data=tiny_data).history[-1]["train"]
+    assert last["lr"] == pytest.approx(0.1 / (1 + 10 * 11 / 12) ** 0.75)
+
+
+def test_non_finite_loss_stops_with_the_steps_named(tiny_cfg, tiny_data):
+    with pytest.raises(DannError, match="non-finite loss between steps 1 and 3"):
+        dann.fit(replace(tiny_cfg, optim={"lr": 1e30}), data=tiny_data)
