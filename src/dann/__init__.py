@@ -1,6 +1,6 @@
 """dann: unsupervised domain adaptation with Domain-Adversarial Neural Networks (Ganin et al., JMLR 2016)."""
 
-from .api import FitResult, evaluate, fit, load_run, predict
+from .api import FitResult, TrainedModel, evaluate, fit, load_run, predict
 from .config import Config, load_config
 from .data import SOURCE, TARGET
 from .errors import ConfigError, DannError, DataError, RunDirError
@@ -21,6 +21,7 @@ __all__ = [
     "DomainAdaptNet",
     "FitResult",
     "RunDirError",
+    "TrainedModel",
     "create_backbone",
     "create_method",
     "create_network",

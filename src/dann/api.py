@@ -57,39 +57,44 @@ def fit(
     return FitResult(net, cfg, data.classes, history, run_dir)
 
 
-def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> tuple[Config, DomainAdaptNet, list[str]]:
-    """(config, trained network in eval mode on the CPU, class names) from a run directory's checkpoint."""
+@dataclass
+class TrainedModel:
+    config: Config
+    net: DomainAdaptNet  # in eval mode, on the CPU
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    step: int
+
+    def check_input(self, x: torch.Tensor, path: str | Path) -> None:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(
+                f"{path}: samples have shape {tuple(x.shape[1:])}, but the model was trained on {self.input_shape}"
+            )
+
+
+def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedModel:
+    """The trained model of a run directory, rebuilt from its checkpoint alone (config and class names included)."""
     state = load_checkpoint(Path(run_dir) / checkpoint)
     cfg = config_from_dict(state["config"])
     offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
-    classes = list(state["meta"]["classes"])
-    net = create_network(offline.model, tuple(state["meta"]["input_shape"]), len(classes))
+    classes, input_shape = list(state["meta"]["classes"]), tuple(state["meta"]["input_shape"])
+    net = create_network(offline.model, input_shape, len(classes))
     net.load_state_dict(state["model"])
-    return cfg, net.eval(), classes
-
-
-def _check_shape(x: torch.Tensor, net_input: torch.Size | tuple, path: str | Path) -> None:
-    if tuple(x.shape[1:]) != tuple(net_input):
-        raise DataError(
-            f"{path}: samples have shape {tuple(x.shape[1:])}, but the model was trained on {tuple(net_input)}"
-        )
+    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]))
 
 
 def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
     """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on a labeled ``.npz``."""
-    _, net, classes = load_run(run_dir)
+    model = load_run(run_dir)
     domain, _ = load_npz(data_path)
     if domain.y is None:
         raise DataError(f"{data_path}: evaluation needs labels (array 'y'); use predict for unlabeled data")
-    if len(domain.y) and int(domain.y.max()) >= len(classes):
-        raise DataError(f"{data_path}: labels must lie in [0, {len(classes)}), found {int(domain.y.max())}")
-    _check_shape(domain.x, _input_shape(run_dir), data_path)
-    probs = predict_proba(net, domain.x)
-    return classification_metrics(domain.y, probs.argmax(1), len(classes)) | {"classes": classes}
-
-
-def _input_shape(run_dir: str | Path) -> tuple[int, ...]:
-    return tuple(load_checkpoint(Path(run_dir) / LAST_CHECKPOINT)["meta"]["input_shape"])
+    k = len(model.classes)
+    if len(domain.y) and (int(domain.y.min()) < 0 or int(domain.y.max()) >= k):
+        raise DataError(f"{data_path}: labels must lie in [0, {k}), found {int(domain.y.min())}..{int(domain.y.max())}")
+    model.check_input(domain.x, data_path)
+    probs = predict_proba(model.net, domain.x)
+    return classification_metrics(domain.y, probs.argmax(1), k) | {"classes": model.classes, "step": model.step}
 
 
 def predict(run_dir: str | Path, data_path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
@@ -97,15 +102,15 @@ def predict(run_dir: str | Path, data_path: str | Path, out: str | Path, overwri
     out = Path(out)
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
-    _, net, classes = load_run(run_dir)
+    model = load_run(run_dir)
     domain, _ = load_npz(data_path)
-    _check_shape(domain.x, _input_shape(run_dir), data_path)
-    probs = predict_proba(net, domain.x)
+    model.check_input(domain.x, data_path)
+    probs = predict_proba(model.net, domain.x)
     conf, pred = probs.max(1)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["index", "predicted_class", "confidence"])
     for i, (p, c) in enumerate(zip(pred.tolist(), conf.tolist(), strict=True)):
-        writer.writerow([i, classes[p], f"{c:.6f}"])
+        writer.writerow([i, model.classes[p], f"{c:.6f}"])
     atomic_write_text(out, buffer.getvalue())
     return out
