@@ -6,7 +6,7 @@ from dann.errors import ConfigError
 from dann.models import BACKBONES, create_backbone, create_network
 from dann.models.backbones import LeNet
 
-SHAPES = {"lenet": (3, 28, 28), "mlp": (3, 8, 8)}
+SHAPES = {"lenet": (3, 28, 28), "lenet_conv": (3, 28, 28), "mlp": (3, 8, 8)}
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())
@@ -52,7 +52,7 @@ def test_timm_backbone_and_local_pretrained_file_round_trip(tmp_path):
 
 def test_bad_backbone_names_and_shapes():
     with pytest.raises(
-        ConfigError, match=r"unknown backbone 'resnet_18'; valid: lenet, mlp or any timm model.*resnet18"
+        ConfigError, match=r"unknown backbone 'resnet_18'; valid: lenet, lenet_conv, mlp or any timm model.*resnet18"
     ):
         create_backbone(ModelConfig(backbone="resnet_18"), (3, 32, 32))
     with pytest.raises(ConfigError, match=r"needs images of shape \(C, H, W\)"):

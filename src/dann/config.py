@@ -39,24 +39,20 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "lenet"  # lenet | mlp | any timm model name
+    backbone: str = "lenet"  # lenet | lenet_conv | mlp | any timm model name
     pretrained: bool = False  # timm's own weights (needs internet)
     pretrained_file: str = ""  # local .safetensors/.pth weights for a timm backbone (the offline path)
     mlp_dims: tuple[int, ...] = (100, 100)  # hidden widths of the `mlp` backbone
     batchnorm: bool = False  # BatchNorm in the `lenet` / `mlp` backbones (the paper has none)
     bottleneck_dim: int = 0  # 0: none; else linear + BN + ReLU of this width before both heads
+    head_dims: tuple[int, ...] = ()  # hidden widths of the label head; () is one linear layer
     discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
     dropout: float = 0.0  # in the discriminator's hidden layers
 
     def __post_init__(self) -> None:
         _require(self.bottleneck_dim >= 0, "model.bottleneck_dim", ">= 0", self.bottleneck_dim)
-        _require(all(d > 0 for d in self.mlp_dims), "model.mlp_dims", "positive widths", self.mlp_dims)
-        _require(
-            all(d > 0 for d in self.discriminator_dims),
-            "model.discriminator_dims",
-            "positive widths",
-            self.discriminator_dims,
-        )
+        for key in ("mlp_dims", "head_dims", "discriminator_dims"):
+            _require(all(d > 0 for d in getattr(self, key)), f"model.{key}", "positive widths", getattr(self, key))
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -21,9 +22,11 @@ BACKBONES: Registry = Registry("backbone")
 class LeNet(nn.Module):
     """DANN paper (Ganin et al. 2016, MNIST architecture): conv5×5-32, max-pool 2, conv5×5-48, max-pool 2,
     fc-100, fc-100, ReLU after each. Input (N, C, H, W) with H, W ≥ 12; output (N, 100).
-    ``batchnorm=True`` adds BatchNorm before each ReLU (not in the paper)."""
+    ``batchnorm=True`` adds BatchNorm before each ReLU (not in the paper). ``fc=False`` stops after the convolutions
+    (output (N, 768) at 28×28): the paper's split, where the fc-100 layers belong to the label predictor and the
+    domain classifier reads the convolutional features (use with ``model.head_dims=[100, 100]``)."""
 
-    def __init__(self, in_chans: int, size: tuple[int, int], batchnorm: bool = False) -> None:
+    def __init__(self, in_chans: int, size: tuple[int, int], batchnorm: bool = False, fc: bool = True) -> None:
         super().__init__()
         bn2, bn1 = (nn.BatchNorm2d, nn.BatchNorm1d) if batchnorm else (_no_norm, _no_norm)
         self.conv = nn.Sequential(
@@ -33,8 +36,11 @@ class LeNet(nn.Module):
         with torch.no_grad():
             flat = self.conv.eval()(torch.zeros(1, in_chans, *size)).shape[1]
         self.conv.train()
-        self.fc = nn.Sequential(nn.Linear(flat, 100), bn1(100), nn.ReLU(), nn.Linear(100, 100), bn1(100), nn.ReLU())
-        self.num_features = 100
+        if fc:
+            self.fc = nn.Sequential(nn.Linear(flat, 100), bn1(100), nn.ReLU(), nn.Linear(100, 100), bn1(100), nn.ReLU())
+        else:
+            self.fc = nn.Identity()
+        self.num_features = 100 if fc else flat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x))
@@ -46,7 +52,7 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, dims: Sequence[int], batchnorm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        for d_in, d_out in zip([in_features, *dims[:-1]], dims, strict=True):
+        for d_in, d_out in pairwise([in_features, *dims]):
             layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out) if batchnorm else nn.Identity(), nn.ReLU()]
         self.net = nn.Sequential(*layers)
         self.num_features = dims[-1]
@@ -68,12 +74,21 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int
     return input_shape  # type: ignore[return-value]
 
 
+def _lenet(cfg: ModelConfig, input_shape: tuple[int, ...], fc: bool) -> nn.Module:
+    c, h, w = _image_shape(cfg.backbone, input_shape)
+    if min(h, w) < 12:
+        raise ConfigError(f"backbone {cfg.backbone!r} needs images of at least 12×12 pixels, got {h}×{w}")
+    return LeNet(c, (h, w), cfg.batchnorm, fc)
+
+
 @BACKBONES.register()
 def lenet(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
-    c, h, w = _image_shape("lenet", input_shape)
-    if min(h, w) < 12:
-        raise ConfigError(f"backbone 'lenet' needs images of at least 12×12 pixels, got {h}×{w}")
-    return LeNet(c, (h, w), cfg.batchnorm)
+    return _lenet(cfg, input_shape, fc=True)
+
+
+@BACKBONES.register()
+def lenet_conv(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    return _lenet(cfg, input_shape, fc=False)
 
 
 @BACKBONES.register()

@@ -1,8 +1,9 @@
-"""Heads on top of the features: an optional bottleneck, and the domain discriminator (logits only)."""
+"""Heads on top of the features: an optional bottleneck, the label head and the domain discriminator (logits)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -15,6 +16,18 @@ class Bottleneck(nn.Sequential):
         super().__init__(nn.Linear(in_features, dim), nn.BatchNorm1d(dim), nn.ReLU())
 
 
+def mlp_layers(in_features: int, hidden_dims: Sequence[int], out_features: int, dropout: float = 0.0) -> nn.Sequential:
+    """Linear + ReLU (+ Dropout) per hidden width, then a final Linear to ``out_features``."""
+    layers: list[nn.Module] = []
+    widths = [in_features, *hidden_dims]
+    for d_in, d_out in pairwise(widths):
+        layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(widths[-1], out_features))
+    return nn.Sequential(*layers)
+
+
 class DomainDiscriminator(nn.Module):
     """MLP (Linear + ReLU [+ Dropout] per hidden width) → one logit per sample: (N, F) → (N,).
 
@@ -23,13 +36,7 @@ class DomainDiscriminator(nn.Module):
 
     def __init__(self, in_features: int, hidden_dims: Sequence[int] = (100,), dropout: float = 0.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for d_in, d_out in zip([in_features, *hidden_dims[:-1]], hidden_dims, strict=True):
-            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(hidden_dims[-1] if hidden_dims else in_features, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp_layers(in_features, hidden_dims, 1, dropout)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f).squeeze(-1)

@@ -11,7 +11,7 @@ from torch import nn
 from ..config import ModelConfig
 from .backbones import create_backbone
 from .grl import grad_reverse
-from .heads import Bottleneck, DomainDiscriminator
+from .heads import Bottleneck, DomainDiscriminator, mlp_layers
 
 
 class DomainAdaptNet(nn.Module):
@@ -25,6 +25,7 @@ class DomainAdaptNet(nn.Module):
         bottleneck_dim: int = 0,
         discriminator_dims: Sequence[int] = (100,),
         dropout: float = 0.0,
+        head_dims: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -32,7 +33,7 @@ class DomainAdaptNet(nn.Module):
         self.bottleneck = Bottleneck(width, bottleneck_dim) if bottleneck_dim else nn.Identity()
         self.num_features = bottleneck_dim or width
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
+        self.head = mlp_layers(self.num_features, head_dims, num_classes)
         self.discriminator = DomainDiscriminator(self.num_features, discriminator_dims, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,4 +60,4 @@ class DomainAdaptNet(nn.Module):
 
 def create_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> DomainAdaptNet:
     backbone = create_backbone(cfg, input_shape)
-    return DomainAdaptNet(backbone, num_classes, cfg.bottleneck_dim, cfg.discriminator_dims, cfg.dropout)
+    return DomainAdaptNet(backbone, num_classes, cfg.bottleneck_dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims)
