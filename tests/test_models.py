@@ -59,3 +59,14 @@ def test_bad_backbone_names_and_shapes():
         create_backbone(ModelConfig(backbone="lenet"), (20,))
     with pytest.raises(ConfigError, match="does not exist"):
         create_backbone(ModelConfig(backbone="resnet18", pretrained_file="/nope.pth"), (3, 32, 32))
+
+
+@pytest.mark.parametrize(("head_dims", "discriminator_dims"), [((), ()), ((100, 100), (100,))])
+def test_heads_of_any_depth(head_dims, discriminator_dims):
+    cfg = ModelConfig(backbone="lenet_conv", head_dims=head_dims, discriminator_dims=discriminator_dims)
+    net = create_network(cfg, (3, 28, 28), 10)
+    assert net.num_features == 48 * 4 * 4  # the paper's split: the discriminator reads the conv features
+    linears = [m for m in net.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears] == [*head_dims, 10]
+    f = net.forward_features(torch.randn(2, 3, 28, 28))
+    assert net(torch.randn(2, 3, 28, 28)).shape == (2, 10) and net.domain_logits(f, 0.5).shape == (2,)
