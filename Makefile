@@ -13,9 +13,11 @@ $(BIN)/dann: pyproject.toml
 demo: $(BIN)/dann
 	$(BIN)/dann demo
 
-test: $(BIN)/dann
+lint: $(BIN)/dann
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+test: lint
 	$(BIN)/pytest
 
 bench: $(BIN)/dann
