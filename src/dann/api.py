@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from .config import Config, config_from_dict, replace
+from .config import Config, config_from_dict, load_config, replace
 from .data import DomainData, build_data, load_npz
 from .errors import DataError, RunDirError
 from .evaluate import classification_metrics, predict_proba
@@ -46,7 +45,7 @@ def fit(
         saved = Path(out) / CONFIG_FILE
         if not saved.is_file():
             raise RunDirError(f"cannot resume: {saved} does not exist")
-        cfg = config_from_dict(yaml.safe_load(saved.read_text()))
+        cfg = load_config(str(saved))  # a damaged config.yaml is a ConfigError naming it
     cfg = cfg or Config()
     data = data or build_data(cfg.data)
     torch.manual_seed(cfg.train.seed)

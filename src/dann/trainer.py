@@ -2,7 +2,7 @@
 
 Per step: one batch per domain (a pure function of the step), ``method.loss``, backward, optimizer step. No
 host-device synchronization except every ``log_every`` steps (progress bar) and ``eval_every`` steps
-(evaluation → one JSON line in ``metrics.jsonl`` → atomic checkpoint)."""
+(evaluation → one JSON line in ``metrics.jsonl`` → atomic checkpoint, the previous one kept as ``prev.pt``)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from .runs import (
     CONFIG_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    PREV_CHECKPOINT,
     append_jsonl,
     atomic_write_text,
-    load_checkpoint,
+    load_latest_checkpoint,
     read_jsonl,
     save_checkpoint,
     truncate_metrics,
@@ -122,14 +123,15 @@ class Trainer:
         return history
 
     def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer) -> int:
-        """Set up the run directory; on resume load model, optimizer and RNG state and return the step."""
+        """Set up the run directory; on resume load model, optimizer and RNG state from the newest complete
+        checkpoint and return its step."""
         torch.manual_seed(self.cfg.train.seed)
         if self.run_dir is None:
             return 0
         if not self.resume:
             atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
             return 0
-        state = load_checkpoint(self.run_dir / LAST_CHECKPOINT, self.device)
+        state = load_latest_checkpoint(self.run_dir, self.device)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"].cpu())
@@ -173,7 +175,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "meta": {"classes": data.classes, "input_shape": list(data.input_shape)},
         }
-        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
+        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state, previous=self.run_dir / PREV_CHECKPOINT)
 
 
 def _finite(value: float) -> bool:
