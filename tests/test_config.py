@@ -27,6 +27,7 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
         ("train.batch_size=0", "train.batch_size must be > 0"),
         ("method.label_smoothing=1.5", r"method.label_smoothing must be in \[0, 1\)"),
         ("lr=0.1", "must look like section.key=value"),
+        ("train.on_nonfinite=ignore", "train.on_nonfinite must be error or skip, got 'ignore'"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -17,6 +17,8 @@ import yaml
 
 from .errors import ConfigError
 
+ON_NONFINITE = ("error", "skip")  # see dann.nonfinite
+
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
@@ -112,10 +114,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     progress: bool = True  # tqdm bar
+    on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
             _require(getattr(self, key) > 0, f"train.{key}", "> 0", getattr(self, key))
+        _require(self.on_nonfinite in ON_NONFINITE, "train.on_nonfinite", " or ".join(ON_NONFINITE), self.on_nonfinite)
 
 
 @dataclass(frozen=True)
