@@ -223,13 +223,22 @@ def _read_yaml(path: str) -> dict[str, Any]:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:  # safe_load refuses tags that would build Python objects
+        raise ConfigError(f"config file {path} holds a tag that is not plain YAML: {_yaml_problem(e)}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, method, optim, train)")
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several lines)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -18,13 +18,16 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, OutputError, RunDirError, UnsafeFileError
+from .errors import CheckpointError, DannError, OutputError, RunDirError, UnsafeFileError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "checkpoints/last.pt"
 PREV_CHECKPOINT = "checkpoints/prev.pt"
 CHECKPOINT_KEYS = ("step", "model", "optimizer", "rng", "config", "meta")
+# what torch's weights-only unpickler says when a file asks for an object it does not allow (any other refusal, such
+# as an unknown opcode, means damaged bytes)
+RISKY_PICKLE = re.compile(r"GLOBAL|reduce|new object|Can only build")
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
@@ -98,26 +101,34 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], previous: str | Pat
     _fsync_dir(path.parent)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain data only, never arbitrary code.
+def load_weights_only(
+    path: Path, what: str, corrupt: type[DannError] = CheckpointError, map_location: str | torch.device = "cpu"
+) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never arbitrary code. A file carrying
+    other pickled objects raises ``UnsafeFileError`` (nothing in it is run); an unreadable one raises ``corrupt``.
+    ``what`` names the file in messages ("checkpoint", "model.pretrained_file")."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        problem = str(e).split("WeightsUnpickler error:")[-1].strip()  # torch's wording: keep its first sentence
+        problem = re.split(r"\. |\n", problem, maxsplit=1)[0]
+        if not isinstance(e, RuntimeError | pickle.UnpicklingError):  # e.g. EOFError, KeyError: name the type
+            problem = f"{type(e).__name__}: {problem}" if problem else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError) and RISKY_PICKLE.search(problem):
+            raise UnsafeFileError(
+                f"refused to load {what} {path}: it holds Python objects other than tensors and plain data, which "
+                f"could run code when loaded ({problem}); nothing in it was run"
+            ) from None
+        raise corrupt(f"{what} {path} is truncated or corrupt ({problem})") from None
 
-    Raises ``UnsafeFileError`` for a file carrying other pickled objects (nothing in it is run) and
-    ``CheckpointError`` for a missing, truncated, corrupt or foreign file."""
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a run's checkpoint safely (``load_weights_only``). Raises ``UnsafeFileError`` for a file carrying
+    pickled objects and ``CheckpointError`` for a missing, truncated, corrupt or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; was the run trained to its first evaluation?")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported[^.\n]*", str(e))
-        reason = found.group(0) if found else "not a weights-only file"
-        raise UnsafeFileError(
-            f"refused to load checkpoint {path}: it holds Python objects other than tensors and plain data, which "
-            f"could run code when loaded ({reason}); only load checkpoints written by dann"
-        ) from None
-    except Exception as e:
-        detail = str(e).split(". ")[0] or type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({detail})") from None
+    state = load_weights_only(path, "checkpoint", CheckpointError, map_location)
     missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
     if missing:
         raise CheckpointError(f"{path} is not a dann checkpoint (missing: {', '.join(missing)})")
