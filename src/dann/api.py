@@ -11,13 +11,14 @@ from typing import Any
 import torch
 
 from .config import Config, config_from_dict, load_config, replace
-from .data import DomainData, build_data, load_npz
+from .data import Domain, DomainData, build_data, check_same_classes, load_npz
+from .data.domains import check_labels
 from .errors import DataError, RunDirError
 from .evaluate import classification_metrics, predict_proba
 from .methods import create_method
 from .models import DomainAdaptNet, create_network
 from .runs import CONFIG_FILE, LAST_CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir
-from .trainer import Trainer
+from .trainer import Trainer, resolve_device
 
 
 @dataclass
@@ -51,6 +52,7 @@ def fit(
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
     net = create_network(cfg.model, data.input_shape, data.num_classes)
+    resolve_device(cfg.train.device)  # every check that can fail comes before the run directory is created
     run_dir = prepare_run_dir(out, resume, overwrite) if out is not None else None
     history = Trainer(cfg, run_dir, resume).fit(net, method, data)
     return FitResult(net, cfg, data.classes, history, run_dir)
@@ -67,22 +69,27 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> tuple[Co
     return cfg, net.eval(), classes
 
 
-def _check_shape(x: torch.Tensor, net_input: torch.Size | tuple, path: str | Path) -> None:
-    if tuple(x.shape[1:]) != tuple(net_input):
+def _load_data(run_dir: str | Path, data_path: str | Path, classes: list[str]) -> Domain:
+    """The samples of ``data_path``, checked against the run: not empty, the same input shape and class names."""
+    domain, names = load_npz(data_path)
+    if len(domain) == 0:
+        raise DataError(f"{data_path}: no samples")
+    check_same_classes(classes, names, f"{data_path} vs the run's classes")
+    net_input = _input_shape(run_dir)
+    if tuple(domain.x.shape[1:]) != tuple(net_input):
         raise DataError(
-            f"{path}: samples have shape {tuple(x.shape[1:])}, but the model was trained on {tuple(net_input)}"
+            f"{data_path}: samples have shape {tuple(domain.x.shape[1:])}, but the model was trained on {net_input}"
         )
+    return domain
 
 
 def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
     """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on a labeled ``.npz``."""
     _, net, classes = load_run(run_dir)
-    domain, _ = load_npz(data_path)
+    domain = _load_data(run_dir, data_path, classes)
     if domain.y is None:
         raise DataError(f"{data_path}: evaluation needs labels (array 'y'); use predict for unlabeled data")
-    if len(domain.y) and int(domain.y.max()) >= len(classes):
-        raise DataError(f"{data_path}: labels must lie in [0, {len(classes)}), found {int(domain.y.max())}")
-    _check_shape(domain.x, _input_shape(run_dir), data_path)
+    check_labels(domain.y, len(classes), str(data_path))
     probs = predict_proba(net, domain.x)
     return classification_metrics(domain.y, probs.argmax(1), len(classes)) | {"classes": classes}
 
@@ -97,8 +104,7 @@ def predict(run_dir: str | Path, data_path: str | Path, out: str | Path, overwri
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
     _, net, classes = load_run(run_dir)
-    domain, _ = load_npz(data_path)
-    _check_shape(domain.x, _input_shape(run_dir), data_path)
+    domain = _load_data(run_dir, data_path, classes)
     probs = predict_proba(net, domain.x)
     conf, pred = probs.max(1)
     buffer = io.StringIO()

@@ -32,6 +32,8 @@ RISKY_PICKLE = re.compile(r"GLOBAL|reduce|new object|Can only build")
 
 def _write_temp(path: Path, data: bytes) -> Path:
     """Write ``data`` to a new temporary file beside ``path``, flushed and fsynced; return its path."""
+    if path.parent.is_file():
+        raise OutputError(f"cannot write {path}: {path.parent} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

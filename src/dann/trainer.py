@@ -64,7 +64,7 @@ def build_optimizer(cfg: OptimConfig, net: DomainAdaptNet, pretrained: bool) -> 
     if cfg.name in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise DannError(f"unknown optimizer optim.name={cfg.name!r}; valid: sgd, adam, adamw")
+    raise DannError(f"unknown optimizer optim.name={cfg.name!r}")  # config.OPTIMIZERS lists the valid ones
 
 
 class Trainer:
