@@ -130,6 +130,11 @@ ROWS = [
         "cannot read config file TMP/folder: Is a directory",
     ),
     Row(
+        "config file not text",
+        lambda f: ["train", "--config", f.src, "--out", f.out],
+        "config file TMP/source.npz is not a text file (UTF-8 YAML)",
+    ),
+    Row(
         "config file not valid YAML",
         lambda f: ["train", "--config", f.file("c.yaml", "optim: [1, 2"), "--out", f.out],
         "config file TMP/c.yaml is not valid YAML: expected ',' or ']', but got '<stream end>' (line 1, column 13)",
@@ -350,6 +355,11 @@ ROWS = [
         "unknown device",
         lambda f: f.train("--device", "gpu"),
         "train.device 'gpu' is not a valid device (auto, cpu, cuda, cuda:N, mps)",
+    ),
+    Row(
+        "a device type dann does not train on",
+        lambda f: f.train("--device", "meta"),
+        "train.device 'meta' is not a valid device (auto, cpu, cuda, cuda:N, mps)",
     ),
     Row("unknown subcommand", lambda f: ["trian"], "argument command: invalid choice: 'trian'"),
     # override values

@@ -240,8 +240,10 @@ def _read_yaml(path: str) -> dict[str, Any]:
             raise ConfigError(
                 f"config file {path} does not exist (packaged presets: {', '.join(preset_names())})"
             ) from None
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not a text file (UTF-8 YAML)") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+            raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.constructor.ConstructorError as e:  # safe_load refuses tags that would build Python objects

@@ -40,14 +40,21 @@ ORACLE_NOTE = "computed with target labels: for evaluation only, never used for 
 
 
 def resolve_device(name: str) -> torch.device:
+    """``train.device`` → a device this machine has: cpu, cuda[:N] or mps (``auto``: cuda when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise DannError(f"train.device {name!r} is not a valid device (auto, cpu, cuda, cuda:N, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DannError(f"train.device is {name!r} but CUDA is not available here; use train.device=cpu or auto")
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise DannError(f"train.device {name!r} is not a valid device (auto, cpu, cuda, cuda:N, mps)")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[device.type]:
+        kind = device.type.upper()
+        raise DannError(f"train.device is {name!r} but {kind} is not available here; use train.device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DannError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
