@@ -87,6 +87,12 @@ def test_skip_discards_exactly_the_poisoned_update(tiny_cfg, tiny_data, tmp_path
     assert [r["skipped_steps"] for r in read_jsonl(tmp_path / "run/metrics.jsonl")] == [0, 0, 1]
 
 
+def test_skip_without_a_non_finite_step_trains_exactly_as_error(tiny_cfg, tiny_data):
+    strict, _ = train(tiny_cfg, tiny_data)
+    skipping, _ = train(replace(tiny_cfg, train={"on_nonfinite": "skip"}), tiny_data)
+    assert_same(strict.state_dict(), skipping.state_dict())
+
+
 def test_a_skipped_first_step_leaves_the_initial_weights(tiny_cfg, tiny_data):
     cfg = replace(tiny_cfg, train={"steps": 1, "on_nonfinite": "skip"})
     torch.manual_seed(cfg.train.seed)
