@@ -27,6 +27,7 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
         ("train.batch_size=0", "train.batch_size must be > 0"),
         ("method.label_smoothing=1.5", r"method.label_smoothing must be in \[0, 1\)"),
         ("lr=0.1", "must look like section.key=value"),
+        ("train.on_nonfinite=ignore", "train.on_nonfinite must be error or skip, got 'ignore'"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -48,7 +49,7 @@ def test_config_round_trips_through_yaml_dict():
 
 def test_presets_ship_in_the_package_and_missing_files_are_named(tmp_path):
     assert {"moons", "digits"} <= set(preset_names())
-    assert load_config("digits").model.backbone == "lenet"
+    assert load_config("digits").model.backbone == "lenet_conv"
     with pytest.raises(ConfigError, match=r"config file nope\.yaml does not exist"):
         load_config("nope.yaml")
     bad = tmp_path / "bad.yaml"

@@ -61,7 +61,10 @@ def test_missing_and_unreadable_files(tmp_path):
         load_npz(tmp_path / "missing.npz")
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file at all")
-    with pytest.raises(DataError, match=r"could not be read as \.npz"):
+    with pytest.raises(DataError, match=r"garbage.npz is not a \.npz file"):
+        load_npz(garbage)
+    garbage.write_bytes(b"PK" + b"not a zip file at all")
+    with pytest.raises(DataError, match=r"garbage.npz could not be read as \.npz"):
         load_npz(garbage)
 
 

@@ -3,7 +3,7 @@
 from .api import FitResult, TrainedModel, evaluate, fit, load_run, predict
 from .config import Config, load_config
 from .data import SOURCE, TARGET
-from .errors import ConfigError, DannError, DataError, RunDirError
+from .errors import CheckpointError, ConfigError, DannError, DataError, OutputError, RunDirError, UnsafeFileError
 from .methods import create_method
 from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
 from .sklearn import DANNClassifier
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SOURCE",
     "TARGET",
+    "CheckpointError",
     "Config",
     "ConfigError",
     "DANNClassifier",
@@ -20,8 +21,10 @@ __all__ = [
     "DataError",
     "DomainAdaptNet",
     "FitResult",
+    "OutputError",
     "RunDirError",
     "TrainedModel",
+    "UnsafeFileError",
     "create_backbone",
     "create_method",
     "create_network",

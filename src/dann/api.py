@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from .config import Config, config_from_dict, replace
-from .data import DomainData, build_data, load_npz
+from .config import Config, config_from_dict, load_config, replace
+from .data import Domain, DomainData, build_data, check_same_classes, load_npz
+from .data.domains import check_labels
 from .errors import DataError, RunDirError
 from .evaluate import classification_metrics, predict_proba
 from .methods import create_method
 from .models import DomainAdaptNet, create_network
 from .runs import CONFIG_FILE, LAST_CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir
-from .trainer import Trainer
+from .trainer import Trainer, resolve_device
 
 
 @dataclass
@@ -46,12 +46,13 @@ def fit(
         saved = Path(out) / CONFIG_FILE
         if not saved.is_file():
             raise RunDirError(f"cannot resume: {saved} does not exist")
-        cfg = config_from_dict(yaml.safe_load(saved.read_text()))
+        cfg = load_config(str(saved))  # a damaged config.yaml is a ConfigError naming it
     cfg = cfg or Config()
     data = data or build_data(cfg.data)
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
     net = create_network(cfg.model, data.input_shape, data.num_classes)
+    resolve_device(cfg.train.device)  # every check that can fail comes before the run directory is created
     run_dir = prepare_run_dir(out, resume, overwrite) if out is not None else None
     history = Trainer(cfg, run_dir, resume).fit(net, method, data)
     return FitResult(net, cfg, data.classes, history, run_dir)
@@ -83,17 +84,25 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]))
 
 
+def _load_data(model: TrainedModel, data_path: str | Path) -> Domain:
+    """The samples of ``data_path``, checked against the run: not empty, the same input shape and class names."""
+    domain, names = load_npz(data_path)
+    if len(domain) == 0:
+        raise DataError(f"{data_path}: no samples")
+    check_same_classes(model.classes, names, f"{data_path} vs the run's classes")
+    model.check_input(domain.x, data_path)
+    return domain
+
+
 def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
     """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on a labeled ``.npz``."""
     model = load_run(run_dir)
-    domain, _ = load_npz(data_path)
+    domain = _load_data(model, data_path)
     if domain.y is None:
         raise DataError(f"{data_path}: evaluation needs labels (array 'y'); use predict for unlabeled data")
-    k = len(model.classes)
-    if len(domain.y) and (int(domain.y.min()) < 0 or int(domain.y.max()) >= k):
-        raise DataError(f"{data_path}: labels must lie in [0, {k}), found {int(domain.y.min())}..{int(domain.y.max())}")
-    model.check_input(domain.x, data_path)
+    check_labels(domain.y, len(model.classes), str(data_path))
     probs = predict_proba(model.net, domain.x)
+    k = len(model.classes)
     return classification_metrics(domain.y, probs.argmax(1), k) | {"classes": model.classes, "step": model.step}
 
 
@@ -103,8 +112,7 @@ def predict(run_dir: str | Path, data_path: str | Path, out: str | Path, overwri
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
     model = load_run(run_dir)
-    domain, _ = load_npz(data_path)
-    model.check_input(domain.x, data_path)
+    domain = _load_data(model, data_path)
     probs = predict_proba(model.net, domain.x)
     conf, pred = probs.max(1)
     buffer = io.StringIO()

@@ -123,5 +123,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except DannError as e:
-        print(f"dann {args.command}: error: {e}", file=sys.stderr)
+        print(f"dann {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return 2

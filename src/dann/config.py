@@ -6,6 +6,7 @@ Every value is checked against its field's type and range; an unknown key fails 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,11 +17,20 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .schedules import GRL_SCHEDULES, LR_SCHEDULES
+
+SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
+ON_NONFINITE = ("error", "skip")  # see dann.nonfinite
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def _require_seed(key: str, value: int) -> None:
+    _require(0 <= value < SEED_LIMIT, key, f"in [0, {SEED_LIMIT})", value)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)
+        _require_seed("data.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         _require(self.lambda_adv >= 0, "method.lambda_adv", ">= 0", self.lambda_adv)
+        _require(self.grl_gamma >= 0, "method.grl_gamma", ">= 0", self.grl_gamma)
+        GRL_SCHEDULES.get(self.grl_schedule)  # an unknown name lists the valid ones
         _require(0.0 <= self.label_smoothing < 1.0, "method.label_smoothing", "in [0, 1)", self.label_smoothing)
 
 
@@ -86,6 +99,8 @@ class OptimConfig:
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
 
     def __post_init__(self) -> None:
+        _require(self.name in OPTIMIZERS, "optim.name", " | ".join(OPTIMIZERS), self.name)
+        LR_SCHEDULES.get(self.lr_schedule)  # an unknown name lists the valid ones
         _require(self.lr > 0, "optim.lr", "> 0", self.lr)
         _require(0.0 <= self.momentum < 1.0, "optim.momentum", "in [0, 1)", self.momentum)
         _require(self.weight_decay >= 0, "optim.weight_decay", ">= 0", self.weight_decay)
@@ -96,6 +111,7 @@ class OptimConfig:
             self.backbone_lr_mult,
         )
         _require(self.grad_clip >= 0, "optim.grad_clip", ">= 0", self.grad_clip)
+        _require(self.lr_alpha >= 0, "optim.lr_alpha", ">= 0", self.lr_alpha)
 
 
 @dataclass(frozen=True)
@@ -108,10 +124,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     progress: bool = True  # tqdm bar
+    on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
             _require(getattr(self, key) > 0, f"train.{key}", "> 0", getattr(self, key))
+        _require_seed("train.seed", self.seed)
+        _require(self.on_nonfinite in ON_NONFINITE, "train.on_nonfinite", " or ".join(ON_NONFINITE), self.on_nonfinite)
 
 
 @dataclass(frozen=True)
@@ -158,7 +177,13 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if value is None or isinstance(value, list | dict):
             raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -211,17 +236,28 @@ def _read_yaml(path: str) -> dict[str, Any]:
             raise ConfigError(
                 f"config file {path} does not exist (packaged presets: {', '.join(preset_names())})"
             ) from None
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not a text file (UTF-8 YAML)") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+            raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:  # safe_load refuses tags that would build Python objects
+        raise ConfigError(f"config file {path} holds a tag that is not plain YAML: {_yaml_problem(e)}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, method, optim, train)")
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several lines)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

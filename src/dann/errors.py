@@ -15,3 +15,17 @@ class DataError(DannError, ValueError):
 
 class RunDirError(DannError):
     """A run directory cannot be used as asked (exists, missing, or incomplete)."""
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint is missing, truncated or corrupt (e.g. a crash while it was written or copied); resuming falls
+    back to the previous checkpoint."""
+
+
+class UnsafeFileError(DannError):
+    """A checkpoint or weight file holds pickled Python objects, which could run code when loaded, where only
+    tensors and plain data belong. Refused outright, never worked around."""
+
+
+class OutputError(DannError):
+    """An output file cannot be written (no space left, a read-only or missing folder)."""

@@ -1,61 +1,153 @@
 """Run directories and atomic file writes. A run directory holds ``config.yaml``, ``metrics.jsonl``,
-``checkpoints/last.pt`` and the reports. Files are written to a temporary sibling, flushed, then renamed, so a
-crash never leaves a half-written file; an existing run is never replaced unless asked."""
+``checkpoints/last.pt`` (and ``checkpoints/prev.pt``, the one before it) and the reports. Files are written to a
+temporary sibling, flushed and fsynced, then renamed, so a crash never leaves a half-written file; an existing run
+is never replaced unless asked."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import RunDirError
+from .errors import CheckpointError, DannError, OutputError, RunDirError, UnsafeFileError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "checkpoints/last.pt"
+PREV_CHECKPOINT = "checkpoints/prev.pt"
+CHECKPOINT_KEYS = ("step", "model", "optimizer", "rng", "config", "meta")
+# what torch's weights-only unpickler says when a file asks for an object it does not allow (any other refusal, such
+# as an unknown opcode, means damaged bytes)
+RISKY_PICKLE = re.compile(r"GLOBAL|reduce|new object|Can only build")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new temporary file beside ``path``, flushed and fsynced; return its path."""
+    if path.parent.is_file():
+        raise OutputError(f"cannot write {path}: {path.parent} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+    return Path(tmp)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames inside ``path`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to bytes, then an atomic write; ``state`` must hold only tensors and plain data."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], previous: str | Path | None = None) -> None:
+    """``torch.save`` to bytes, then an atomic write; ``state`` must hold only tensors and plain data.
+
+    With ``previous``, the checkpoint being replaced is kept there, and only once the new one is complete on disk:
+    the new file is fsynced under a temporary name, the old ``path`` is renamed to ``previous``, then the temporary
+    file to ``path``. At every moment at least one complete checkpoint exists (``path`` or ``previous``)."""
+    path = Path(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    if previous is None or not path.exists():
+        atomic_write_bytes(path, buffer.getvalue())
+        return
+    tmp = _write_temp(path, buffer.getvalue())
+    try:
+        os.replace(path, previous)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    _fsync_dir(path.parent)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain data only, never arbitrary code."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"checkpoint {path} does not exist; was the run trained to its first evaluation?")
+def load_weights_only(
+    path: Path, what: str, corrupt: type[DannError] = CheckpointError, map_location: str | torch.device = "cpu"
+) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never arbitrary code. A file carrying
+    other pickled objects raises ``UnsafeFileError`` (nothing in it is run); an unreadable one raises ``corrupt``.
+    ``what`` names the file in messages ("checkpoint", "model.pretrained_file")."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RunDirError(f"checkpoint {path} could not be loaded safely: {e}") from None
+        problem = str(e).split("WeightsUnpickler error:")[-1].strip()  # torch's wording: keep its first sentence
+        problem = re.split(r"\. |\n", problem, maxsplit=1)[0]
+        if not isinstance(e, RuntimeError | pickle.UnpicklingError):  # e.g. EOFError, KeyError: name the type
+            problem = f"{type(e).__name__}: {problem}" if problem else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError) and RISKY_PICKLE.search(problem):
+            raise UnsafeFileError(
+                f"refused to load {what} {path}: it holds Python objects other than tensors and plain data, which "
+                f"could run code when loaded ({problem}); nothing in it was run"
+            ) from None
+        raise corrupt(f"{what} {path} is truncated or corrupt ({problem})") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a run's checkpoint safely (``load_weights_only``). Raises ``UnsafeFileError`` for a file carrying
+    pickled objects and ``CheckpointError`` for a missing, truncated, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; was the run trained to its first evaluation?")
+    state = load_weights_only(path, "checkpoint", CheckpointError, map_location)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise CheckpointError(f"{path} is not a dann checkpoint (missing: {', '.join(missing)})")
+    return state
+
+
+def load_latest_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The newest complete checkpoint of a run: ``last.pt``, or, when that is missing, truncated or corrupt (a
+    crash while it was written), ``prev.pt`` with a warning. An unsafe file is refused, never skipped over."""
+    run_dir = Path(run_dir)
+    try:
+        return load_checkpoint(run_dir / LAST_CHECKPOINT, map_location)
+    except CheckpointError as e:
+        if not (run_dir / PREV_CHECKPOINT).is_file():
+            raise
+        warnings.warn(f"{e}; using the previous checkpoint {run_dir / PREV_CHECKPOINT}", stacklevel=2)
+        return load_checkpoint(run_dir / PREV_CHECKPOINT, map_location)
 
 
 def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -65,8 +157,10 @@ def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = Fa
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other")
     if resume:
-        if not (path / LAST_CHECKPOINT).is_file():
+        if not any((path / name).is_file() for name in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
             raise RunDirError(f"cannot resume: {path / LAST_CHECKPOINT} does not exist")
+        for tmp in (path / "checkpoints").glob(".*.tmp"):  # left by a crash in the middle of a write
+            tmp.unlink(missing_ok=True)
         return path
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {path} exists and is not a directory")
@@ -85,19 +179,39 @@ def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = Fa
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file. A last line without its newline (torn by a crash mid-write) is dropped;
+    any other unreadable line is an error naming it."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{path} line {number} is not a JSON record: {line[:80]!r}")
+        records.append(record)
+    return records
 
 
 def truncate_metrics(path: str | Path, last_step: int) -> None:
     """On resume, drop metric lines written after the checkpoint being resumed from (they will be rewritten)."""
-    kept = [r for r in read_jsonl(path) if r["step"] <= last_step]
+    kept = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

@@ -1,8 +1,9 @@
 """The only training loop. Steps, not epochs: progress ``p = step / steps`` drives every schedule.
 
 Per step: one batch per domain (a pure function of the step), ``method.loss``, backward, optimizer step. No
-host-device synchronization except every ``log_every`` steps (progress bar) and ``eval_every`` steps
-(evaluation → one JSON line in ``metrics.jsonl`` → atomic checkpoint)."""
+host-device synchronization except every ``log_every`` steps (progress bar, non-finite check) and ``eval_every``
+steps (non-finite check → evaluation → one JSON line in ``metrics.jsonl`` → atomic checkpoint, the previous one
+kept as ``prev.pt``). Non-finite losses: see ``dann.nonfinite``."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from .errors import DannError
 from .evaluate import evaluate_domain
 from .methods.base import Batch, Method
 from .models.network import DomainAdaptNet
+from .nonfinite import LossWatch, SkipGuard, check_weights
 from .runs import (
     CONFIG_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    PREV_CHECKPOINT,
     append_jsonl,
     atomic_write_text,
-    load_checkpoint,
+    load_latest_checkpoint,
     read_jsonl,
     save_checkpoint,
     truncate_metrics,
@@ -37,14 +40,21 @@ ORACLE_NOTE = "computed with target labels: for evaluation only, never used for 
 
 
 def resolve_device(name: str) -> torch.device:
+    """``train.device`` → a device this machine has: cpu, cuda[:N] or mps (``auto``: cuda when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise DannError(f"train.device {name!r} is not a valid device (auto, cpu, cuda, cuda:N, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DannError(f"train.device is {name!r} but CUDA is not available here; use train.device=cpu or auto")
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise DannError(f"train.device {name!r} is not a valid device (auto, cpu, cuda, cuda:N, mps)")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[device.type]:
+        kind = device.type.upper()
+        raise DannError(f"train.device is {name!r} but {kind} is not available here; use train.device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DannError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -61,7 +71,7 @@ def build_optimizer(cfg: OptimConfig, net: DomainAdaptNet, pretrained: bool) -> 
     if cfg.name in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise DannError(f"unknown optimizer optim.name={cfg.name!r}; valid: sgd, adam, adamw")
+    raise DannError(f"unknown optimizer optim.name={cfg.name!r}")  # config.OPTIMIZERS lists the valid ones
 
 
 class Trainer:
@@ -76,13 +86,14 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         net.to(self.device).train()
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
-        start = self._restore(net, optimizer)
+        start, skipped = self._restore(net, optimizer)
         source = StepBatches(data.source_train, t.batch_size, t.seed, self.device, cfg.data.augment)
         target = StepBatches(data.target_train, t.batch_size, t.seed + 1, self.device, cfg.data.augment)
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
         history = read_jsonl(self.run_dir / METRICS_FILE) if self.resume and self.run_dir else []
-        sums: dict[str, Any] = {}
-        window, train_time, logged = 0, 0.0, {}
+        watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
+        guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
+        train_time, logged = 0.0, {}
         bar = tqdm(total=t.steps, initial=start, disable=not t.progress, dynamic_ncols=True, desc=cfg.method.name)
         tic = time.perf_counter()
         for step in range(start, t.steps):
@@ -92,52 +103,58 @@ class Trainer:
                 group["lr"] = lr * group["lr_mult"]
             x_s, y_s = source.get(step)
             x_t = target.get(step)[0] if method.uses_target else x_s[:0]
+            if guard:
+                guard.snapshot()
             out = method.loss(net, Batch(x_s, y_s, x_t), progress)
             optimizer.zero_grad(set_to_none=True)
             out.total.backward()
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
             optimizer.step()
-            for name, value in out.terms.items():
-                sums[name] = sums.get(name, 0.0) + value
-            window += 1
+            finite = torch.isfinite(out.total.detach())
+            if guard:
+                guard.restore_unless(finite)
+            watch.record(finite, out.terms)
             done = step + 1
             bar.update(1)
-            if done % t.log_every == 0 or done == t.steps:
-                logged = {name: float(value) / window for name, value in sums.items()} | {"lr": lr}
-                if not all(map(_finite, logged.values())):
-                    raise DannError(
-                        f"non-finite loss between steps {done - window + 1} and {done}: {logged}; "
-                        "try a lower optim.lr or optim.grad_clip=1.0"
-                    )
+            evaluating = done % t.eval_every == 0 or done == t.steps
+            if evaluating or done % t.log_every == 0:
+                logged = watch.check(done) | {"lr": lr}  # raises on non-finite steps, before anything is saved
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
-                sums, window = {}, 0
-            if done % t.eval_every == 0 or done == t.steps:
+            if evaluating:
+                check_weights(net, done)
                 train_time += time.perf_counter() - tic
-                record = self._evaluate(net, data, done, logged, (done - start) / train_time)
+                record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped)
                 history.append(record)
                 self._save(net, optimizer, data, record, done)
                 tic = time.perf_counter()
         bar.close()
         return history
 
-    def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer) -> int:
-        """Set up the run directory; on resume load model, optimizer and RNG state and return the step."""
+    def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+        """Set up the run directory; on resume load model, optimizer and RNG state from the newest complete
+        checkpoint. Returns (step, skipped steps so far)."""
         torch.manual_seed(self.cfg.train.seed)
         if self.run_dir is None:
-            return 0
+            return 0, 0
         if not self.resume:
             atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
-            return 0
-        state = load_checkpoint(self.run_dir / LAST_CHECKPOINT, self.device)
+            return 0, 0
+        state = load_latest_checkpoint(self.run_dir, self.device)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"].cpu())
         truncate_metrics(self.run_dir / METRICS_FILE, state["step"])
-        return int(state["step"])
+        return int(state["step"]), int(state.get("skipped_steps", 0))
 
     def _evaluate(
-        self, net: DomainAdaptNet, data: DomainData, step: int, train_terms: dict[str, float], steps_per_s: float
+        self,
+        net: DomainAdaptNet,
+        data: DomainData,
+        step: int,
+        train_terms: dict[str, float],
+        steps_per_s: float,
+        skipped: int,
     ) -> dict[str, Any]:
         bs, k = self.cfg.train.eval_batch_size, data.num_classes
         record: dict[str, Any] = {
@@ -145,6 +162,7 @@ class Trainer:
             "progress": step / self.cfg.train.steps,
             "train": train_terms,
             "steps_per_s": steps_per_s,
+            "skipped_steps": skipped,  # steps whose update was discarded (train.on_nonfinite=skip), whole run
         }
         if data.source_val is not None:
             record["source_val"] = {"acc": evaluate_domain(net, data.source_val.x, data.source_val.y, k, bs)["acc"]}
@@ -170,11 +188,8 @@ class Trainer:
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": torch.get_rng_state(),
+            "skipped_steps": record["skipped_steps"],
             "config": self.cfg.to_dict(),
             "meta": {"classes": data.classes, "input_shape": list(data.input_shape)},
         }
-        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
-
-
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
+        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state, previous=self.run_dir / PREV_CHECKPOINT)

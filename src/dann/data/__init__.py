@@ -1,6 +1,6 @@
 from ..config import DataConfig
 from ..errors import ConfigError
-from .arrays import as_domain, load_npz, save_npz
+from .arrays import as_domain, check_same_classes, load_npz, save_npz
 from .builtin import TASKS, build_task
 from .domains import SOURCE, TARGET, Domain, DomainData, make_domain_data
 
@@ -13,6 +13,7 @@ __all__ = [
     "as_domain",
     "build_data",
     "build_task",
+    "check_same_classes",
     "load_npz",
     "make_domain_data",
     "save_npz",
@@ -25,8 +26,10 @@ def build_data(cfg: DataConfig) -> DomainData:
         if not cfg.target:
             raise ConfigError("data.target is required with data.source (the unlabeled target data)")
         source, classes = load_npz(cfg.source)
-        target, _ = load_npz(cfg.target)
-        target_eval = load_npz(cfg.target_eval)[0] if cfg.target_eval else None
+        target, target_classes = load_npz(cfg.target)
+        target_eval, eval_classes = load_npz(cfg.target_eval) if cfg.target_eval else (None, None)
+        for path, names in ((cfg.target, target_classes), (cfg.target_eval, eval_classes)):
+            check_same_classes(classes, names, f"{path} vs {cfg.source}")
         return make_domain_data(
             source,
             target,

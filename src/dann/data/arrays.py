@@ -12,15 +12,19 @@ import torch
 from ..errors import DataError
 from .domains import Domain
 
+MAGIC = (b"PK", b"\x93NUMPY")  # how a .npz (a zip archive) or a .npy file starts; np.load would try pickle otherwise
+
 
 def as_domain(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None, what: str = "array") -> Domain:
     """Validate and convert: float32 features/images (uint8 images are scaled to [0, 1]), int64 labels."""
     x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if x.ndim not in (2, 4):
         raise DataError(f"{what}: x must have shape (N, D) or (N, C, H, W), got {x.shape}")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{what}: samples must not be empty, got x of shape {x.shape}")
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
-    elif not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+    elif x.dtype.kind not in "iuf":
         raise DataError(f"{what}: x must hold real numbers, got dtype {x.dtype}")
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
@@ -30,9 +34,8 @@ def as_domain(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None 
         y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"{what}: y must have shape ({len(x)},) to match x, got {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
-                raise DataError(f"{what}: y must hold integer class indices, got dtype {y.dtype}")
+        if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
+            raise DataError(f"{what}: y must hold integer class indices, got dtype {y.dtype}")
         labels = torch.from_numpy(y.astype(np.int64))
     return Domain(torch.from_numpy(np.ascontiguousarray(x)), labels)
 
@@ -43,14 +46,38 @@ def load_npz(path: str | Path) -> tuple[Domain, list[str] | None]:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"data file {path} could not be read as .npz: {e}") from None
+        with open(path, "rb") as f:
+            head = f.read(6)
+        loaded = np.load(path, allow_pickle=False) if head.startswith(MAGIC) else None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile) as e:
+        raise DataError(f"data file {path} could not be read as .npz: {e or type(e).__name__}") from None
+    if loaded is None:
+        kind = "is empty (0 bytes)" if not head else "is not a .npz file (a zip archive of arrays)"
+        raise DataError(f"data file {path} {kind}; write one with np.savez(path, x=..., y=...)")
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"data file {path} holds one array, not named arrays; write it with np.savez(path, x=..., y=...)"
+        )
     if "x" not in arrays:
         raise DataError(f"data file {path} has no array 'x' (found: {', '.join(arrays) or 'none'})")
-    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
-    return as_domain(arrays["x"], arrays.get("y"), what=str(path)), classes
+    return as_domain(arrays["x"], arrays.get("y"), what=str(path)), _class_names(arrays.get("classes"), path)
+
+
+def _class_names(names: np.ndarray | None, path: Path) -> list[str] | None:
+    if names is None:
+        return None
+    if names.ndim != 1 or len(names) == 0:
+        raise DataError(f"data file {path}: 'classes' must be a non-empty list of names, got shape {names.shape}")
+    return [str(c) for c in names]
+
+
+def check_same_classes(expected: list[str] | None, found: list[str] | None, what: str) -> None:
+    """Two files that both name their classes must name the same ones in the same order (label i = name i)."""
+    if expected is not None and found is not None and expected != found:
+        raise DataError(f"{what}: different class names ({found} vs {expected}); label i must mean one class in both")
 
 
 def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None, classes: list[str] | None = None) -> None:

@@ -40,7 +40,7 @@ class DomainData:
         return len(self.classes)
 
 
-def _check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
+def check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise DataError(
             f"{what}: labels must lie in [0, {num_classes}), found values from {int(y.min())} to {int(y.max())}"
@@ -66,7 +66,7 @@ def make_domain_data(
         raise DataError(f"{names[0] if len(source) == 0 else names[1]}: no samples")
     num_classes = len(classes) if classes else int(source.y.max()) + 1
     classes = classes or [str(i) for i in range(num_classes)]
-    _check_labels(source.y, num_classes, names[0])
+    check_labels(source.y, num_classes, names[0])
     for dom, name in ((target, names[1]), (target_eval, names[2])):
         if dom is None:
             continue
@@ -76,11 +76,18 @@ def make_domain_data(
                 f"{tuple(source.x.shape[1:])}; both domains must share one input shape"
             )
         if dom.y is not None:
-            _check_labels(dom.y, num_classes, f"{name} (classes must be those of the source)")
+            check_labels(dom.y, num_classes, f"{name} (classes must be those of the source)")
+    if target_eval is not None and target_eval.y is None:
+        raise DataError(f"{names[2]}: the target evaluation data needs labels (array 'y'): it only serves to score")
     if target_eval is None and target.y is not None:
         target_eval = target
     perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))
     n_val = round(val_fraction * len(source))
+    if n_val >= len(source):
+        raise DataError(
+            f"{names[0]}: data.val_fraction={val_fraction} holds out all {len(source)} source samples for validation, "
+            "leaving none to train on; lower data.val_fraction"
+        )
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     source_val = Domain(source.x[val_idx], source.y[val_idx]) if n_val else None
     return DomainData(

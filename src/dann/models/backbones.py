@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DannError
 from ..registry import Registry
+from ..runs import load_weights_only
 
 BACKBONES: Registry = Registry("backbone")
 
@@ -118,8 +119,10 @@ def load_pretrained_file(model: nn.Module, path: str) -> None:
 
             state = load_file(str(file))
         else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            state = load_weights_only(file, "model.pretrained_file", ConfigError)  # refuses pickled objects
             state = state.get("state_dict", state.get("model", state))
+    except DannError:
+        raise
     except Exception as e:
         raise ConfigError(f"model.pretrained_file {path} could not be read as weights: {e}") from None
     own = model.state_dict()

@@ -1,0 +1,521 @@
+"""The bad-input catalogue: every row of the README's "Bad input and what you get" table, through the CLI.
+
+Each row gives what is wrong, the command line (built in a temporary folder ``TMP``) and the exact error the user
+gets: exit code 2 and one line on stderr, never a traceback. A test also checks the README lists every row."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dann import runs
+from dann.cli import main
+
+from .conftest import blobs
+
+README = Path(__file__).parents[1] / "README.md"
+SECTION = "## Bad input and what you get"
+
+
+class Files:
+    """Inputs for one row, in its own temporary folder: good .npz files, a finished run, and helpers to break them."""
+
+    def __init__(self, tmp: Path, trained: Path) -> None:
+        self.tmp = tmp
+        x_s, y_s = blobs(40, 0.0, 0)
+        x_t, y_t = blobs(30, 1.5, 1)
+        self.src = self.npz("source", x=x_s, y=y_s)
+        self.tgt = self.npz("target", x=x_t, y=y_t)
+        self.x, self.y = x_t, y_t
+        self.out = str(tmp / "run")
+        (tmp / "folder").mkdir()
+        self.trained = trained
+
+    def npz(self, name: str, **arrays: np.ndarray) -> str:
+        path = self.tmp / f"{name}.npz"
+        np.savez(path, **arrays)
+        return str(path)
+
+    def file(self, name: str, content: bytes | str) -> str:
+        path = self.tmp / name
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return str(path)
+
+    def train(self, *extra: str) -> list[str]:
+        """A valid, tiny ``dann train`` command; ``extra`` options come last and override."""
+        base = ["train", "--source", self.src, "--target", self.tgt, "--out", self.out, "--quiet"]
+        return [*base, "--backbone", "mlp", "--steps", "2", "--set", "train.batch_size=8", *extra]
+
+    def run(self, damage: Callable[[Path], object] | None = None) -> str:
+        """A copy of a finished run, optionally damaged by ``damage(run_dir)``."""
+        run = self.tmp / "done"
+        shutil.copytree(self.trained, run)
+        if damage:
+            damage(run)
+        return str(run)
+
+    def cmd(self, command: str, data: str, *extra: str) -> list[str]:
+        """``dann evaluate`` or ``dann predict`` of the finished run on ``data``."""
+        out = ["--out", str(self.tmp / "preds.csv")] if command == "predict" else []
+        return [command, "--run", self.run(), "--data", data, *out, *extra]
+
+
+@dataclass
+class Row:
+    what: str  # the README's first column
+    argv: Callable[[Files], list[str]]
+    error: str  # what stderr says, after "dann <command>: error: "; TMP/ stands for the temporary folder
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+class Evil:
+    """Pickled, it would create a file named PWNED when unpickled by an unsafe loader."""
+
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').close()",))
+
+
+def _plant_pickle(run: Path) -> None:
+    state = torch.load(run / runs.LAST_CHECKPOINT, weights_only=True) | {"extra": Evil()}
+    torch.save(state, run / runs.LAST_CHECKPOINT)
+
+
+X4 = np.zeros((5, 4), np.float32)
+Y2 = np.array([0, 1, 0, 1, 0])
+PRESETS = "packaged presets: digits, moons"
+
+ROWS = [
+    # paths
+    Row("missing data file", lambda f: f.train("--source", "TMP/none.npz"), "data file TMP/none.npz does not exist"),
+    Row("data path is a folder", lambda f: f.train("--source", "TMP/folder"), "TMP/folder is not a file"),
+    Row(
+        "empty (zero-byte) .npz",
+        lambda f: f.train("--source", f.file("e.npz", b"")),
+        "data file TMP/e.npz is empty (0 bytes); write one with np.savez(path, x=..., y=...)",
+    ),
+    Row(
+        "truncated .npz",
+        lambda f: f.train("--source", f.file("t.npz", Path(f.src).read_bytes()[:300])),
+        "data file TMP/t.npz could not be read as .npz: File is not a zip file",
+    ),
+    Row(
+        "not a .npz (text)",
+        lambda f: f.train("--source", f.file("a.npz", "a,b\n1,2\n")),
+        "data file TMP/a.npz is not a .npz file (a zip archive of arrays); write one with np.savez(path, x=..., y=...)",
+    ),
+    Row(
+        "a .npy file instead of .npz",
+        lambda f: f.train("--source", str(np.save(f.tmp / "a.npy", X4) or f.tmp / "a.npy")),
+        "data file TMP/a.npy holds one array, not named arrays; write it with np.savez(path, x=..., y=...)",
+    ),
+    Row(
+        "missing config file",
+        lambda f: ["train", "--config", "TMP/c.yaml", "--out", f.out],
+        f"config file TMP/c.yaml does not exist ({PRESETS})",
+    ),
+    Row(
+        "config path is a folder",
+        lambda f: ["train", "--config", "TMP/folder", "--out", f.out],
+        "cannot read config file TMP/folder: Is a directory",
+    ),
+    Row(
+        "config file not text",
+        lambda f: ["train", "--config", f.src, "--out", f.out],
+        "config file TMP/source.npz is not a text file (UTF-8 YAML)",
+    ),
+    Row(
+        "config file not valid YAML",
+        lambda f: ["train", "--config", f.file("c.yaml", "optim: [1, 2"), "--out", f.out],
+        "config file TMP/c.yaml is not valid YAML: expected ',' or ']', but got '<stream end>' (line 1, column 13)",
+    ),
+    Row(
+        "config file not a mapping",
+        lambda f: ["train", "--config", f.file("c.yaml", "- 1\n- 2\n"), "--out", f.out],
+        "config file TMP/c.yaml must hold a mapping of sections (data, model, method, optim, train)",
+    ),
+    Row(
+        "config file with a Python tag",
+        lambda f: [
+            "train",
+            "--config",
+            f.file("c.yaml", 'a: !!python/object/apply:os.system ["touch PWNED"]'),
+            "--out",
+            "r",
+        ],
+        "config file TMP/c.yaml holds a tag that is not plain YAML: could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system' (line 1, column 4)",
+    ),
+    Row(
+        "run folder does not exist",
+        lambda f: ["evaluate", "--run", "TMP/nope", "--data", f.tgt],
+        "checkpoint TMP/nope/checkpoints/last.pt does not exist; was the run trained to its first evaluation?",
+    ),
+    Row(
+        "resume a folder without a checkpoint",
+        lambda f: ["train", "--out", "TMP/folder", "--resume"],
+        "cannot resume: TMP/folder/config.yaml does not exist",
+    ),
+    Row(
+        "--out exists and is not empty",
+        lambda f: f.train("--out", f.run()),
+        "run directory TMP/done already exists and is not empty; pass --resume to continue it, --overwrite to replace "
+        "it, or choose another --out",
+    ),
+    # .npz contents
+    Row("no array x", lambda f: f.train("--source", f.npz("s", y=Y2)), "TMP/s.npz has no array 'x' (found: y)"),
+    Row(
+        "x with one dimension",
+        lambda f: f.train("--source", f.npz("s", x=np.zeros(5), y=Y2)),
+        "TMP/s.npz: x must have shape (N, D) or (N, C, H, W), got (5,)",
+    ),
+    Row(
+        "x with three dimensions",
+        lambda f: f.train("--source", f.npz("s", x=np.zeros((5, 2, 2)), y=Y2)),
+        "TMP/s.npz: x must have shape (N, D) or (N, C, H, W), got (5, 2, 2)",
+    ),
+    Row(
+        "x of strings",
+        lambda f: f.train("--source", f.npz("s", x=np.full((5, 4), "a"), y=Y2)),
+        "TMP/s.npz: x must hold real numbers, got dtype <U1",
+    ),
+    Row(
+        "x of complex numbers",
+        lambda f: f.train("--source", f.npz("s", x=X4 + 1j, y=Y2)),
+        "TMP/s.npz: x must hold real numbers, got dtype complex64",
+    ),
+    Row(
+        "x of Python objects (pickled)",
+        lambda f: f.train("--source", f.npz("s", x=np.array([{}, None], dtype=object), y=Y2[:2])),
+        "data file TMP/s.npz could not be read as .npz: Object arrays cannot be loaded when allow_pickle=False",
+    ),
+    Row(
+        "samples with no features",
+        lambda f: f.train("--source", f.npz("s", x=np.zeros((5, 0)), y=Y2)),
+        "TMP/s.npz: samples must not be empty, got x of shape (5, 0)",
+    ),
+    Row("no samples", lambda f: f.train("--source", f.npz("s", x=X4[:0], y=Y2[:0])), "TMP/s.npz: no samples"),
+    Row(
+        "NaN in x",
+        lambda f: f.train("--target", f.npz("t", x=np.where(f.x == f.x[2, 1], np.nan, f.x))),
+        "TMP/t.npz: x contains NaN or infinite values (1 entries)",
+    ),
+    Row(
+        "infinity in x",
+        lambda f: f.train("--source", f.npz("s", x=X4 + np.inf, y=Y2)),
+        "TMP/s.npz: x contains NaN or infinite values (20 entries)",
+    ),
+    Row(
+        "y longer than x",
+        lambda f: f.train("--source", f.npz("s", x=X4, y=np.zeros(6, int))),
+        "TMP/s.npz: y must have shape (5,) to match x, got (6,)",
+    ),
+    Row(
+        "y with fractions",
+        lambda f: f.train("--source", f.npz("s", x=X4, y=Y2 + 0.5)),
+        "TMP/s.npz: y must hold integer class indices, got dtype float64",
+    ),
+    Row(
+        "NaN in y",
+        lambda f: f.train("--source", f.npz("s", x=X4, y=np.where(Y2 == 1, np.nan, 0))),
+        "TMP/s.npz: y must hold integer class indices, got dtype float64",
+    ),
+    Row(
+        "source without labels",
+        lambda f: f.train("--source", f.npz("s", x=X4)),
+        "TMP/s.npz: the source data needs labels (array 'y')",
+    ),
+    Row(
+        "negative label",
+        lambda f: f.train("--source", f.npz("s", x=X4, y=Y2 - 1)),
+        "TMP/s.npz: labels must lie in [0, 1), found values from -1 to 0",
+    ),
+    Row(
+        "target label not a source class",
+        lambda f: f.train("--target", f.npz("t", x=X4, y=Y2 * 2)),
+        "TMP/t.npz (classes must be those of the source): labels must lie in [0, 2), found values from 0 to 2",
+    ),
+    Row(
+        "labels beyond the class names",
+        lambda f: f.train("--source", f.npz("s", x=X4, y=Y2, classes=np.array(["cat"]))),
+        "TMP/s.npz: labels must lie in [0, 1), found values from 0 to 1",
+    ),
+    Row(
+        "class names not a list",
+        lambda f: f.train("--source", f.npz("s", x=X4, y=Y2, classes=np.array("cat"))),
+        "data file TMP/s.npz: 'classes' must be a non-empty list of names, got shape ()",
+    ),
+    Row(
+        "source and target name different classes",
+        lambda f: f.train(
+            "--source",
+            f.npz("s", x=X4, y=Y2, classes=np.array(["cat", "dog"])),
+            "--target",
+            f.npz("t", x=X4, y=Y2, classes=np.array(["dog", "cat"])),
+        ),
+        "TMP/t.npz vs TMP/s.npz: different class names (['dog', 'cat'] vs ['cat', 'dog']); label i must mean one "
+        "class in both",
+    ),
+    Row(
+        "domains with different sample shapes",
+        lambda f: f.train("--target", f.npz("t", x=np.zeros((5, 3)))),
+        "TMP/t.npz: samples have shape (3,) but the source samples have shape (4,); both domains must share one "
+        "input shape",
+    ),
+    Row(
+        "--target-eval without labels",
+        lambda f: f.train("--target-eval", f.npz("e", x=X4)),
+        "TMP/e.npz: the target evaluation data needs labels (array 'y'): it only serves to score",
+    ),
+    Row(
+        "validation split takes every sample",
+        lambda f: f.train("--source", f.npz("s", x=X4[:2], y=Y2[:2]), "--set", "data.val_fraction=0.9"),
+        "TMP/s.npz: data.val_fraction=0.9 holds out all 2 source samples for validation, leaving none to train on; "
+        "lower data.val_fraction",
+    ),
+    # data given to a trained run
+    Row(
+        "evaluate: other sample shape",
+        lambda f: f.cmd("evaluate", f.npz("d", x=np.zeros((5, 3)), y=Y2)),
+        "TMP/d.npz: samples have shape (3,), but the model was trained on (4,)",
+    ),
+    Row(
+        "evaluate: no labels",
+        lambda f: f.cmd("evaluate", f.npz("d", x=X4)),
+        "TMP/d.npz: evaluation needs labels (array 'y'); use predict for unlabeled data",
+    ),
+    Row(
+        "evaluate: label out of range",
+        lambda f: f.cmd("evaluate", f.npz("d", x=X4, y=Y2 - 1)),
+        "TMP/d.npz: labels must lie in [0, 2), found values from -1 to 0",
+    ),
+    Row(
+        "evaluate: other class names",
+        lambda f: f.cmd("evaluate", f.npz("d", x=X4, y=Y2, classes=np.array(["a", "b"]))),
+        "TMP/d.npz vs the run's classes: different class names (['a', 'b'] vs ['0', '1'])",
+    ),
+    Row("predict: no samples", lambda f: f.cmd("predict", f.npz("d", x=X4[:0])), "TMP/d.npz: no samples"),
+    Row(
+        "predict: output exists",
+        lambda f: f.cmd("predict", f.tgt, "--out", f.src),
+        "TMP/source.npz already exists; pass --overwrite to replace it",
+    ),
+    # names
+    Row(
+        "unknown backbone",
+        lambda f: f.train("--backbone", "resnet"),
+        "unknown backbone 'resnet'; valid: lenet, lenet_conv, mlp or any timm model name (see timm.list_models()); "
+        "did you mean",
+    ),
+    Row(
+        "unknown method",
+        lambda f: f.train("--method", "dan"),
+        "unknown method 'dan'; valid methods: dann, source_only",
+    ),
+    Row(
+        "unknown embedded task",
+        lambda f: ["train", "--task", "moon", "--out", f.out],
+        "unknown embedded task 'moon'; valid embedded tasks: digits, moons",
+    ),
+    Row(
+        "unknown preset",
+        lambda f: ["train", "--config", "moon", "--out", f.out],
+        f"config file moon does not exist ({PRESETS})",
+    ),
+    Row(
+        "unknown optimizer",
+        lambda f: f.train("--set", "optim.name=sgdd"),
+        "config: optim.name must be sgd | adam | adamw, got 'sgdd'",
+    ),
+    Row(
+        "unknown schedule",
+        lambda f: f.train("--set", "optim.lr_schedule=cos"),
+        "config: unknown learning-rate schedule 'cos'; valid learning-rate schedules: constant, cosine, ganin",
+    ),
+    Row(
+        "unknown config section",
+        lambda f: f.train("--set", "optimizer.lr=0.1"),
+        "config: unknown section 'optimizer'; valid sections: data, model, method, optim, train",
+    ),
+    Row(
+        "unknown config key",
+        lambda f: f.train("--set", "optim.lrr=0.1"),
+        "config: unknown key optim.lrr; valid keys in 'optim': name, lr, momentum,",
+    ),
+    Row(
+        "unknown device",
+        lambda f: f.train("--device", "gpu"),
+        "train.device 'gpu' is not a valid device (auto, cpu, cuda, cuda:N, mps)",
+    ),
+    Row(
+        "a device type dann does not train on",
+        lambda f: f.train("--device", "meta"),
+        "train.device 'meta' is not a valid device (auto, cpu, cuda, cuda:N, mps)",
+    ),
+    Row("unknown subcommand", lambda f: ["trian"], "argument command: invalid choice: 'trian'"),
+    # override values
+    Row(
+        "override without a section",
+        lambda f: f.train("--set", "lr=0.1"),
+        "override 'lr=0.1' must look like section.key=value, e.g. optim.lr=0.01",
+    ),
+    Row("text for a number", lambda f: f.train("--set", "optim.lr=fast"), "optim.lr must be a number, got 'fast'"),
+    Row("NaN for a number", lambda f: f.train("--set", "optim.lr=.nan"), "optim.lr must be a finite number, got nan"),
+    Row("fraction for an integer", lambda f: f.train("--set", "train.steps=1.5"), "train.steps must be an integer"),
+    Row("text for a flag option", lambda f: f.train("--steps", "ten"), "argument --steps: invalid int value: 'ten'"),
+    Row(
+        "number for true/false",
+        lambda f: f.train("--set", "method.separate_forward=1"),
+        "method.separate_forward must be true or false, got 1",
+    ),
+    Row(
+        "number for a list",
+        lambda f: f.train("--set", "model.mlp_dims=7"),
+        "model.mlp_dims must be a list such as [100, 100], got 7",
+    ),
+    Row(
+        "unknown choice",
+        lambda f: f.train("--set", "train.on_nonfinite=ignore"),
+        "config: train.on_nonfinite must be error or skip, got 'ignore'",
+    ),
+    Row(
+        "new options on --resume",
+        lambda f: ["train", "--out", f.run(), "--resume", "--steps", "9"],
+        "--resume continues the run with its saved config.yaml; drop steps",
+    ),
+    # out-of-range hyper-parameters
+    Row("negative learning rate", lambda f: f.train("--set", "optim.lr=-0.1"), "config: optim.lr must be > 0"),
+    Row("zero batch size", lambda f: f.train("--set", "train.batch_size=0"), "config: train.batch_size must be > 0"),
+    Row("zero steps", lambda f: f.train("--steps", "0"), "config: train.steps must be > 0, got 0"),
+    Row(
+        "validation fraction of 1",
+        lambda f: f.train("--set", "data.val_fraction=1"),
+        "config: data.val_fraction must be in [0, 1), got 1.0",
+    ),
+    Row(
+        "momentum of 1",
+        lambda f: f.train("--set", "optim.momentum=1"),
+        "config: optim.momentum must be in [0, 1), got 1.0",
+    ),
+    Row(
+        "label smoothing above 1",
+        lambda f: f.train("--set", "method.label_smoothing=1.5"),
+        "config: method.label_smoothing must be in [0, 1), got 1.5",
+    ),
+    Row(
+        "negative adversarial weight",
+        lambda f: f.train("--set", "method.lambda_adv=-1"),
+        "config: method.lambda_adv must be >= 0, got -1.0",
+    ),
+    Row(
+        "negative lr decay",
+        lambda f: f.train("--set", "optim.lr_alpha=-2"),
+        "config: optim.lr_alpha must be >= 0, got -2.0",
+    ),
+    Row(
+        "negative GRL steepness",
+        lambda f: f.train("--set", "method.grl_gamma=-1"),
+        "config: method.grl_gamma must be >= 0, got -1.0",
+    ),
+    Row("negative seed", lambda f: f.train("--seed", "-1"), "config: train.seed must be in [0, 268435456), got -1"),
+    Row(
+        "zero-width layer",
+        lambda f: f.train("--set", "model.mlp_dims=[0]"),
+        "config: model.mlp_dims must be positive widths, got (0,)",
+    ),
+    Row(
+        "image backbone on feature vectors",
+        lambda f: f.train("--backbone", "lenet"),
+        "backbone 'lenet' needs images of shape (C, H, W), but the data has samples of shape (4,); use "
+        "model.backbone=mlp for feature vectors",
+    ),
+    # output and run folders
+    Row(
+        "--out under a regular file",
+        lambda f: f.train("--out", f"{f.src}/run"),
+        "cannot create run directory TMP/source.npz/run: Not a directory",
+    ),
+    Row(
+        "predict --out under a regular file",
+        lambda f: f.cmd("predict", f.tgt, "--out", f"{f.src}/p.csv"),
+        "cannot write TMP/source.npz/p.csv: TMP/source.npz is a file, not a folder",
+    ),
+    Row(
+        "disk full",
+        lambda f: f.train(),  # the test makes every fsync fail with ENOSPC
+        "cannot write TMP/run/config.yaml: No space left on device",
+    ),
+    Row(
+        "truncated checkpoint",
+        lambda f: ["evaluate", "--run", f.run(lambda r: _truncate(r / runs.LAST_CHECKPOINT)), "--data", f.tgt],
+        "checkpoint TMP/done/checkpoints/last.pt is truncated or corrupt (PytorchStreamReader failed reading zip "
+        "archive: failed finding central directory)",
+    ),
+    Row(
+        "checkpoint carrying a pickled object",
+        lambda f: ["evaluate", "--run", f.run(_plant_pickle), "--data", f.tgt],
+        "refused to load checkpoint TMP/done/checkpoints/last.pt: it holds Python objects other than tensors and "
+        "plain data, which could run code when loaded (Unsupported global: GLOBAL exec was not an allowed "
+        "global by default); nothing in it was run",
+    ),
+    Row(
+        "foreign checkpoint",
+        lambda f: ["evaluate", "--run", f.run(lambda r: torch.save({}, r / runs.LAST_CHECKPOINT)), "--data", f.tgt],
+        "TMP/done/checkpoints/last.pt is not a dann checkpoint (missing: step, model, optimizer, rng, config, meta)",
+    ),
+    Row(
+        "damaged config.yaml on resume",
+        lambda f: ["train", "--resume", "--out", f.run(lambda r: (r / "config.yaml").write_text("data: [")), "--quiet"],
+        "config file TMP/done/config.yaml is not valid YAML: expected the node content, but found '<stream end>' "
+        "(line 1, column 8)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished tiny run (2 classes, 4 features) that evaluate/predict rows use, copied before any damage."""
+    tmp = tmp_path_factory.mktemp("trained")
+    files = Files(tmp, tmp)
+    assert main(files.train("--set", "train.eval_every=1")) == 0
+    return Path(files.out)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.what for row in ROWS])
+def test_bad_input_exits_2_with_one_clear_line(row, tmp_path, trained, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a payload that ran would leave PWNED here
+    files = Files(tmp_path, trained)
+    argv = [a.replace("TMP", str(tmp_path)) for a in row.argv(files)]
+    if row.what == "disk full":
+        monkeypatch.setattr(os, "fsync", _no_space)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert row.error.replace("TMP", str(tmp_path)) in err
+    assert "Traceback" not in err and ("usage:" in err or len(err.strip().splitlines()) == 1)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def _no_space(fd: int) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_the_readme_table_lists_every_row():
+    table = README.read_text().split(SECTION)[1].split("\n## ")[0]
+    for row in ROWS:
+        line = next((line for line in table.splitlines() if line.startswith(f"| {row.what} |")), None)
+        assert line is not None, f"README table lacks the row {row.what!r}"
+        assert row.error.replace("TMP/", "") in line.replace("\\|", "|"), row.what
