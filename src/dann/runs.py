@@ -1,6 +1,7 @@
 """Run directories and atomic file writes. A run directory holds ``config.yaml``, ``metrics.jsonl``,
-``checkpoints/last.pt`` and the reports. Files are written to a temporary sibling, flushed, then renamed, so a
-crash never leaves a half-written file; an existing run is never replaced unless asked."""
+``checkpoints/last.pt``, ``checkpoints/best.pt`` and the reports. Files are written to a temporary sibling,
+flushed, then renamed, so a crash never leaves a half-written file; an existing run is never replaced unless
+asked."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .errors import RunDirError
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "checkpoints/last.pt"
+BEST_CHECKPOINT = "checkpoints/best.pt"  # the best step by the run's selection.validator (no target labels)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -2,7 +2,8 @@
 
 Per step: one batch per domain (a pure function of the step), ``method.loss``, backward, optimizer step. No
 host-device synchronization except every ``log_every`` steps (progress bar) and ``eval_every`` steps
-(evaluation → one JSON line in ``metrics.jsonl`` → atomic checkpoint)."""
+(evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic checkpoints: ``last.pt``, and
+``best.pt`` when the ``selection.validator`` score is the best so far; see ``selection.py``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .evaluate import evaluate_domain
 from .methods.base import Batch, Method
 from .models.network import DomainAdaptNet
 from .runs import (
+    BEST_CHECKPOINT,
     CONFIG_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
@@ -32,6 +34,8 @@ from .runs import (
     truncate_metrics,
 )
 from .schedules import LR_SCHEDULES
+from .selection import check_validator, evaluate_validators, running_best
+from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
 
@@ -70,10 +74,13 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = resume
         self.device = resolve_device(cfg.train.device)
+        self.events = EventLog(None)
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``."""
         cfg, t = self.cfg, self.cfg.train
+        # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
+        check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
         net.to(self.device).train()
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
         start = self._restore(net, optimizer)
@@ -81,6 +88,7 @@ class Trainer:
         target = StepBatches(data.target_train, t.batch_size, t.seed + 1, self.device, cfg.data.augment)
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
         history = read_jsonl(self.run_dir / METRICS_FILE) if self.resume and self.run_dir else []
+        self.events = EventLog(self.run_dir, t.tensorboard)
         sums: dict[str, Any] = {}
         window, train_time, logged = 0, 0.0, {}
         bar = tqdm(total=t.steps, initial=start, disable=not t.progress, dynamic_ncols=True, desc=cfg.method.name)
@@ -111,14 +119,16 @@ class Trainer:
                         "try a lower optim.lr or optim.grad_clip=1.0"
                     )
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
+                self.events.scalars(logged, done, "train")
                 sums, window = {}, 0
             if done % t.eval_every == 0 or done == t.steps:
                 train_time += time.perf_counter() - tic
-                record = self._evaluate(net, data, done, logged, (done - start) / train_time)
+                record = self._evaluate(net, data, done, logged, (done - start) / train_time, history)
                 history.append(record)
                 self._save(net, optimizer, data, record, done)
                 tic = time.perf_counter()
         bar.close()
+        self.events.close()
         return history
 
     def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer) -> int:
@@ -137,9 +147,17 @@ class Trainer:
         return int(state["step"])
 
     def _evaluate(
-        self, net: DomainAdaptNet, data: DomainData, step: int, train_terms: dict[str, float], steps_per_s: float
+        self,
+        net: DomainAdaptNet,
+        data: DomainData,
+        step: int,
+        train_terms: dict[str, float],
+        steps_per_s: float,
+        history: list[dict[str, Any]],
     ) -> dict[str, Any]:
-        bs, k = self.cfg.train.eval_batch_size, data.num_classes
+        """One ``metrics.jsonl`` record: train terms, source held-out accuracy, validator scores (no target labels),
+        the best step so far by ``selection.validator``, and under ``oracle`` the target accuracy (target labels)."""
+        bs, k, sel = self.cfg.train.eval_batch_size, data.num_classes, self.cfg.selection
         record: dict[str, Any] = {
             "step": step,
             "progress": step / self.cfg.train.steps,
@@ -148,6 +166,12 @@ class Trainer:
         }
         if data.source_val is not None:
             record["source_val"] = {"acc": evaluate_domain(net, data.source_val.x, data.source_val.y, k, bs)["acc"]}
+        record["validators"] = evaluate_validators(net, data, sel.max_samples, bs)
+        best = running_best(
+            history[-1].get("selection") if history else None, step, record["validators"], sel.validator
+        )
+        if best is not None:
+            record["selection"] = best
         if data.target_eval is not None:
             metrics = evaluate_domain(net, data.target_eval.x, data.target_eval.y, k, bs)
             record["oracle"] = {
@@ -157,6 +181,7 @@ class Trainer:
             }
         if self.run_dir is not None:
             append_jsonl(self.run_dir / METRICS_FILE, record)
+        self.events.scalars({key: record[key] for key in ("source_val", "validators", "oracle") if key in record}, step)
         return record
 
     def _save(
@@ -172,7 +197,11 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
             "meta": {"classes": data.classes, "input_shape": list(data.input_shape)},
+            "selection": record.get("selection"),
         }
+        # best.pt before last.pt: a crash between the two resumes from the older last.pt and rewrites best.pt
+        if state["selection"] is not None and state["selection"]["step"] == step:
+            save_checkpoint(self.run_dir / BEST_CHECKPOINT, state)
         save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
 
 
