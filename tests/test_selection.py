@@ -122,6 +122,8 @@ def test_running_best_keeps_the_first_of_ties_and_ignores_missing_or_nan_scores(
     assert best == {"validator": "im", "step": 2, "score": 0.5}
     assert select_record(history, "im") is history[1]
     assert select_record(history, "bnm") is None
+    pooled = [{"step": 1, "validators": {"im": 0.1}}, {"step": 1, "validators": {"im": 0.3}}]  # two runs' records
+    assert select_record(pooled, "im") is pooled[1]
 
 
 def test_training_records_every_validator_and_keeps_the_selected_checkpoint(tiny_cfg, tiny_data, tmp_path):

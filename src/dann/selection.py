@@ -178,7 +178,7 @@ def check_validator(name: str, has_source_val: bool) -> None:
         )
 
 
-def _subset(n: int, cap: int) -> torch.Tensor:
+def subset(n: int, cap: int) -> torch.Tensor:
     """Indices of a fixed random subset of ``range(n)`` of size ``min(n, cap)``: the same at every call."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:cap] if n > cap else torch.arange(n)
 
@@ -189,11 +189,11 @@ def collect_inputs(
     """Network outputs on fixed subsets (at most ``max_samples`` per set) of the source training, source held-out
     and unlabeled target data, in eval mode without gradients. Reads ``data.target_train``, never target labels."""
     source, target = data.source_train.x, data.target_train.x
-    f_s, _ = embed(net, source[_subset(len(source), max_samples)], batch_size)
-    f_t, logits_t = embed(net, target[_subset(len(target), max_samples)], batch_size)
+    f_s, _ = embed(net, source[subset(len(source), max_samples)], batch_size)
+    f_t, logits_t = embed(net, target[subset(len(target), max_samples)], batch_size)
     if data.source_val is None:
         return ValidationInputs(f_s, None, None, None, f_t, logits_t)
-    idx = _subset(len(data.source_val), max_samples)
+    idx = subset(len(data.source_val), max_samples)
     f_sv, logits_sv = embed(net, data.source_val.x[idx], batch_size)
     return ValidationInputs(f_s, f_sv, logits_sv, data.source_val.y[idx], f_t, logits_t)
 
@@ -221,8 +221,11 @@ def running_best(
 
 
 def select_record(history: Sequence[dict[str, Any]], validator: str) -> dict[str, Any] | None:
-    """The evaluation record ``running_best`` ends on for ``validator`` (None if no record has a finite score)."""
-    best = None
+    """The record ``running_best`` ends on for ``validator``: the first with the highest finite score (None if no
+    record has one). ``history`` may pool several runs' records."""
+    best, chosen = None, None
     for record in history:
-        best = running_best(best, record["step"], record.get("validators", {}), validator)
-    return None if best is None else next(r for r in history if r["step"] == best["step"])
+        new = running_best(best, record["step"], record.get("validators", {}), validator)
+        if new is not best:
+            best, chosen = new, record
+    return chosen
