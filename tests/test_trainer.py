@@ -74,6 +74,9 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_cfg, tiny_da
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed/metrics.jsonl").read_text().splitlines()]
     assert steps == [6, 12]
     assert resumed.history[-1]["oracle"] == full.history[-1]["oracle"]
+    assert resumed.history[-1]["selection"] == full.history[-1]["selection"]  # best.pt survives the crash
+    best = torch.load(tmp_path / "crashed/checkpoints/best.pt", weights_only=True)
+    assert best["step"] == full.history[-1]["selection"]["step"]
 
 
 def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_path):

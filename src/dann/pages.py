@@ -87,8 +87,9 @@ def _html_block(block: Block) -> str:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
     if isinstance(block, Figure):
         data = base64.b64encode(block.png).decode()
-        alt = html.escape(block.caption)
-        return f'<figure><img src="data:image/png;base64,{data}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
+        alt, caption = html.escape(block.caption.replace("`", "")), inline_html(block.caption)
+        img = f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+        return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
     if isinstance(block, Code):
         return f"<pre>{html.escape(block.text)}</pre>"
     return f"<p>{inline_html(block)}</p>"

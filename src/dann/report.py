@@ -152,7 +152,7 @@ def _answer(run: RunSummary, diag: dict | None) -> Section:
         values = ", ".join(f"{k} {v:.2f}" for k, v in pad.items())
         blocks.append(
             f"**Domain alignment** (proxy A-distance between source and target features; 2 = linearly separable, "
-            f"0 = indistinguishable): {values}. A drop from initialization means the features grew domain-invariant."
+            f"0 = indistinguishable): {values}. Lower means a linear classifier tells the domains apart less easily."
         )
     acc = _pct(sel or run.last, "source_val", "acc")
     blocks.append(f"**Source held-out accuracy** at that step: {acc}; a large drop would mean adaptation hurt.")
@@ -287,7 +287,8 @@ def compare_runs(run_dirs: list[str | Path], out_html: str | Path | None = None,
         best = max(scored, key=lambda r: r.selected["validators"][first.validator])
         blocks.append(
             f"Highest `{first.validator}` score, the choice without target labels: **`{best.run_dir}`** at step "
-            f"{best.selected['step']}. The A-distance column is filled once `dann report` has run on a run."
+            f"{best.selected['step']}. A-distance: the selected checkpoint's, from each run's `report.json` (– until "
+            "`dann report` has run)."
         )
     runs_section = Section("Runs", blocks)
     if out_html is not None:

@@ -132,8 +132,8 @@ def dev(v: ValidationInputs) -> float:
     control variate, ``mean(w·ℓ) + η·mean(w) − η`` with ``η = −Cov(w·ℓ, w) / Var(w)``. Returns minus that risk."""
     w = density_ratio(v.f_s, v.f_t, v.f_sv)
     weighted = w * F.cross_entropy(v.logits_sv.double(), v.y_sv, reduction="none")
-    var = w.var()
-    eta = -((weighted - weighted.mean()) * (w - w.mean())).sum() / (len(w) - 1) / var if var > 0 else 0.0
+    cov = torch.cov(torch.stack([weighted, w]))  # (2, 2)
+    eta = -cov[0, 1] / cov[1, 1] if cov[1, 1] > 0 else 0.0
     return -(weighted.mean() + eta * w.mean() - eta).item()
 
 
