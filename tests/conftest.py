@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
+import torch
 
 from dann.config import load_config
 from dann.data import as_domain, make_domain_data
+
+# The suite trains tiny models: one intra-op thread is faster for them, and it keeps the suite's time steady on a
+# loaded machine (a busy 2-core box makes torch's spinning thread pool many times slower).
+torch.set_num_threads(1)
 
 
 def blobs(n: int, shift: float, seed: int, dims: int = 4) -> tuple[np.ndarray, np.ndarray]:

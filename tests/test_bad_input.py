@@ -142,7 +142,7 @@ ROWS = [
     Row(
         "config file not a mapping",
         lambda f: ["train", "--config", f.file("c.yaml", "- 1\n- 2\n"), "--out", f.out],
-        "config file TMP/c.yaml must hold a mapping of sections (data, model, method, optim, train)",
+        "config file TMP/c.yaml must hold a mapping of sections (data, model, method, optim, train, selection)",
     ),
     Row(
         "config file with a Python tag",
@@ -345,7 +345,7 @@ ROWS = [
     Row(
         "unknown config section",
         lambda f: f.train("--set", "optimizer.lr=0.1"),
-        "config: unknown section 'optimizer'; valid sections: data, model, method, optim, train",
+        "config: unknown section 'optimizer'; valid sections: data, model, method, optim, train, selection",
     ),
     Row(
         "unknown config key",

@@ -17,7 +17,7 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
     ("override", "message"),
     [
         ("optim.lrr=0.1", "unknown key optim.lrr; valid keys in 'optim': name, lr,"),
-        ("optimizer.lr=0.1", "unknown section 'optimizer'; valid sections: data, model, method, optim, train"),
+        ("optimizer.lr=0.1", "unknown section 'optimizer'; valid sections: data, model, method, optim, train, sel"),
         ("train.steps=ten", "train.steps must be an integer, got 'ten'"),
         ("train.steps=1.5", "train.steps must be an integer"),
         ("optim.lr=true", "optim.lr must be a number"),

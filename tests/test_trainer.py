@@ -48,6 +48,7 @@ def test_permuting_target_labels_leaves_training_identical(tiny_cfg, tiny_data):
     )
     run_a, run_b = dann.fit(tiny_cfg, data=data_a), dann.fit(tiny_cfg, data=data_b)
     assert_same(weights(run_a.net), weights(run_b.net))
+    assert [r["validators"] for r in run_a.history] == [r["validators"] for r in run_b.history]  # label-free
     # the labels were read, but only by evaluation: each run scores its own labels
     predictions = run_b.net(target.x).argmax(1)
     for run, labels in ((run_a, target.y), (run_b, permuted.y)):
@@ -73,6 +74,9 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_cfg, tiny_da
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed/metrics.jsonl").read_text().splitlines()]
     assert steps == [6, 12]
     assert resumed.history[-1]["oracle"] == full.history[-1]["oracle"]
+    assert resumed.history[-1]["selection"] == full.history[-1]["selection"]  # best.pt survives the crash
+    best = torch.load(tmp_path / "crashed/checkpoints/best.pt", weights_only=True)
+    assert best["step"] == full.history[-1]["selection"]["step"]
 
 
 def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_path):
@@ -101,3 +105,17 @@ def test_lr_follows_the_schedule_and_backbone_multiplier(tiny_cfg, tiny_data):
 def test_non_finite_loss_stops_with_the_steps_named(tiny_cfg, tiny_data):
     with pytest.raises(DannError, match=r"non-finite loss at step 2 \(non-finite steps among 1-3: 2, 3\)"):
         dann.fit(replace(tiny_cfg, optim={"lr": 1e30}), data=tiny_data)
+
+
+def test_tensorboard_events_mirror_the_metrics_when_installed(tiny_cfg, tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dann.fit(tiny_cfg, tmp_path / "run", data=tiny_data)
+    events = EventAccumulator(str(tmp_path / "run/tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/adv", "train/domain_acc", "validators/bnm", "source_val/acc", "oracle/target_acc"} <= tags
+    assert [e.step for e in events.Scalars("validators/im")] == [6, 12]
+    quiet = tmp_path / "quiet"
+    dann.fit(replace(tiny_cfg, train={"tensorboard": False}), quiet, data=tiny_data)
+    assert not (quiet / "tensorboard").exists()

@@ -1,6 +1,6 @@
 """dann: unsupervised domain adaptation with Domain-Adversarial Neural Networks (Ganin et al., JMLR 2016)."""
 
-from .api import FitResult, TrainedModel, evaluate, fit, load_run, predict
+from .api import FitResult, TrainedModel, build_report, compare, evaluate, fit, load_run, predict
 from .config import Config, load_config
 from .data import SOURCE, TARGET
 from .errors import CheckpointError, ConfigError, DannError, DataError, OutputError, RunDirError, UnsafeFileError
@@ -25,6 +25,8 @@ __all__ = [
     "RunDirError",
     "TrainedModel",
     "UnsafeFileError",
+    "build_report",
+    "compare",
     "create_backbone",
     "create_method",
     "create_network",

@@ -28,6 +28,7 @@ class FitResult:
     classes: list[str]
     history: list[dict[str, Any]]  # one record per evaluation, as in metrics.jsonl
     run_dir: Path | None
+    report: Path | None = None  # report.html, when asked for
 
 
 def fit(
@@ -37,9 +38,12 @@ def fit(
     data: DomainData | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    report: bool = False,
 ) -> FitResult:
     """Train per ``cfg`` (or, with ``resume``, per the run's saved ``config.yaml``). With ``out`` the run's files go
-    there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in memory)."""
+    there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in memory). With
+    ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does; ``dann.report`` rebuilds it
+    at any time."""
     if resume:
         if out is None:
             raise RunDirError("resume needs the run directory (--out)")
@@ -55,7 +59,23 @@ def fit(
     resolve_device(cfg.train.device)  # every check that can fail comes before the run directory is created
     run_dir = prepare_run_dir(out, resume, overwrite) if out is not None else None
     history = Trainer(cfg, run_dir, resume).fit(net, method, data)
-    return FitResult(net, cfg, data.classes, history, run_dir)
+    page = build_report(run_dir, data) if report and run_dir is not None else None
+    return FitResult(net, cfg, data.classes, history, run_dir, page)
+
+
+def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
+    """Write ``report.html``, ``report.md`` and ``report.json`` into a run directory from its files (``data``
+    defaults to the data its config names); returns the HTML path."""
+    from .report import build_report as build  # matplotlib loads only when a report is asked for
+
+    return build(run_dir, data)
+
+
+def compare(run_dirs: list[str | Path], out: str | Path | None = None, validator: str | None = None) -> str:
+    """Runs side by side, ranked by one validator: a Markdown table; with ``out`` also one HTML page."""
+    from .report import compare_runs
+
+    return compare_runs(run_dirs, out, validator)
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Command line: ``dann train | evaluate | predict | demo``. Each subcommand maps argv to one API call;
-``main(argv) -> int`` is testable in-process. Errors of the project's own types print one line and return 2."""
+"""Command line: ``dann train | evaluate | predict | report | compare | demo``. Each subcommand maps argv to one API
+call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types print one line and return 2."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import api
 from .config import load_config
-from .errors import DannError
+from .errors import DannError, RunDirError
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--no-report", action="store_true", help="skip report.html/report.md (see dann report)")
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
@@ -64,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="CSV file to write")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
+    report = sub.add_parser("report", help="(re)build report.html and report.md of a run from its files")
+    report.add_argument("--run", required=True, help="run directory")
+
+    compare = sub.add_parser("compare", help="several runs side by side, ranked by a validator")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    compare.add_argument("--out", help="also write one HTML page (table and curves) to this file")
+    compare.add_argument("--validator", help="rank by this validator (default: the first run's selection.validator)")
+    compare.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
     demo = sub.add_parser("demo", help="source-only vs DANN on the embedded tasks, in a few minutes on a CPU")
     demo.add_argument("--out", help="where runs and pictures go (default: a new folder under runs/demo)")
     demo.add_argument("--tasks", nargs="+", default=["moons", "digits"], help="embedded tasks to run")
@@ -75,20 +86,25 @@ def _train(args: argparse.Namespace) -> int:
         given = [flag for flag in ("config", *SHORTCUTS) if getattr(args, flag) is not None] + args.overrides
         if given:
             raise DannError(f"--resume continues the run with its saved config.yaml; drop {', '.join(given)}")
-        result = api.fit(out=args.out, resume=True)
+        result = api.fit(out=args.out, resume=True, report=not args.no_report)
     else:
         shortcuts = [
             f"{key}={getattr(args, flag)}" for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None
         ]
         quiet = ["train.progress=false"] if args.quiet else []
         cfg = load_config(args.config, [*shortcuts, *quiet, *args.overrides])
-        result = api.fit(cfg, args.out, overwrite=args.overwrite)
+        result = api.fit(cfg, args.out, overwrite=args.overwrite, report=not args.no_report)
     last = result.history[-1]
     print(f"run: {result.run_dir}  (model: {result.run_dir}/checkpoints/last.pt)")
     if "source_val" in last:
         print(f"source held-out accuracy: {last['source_val']['acc']:.4f}")
+    if "selection" in last:
+        sel, best = last["selection"], f"{result.run_dir}/checkpoints/best.pt"
+        print(f"selected: {best} (step {sel['step']}, by {sel['validator']}; no target labels)")
     if "oracle" in last:
         print(f"target accuracy: {last['oracle']['target_acc']:.4f}  [uses target labels: evaluation only]")
+    if result.report is not None:
+        print(f"report: {result.report}")
     return 0
 
 
@@ -108,6 +124,20 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    print(f"wrote {api.build_report(args.run)} and report.md")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise RunDirError(f"{args.out} already exists; pass --overwrite to replace it")
+    print(api.compare(args.runs, args.out, args.validator))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -115,7 +145,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "demo": _demo}
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "report": _report,
+    "compare": _compare,
+    "demo": _demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

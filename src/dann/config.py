@@ -125,6 +125,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     progress: bool = True  # tqdm bar
     on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
+    tensorboard: bool = True  # also write TensorBoard events to <run>/tensorboard when the package is installed
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
@@ -134,12 +135,22 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    validator: str = "bnm"  # picks checkpoints/best.pt without target labels; see dann.selection
+    max_samples: int = 2000  # per domain, scored by the validators at each evaluation (a fixed random subset)
+
+    def __post_init__(self) -> None:
+        _require(self.max_samples > 0, "selection.max_samples", "> 0", self.max_samples)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in dataclasses.fields(self)}
@@ -249,7 +260,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, method, optim, train)")
+        sections = ", ".join(f.name for f in dataclasses.fields(Config))
+        raise ConfigError(f"config file {path} must hold a mapping of sections ({sections})")
     return data
 
 

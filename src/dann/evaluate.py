@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .models.network import DomainAdaptNet
+
 
 @torch.no_grad()
 def predict_proba(
@@ -22,6 +24,28 @@ def predict_proba(
     finally:
         net.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def embed(
+    net: DomainAdaptNet, x: torch.Tensor, batch_size: int = 512, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, num_features) and class logits (N, num_classes), float32 on the CPU, computed in eval mode
+    (the mode is restored afterwards)."""
+    device = device or next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    feats, logits = [], []
+    try:
+        for i in range(0, len(x), batch_size):
+            f = net.forward_features(x[i : i + batch_size].to(device))
+            feats.append(f.float().cpu())
+            logits.append(net.forward_head(f).float().cpu())
+    finally:
+        net.train(was_training)
+    if not feats:
+        return torch.empty(0, net.num_features), torch.empty(0, net.num_classes)
+    return torch.cat(feats), torch.cat(logits)
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:

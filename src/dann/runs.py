@@ -1,7 +1,7 @@
 """Run directories and atomic file writes. A run directory holds ``config.yaml``, ``metrics.jsonl``,
-``checkpoints/last.pt`` (and ``checkpoints/prev.pt``, the one before it) and the reports. Files are written to a
-temporary sibling, flushed and fsynced, then renamed, so a crash never leaves a half-written file; an existing run
-is never replaced unless asked."""
+``checkpoints/last.pt`` (and ``checkpoints/prev.pt``, the one before it), ``checkpoints/best.pt`` and the
+reports. Files are written to a temporary sibling, flushed and fsynced, then renamed, so a crash never leaves a
+half-written file; an existing run is never replaced unless asked."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ CHECKPOINT_KEYS = ("step", "model", "optimizer", "rng", "config", "meta")
 # what torch's weights-only unpickler says when a file asks for an object it does not allow (any other refusal, such
 # as an unknown opcode, means damaged bytes)
 RISKY_PICKLE = re.compile(r"GLOBAL|reduce|new object|Can only build")
+BEST_CHECKPOINT = "checkpoints/best.pt"  # the best step by the run's selection.validator (no target labels)
 
 
 def _write_temp(path: Path, data: bytes) -> Path:

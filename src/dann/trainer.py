@@ -2,8 +2,9 @@
 
 Per step: one batch per domain (a pure function of the step), ``method.loss``, backward, optimizer step. No
 host-device synchronization except every ``log_every`` steps (progress bar, non-finite check) and ``eval_every``
-steps (non-finite check → evaluation → one JSON line in ``metrics.jsonl`` → atomic checkpoint, the previous one
-kept as ``prev.pt``). Non-finite losses: see ``dann.nonfinite``."""
+steps (non-finite check → evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
+checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the ``selection.validator``
+score is the best so far; see ``selection.py``). Non-finite losses: see ``dann.nonfinite``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .methods.base import Batch, Method
 from .models.network import DomainAdaptNet
 from .nonfinite import LossWatch, SkipGuard, check_weights
 from .runs import (
+    BEST_CHECKPOINT,
     CONFIG_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
@@ -35,6 +37,8 @@ from .runs import (
     truncate_metrics,
 )
 from .schedules import LR_SCHEDULES
+from .selection import check_validator, evaluate_validators, running_best
+from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
 
@@ -80,10 +84,13 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = resume
         self.device = resolve_device(cfg.train.device)
+        self.events = EventLog(None)
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``."""
         cfg, t = self.cfg, self.cfg.train
+        # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
+        check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
         net.to(self.device).train()
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
         start, skipped = self._restore(net, optimizer)
@@ -93,6 +100,7 @@ class Trainer:
         history = read_jsonl(self.run_dir / METRICS_FILE) if self.resume and self.run_dir else []
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
+        self.events = EventLog(self.run_dir, t.tensorboard)
         train_time, logged = 0.0, {}
         bar = tqdm(total=t.steps, initial=start, disable=not t.progress, dynamic_ncols=True, desc=cfg.method.name)
         tic = time.perf_counter()
@@ -121,14 +129,16 @@ class Trainer:
             if evaluating or done % t.log_every == 0:
                 logged = watch.check(done) | {"lr": lr}  # raises on non-finite steps, before anything is saved
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
+                self.events.scalars(logged, done, "train")
             if evaluating:
                 check_weights(net, done)
                 train_time += time.perf_counter() - tic
-                record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped)
+                record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
                 self._save(net, optimizer, data, record, done)
                 tic = time.perf_counter()
         bar.close()
+        self.events.close()
         return history
 
     def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
@@ -155,8 +165,11 @@ class Trainer:
         train_terms: dict[str, float],
         steps_per_s: float,
         skipped: int,
+        history: list[dict[str, Any]],
     ) -> dict[str, Any]:
-        bs, k = self.cfg.train.eval_batch_size, data.num_classes
+        """One ``metrics.jsonl`` record: train terms, source held-out accuracy, validator scores (no target labels),
+        the best step so far by ``selection.validator``, and under ``oracle`` the target accuracy (target labels)."""
+        bs, k, sel = self.cfg.train.eval_batch_size, data.num_classes, self.cfg.selection
         record: dict[str, Any] = {
             "step": step,
             "progress": step / self.cfg.train.steps,
@@ -166,6 +179,12 @@ class Trainer:
         }
         if data.source_val is not None:
             record["source_val"] = {"acc": evaluate_domain(net, data.source_val.x, data.source_val.y, k, bs)["acc"]}
+        record["validators"] = evaluate_validators(net, data, sel.max_samples, bs)
+        best = running_best(
+            history[-1].get("selection") if history else None, step, record["validators"], sel.validator
+        )
+        if best is not None:
+            record["selection"] = best
         if data.target_eval is not None:
             metrics = evaluate_domain(net, data.target_eval.x, data.target_eval.y, k, bs)
             record["oracle"] = {
@@ -175,6 +194,7 @@ class Trainer:
             }
         if self.run_dir is not None:
             append_jsonl(self.run_dir / METRICS_FILE, record)
+        self.events.scalars({key: record[key] for key in ("source_val", "validators", "oracle") if key in record}, step)
         return record
 
     def _save(
@@ -191,5 +211,9 @@ class Trainer:
             "skipped_steps": record["skipped_steps"],
             "config": self.cfg.to_dict(),
             "meta": {"classes": data.classes, "input_shape": list(data.input_shape)},
+            "selection": record.get("selection"),
         }
+        # best.pt before last.pt: a crash between the two resumes from the older last.pt and rewrites best.pt
+        if state["selection"] is not None and state["selection"]["step"] == step:
+            save_checkpoint(self.run_dir / BEST_CHECKPOINT, state)
         save_checkpoint(self.run_dir / LAST_CHECKPOINT, state, previous=self.run_dir / PREV_CHECKPOINT)

@@ -1,0 +1,151 @@
+"""Figures of a run, as PNG bytes. Built on ``matplotlib.figure.Figure`` (no pyplot, no GUI backend, no global
+state). Everything computed with target labels is drawn dashed and says so in its label or title."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+ORACLE_LABEL = "target acc (uses target labels)"
+CURVE_PANELS = [  # (title, [(label, key path in a metrics.jsonl record)])
+    ("loss terms (training batches)", [("cls", ("train", "cls")), ("adv", ("train", "adv"))]),
+    ("GRL coefficient λ", [("GRL λ", ("train", "grl_lambda"))]),
+    ("learning rate", [("lr", ("train", "lr"))]),
+    ("domain discriminator accuracy (training batches)", [("domain_acc", ("train", "domain_acc"))]),
+    ("accuracy", [("source held-out acc", ("source_val", "acc")), (ORACLE_LABEL, ("oracle", "target_acc"))]),
+]
+
+
+def png(fig: Figure, dpi: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def series(history: Sequence[dict[str, Any]], *path: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of a nested key such as ``("train", "adv")``, over the records that have it."""
+    steps, values = [], []
+    for record in history:
+        value: Any = record
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            steps.append(record["step"])
+            values.append(float(value))
+    return steps, values
+
+
+def _panel(ax: Axes, history: Sequence[dict[str, Any]], title: str, lines: list[tuple[str, tuple[str, ...]]]) -> None:
+    drawn = False
+    for label, path in lines:
+        steps, values = series(history, *path)
+        if steps:
+            style = "--" if path[0] == "oracle" else "-"
+            ax.plot(steps, values, style, marker="o", markersize=3, label=label)
+            drawn = True
+    if not drawn:
+        ax.text(0.5, 0.5, "not logged by this method", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=8)
+    if drawn:
+        ax.legend(fontsize=7)
+
+
+def training_curves(history: Sequence[dict[str, Any]], validator: str, selected_step: int | None) -> bytes:
+    """Loss terms, GRL coefficient, lr, domain discriminator accuracy, accuracies and the validator that selects
+    ``best.pt``, against the step."""
+    fig = Figure(figsize=(12, 6.4), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    chosen = (f"{validator} (selects best.pt; no target labels)", [(validator, ("validators", validator))])
+    panels = [*CURVE_PANELS, chosen]
+    for ax, (title, lines) in zip(axes, panels, strict=True):
+        _panel(ax, history, title, lines)
+    axes[3].axhline(0.5, color="grey", lw=0.8, ls=":")
+    for ax in axes:
+        if selected_step is not None:
+            ax.axvline(selected_step, color="tab:red", lw=1, alpha=0.6)
+    fig.suptitle("red line: the step kept as best.pt (chosen without target labels)", fontsize=9)
+    return png(fig)
+
+
+def validator_curves(history: Sequence[dict[str, Any]], validator: str, selected_step: int | None) -> bytes:
+    """One small panel per validator score against the step; the configured validator's panel is marked."""
+    names = sorted({name for record in history for name in record.get("validators", {})})
+    cols = min(4, max(1, len(names)))
+    rows = -(-max(1, len(names)) // cols)
+    fig = Figure(figsize=(2.9 * cols, 2.3 * rows + 0.3), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, names, strict=False):
+        steps, values = series(history, "validators", name)
+        ax.plot(steps, values, marker="o", markersize=3, color="tab:red" if name == validator else "tab:blue")
+        ax.set_title(f"{name}{'  (selects best.pt)' if name == validator else ''}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        if name == validator and selected_step is not None:
+            ax.axvline(selected_step, color="tab:red", lw=1, alpha=0.6)
+    for ax in axes[len(names) :]:
+        ax.axis("off")
+    fig.suptitle("validator scores (higher is better; no target labels)", fontsize=9)
+    return png(fig)
+
+
+def tsne_map(emb: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> bytes:
+    """Two views of a 2-D embedding (N, 2): coloured by domain (``domain`` (N,) 0/1) and by class (``labels`` (N,):
+    true source labels, *predicted* target labels), source as dots and target as crosses."""
+    import matplotlib as mpl
+
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    by_domain, by_class = fig.subplots(1, 2)
+    cmap = mpl.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    for d, (name, marker, colour) in enumerate((("source", "o", "#404040"), ("target", "x", "#d6336c"))):
+        pts, lab = emb[domain == d].numpy(), labels[domain == d].numpy()
+        by_domain.scatter(pts[:, 0], pts[:, 1], s=9, marker=marker, alpha=0.6, color=colour, label=name)
+        by_class.scatter(pts[:, 0], pts[:, 1], s=9, marker=marker, alpha=0.7, c=cmap(lab % cmap.N))
+    by_domain.legend(fontsize=8)
+    by_domain.set_title("coloured by domain", fontsize=10)
+    by_class.set_title("coloured by class (source: true label •, target: predicted ×)", fontsize=10)
+    handles = [by_class.scatter([], [], color=cmap(i % cmap.N), label=c) for i, c in enumerate(classes[:20])]
+    by_class.legend(handles=handles, fontsize=7, ncols=2)
+    for ax in (by_domain, by_class):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return png(fig)
+
+
+def confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> bytes:
+    """Counts (K, K), row = true class, column = predicted class."""
+    cm = torch.tensor(confusion, dtype=torch.float64)
+    k = len(classes)
+    fig = Figure(figsize=(min(2.2 + 0.45 * k, 9), min(1.8 + 0.45 * k, 8.5)), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow((cm / cm.sum(1, keepdim=True).clamp_min(1)).numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(k), classes, fontsize=7)
+    ax.set_yticks(range(k), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return png(fig)
+
+
+def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], validator: str) -> bytes:
+    """Runs side by side: the validator score and, dashed, the target accuracy (target labels) against the step."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for name, history in histories.items():
+        left.plot(*series(history, "validators", validator), marker="o", markersize=3, label=name)
+        right.plot(*series(history, "oracle", "target_acc"), "--", marker="o", markersize=3, label=name)
+    left.set_title(f"{validator} (no target labels; higher is better)", fontsize=10)
+    right.set_title(ORACLE_LABEL, fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=7)
+    return png(fig)

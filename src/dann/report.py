@@ -1,0 +1,299 @@
+"""``dann report`` and ``dann compare``: run directories → Markdown and self-contained HTML pages.
+
+Built from a run's files only (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``; the data named in the config
+for the feature diagnostics), so a report can be rebuilt at any time. Every number computed with target labels is
+marked as such; the checkpoint recommendation never uses them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from . import plots
+from .config import Config, config_from_dict
+from .data import SOURCE, TARGET, DomainData, build_data
+from .diagnostics import proxy_a_distance, tsne_2d
+from .errors import DannError, RunDirError
+from .evaluate import classification_metrics, embed
+from .models import DomainAdaptNet, create_network
+from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
+from .runs import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_jsonl,
+)
+from .selection import VALIDATORS, select_record, subset
+
+REPORT_MD, REPORT_HTML, REPORT_JSON, FIGURE_DIR = "report.md", "report.html", "report.json", "report_files"
+USES_LABELS = "uses target labels"
+
+
+@dataclass
+class RunSummary:
+    """A run read from its files: the last record, the one ``validator`` selects, and the best by target accuracy
+    (``oracle``: uses target labels; None when the run has none)."""
+
+    run_dir: Path
+    config: Config
+    history: list[dict[str, Any]]
+    validator: str
+    last: dict[str, Any]
+    selected: dict[str, Any] | None
+    oracle: dict[str, Any] | None
+
+
+def summarize(run_dir: str | Path, validator: str | None = None) -> RunSummary:
+    """Read ``config.yaml`` and ``metrics.jsonl``; ``validator`` defaults to the run's ``selection.validator``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunDirError(f"{run_dir} is not a run directory: {run_dir / CONFIG_FILE} does not exist")
+    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
+    history = read_jsonl(run_dir / METRICS_FILE)
+    if not history:
+        raise RunDirError(f"{run_dir / METRICS_FILE} has no evaluation yet: train to train.eval_every steps first")
+    validator = validator or cfg.selection.validator
+    VALIDATORS.get(validator)  # an unknown name fails listing the valid ones
+    labeled = [r for r in history if "oracle" in r]
+    oracle = max(labeled, key=lambda r: r["oracle"]["target_acc"]) if labeled else None
+    return RunSummary(run_dir, cfg, history, validator, history[-1], select_record(history, validator), oracle)
+
+
+def _pct(record: dict[str, Any] | None, *path: str) -> str:
+    value: Any = record
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "–"
+
+
+def _score(record: dict[str, Any] | None, validator: str) -> str:
+    value = (record or {}).get("validators", {}).get(validator)
+    return f"{value:.4g}" if isinstance(value, int | float) else "–"
+
+
+def checkpoint_table(run: RunSummary) -> Table:
+    """Accuracy of the last, the validator-selected and the target-label-selected steps."""
+    has_best = (run.run_dir / BEST_CHECKPOINT).is_file()
+    selected = f"selected by `{run.validator}` (no target labels)"
+    rows = [("last", run.last, f"`{LAST_CHECKPOINT}`"), (selected, run.selected, f"`{BEST_CHECKPOINT}`" * has_best)]
+    if run.oracle is not None:
+        rows.append((f"**best target accuracy: {USES_LABELS}**, reference only", run.oracle, "not saved"))
+    header = ["checkpoint", "step", "file", "source held-out acc", f"`{run.validator}` score"]
+    header.append(f"target acc ({USES_LABELS})")
+    body = []
+    for label, r, file in rows:
+        step = str(r["step"]) if r else "–"
+        score, target = _score(r, run.validator), _pct(r, "oracle", "target_acc")
+        body.append([label, step, file or "–", _pct(r, "source_val", "acc"), score, target])
+    return Table(header, body)
+
+
+def initial_network(cfg: Config, data: DomainData) -> DomainAdaptNet:
+    """The network as training started: ``fit`` seeds torch with ``train.seed`` right before building it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        return create_network(cfg.model, data.input_shape, data.num_classes)
+
+
+def _networks(run: RunSummary, data: DomainData) -> dict[str, DomainAdaptNet]:
+    from .api import load_run
+
+    nets = {} if run.config.model.pretrained else {"initialization": initial_network(run.config, data)}
+    nets["last"] = load_run(run.run_dir).net
+    if (run.run_dir / BEST_CHECKPOINT).is_file():
+        nets["selected"] = load_run(run.run_dir, BEST_CHECKPOINT).net
+    return nets
+
+
+def feature_diagnostics(run: RunSummary, data: DomainData, max_points: int = 1000, tsne_points: int = 200) -> dict:
+    """Proxy A-distance per checkpoint (source vs unlabeled target features), a t-SNE map of the selected
+    checkpoint's features, and its confusion matrix on labeled target data when there is some (target labels)."""
+    nets = _networks(run, data)
+    x_s = torch.cat([data.source_train.x] + ([data.source_val.x] if data.source_val is not None else []))
+    y_s = torch.cat([data.source_train.y] + ([data.source_val.y] if data.source_val is not None else []))
+    idx_s, idx_t = subset(len(x_s), max_points), subset(len(data.target_train), max_points)
+    out: dict[str, Any] = {"a_distance": {}, "which": "selected" if "selected" in nets else "last"}
+    for label, net in nets.items():
+        f_s, _ = embed(net, x_s[idx_s])
+        f_t, logits_t = embed(net, data.target_train.x[idx_t])
+        out["a_distance"][label] = proxy_a_distance(f_s, f_t)
+        if label == out["which"]:
+            k_s, k_t = min(tsne_points, len(f_s)), min(tsne_points, len(f_t))
+            out["tsne"] = tsne_2d(torch.cat([f_s[:k_s], f_t[:k_t]]))
+            out["domain"] = torch.tensor([SOURCE] * k_s + [TARGET] * k_t)
+            out["labels"] = torch.cat([y_s[idx_s][:k_s], logits_t[:k_t].argmax(1)])
+    if data.target_eval is not None and data.target_eval.y is not None:
+        _, logits = embed(nets[out["which"]], data.target_eval.x)
+        out["target_metrics"] = classification_metrics(data.target_eval.y, logits.argmax(1), data.num_classes)
+    return out | {"classes": data.classes}
+
+
+def _answer(run: RunSummary, diag: dict | None) -> Section:
+    """The short answer: which checkpoint to use, and what says whether adaptation helped (no target labels)."""
+    cfg, sel = run.config, run.selected
+    blocks: list = []
+    if sel is not None:
+        blocks.append(
+            f"**Checkpoint to use: `{BEST_CHECKPOINT}`**, step {sel['step']} of {cfg.train.steps}, chosen by the "
+            f"`{run.validator}` validator (score {_score(sel, run.validator)}, higher is better) without target labels."
+        )
+    else:
+        blocks.append(f"No step has a `{run.validator}` score: use `{LAST_CHECKPOINT}` (step {run.last['step']}).")
+    pad = (diag or {}).get("a_distance", {})
+    if pad:
+        values = ", ".join(f"{k} {v:.2f}" for k, v in pad.items())
+        blocks.append(
+            f"**Domain alignment** (proxy A-distance between source and target features; 2 = linearly separable, "
+            f"0 = indistinguishable): {values}. Lower means a linear classifier tells the domains apart less easily."
+        )
+    acc = _pct(sel or run.last, "source_val", "acc")
+    blocks.append(f"**Source held-out accuracy** at that step: {acc}; a large drop would mean adaptation hurt.")
+    blocks.append(
+        f"**Did adaptation help?** Train the control with the same config (`--method source_only`) and run "
+        f"`dann compare RUN_DIR CONTROL_DIR`: it ranks both by `{run.validator}` on the same target data, without "
+        "target labels."
+    )
+    if run.oracle is not None:
+        last, chosen, best = (_pct(r, "oracle", "target_acc") for r in (run.last, sel, run.oracle))
+        blocks.append(
+            f"With target labels (evaluation only): target accuracy {last} at the last step, {chosen} "
+            f"at the selected step, and at best {best} (step {run.oracle['step']}), a choice no user without target "
+            "labels could make."
+        )
+    return Section("Answer", blocks)
+
+
+def _config_section(run: RunSummary) -> Section:
+    cfg = run.config
+    data = cfg.data.task or (f"{cfg.data.source} → {cfg.data.target}" if cfg.data.source else "arrays in memory")
+    keys = {
+        "data": data,
+        "method": f"{cfg.method.name}, λ_adv {cfg.method.lambda_adv}, GRL {cfg.method.grl_schedule}",
+        "model": f"{cfg.model.backbone}, bottleneck {cfg.model.bottleneck_dim}",
+        "optimizer": f"{cfg.optim.name}, lr {cfg.optim.lr}, schedule {cfg.optim.lr_schedule}",
+        "training": f"{cfg.train.steps} steps, batch {cfg.train.batch_size} per domain, seed {cfg.train.seed}",
+        "selection": f"`{run.validator}`, evaluated every {cfg.train.eval_every} steps",
+    }
+    return Section("Configuration", [Table(["", "value"], [[k, v] for k, v in keys.items()]), Code(cfg.to_yaml())])
+
+
+def _curve_sections(run: RunSummary) -> list[Section]:
+    step = run.selected["step"] if run.selected else None
+    caption = "Loss terms, GRL λ, lr, domain accuracy and accuracies against the step; dashed: uses target labels."
+    curves = Figure("curves", plots.training_curves(run.history, run.validator, step), caption)
+    hint = (
+        "When adaptation works, `adv` stays near ln 2 ≈ 0.69 and the discriminator's accuracy near 0.5: it cannot "
+        "tell the domains apart from the features. Near 1.0, the features are still domain-specific."
+    )
+    caption = "Validator scores against the step (no target labels; higher is better)."
+    scores = Figure("validators", plots.validator_curves(run.history, run.validator, step), caption)
+    names = sorted(run.last.get("validators", {}))
+    table = Table(
+        ["validator", "last step", "selected step"],
+        [[f"`{n}`", _score(run.last, n), _score(run.selected, n)] for n in names],
+    )
+    return [Section("Training curves", [hint, curves]), Section("Validators", [scores, table])]
+
+
+def _feature_sections(diag: dict) -> list[Section]:
+    classes, which = diag["classes"], diag["which"]
+    text = "Lower is better aligned: 2 means a linear classifier tells source from target features perfectly."
+    table = Table(["features of", "proxy A-distance"], [[k, f"{v:.3f}"] for k, v in diag["a_distance"].items()])
+    caption = f"t-SNE of the {which} checkpoint's features; target classes are predictions (no target labels)."
+    tsne = Figure("tsne", plots.tsne_map(diag["tsne"], diag["domain"], diag["labels"], classes), caption)
+    sections = [Section("Domain alignment", [text, table, tsne])]
+    metrics = diag.get("target_metrics")
+    if metrics is not None:
+        title = f"{which} checkpoint on labeled target data: {USES_LABELS}"
+        confusion = Figure("confusion", plots.confusion_plot(metrics["confusion"], classes, title), title)
+        accs = ["–" if a is None else f"{100 * a:.1f}%" for a in metrics["per_class_acc"]]
+        per_class = Table(
+            ["class", f"accuracy ({USES_LABELS})"], [list(row) for row in zip(classes, accs, strict=True)]
+        )
+        sections.append(Section(f"Target accuracy by class ({USES_LABELS})", [confusion, per_class]))
+    return sections
+
+
+def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
+    """Write ``report.md`` (figures in ``report_files/``), ``report.html`` (self-contained) and ``report.json``;
+    returns the HTML path. ``data`` defaults to the data named in the run's config; without it the feature
+    diagnostics (A-distance, t-SNE, confusion matrix) are left out with a note."""
+    run = summarize(run_dir)
+    diag, note = None, ""
+    try:
+        data = data or build_data(run.config.data)
+        diag = feature_diagnostics(run, data)
+    except DannError as e:
+        note = f"Feature diagnostics left out: the run's data could not be loaded ({e})."
+    sections = [_answer(run, diag), Section("Checkpoints", [checkpoint_table(run)]), *_curve_sections(run)]
+    sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
+    sections.append(_config_section(run))
+    title = f"dann run report: {run.run_dir.name}"
+    for figure in figures(sections):
+        atomic_write_bytes(run.run_dir / FIGURE_DIR / f"{figure.name}.png", figure.png)
+    atomic_write_text(run.run_dir / REPORT_MD, to_markdown(title, sections, FIGURE_DIR))
+    atomic_write_text(run.run_dir / REPORT_HTML, to_html(title, sections))
+    summary = {
+        "validator": run.validator,
+        "selected_step": run.selected["step"] if run.selected else None,
+        "last_step": run.last["step"],
+        "a_distance": diag["a_distance"] if diag else None,
+    }
+    atomic_write_text(run.run_dir / REPORT_JSON, json.dumps(summary, indent=1) + "\n")
+    return run.run_dir / REPORT_HTML
+
+
+def _a_distance(run: RunSummary) -> str:
+    """The selected (else last) checkpoint's proxy A-distance, from ``report.json`` when a report was built."""
+    path = run.run_dir / REPORT_JSON
+    pad = (json.loads(path.read_text()).get("a_distance") or {}) if path.is_file() else {}
+    value = pad.get("selected", pad.get("last"))
+    return "–" if value is None else f"{value:.2f}"
+
+
+def compare_table(runs: list[RunSummary]) -> Table:
+    validator = runs[0].validator
+    header = ["run", "method", "λ_adv", "lr", "steps", "selected step", f"`{validator}`", "source held-out acc"]
+    header += ["A-distance", f"target acc, selected / last / best step ({USES_LABELS})"]
+    rows = []
+    for run in runs:
+        cfg, sel = run.config, run.selected
+        targets = " / ".join(_pct(r, "oracle", "target_acc") for r in (sel, run.last, run.oracle))
+        method = [cfg.method.name, f"{cfg.method.lambda_adv:g}", f"{cfg.optim.lr:g}", str(cfg.train.steps)]
+        selected = [str(sel["step"]) if sel else "–", _score(sel, validator), _pct(sel, "source_val", "acc")]
+        rows.append([f"`{run.run_dir}`", *method, *selected, _a_distance(run), targets])
+    return Table(header, rows)
+
+
+def compare_runs(run_dirs: list[str | Path], out_html: str | Path | None = None, validator: str | None = None) -> str:
+    """Runs side by side: returns a Markdown table; with ``out_html`` also writes one HTML page with the table and
+    the validator and target-accuracy curves. Every run is ranked by one validator (default: the first run's
+    ``selection.validator``), whose scores compare across runs scored on the same target data."""
+    if not run_dirs:
+        raise RunDirError("compare needs at least one run directory")
+    first = summarize(run_dirs[0], validator)
+    runs = [first, *(summarize(d, first.validator) for d in run_dirs[1:])]
+    scored = [r for r in runs if r.selected is not None]
+    blocks: list = [compare_table(runs)]
+    if scored:
+        best = max(scored, key=lambda r: r.selected["validators"][first.validator])
+        blocks.append(
+            f"Highest `{first.validator}` score, the choice without target labels: **`{best.run_dir}`** at step "
+            f"{best.selected['step']}. A-distance: the selected checkpoint's, from each run's `report.json` (– until "
+            "`dann report` has run)."
+        )
+    runs_section = Section("Runs", blocks)
+    if out_html is not None:
+        histories = {str(r.run_dir): r.history for r in runs}
+        caption = f"`{first.validator}` per run (no target labels) and, dashed, target accuracy ({USES_LABELS})."
+        curves = Figure("compare", plots.compare_curves(histories, first.validator), caption)
+        atomic_write_text(out_html, to_html("dann: runs compared", [runs_section, Section("Curves", [curves])]))
+    return to_markdown("dann: runs compared", [runs_section], FIGURE_DIR)

@@ -1,0 +1,231 @@
+"""Unsupervised model selection: validators score a checkpoint **without target labels**.
+
+Convention: **higher is better** for every validator (losses and entropies are negated). A validator is a small
+registered function of ``ValidationInputs`` (network outputs on labeled source held-out data and unlabeled target
+data; there is no field for target labels, so no validator can read them) returning a float.
+
+The trainer scores every validator at each evaluation (``evaluate_validators``, in eval mode under
+``torch.no_grad``), writes the scores to ``metrics.jsonl`` under ``"validators"``, and keeps
+``checkpoints/best.pt``: the checkpoint with the highest ``selection.validator`` score so far (``running_best``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .data.domains import SOURCE, TARGET, DomainData
+from .errors import ConfigError
+from .evaluate import embed
+from .models.network import DomainAdaptNet
+from .registry import Registry
+
+
+@dataclass
+class ValidationInputs:
+    """Network outputs, float32 on the CPU. Source: ``f_s`` (N_s, F) features of source training samples (DEV's
+    domain classifier); ``f_sv`` (N_v, F), ``logits_sv`` (N_v, K) and labels ``y_sv`` (N_v,) of the source held-out
+    set, or None without one. Target: ``f_t`` (N_t, F) and ``logits_t`` (N_t, K) of unlabeled target samples."""
+
+    f_s: torch.Tensor
+    f_sv: torch.Tensor | None
+    logits_sv: torch.Tensor | None
+    y_sv: torch.Tensor | None
+    f_t: torch.Tensor
+    logits_t: torch.Tensor
+
+
+Validator = Callable[[ValidationInputs], float]
+VALIDATORS: Registry[Validator] = Registry("validator")
+_NEEDS_SOURCE_VAL: set[str] = set()
+
+
+def validator(needs_source_val: bool = False) -> Callable[[Validator], Validator]:
+    """Register a validator under its function name; ``needs_source_val`` marks those that read ``f_sv``/``y_sv``."""
+
+    def wrap(fn: Validator) -> Validator:
+        if needs_source_val:
+            _NEEDS_SOURCE_VAL.add(fn.__name__)
+        return VALIDATORS.register()(fn)
+
+    return wrap
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Row entropies (N,) of probabilities (N, K), with 0 log 0 = 0."""
+    return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+
+@validator(needs_source_val=True)
+def source_acc(v: ValidationInputs) -> float:
+    """Accuracy on the labeled source held-out set, in [0, 1]: the classic baseline ("Src Val" in Musgrave et al.,
+    "Unsupervised Domain Adaptation: A Reality Check", 2021). It ignores the target domain entirely."""
+    return (v.logits_sv.argmax(1) == v.y_sv).double().mean().item()
+
+
+@validator()
+def entropy(v: ValidationInputs) -> float:
+    """Minus the mean entropy of the target predictions, in [−ln K, 0]: confident predictions score high. Used for
+    validation by Morerio, Cavazza & Murino, "Minimal-Entropy Correlation Alignment for Unsupervised Deep Domain
+    Adaptation" (ICLR 2018). A model that puts every target sample in one class also scores high."""
+    return -_entropy(torch.softmax(v.logits_t.double(), 1)).mean().item()
+
+
+@validator()
+def im(v: ValidationInputs) -> float:
+    """Information maximization ``H(E_t[p]) − E_t[H(p)]``, in [0, ln K]: the mutual information between target
+    inputs and predicted classes, high when predictions are confident *and* spread over the classes (Gomes, Krause
+    & Perona, "Discriminative Clustering by Regularized Information Maximization", NeurIPS 2010; a validator in
+    Musgrave et al. 2021)."""
+    p = torch.softmax(v.logits_t.double(), 1)
+    return (_entropy(p.mean(0)) - _entropy(p).mean()).item()
+
+
+@validator()
+def bnm(v: ValidationInputs) -> float:
+    """Batch nuclear-norm ``‖P‖_* / sqrt(N · min(N, K))`` of the target probabilities P (N, K), in (0, 1]: high
+    when predictions are confident and diverse (Cui et al., "Towards Discriminability and Diversity: Batch
+    Nuclear-norm Maximization under Label Insufficient Situations", CVPR 2020; a validator in Musgrave et al.,
+    "Three New Validators and a Large-Scale Benchmark Ranking for Unsupervised Domain Adaptation", 2022)."""
+    p = torch.softmax(v.logits_t.double(), 1)
+    n, k = p.shape
+    return (torch.linalg.svdvals(p).sum() / math.sqrt(n * min(n, k))).item()
+
+
+@validator()
+def snd(v: ValidationInputs, temperature: float = 0.05) -> float:
+    """Soft neighborhood density (Saito et al., "Tune it the Right Way: Unsupervised Validation of Domain Adaptation
+    via Soft Neighborhood Density", ICCV 2021), in [0, ln(N − 1)]: the mean entropy of each target sample's
+    softmax-normalized similarities (``temperature`` 0.05) to the other target samples, on L2-normalized class
+    probabilities. High when samples sit in dense neighborhoods of like predictions."""
+    p = F.normalize(torch.softmax(v.logits_t.double(), 1), dim=1)
+    sim = p @ p.T / temperature
+    sim.fill_diagonal_(-math.inf)
+    return _entropy(torch.softmax(sim, 1)).mean().item()
+
+
+def density_ratio(f_s: torch.Tensor, f_t: torch.Tensor, f_query: torch.Tensor) -> torch.Tensor:
+    """``p_t(x) / p_s(x)`` (M,) at ``f_query`` (M, F), from a class-balanced logistic regression that tells source
+    features ``f_s`` (N_s, F) from target features ``f_t`` (N_t, F) after standardization."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = torch.cat([f_s, f_t]).double().numpy()
+    d = [SOURCE] * len(f_s) + [TARGET] * len(f_t)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000)).fit(x, d)
+    log_odds = torch.as_tensor(clf.decision_function(f_query.double().numpy()))  # log p(target|x) / p(source|x)
+    return log_odds.clamp(-30.0, 30.0).exp()
+
+
+@validator(needs_source_val=True)
+def dev(v: ValidationInputs) -> float:
+    """Deep embedded validation (You et al., "Towards Accurate Model Selection in Deep Unsupervised Domain
+    Adaptation", ICML 2019), negated: a domain classifier on features (``density_ratio``) gives importance weights
+    w = p_t/p_s of the source held-out samples; the target risk is their weighted cross-entropy with the paper's
+    control variate, ``mean(w·ℓ) + η·mean(w) − η`` with ``η = −Cov(w·ℓ, w) / Var(w)``. Returns minus that risk."""
+    w = density_ratio(v.f_s, v.f_t, v.f_sv)
+    weighted = w * F.cross_entropy(v.logits_sv.double(), v.y_sv, reduction="none")
+    cov = torch.cov(torch.stack([weighted, w]))  # (2, 2)
+    eta = -cov[0, 1] / cov[1, 1] if cov[1, 1] > 0 else 0.0
+    return -(weighted.mean() + eta * w.mean() - eta).item()
+
+
+@validator()
+def class_ami(v: ValidationInputs) -> float:
+    """ClassAMI (Musgrave et al., "Three New Validators and a Large-Scale Benchmark Ranking for Unsupervised Domain
+    Adaptation", 2022), in [−1, 1] (about 0 for unrelated partitions): the adjusted mutual information between
+    k-means clusters (k = number of classes) of the L2-normalized target features and the predicted target classes.
+    High when the classifier's decisions follow the cluster structure of the target features."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    k = v.logits_t.shape[1]
+    with warnings.catch_warnings():  # fewer distinct points than clusters: a legitimate, low score
+        warnings.simplefilter("ignore")
+        clusters = KMeans(k, n_init=3, random_state=0).fit_predict(F.normalize(v.f_t.double(), dim=1).numpy())
+    return float(adjusted_mutual_info_score(clusters, v.logits_t.argmax(1).numpy()))
+
+
+def score_validators(inputs: ValidationInputs, names: Sequence[str] | None = None) -> dict[str, float]:
+    """``{name: score}`` for the given validators (default: all), skipping those that need a source held-out set
+    when there is none."""
+    from threadpoolctl import threadpool_limits
+
+    names = VALIDATORS.names() if names is None else names
+    with threadpool_limits(1):  # small problems: BLAS/OpenMP threads only contend (10x slower on a busy 2-core CPU)
+        return {
+            name: float(VALIDATORS.get(name)(inputs))
+            for name in names
+            if inputs.f_sv is not None or name not in _NEEDS_SOURCE_VAL
+        }
+
+
+def check_validator(name: str, has_source_val: bool) -> None:
+    """Fail early if ``name`` is unknown, or needs a source held-out set the data does not have."""
+    VALIDATORS.get(name)
+    if name in _NEEDS_SOURCE_VAL and not has_source_val:
+        others = [n for n in VALIDATORS.names() if n not in _NEEDS_SOURCE_VAL]
+        raise ConfigError(
+            f"selection.validator={name} needs a labeled source held-out set: set data.val_fraction > 0, "
+            f"or choose a validator that reads only the target: {', '.join(others)}"
+        )
+
+
+def subset(n: int, cap: int) -> torch.Tensor:
+    """Indices of a fixed random subset of ``range(n)`` of size ``min(n, cap)``: the same at every call."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:cap] if n > cap else torch.arange(n)
+
+
+def collect_inputs(
+    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512
+) -> ValidationInputs:
+    """Network outputs on fixed subsets (at most ``max_samples`` per set) of the source training, source held-out
+    and unlabeled target data, in eval mode without gradients. Reads ``data.target_train``, never target labels."""
+    source, target = data.source_train.x, data.target_train.x
+    f_s, _ = embed(net, source[subset(len(source), max_samples)], batch_size)
+    f_t, logits_t = embed(net, target[subset(len(target), max_samples)], batch_size)
+    if data.source_val is None:
+        return ValidationInputs(f_s, None, None, None, f_t, logits_t)
+    idx = subset(len(data.source_val), max_samples)
+    f_sv, logits_sv = embed(net, data.source_val.x[idx], batch_size)
+    return ValidationInputs(f_s, f_sv, logits_sv, data.source_val.y[idx], f_t, logits_t)
+
+
+def evaluate_validators(
+    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512
+) -> dict[str, float]:
+    """Every validator's score for ``net`` on ``data`` (see ``collect_inputs``)."""
+    return score_validators(collect_inputs(net, data, max_samples, batch_size))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def running_best(
+    previous: dict[str, Any] | None, step: int, scores: dict[str, float], validator: str
+) -> dict[str, Any] | None:
+    """The best checkpoint so far, ``{"validator", "step", "score"}``: ``previous`` unless this step's score is
+    strictly higher (ties keep the earlier step; non-finite or missing scores never win)."""
+    score = scores.get(validator)
+    if not _finite(score) or (previous is not None and score <= previous["score"]):
+        return previous
+    return {"validator": validator, "step": step, "score": score}
+
+
+def select_record(history: Sequence[dict[str, Any]], validator: str) -> dict[str, Any] | None:
+    """The record ``running_best`` ends on for ``validator``: the first with the highest finite score (None if no
+    record has one). ``history`` may pool several runs' records."""
+    best, chosen = None, None
+    for record in history:
+        new = running_best(best, record["step"], record.get("validators", {}), validator)
+        if new is not best:
+            best, chosen = new, record
+    return chosen

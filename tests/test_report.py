@@ -1,0 +1,110 @@
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import dann
+from dann.cli import main
+from dann.report import initial_network, summarize
+from dann.trainer import Trainer
+
+from .conftest import blobs
+
+FAST = ["--backbone", "mlp", "--steps", "8", "--quiet", "--set", "train.eval_every=4", "--set", "train.batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two runs trained by the CLI on .npz files (target labels kept for evaluation): DANN and the source-only
+    control. ``dann train`` ends each with its report."""
+    root = tmp_path_factory.mktemp("runs")
+    files = []
+    for name, shift, seed in (("source", 0.0, 0), ("target", 1.5, 1)):
+        x, y = blobs(60, shift, seed)
+        np.savez(root / f"{name}.npz", x=x, y=y)
+        files += [f"--{name}", str(root / f"{name}.npz")]
+    paths = {}
+    for method in ("dann", "source_only"):
+        paths[method] = root / method
+        assert main(["train", *files, "--method", method, "--out", str(paths[method]), *FAST]) == 0
+    return paths
+
+
+def test_train_ends_with_a_self_contained_report(runs, capsys):
+    run = runs["dann"]
+    html = (run / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 4  # curves, validators, t-SNE, confusion matrix
+    assert not re.search(r"<script|src=\"http|href=\"http", html)
+    for text in ("Checkpoint to use", "checkpoints/best.pt", "proxy A-distance", "t-SNE", "Configuration"):
+        assert text in html
+    assert (
+        "best target accuracy: uses target labels" in html and "Target accuracy by class (uses target labels)" in html
+    )
+    md = (run / "report.md").read_text()
+    for figure in re.findall(r"\]\((report_files/\w+\.png)\)", md):
+        assert (run / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((run / "report.json").read_text())
+    best = torch.load(run / "checkpoints/best.pt", weights_only=True)
+    assert summary["selected_step"] == best["step"] == summarize(run).selected["step"]
+    assert set(summary["a_distance"]) == {"initialization", "last", "selected"}
+
+
+def test_the_checkpoint_table_marks_the_target_label_choice(runs):
+    run = summarize(runs["dann"])
+    md = (runs["dann"] / "report.md").read_text()
+    table = md.split("## Checkpoints")[1].split("##")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")][1:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| last",
+        f"| selected by `{run.validator}` (no target labels)",
+        "| **best target accuracy: uses target labels**, reference only",
+    ]
+    best_acc = max(r["oracle"]["target_acc"] for r in run.history)
+    assert f"{100 * best_acc:.1f}%" in rows[2]
+
+
+def test_the_report_is_rebuilt_from_the_run_files_alone(runs, capsys):
+    run = runs["dann"]
+    before = (run / "report.md").read_text()
+    (run / "report.html").unlink()
+    assert main(["report", "--run", str(run)]) == 0
+    assert (run / "report.html").is_file() and (run / "report.md").read_text() == before  # deterministic
+    assert main(["report", "--run", str(run.parent)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_compare_puts_runs_side_by_side(runs, tmp_path, capsys):
+    page = tmp_path / "compare.html"
+    assert main(["compare", str(runs["dann"]), str(runs["source_only"]), "--out", str(page)]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert len(table) == 3 and "source_only" in table[2] and "uses target labels" in table[0]
+    assert "Highest `" in out and "the choice without target labels" in out
+    assert 'src="data:image/png;base64,' in page.read_text()
+    assert main(["compare", str(runs["dann"]), "--out", str(page)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["compare", str(runs["dann"]), "--validator", "nope"]) == 2
+    assert "unknown validator 'nope'" in capsys.readouterr().err
+
+
+def test_a_run_trained_on_arrays_in_memory_reports_without_the_feature_diagnostics(tiny_cfg, tiny_data, tmp_path):
+    result = dann.fit(tiny_cfg, tmp_path / "run", data=tiny_data, report=True)
+    assert "t-SNE" in result.report.read_text()  # the arrays were at hand at the end of training
+    dann.build_report(tmp_path / "run")  # later, the config names no data
+    html = (tmp_path / "run/report.html").read_text()
+    assert "Feature diagnostics left out" in html and "t-SNE" not in html and "Checkpoint to use" in html
+
+
+def test_the_initial_network_is_the_one_training_started_from(tiny_cfg, tiny_data, monkeypatch):
+    seen = {}
+
+    def capture(self, net, method, data):
+        seen.update({k: v.clone() for k, v in net.state_dict().items()})
+        return []
+
+    monkeypatch.setattr(Trainer, "fit", capture)
+    dann.fit(tiny_cfg, data=tiny_data)
+    start = initial_network(tiny_cfg, tiny_data).state_dict()
+    assert seen.keys() == start.keys() and all(torch.equal(seen[k], start[k]) for k in start)

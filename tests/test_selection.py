@@ -1,0 +1,148 @@
+import math
+
+import pytest
+import torch
+
+import dann
+from dann.config import replace
+from dann.errors import ConfigError
+from dann.selection import (
+    VALIDATORS,
+    ValidationInputs,
+    check_validator,
+    density_ratio,
+    running_best,
+    score_validators,
+    select_record,
+)
+
+K, N = 3, 150
+
+
+def clustered_features(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """(N, 8) features: one tight, well-separated cluster per class."""
+    g = torch.Generator().manual_seed(seed)
+    return 5.0 * torch.eye(8)[y] + 0.1 * torch.randn(len(y), 8, generator=g)
+
+
+def good_inputs() -> ValidationInputs:
+    """A confident predictor whose decisions follow the feature clusters, correct on the source held-out set."""
+    y = torch.arange(N) % K
+    logits = 8.0 * torch.eye(K)[y]
+    return ValidationInputs(
+        clustered_features(y, 0), clustered_features(y, 1), logits, y, clustered_features(y, 2), logits
+    )
+
+
+def random_inputs() -> ValidationInputs:
+    """An uninformative predictor: probabilities scattered over the simplex, unrelated to features and labels."""
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(N) % K
+    logits = 2.0 * torch.randn(N, K, generator=g)
+    f = torch.randn(N, 8, generator=g)
+    return ValidationInputs(f, f, logits[torch.randperm(N, generator=g)], y, f, logits)
+
+
+@pytest.mark.parametrize("name", VALIDATORS.names())
+def test_a_confident_clustered_predictor_scores_above_a_random_one(name):
+    good, bad = VALIDATORS.get(name)(good_inputs()), VALIDATORS.get(name)(random_inputs())
+    assert math.isfinite(good) and math.isfinite(bad)
+    assert good > bad + 0.1, (good, bad)
+
+
+def collapsed_inputs() -> ValidationInputs:
+    """Confident, but every target sample in class 0."""
+    v = good_inputs()
+    return ValidationInputs(v.f_s, v.f_sv, v.logits_sv, v.y_sv, v.f_t, 8.0 * torch.eye(K)[torch.zeros(N).long()])
+
+
+def test_im_and_bnm_penalize_a_collapsed_predictor_that_entropy_cannot_tell_apart():
+    good, collapsed = good_inputs(), collapsed_inputs()
+    assert VALIDATORS.get("entropy")(collapsed) == pytest.approx(VALIDATORS.get("entropy")(good), abs=1e-6)
+    assert VALIDATORS.get("im")(good) == pytest.approx(math.log(K), abs=0.01)
+    assert VALIDATORS.get("im")(collapsed) == pytest.approx(0.0, abs=0.01)
+    assert VALIDATORS.get("bnm")(good) == pytest.approx(1.0, abs=0.01)
+    assert VALIDATORS.get("bnm")(collapsed) == pytest.approx(1 / math.sqrt(K), abs=0.01)
+
+
+def test_entropy_and_snd_endpoints():
+    uniform = ValidationInputs(*[None] * 4, torch.randn(N, 4), torch.zeros(N, K))
+    assert VALIDATORS.get("entropy")(uniform) == pytest.approx(-math.log(K))
+    assert VALIDATORS.get("snd")(uniform) == pytest.approx(math.log(N - 1))  # all neighbours alike
+    assert VALIDATORS.get("snd")(good_inputs()) == pytest.approx(math.log(N / K - 1), abs=0.01)  # its own class
+
+
+def shifted_inputs(correct_near_target: bool) -> ValidationInputs:
+    """Source samples in two regions (x0 = −3 and +3); the target lies only near +3. The model is right in one region
+    and wrong in the other, so its source held-out accuracy is 50% either way."""
+    g = torch.Generator().manual_seed(0)
+    region = torch.arange(N) % 2  # 1: near the target
+
+    def feats(r: torch.Tensor) -> torch.Tensor:
+        return torch.stack([6.0 * r - 3.0, torch.zeros(len(r))], 1) + 0.5 * torch.randn(len(r), 2, generator=g)
+
+    y = torch.zeros(N, dtype=torch.long)
+    right = region == (1 if correct_near_target else 0)
+    logits_sv = torch.where(right[:, None], torch.tensor([4.0, 0.0]), torch.tensor([0.0, 4.0]))
+    f_t = feats(torch.ones(N))
+    return ValidationInputs(feats(region), feats(region), logits_sv, y, f_t, torch.zeros(N, 2))
+
+
+def test_dev_weights_the_source_samples_that_look_like_the_target():
+    near, far = shifted_inputs(True), shifted_inputs(False)
+    assert VALIDATORS.get("source_acc")(near) == VALIDATORS.get("source_acc")(far) == 0.5
+    assert VALIDATORS.get("dev")(near) > VALIDATORS.get("dev")(far) + 1.0
+    w = density_ratio(near.f_s, near.f_t, near.f_sv)
+    region = torch.arange(N) % 2
+    assert w[region == 1].median() > 1.5 and w[region == 0].max() < 0.2  # p_t/p_s: 2 near the target, 0 far
+
+
+def test_validators_needing_source_labels_are_skipped_without_them_and_refused_for_selection():
+    v = good_inputs()
+    scores = score_validators(ValidationInputs(v.f_s, None, None, None, v.f_t, v.logits_t))
+    assert set(scores) == set(VALIDATORS.names()) - {"source_acc", "dev"}
+    with pytest.raises(ConfigError, match=r"selection.validator=dev needs a labeled source held-out set.*val_fraction"):
+        check_validator("dev", has_source_val=False)
+    check_validator("im", has_source_val=False)
+    with pytest.raises(ConfigError, match="unknown validator 'acc'; valid validators: bnm, class_ami, dev"):
+        check_validator("acc", has_source_val=True)
+
+
+def test_running_best_keeps_the_first_of_ties_and_ignores_missing_or_nan_scores():
+    history = [
+        {"step": 1, "validators": {"im": 0.2}},
+        {"step": 2, "validators": {"im": 0.5}},
+        {"step": 3, "validators": {"im": float("nan")}},
+        {"step": 4, "validators": {}},
+        {"step": 5, "validators": {"im": 0.5}},
+    ]
+    best = None
+    for record in history:
+        best = running_best(best, record["step"], record["validators"], "im")
+    assert best == {"validator": "im", "step": 2, "score": 0.5}
+    assert select_record(history, "im") is history[1]
+    assert select_record(history, "bnm") is None
+    pooled = [{"step": 1, "validators": {"im": 0.1}}, {"step": 1, "validators": {"im": 0.3}}]  # two runs' records
+    assert select_record(pooled, "im") is pooled[1]
+
+
+def test_training_records_every_validator_and_keeps_the_selected_checkpoint(tiny_cfg, tiny_data, tmp_path):
+    cfg = replace(tiny_cfg, selection={"validator": "im"}, train={"eval_every": 4})
+    result = dann.fit(cfg, tmp_path / "run", data=tiny_data)
+    assert all(set(r["validators"]) == set(VALIDATORS.names()) for r in result.history)
+    assert all(math.isfinite(s) for r in result.history for s in r["validators"].values())
+    chosen = select_record(result.history, "im")
+    assert result.history[-1]["selection"] == {
+        "validator": "im",
+        "step": chosen["step"],
+        "score": chosen["validators"]["im"],
+    }
+    best = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
+    assert best["step"] == chosen["step"] and best["selection"]["validator"] == "im"
+    assert dann.load_run(tmp_path / "run", "checkpoints/best.pt").step == chosen["step"]
+
+
+def test_evaluations_and_validators_do_not_change_training(tiny_cfg, tiny_data):
+    often = dann.fit(replace(tiny_cfg, train={"eval_every": 2}), data=tiny_data).net.state_dict()
+    once = dann.fit(replace(tiny_cfg, train={"eval_every": 12}), data=tiny_data).net.state_dict()
+    assert all(torch.equal(often[k], once[k]) for k in often)
