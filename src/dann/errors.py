@@ -15,3 +15,7 @@ class DataError(DannError, ValueError):
 
 class RunDirError(DannError):
     """A run directory cannot be used as asked (exists, missing, or incomplete)."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data deserves attention but does not stop the run (e.g. a class absent from the target)."""
