@@ -11,7 +11,7 @@ from dann.data import Domain, build_data, data_paths, read_images
 from dann.data import images as images_module
 from dann.data.images import to_rgb
 from dann.data.loaders import ClassBalance, LoaderBatches, StepBatches, batch_indices
-from dann.data.transforms import resolve_image_config
+from dann.data.transforms import ToNormalizedTensor, resolve_image_config
 from dann.errors import ConfigError, DataError, DataWarning
 
 TIMM = ModelConfig(backbone="test_resnet")
@@ -107,6 +107,15 @@ def test_image_config_follows_timm_and_config():
     assert resolve_image_config(DataConfig(), ModelConfig(backbone="test_resnet")).mean == (0.5, 0.5, 0.5)
     assert resolve_image_config(DataConfig(image_size=64), ModelConfig(backbone="test_resnet")).size == 64
     assert resolve_image_config(DataConfig(), ModelConfig(backbone="lenet")).size == 224  # no timm config
+
+
+def test_numpy_normalization_matches_torchvision():
+    from torchvision.transforms import v2
+
+    img = Image.fromarray(torch.randint(0, 256, (5, 7, 3), dtype=torch.uint8).numpy())
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    reference = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])(img)
+    assert torch.allclose(ToNormalizedTensor(mean, std)(img), reference, atol=1e-5)
 
 
 def _bad_copy(shape_folders, tmp_path, name="target"):

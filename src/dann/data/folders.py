@@ -102,7 +102,7 @@ def read_list(path: Path) -> ImageList:
     for number, row in enumerate(rows, 1):
         if len(row) != width or width > 2:
             raise DataError(f"list file {path}, row {number}: expected {min(width, 2)} columns (path,label), got {row}")
-    paths = [str(p if (p := Path(row[0])).is_absolute() else path.parent / p) for row in rows]
+    paths = [os.path.normpath(os.path.join(path.parent, row[0])) for row in rows]  # absolute paths stay
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise DataError(f"list file {path} names {len(missing)} missing file(s), e.g. {', '.join(missing[:3])}")
