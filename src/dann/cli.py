@@ -14,6 +14,7 @@ from typing import Any
 
 from . import api
 from .config import load_config
+from .data.catalog import DATASETS
 from .errors import DannError, DataWarning
 
 SHORTCUTS = {  # flag -> config key
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
 
     download = sub.add_parser("download", help="fetch, verify and unpack a benchmark dataset (see dann.data.catalog)")
-    download.add_argument("name", help="dataset name, e.g. visda2017 or domainnet")
+    download.add_argument("name", help=f"dataset: {', '.join(DATASETS.names())}")
     download.add_argument("--root", required=True, help="folder to put it in (the data.root of its config)")
     download.add_argument("--no-verify", action="store_true", help="accept archives without a known checksum")
 
