@@ -52,3 +52,17 @@ def npz_files(tmp_path):
         paths[name] = tmp_path / f"{name}.npz"
         np.savez(paths[name], x=x, y=y)
     return paths
+
+
+@pytest.fixture(scope="session")
+def shape_folders(tmp_path_factory):
+    """Generated image folders (read-only: copy before changing): ``source`` (3 classes × 8, lab style), ``target``
+    (3 classes × 6, new-instrument style, labeled for evaluation) and ``flat`` (12 unlabeled target images)."""
+    from .shapes import make_folder
+
+    root = tmp_path_factory.mktemp("shapes")
+    return {
+        "source": make_folder(root / "source", style=0, per_class=8, seed=0),
+        "target": make_folder(root / "target", style=1, per_class=6, seed=1),
+        "flat": make_folder(root / "flat", style=1, per_class=4, seed=2, labeled=False),
+    }

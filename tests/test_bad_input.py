@@ -98,7 +98,11 @@ PRESETS = "packaged presets: digits, moons"
 ROWS = [
     # paths
     Row("missing data file", lambda f: f.train("--source", "TMP/none.npz"), "data file TMP/none.npz does not exist"),
-    Row("data path is a folder", lambda f: f.train("--source", "TMP/folder"), "TMP/folder is not a file"),
+    Row(
+        "a folder mixed with .npz files",
+        lambda f: f.train("--source", "TMP/folder"),
+        "mixing .npz files with image folders or lists is not supported: TMP/folder, TMP/target.npz",
+    ),
     Row(
         "empty (zero-byte) .npz",
         lambda f: f.train("--source", f.file("e.npz", b"")),
@@ -292,7 +296,8 @@ ROWS = [
     Row(
         "evaluate: no labels",
         lambda f: f.cmd("evaluate", f.npz("d", x=X4)),
-        "TMP/d.npz: evaluation needs labels (array 'y'); use predict for unlabeled data",
+        "TMP/d.npz: evaluation needs labels (class subfolders, path,label rows or array 'y'); "
+        "use predict for unlabeled data",
     ),
     Row(
         "evaluate: label out of range",

@@ -70,3 +70,13 @@ def test_heads_of_any_depth(head_dims, discriminator_dims):
     assert [lin.out_features for lin in linears] == [*head_dims, 10]
     f = net.forward_features(torch.randn(2, 3, 28, 28))
     assert net(torch.randn(2, 3, 28, 28)).shape == (2, 10) and net.domain_logits(f, 0.5).shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "setting", "width"),
+    [("test_resnet", None, 256), ("test_resnet", 0, 0), ("test_resnet", 64, 64), ("lenet", None, 0), ("mlp", 32, 32)],
+)
+def test_bottleneck_is_256_wide_for_timm_backbones_unless_set(backbone, setting, width):
+    from dann.models.network import bottleneck_dim
+
+    assert bottleneck_dim(ModelConfig(backbone=backbone, bottleneck_dim=setting)) == width

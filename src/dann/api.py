@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,13 @@ from typing import Any
 import torch
 
 from .config import Config, config_from_dict, load_config, replace
-from .data import Domain, DomainData, build_data, check_same_classes, load_npz
+from .data import Domain, DomainData, ImageConfig, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.domains import check_labels
-from .errors import DataError, RunDirError
-from .evaluate import classification_metrics, predict_proba
+from .data.folders import encode_labels
+from .data.images import Pipeline, default_workers
+from .data.transforms import eval_transform
+from .errors import DataError, DataWarning, RunDirError
+from .evaluate import classification_metrics, confusion_csv, plot_confusion, predict_batches
 from .methods import create_method
 from .models import DomainAdaptNet, create_network
 from .runs import CONFIG_FILE, LAST_CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir
@@ -52,7 +57,7 @@ def fit(
             raise RunDirError(f"cannot resume: {saved} does not exist")
         cfg = load_config(str(saved))  # a damaged config.yaml is a ConfigError naming it
     cfg = cfg or Config()
-    data = data or build_data(cfg.data)
+    data = data or build_data(cfg.data, cfg.model)
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
     net = create_network(cfg.model, data.input_shape, data.num_classes)
@@ -85,6 +90,7 @@ class TrainedModel:
     classes: list[str]
     input_shape: tuple[int, ...]
     step: int
+    image: ImageConfig | None = None  # how image files become inputs, for runs trained on image files
 
     def check_input(self, x: torch.Tensor, path: str | Path) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
@@ -98,47 +104,109 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     state = load_checkpoint(Path(run_dir) / checkpoint)
     cfg = config_from_dict(state["config"])
     offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
-    classes, input_shape = list(state["meta"]["classes"]), tuple(state["meta"]["input_shape"])
+    meta = state["meta"]
+    classes, input_shape = list(meta["classes"]), tuple(meta["input_shape"])
     net = create_network(offline.model, input_shape, len(classes))
     net.load_state_dict(state["model"])
-    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]))
+    image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
+    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image)
 
 
-def _load_data(model: TrainedModel, data_path: str | Path) -> Domain:
-    """The samples of ``data_path``, checked against the run: not empty, the same input shape and class names."""
-    domain, names = load_npz(data_path)
-    if len(domain) == 0:
-        raise DataError(f"{data_path}: no samples")
-    check_same_classes(model.classes, names, f"{data_path} vs the run's classes")
-    model.check_input(domain.x, data_path)
-    return domain
+def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad: bool | None) -> Domain | ImageDomain:
+    """The samples of ``data_path`` prepared for ``model``: an ``.npz`` file, or image files (a folder: its class
+    subfolders when ``labeled``, else every image below it; or a list file), with the run's evaluation transform."""
+    if str(data_path).endswith(".npz"):
+        domain, names = load_npz(data_path)
+        if len(domain) == 0:
+            raise DataError(f"{data_path}: no samples")
+        check_same_classes(model.classes, names, f"{data_path} vs the run's classes")
+        model.check_input(domain.x, data_path)
+        return domain
+    if model.image is None:
+        raise DataError(f"{data_path}: this run was trained on arrays; give it an .npz file, not image files")
+    images = read_images(data_path, recursive=not labeled)
+    y = encode_labels(images, model.classes, "the run") if labeled else None
+    d = model.config.data
+    skip = d.skip_bad_images if skip_bad is None else skip_bad
+    transform = eval_transform(model.image)
+    pipeline = Pipeline(model.image, transform, transform, default_workers(d.num_workers), d.pin_memory, False, skip)
+    return ImageDomain(images.paths, y, pipeline, images.origin)
 
 
-def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
-    """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on a labeled ``.npz``."""
+def _report_skipped(domain: Domain | ImageDomain) -> None:
+    if domain.bad:
+        bad = sorted(domain.bad)
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad[:5])}", DataWarning, stacklevel=3)
+
+
+def evaluate(
+    run_dir: str | Path,
+    data_path: str | Path,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    skip_bad: bool | None = None,
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on labeled data (``.npz``,
+    class folders or a list file with labels). With ``out_dir``: writes metrics.json, confusion.csv and
+    confusion.png there (existing files are replaced only with ``overwrite``)."""
+    files = [Path(out_dir) / name for name in ("metrics.json", "confusion.csv", "confusion.png")] if out_dir else []
+    if any(f.exists() for f in files) and not overwrite:
+        raise RunDirError(f"{out_dir} already holds evaluation files; pass --overwrite to replace them")
     model = load_run(run_dir)
-    domain = _load_data(model, data_path)
+    domain = _domain(model, data_path, labeled=True, skip_bad=skip_bad)
     if domain.y is None:
-        raise DataError(f"{data_path}: evaluation needs labels (array 'y'); use predict for unlabeled data")
-    check_labels(domain.y, len(model.classes), str(data_path))
-    probs = predict_proba(model.net, domain.x)
+        raise DataError(
+            f"{data_path}: evaluation needs labels (class subfolders, path,label rows or array 'y'); "
+            "use predict for unlabeled data"
+        )
     k = len(model.classes)
-    return classification_metrics(domain.y, probs.argmax(1), k) | {"classes": model.classes, "step": model.step}
+    check_labels(domain.y, k, str(data_path))
+    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
+    metrics = classification_metrics(domain.y[index], probs.argmax(1), k)
+    _report_skipped(domain)
+    metrics |= {"classes": model.classes, "step": model.step, "skipped_images": len(domain.bad)}
+    if files:
+        atomic_write_text(files[0], json.dumps(metrics, indent=1) + "\n")
+        atomic_write_text(files[1], confusion_csv(metrics["confusion"], model.classes))
+        plot_confusion(
+            metrics["confusion"], model.classes, files[2], title=f"{Path(data_path).name}, step {model.step}"
+        )
+    return metrics
 
 
-def predict(run_dir: str | Path, data_path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write ``out`` (CSV): one row per sample with its index, predicted class and confidence."""
+def predict(
+    run_dir: str | Path,
+    data_path: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    top_k: int = 3,
+    skip_bad: bool | None = None,
+) -> Path:
+    """Write ``out`` (CSV), one row per sample. ``.npz``: index, predicted_class, confidence. Image files (a folder,
+    searched recursively, or a list file): path, predicted_class, confidence, then class_i, prob_i for the
+    ``top_k`` most probable classes (fewer when the model has fewer classes)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
     model = load_run(run_dir)
-    domain = _load_data(model, data_path)
-    probs = predict_proba(model.net, domain.x)
-    conf, pred = probs.max(1)
+    domain = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
+    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
+    _report_skipped(domain)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["index", "predicted_class", "confidence"])
-    for i, (p, c) in enumerate(zip(pred.tolist(), conf.tolist(), strict=True)):
-        writer.writerow([i, model.classes[p], f"{c:.6f}"])
+    if isinstance(domain, Domain):
+        conf, pred = probs.max(1)
+        writer.writerow(["index", "predicted_class", "confidence"])
+        for i, (p, c) in enumerate(zip(pred.tolist(), conf.tolist(), strict=True)):
+            writer.writerow([i, model.classes[p], f"{c:.6f}"])
+    else:
+        k = max(1, min(top_k, len(model.classes)))
+        top_p, top_i = probs.topk(k, dim=1)
+        writer.writerow(
+            ["path", "predicted_class", "confidence", *[f"{n}_{j}" for j in range(1, k + 1) for n in ("class", "prob")]]
+        )
+        for i, ps, cs in zip(index.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
+            top = [v for c, p in zip(cs, ps, strict=True) for v in (model.classes[c], f"{p:.6f}")]
+            writer.writerow([domain.paths[i], model.classes[cs[0]], f"{ps[0]:.6f}", *top])
     atomic_write_text(out, buffer.getvalue())
     return out

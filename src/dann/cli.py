@@ -1,17 +1,21 @@
-"""Command line: ``dann train | evaluate | predict | report | compare | demo``. Each subcommand maps argv to one API
-call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types print one line and return 2."""
+"""Command line: ``dann train | evaluate | predict | report | compare | download | demo``. Each subcommand maps argv
+to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types print one line and
+return 2; data warnings print one line each."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import api
 from .config import load_config
-from .errors import DannError, RunDirError
+from .data.catalog import DATASETS
+from .errors import DannError, DataWarning, RunDirError
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -41,10 +45,16 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set optim.lr=0.01 (repeatable)",
     )
     train.add_argument("--task", help="embedded task: moons | digits")
-    train.add_argument("--source", help="labeled source data (.npz with x, y)")
-    train.add_argument("--target", help="unlabeled target data (.npz with x; a y in it is ignored for training)")
+    train.add_argument(
+        "--source", help="labeled source data: .npz (x, y), a folder of class subfolders, or a list file"
+    )
+    train.add_argument(
+        "--target",
+        help="unlabeled target data: .npz, a flat image folder, class subfolders or a list file "
+        "(labels in it are used only to report accuracy)",
+    )
     train.add_argument("--target-eval", help="labeled target data used only to report accuracy")
-    train.add_argument("--backbone", help="lenet | mlp | any timm model name")
+    train.add_argument("--backbone", help="lenet | mlp | any timm model name (e.g. resnet50)")
     train.add_argument("--method", help="source_only | dann")
     train.add_argument("--steps", type=int, help="training steps")
     train.add_argument("--seed", type=int, help="random seed")
@@ -57,14 +67,28 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
-    evaluate.add_argument("--data", required=True, help="labeled data (.npz with x, y)")
+    evaluate.add_argument("--data", required=True, help="labeled data: .npz (x, y), class subfolders or a list file")
+    evaluate.add_argument(
+        "--out-dir", help="where metrics.json, confusion.csv and confusion.png go (default: RUN/eval/<data name>)"
+    )
+    evaluate.add_argument("--overwrite", action="store_true", help="replace existing evaluation files")
+    evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
     evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
 
     predict = sub.add_parser("predict", help="write predictions of a trained run to CSV")
     predict.add_argument("--run", required=True, help="run directory")
-    predict.add_argument("--data", required=True, help="data to classify (.npz with x)")
+    given = predict.add_mutually_exclusive_group(required=True)
+    given.add_argument("--data", help="arrays to classify (.npz with x)")
+    given.add_argument("--images", help="image files to classify: a folder (searched recursively) or a list file")
     predict.add_argument("--out", required=True, help="CSV file to write")
+    predict.add_argument("--top-k", type=int, default=3, help="classes listed per image with probabilities (3)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    predict.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
+
+    download = sub.add_parser("download", help="fetch, verify and unpack a benchmark dataset (see dann.data.catalog)")
+    download.add_argument("name", help=f"dataset: {', '.join(DATASETS.names())}")
+    download.add_argument("--root", required=True, help="folder to put it in (the data.root of its config)")
+    download.add_argument("--no-verify", action="store_true", help="accept archives without a known checksum")
 
     report = sub.add_parser("report", help="(re)build report.html and report.md of a run from its files")
     report.add_argument("--run", required=True, help="run directory")
@@ -105,22 +129,43 @@ def _train(args: argparse.Namespace) -> int:
         print(f"target accuracy: {last['oracle']['target_acc']:.4f}  [uses target labels: evaluation only]")
     if result.report is not None:
         print(f"report: {result.report}")
+    if "skipped_images" in last:
+        skipped = last["skipped_images"]
+        print(
+            f"skipped {skipped['count']} unreadable image file(s) (data.skip_bad_images): {', '.join(skipped['first'])}"
+        )
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    metrics = api.evaluate(args.run, args.data)
+    out_dir = args.out_dir or Path(args.run) / "eval" / Path(args.data.rstrip("/")).name
+    skip = True if args.skip_bad_images else None
+    metrics = api.evaluate(args.run, args.data, out_dir, overwrite=args.overwrite, skip_bad=skip)
     if args.json:
         print(json.dumps(metrics))
         return 0
     print(f"accuracy: {metrics['acc']:.4f}  macro-F1: {metrics['macro_f1']:.4f}  samples: {metrics['n']}")
     for name, acc in zip(metrics["classes"], metrics["per_class_acc"], strict=True):
         print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
+    print(f"confusion matrix: {out_dir}/confusion.csv, {out_dir}/confusion.png")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    print(f"wrote {api.predict(args.run, args.data, args.out, overwrite=args.overwrite)}")
+    if args.top_k < 1:
+        raise DannError(f"--top-k must be at least 1, got {args.top_k}")
+    skip = True if args.skip_bad_images else None
+    data = args.data or args.images
+    out = api.predict(args.run, data, args.out, overwrite=args.overwrite, top_k=args.top_k, skip_bad=skip)
+    print(f"wrote {out}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .data.download import download
+
+    for line in download(args.name, args.root, verify=not args.no_verify):
+        print(line)
     return 0
 
 
@@ -151,14 +196,27 @@ COMMANDS = {
     "predict": _predict,
     "report": _report,
     "compare": _compare,
+    "download": _download,
     "demo": _demo,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except DannError as e:
-        print(f"dann {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
-        return 2
+
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
+        if issubclass(category, DataWarning):
+            print(f"dann {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, *rest, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = show
+        try:
+            return COMMANDS[args.command](args)
+        except DannError as e:
+            print(f"dann {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+            return 2

@@ -36,16 +36,35 @@ def _require_seed(key: str, value: int) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     task: str = ""  # embedded task (digits | moons), used when `source` is empty
-    source: str = ""  # labeled source data (.npz)
-    target: str = ""  # unlabeled target data (.npz); labels in it are ignored for training
+    source: str = ""  # labeled source data: .npz, a folder of class subfolders, or a .csv/.txt list of path,label
+    target: str = ""  # unlabeled target data (.npz, folder, list); labels in it are used for evaluation only
     target_eval: str = ""  # labeled target data, for evaluation only (default: `target`, if it has labels)
+    root: str = ""  # folder that relative source/target/target_eval paths are resolved against
+    dataset: str = ""  # a benchmark of dann.data.catalog (office31, ...): check its folders and image counts
     val_fraction: float = 0.1  # share of the source held out for validation
     seed: int = 0  # builds the embedded task and the source split
-    augment: bool = True  # random shifts of image batches (both domains; no-op for feature vectors)
+    augment: bool = True  # training augmentation: random shifts (arrays); crop, flips, jitter below (image files)
+    image_size: int = 0  # image files: side of the square network input; 0: the backbone's timm size, else 224
+    crop_scale: tuple[float, ...] = (0.5, 1.0)  # image files: random resized crop, range of the area kept
+    hflip: float = 0.5  # image files: probability of a horizontal flip
+    vflip: float = 0.0  # image files: probability of a vertical flip (plankton, micrographs: no up or down)
+    color_jitter: float = 0.0  # image files: brightness, contrast and saturation jitter strength; 0: none
+    balance_classes: bool = False  # source batches draw a class uniformly, then one of its images
+    skip_bad_images: bool = False  # unreadable image files are skipped and counted instead of stopping the run
+    num_workers: int | None = None  # image files: DataLoader worker processes; None: min(8, CPU cores)
+    pin_memory: bool = True  # image files: page-locked batches for faster copies to a GPU
+    persistent_workers: bool = True  # image files: evaluation loaders keep their workers between evaluations
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)
         _require_seed("data.seed", self.seed)
+        _require(self.image_size >= 0, "data.image_size", ">= 0", self.image_size)
+        scale = self.crop_scale
+        _require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "data.crop_scale", "[lo, hi] in (0, 1]", scale)
+        for key in ("hflip", "vflip"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "a probability in [0, 1]", getattr(self, key))
+        _require(self.color_jitter >= 0, "data.color_jitter", ">= 0", self.color_jitter)
+        _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
 
 
 @dataclass(frozen=True)
@@ -55,13 +74,14 @@ class ModelConfig:
     pretrained_file: str = ""  # local .safetensors/.pth weights for a timm backbone (the offline path)
     mlp_dims: tuple[int, ...] = (100, 100)  # hidden widths of the `mlp` backbone
     batchnorm: bool = False  # BatchNorm in the `lenet` / `mlp` backbones (the paper has none)
-    bottleneck_dim: int = 0  # 0: none; else linear + BN + ReLU of this width before both heads
+    bottleneck_dim: int | None = None  # linear + BN + ReLU before both heads; None: 256 for timm backbones, else none
     head_dims: tuple[int, ...] = ()  # hidden widths of the label head; () is one linear layer
     discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
     dropout: float = 0.0  # in the discriminator's hidden layers
 
     def __post_init__(self) -> None:
-        _require(self.bottleneck_dim >= 0, "model.bottleneck_dim", ">= 0", self.bottleneck_dim)
+        dim = self.bottleneck_dim
+        _require(dim is None or dim >= 0, "model.bottleneck_dim", ">= 0 (0: none) or null (auto)", dim)
         for key in ("mlp_dims", "head_dims", "discriminator_dims"):
             _require(all(d > 0 for d in getattr(self, key)), f"model.{key}", "positive widths", getattr(self, key))
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)

@@ -29,3 +29,7 @@ class UnsafeFileError(DannError):
 
 class OutputError(DannError):
     """An output file cannot be written (no space left, a read-only or missing folder)."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data deserves attention but does not stop the run (e.g. a class absent from the target)."""

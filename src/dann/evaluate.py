@@ -2,50 +2,80 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from .models.network import DomainAdaptNet
+from .runs import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .data.domains import AnyDomain
 
 
 @torch.no_grad()
-def predict_proba(
-    net: nn.Module, x: torch.Tensor, batch_size: int = 512, device: torch.device | None = None
-) -> torch.Tensor:
-    """Class probabilities (N, num_classes) on the CPU, in eval mode (the mode is restored afterwards)."""
+def predict_batches(
+    net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (M, num_classes) and sample indices (M,) on the CPU, from batches of (x (B, ...),
+    indices (B,)) such as ``domain.batches(size)``; in eval mode (the mode is restored afterwards)."""
     device = device or next(net.parameters()).device
     was_training = net.training
     net.eval()
+    probs, index = [], []
     try:
-        out = [
-            torch.softmax(net(x[i : i + batch_size].to(device)).float(), dim=1).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
+        for x, idx in batches:
+            probs.append(torch.softmax(net(x.to(device, non_blocking=True)).float(), dim=1).cpu())
+            index.append(idx)
     finally:
         net.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0)
+    if not probs:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
+    return torch.cat(probs), torch.cat(index)
+
+
+def predict_proba(
+    net: nn.Module, x: torch.Tensor, batch_size: int = 512, device: torch.device | None = None
+) -> torch.Tensor:
+    """Class probabilities (N, num_classes) of samples (N, ...) on the CPU, in eval mode."""
+    batches = (
+        (x[i : i + batch_size], torch.arange(i, min(i + batch_size, len(x)))) for i in range(0, len(x), batch_size)
+    )
+    return predict_batches(net, batches, device)[0]
 
 
 @torch.no_grad()
 def embed(
-    net: DomainAdaptNet, x: torch.Tensor, batch_size: int = 512, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features (N, num_features) and class logits (N, num_classes), float32 on the CPU, computed in eval mode
-    (the mode is restored afterwards)."""
+    net: DomainAdaptNet, data: torch.Tensor | AnyDomain, batch_size: int = 512, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features (M, num_features), class logits (M, num_classes) and sample indices (M,), float32 on the CPU, for
+    samples (N, ...) or a domain (arrays or image files; unreadable files skipped under ``data.skip_bad_images``
+    are absent from the indices). Computed in eval mode without gradients; the mode is restored afterwards."""
+    from .data.domains import Domain
+
+    domain = Domain(data) if isinstance(data, torch.Tensor) else data
     device = device or next(net.parameters()).device
     was_training = net.training
     net.eval()
-    feats, logits = [], []
+    feats, logits, index = [], [], []
     try:
-        for i in range(0, len(x), batch_size):
-            f = net.forward_features(x[i : i + batch_size].to(device))
-            feats.append(f.float().cpu())
-            logits.append(net.forward_head(f).float().cpu())
+        with torch.no_grad():
+            for x, idx in domain.batches(batch_size):
+                f = net.forward_features(x.to(device, non_blocking=True))
+                feats.append(f.float().cpu())
+                logits.append(net.forward_head(f).float().cpu())
+                index.append(idx)
     finally:
         net.train(was_training)
     if not feats:
-        return torch.empty(0, net.num_features), torch.empty(0, net.num_classes)
-    return torch.cat(feats), torch.cat(logits)
+        empty = torch.empty(0, dtype=torch.int64)
+        return torch.empty(0, net.num_features), torch.empty(0, net.num_classes), empty
+    return torch.cat(feats), torch.cat(logits), torch.cat(index)
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -69,6 +99,46 @@ def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, num_class
     }
 
 
-def evaluate_domain(net: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 512) -> dict:
-    probs = predict_proba(net, x, batch_size)
-    return classification_metrics(y, probs.argmax(1), num_classes)
+def evaluate_domain(net: nn.Module, domain: AnyDomain, num_classes: int, batch_size: int = 512) -> dict:
+    """``classification_metrics`` of a labeled domain (arrays or image files; unreadable files skipped)."""
+    probs, index = predict_batches(net, domain.batches(batch_size))
+    return classification_metrics(domain.y[index], probs.argmax(1), num_classes)
+
+
+def confusion_csv(confusion: list[list[int]], classes: list[str]) -> str:
+    """The confusion matrix as CSV: one row per true class, one column per predicted class."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["true \\ predicted", *classes])
+    for name, row in zip(classes, confusion, strict=True):
+        writer.writerow([name, *row])
+    return buffer.getvalue()
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str = "") -> None:
+    """A PNG of the row-normalized confusion matrix (counts written in the cells for up to 30 classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = torch.tensor(confusion, dtype=torch.float64)
+    rates = cm / cm.sum(1, keepdim=True).clamp_min(1)
+    k = len(classes)
+    side = min(4 + 0.35 * k, 30)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted class", ylabel="true class", title=title)
+    ax.set_xticklabels(classes, rotation=90, fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

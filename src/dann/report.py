@@ -117,22 +117,21 @@ def feature_diagnostics(run: RunSummary, data: DomainData, max_points: int = 100
     """Proxy A-distance per checkpoint (source vs unlabeled target features), a t-SNE map of the selected
     checkpoint's features, and its confusion matrix on labeled target data when there is some (target labels)."""
     nets = _networks(run, data)
-    x_s = torch.cat([data.source_train.x] + ([data.source_val.x] if data.source_val is not None else []))
-    y_s = torch.cat([data.source_train.y] + ([data.source_val.y] if data.source_val is not None else []))
-    idx_s, idx_t = subset(len(x_s), max_points), subset(len(data.target_train), max_points)
+    source = data.source_train.subset(subset(len(data.source_train), max_points))
+    target = data.target_train.subset(subset(len(data.target_train), max_points))
     out: dict[str, Any] = {"a_distance": {}, "which": "selected" if "selected" in nets else "last"}
     for label, net in nets.items():
-        f_s, _ = embed(net, x_s[idx_s])
-        f_t, logits_t = embed(net, data.target_train.x[idx_t])
+        f_s, _, kept_s = embed(net, source)
+        f_t, logits_t, _ = embed(net, target)
         out["a_distance"][label] = proxy_a_distance(f_s, f_t)
         if label == out["which"]:
             k_s, k_t = min(tsne_points, len(f_s)), min(tsne_points, len(f_t))
             out["tsne"] = tsne_2d(torch.cat([f_s[:k_s], f_t[:k_t]]))
             out["domain"] = torch.tensor([SOURCE] * k_s + [TARGET] * k_t)
-            out["labels"] = torch.cat([y_s[idx_s][:k_s], logits_t[:k_t].argmax(1)])
+            out["labels"] = torch.cat([source.y[kept_s][:k_s], logits_t[:k_t].argmax(1)])
     if data.target_eval is not None and data.target_eval.y is not None:
-        _, logits = embed(nets[out["which"]], data.target_eval.x)
-        out["target_metrics"] = classification_metrics(data.target_eval.y, logits.argmax(1), data.num_classes)
+        _, logits, kept = embed(nets[out["which"]], data.target_eval)
+        out["target_metrics"] = classification_metrics(data.target_eval.y[kept], logits.argmax(1), data.num_classes)
     return out | {"classes": data.classes}
 
 

@@ -188,14 +188,14 @@ def collect_inputs(
 ) -> ValidationInputs:
     """Network outputs on fixed subsets (at most ``max_samples`` per set) of the source training, source held-out
     and unlabeled target data, in eval mode without gradients. Reads ``data.target_train``, never target labels."""
-    source, target = data.source_train.x, data.target_train.x
-    f_s, _ = embed(net, source[subset(len(source), max_samples)], batch_size)
-    f_t, logits_t = embed(net, target[subset(len(target), max_samples)], batch_size)
+    source, target = data.source_train, data.target_train
+    f_s, _, _ = embed(net, source.subset(subset(len(source), max_samples)), batch_size)
+    f_t, logits_t, _ = embed(net, target.subset(subset(len(target), max_samples)), batch_size)
     if data.source_val is None:
         return ValidationInputs(f_s, None, None, None, f_t, logits_t)
-    idx = subset(len(data.source_val), max_samples)
-    f_sv, logits_sv = embed(net, data.source_val.x[idx], batch_size)
-    return ValidationInputs(f_s, f_sv, logits_sv, data.source_val.y[idx], f_t, logits_t)
+    val = data.source_val.subset(subset(len(data.source_val), max_samples))
+    f_sv, logits_sv, kept = embed(net, val, batch_size)
+    return ValidationInputs(f_s, f_sv, logits_sv, val.y[kept], f_t, logits_t)
 
 
 def evaluate_validators(

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, OptimConfig
 from .data.domains import DomainData
-from .data.loaders import StepBatches
+from .data.loaders import step_batches
 from .errors import DannError
 from .evaluate import evaluate_domain
 from .methods.base import Batch, Method
@@ -94,8 +94,13 @@ class Trainer:
         net.to(self.device).train()
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
         start, skipped = self._restore(net, optimizer)
-        source = StepBatches(data.source_train, t.batch_size, t.seed, self.device, cfg.data.augment)
-        target = StepBatches(data.target_train, t.batch_size, t.seed + 1, self.device, cfg.data.augment)
+        augment, balanced = cfg.data.augment, cfg.data.balance_classes
+        source = step_batches(data.source_train, t.batch_size, t.seed, self.device, start, augment, balanced)
+        target = (
+            step_batches(data.target_train, t.batch_size, t.seed + 1, self.device, start, augment)
+            if method.uses_target
+            else None
+        )
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
         history = read_jsonl(self.run_dir / METRICS_FILE) if self.resume and self.run_dir else []
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
@@ -110,7 +115,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             x_s, y_s = source.get(step)
-            x_t = target.get(step)[0] if method.uses_target else x_s[:0]
+            x_t = target.get(step)[0] if target is not None else x_s[:0]
             if guard:
                 guard.snapshot()
             out = method.loss(net, Batch(x_s, y_s, x_t), progress)
@@ -178,7 +183,7 @@ class Trainer:
             "skipped_steps": skipped,  # steps whose update was discarded (train.on_nonfinite=skip), whole run
         }
         if data.source_val is not None:
-            record["source_val"] = {"acc": evaluate_domain(net, data.source_val.x, data.source_val.y, k, bs)["acc"]}
+            record["source_val"] = {"acc": evaluate_domain(net, data.source_val, k, bs)["acc"]}
         record["validators"] = evaluate_validators(net, data, sel.max_samples, bs)
         best = running_best(
             history[-1].get("selection") if history else None, step, record["validators"], sel.validator
@@ -186,12 +191,15 @@ class Trainer:
         if best is not None:
             record["selection"] = best
         if data.target_eval is not None:
-            metrics = evaluate_domain(net, data.target_eval.x, data.target_eval.y, k, bs)
+            metrics = evaluate_domain(net, data.target_eval, k, bs)
             record["oracle"] = {
                 "target_acc": metrics["acc"],
                 "target_per_class_acc": metrics["per_class_acc"],
                 "note": ORACLE_NOTE,
             }
+        skipped = data.skipped_images()
+        if skipped:
+            record["skipped_images"] = {"count": len(skipped), "first": skipped[:10]}
         if self.run_dir is not None:
             append_jsonl(self.run_dir / METRICS_FILE, record)
         self.events.scalars({key: record[key] for key in ("source_val", "validators", "oracle") if key in record}, step)
@@ -210,7 +218,11 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "skipped_steps": record["skipped_steps"],
             "config": self.cfg.to_dict(),
-            "meta": {"classes": data.classes, "input_shape": list(data.input_shape)},
+            "meta": {
+                "classes": data.classes,
+                "input_shape": list(data.input_shape),
+                "image": data.image.to_dict() if data.image is not None else None,
+            },
             "selection": record.get("selection"),
         }
         # best.pt before last.pt: a crash between the two resumes from the older last.pt and rewrites best.pt

@@ -1,13 +1,22 @@
 """The data every run needs, in one object. Target labels, when present, live only in ``target_eval``:
-``target_train`` never carries labels, so no method can train on them."""
+``target_train`` never carries labels, so no method can train on them.
+
+A domain is either a ``Domain`` (tensors in memory) or an ``ImageDomain`` (image files decoded on demand, see
+``images.py``); both offer ``len``, ``y``, ``input_shape``, ``subset``, ``unlabeled`` and ``batches``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 import torch
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from .images import ImageDomain
+    from .transforms import ImageConfig
 
 SOURCE, TARGET = 0, 1  # domain labels, defined once for the whole package
 
@@ -19,25 +28,51 @@ class Domain:
     x: torch.Tensor
     y: torch.Tensor | None = None
 
+    bad: frozenset[str] = field(default=frozenset(), repr=False)  # arrays have no unreadable files
+
     def __len__(self) -> int:
         return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def subset(self, idx: torch.Tensor) -> Domain:
+        return Domain(self.x[idx], self.y[idx] if self.y is not None else None)
+
+    def unlabeled(self) -> Domain:
+        return Domain(self.x, None)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x (B, ...), indices (B,)) in order."""
+        for i in range(0, len(self.x), batch_size):
+            yield self.x[i : i + batch_size], torch.arange(i, min(i + batch_size, len(self.x)))
+
+
+AnyDomain = Union[Domain, "ImageDomain"]
 
 
 @dataclass
 class DomainData:
-    source_train: Domain
-    source_val: Domain | None
-    target_train: Domain
-    target_eval: Domain | None
+    source_train: AnyDomain
+    source_val: AnyDomain | None
+    target_train: AnyDomain
+    target_eval: AnyDomain | None
     classes: list[str]
+    image: ImageConfig | None = None  # how image files become inputs (image-file data only); saved in checkpoints
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.source_train.x.shape[1:])
+        return tuple(self.source_train.input_shape)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def skipped_images(self) -> list[str]:
+        """Unreadable image files skipped so far (``data.skip_bad_images``), over all domains, sorted."""
+        domains = (self.source_train, self.source_val, self.target_train, self.target_eval)
+        return sorted(set().union(*(d.bad for d in domains if d is not None)))
 
 
 def check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
@@ -48,13 +83,14 @@ def check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
 
 
 def make_domain_data(
-    source: Domain,
-    target: Domain,
-    target_eval: Domain | None = None,
+    source: AnyDomain,
+    target: AnyDomain,
+    target_eval: AnyDomain | None = None,
     classes: list[str] | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
     names: tuple[str, str, str] = ("source", "target", "target_eval"),
+    image: ImageConfig | None = None,
 ) -> DomainData:
     """Check the domains agree, split a held-out source set, and strip labels from the training target.
 
@@ -70,10 +106,10 @@ def make_domain_data(
     for dom, name in ((target, names[1]), (target_eval, names[2])):
         if dom is None:
             continue
-        if dom.x.shape[1:] != source.x.shape[1:]:
+        if tuple(dom.input_shape) != tuple(source.input_shape):
             raise DataError(
-                f"{name}: samples have shape {tuple(dom.x.shape[1:])} but the source samples have shape "
-                f"{tuple(source.x.shape[1:])}; both domains must share one input shape"
+                f"{name}: samples have shape {tuple(dom.input_shape)} but the source samples have shape "
+                f"{tuple(source.input_shape)}; both domains must share one input shape"
             )
         if dom.y is not None:
             check_labels(dom.y, num_classes, f"{name} (classes must be those of the source)")
@@ -89,7 +125,5 @@ def make_domain_data(
             "leaving none to train on; lower data.val_fraction"
         )
     val_idx, train_idx = perm[:n_val], perm[n_val:]
-    source_val = Domain(source.x[val_idx], source.y[val_idx]) if n_val else None
-    return DomainData(
-        Domain(source.x[train_idx], source.y[train_idx]), source_val, Domain(target.x, None), target_eval, list(classes)
-    )
+    source_val = source.subset(val_idx) if n_val else None
+    return DomainData(source.subset(train_idx), source_val, target.unlabeled(), target_eval, list(classes), image)

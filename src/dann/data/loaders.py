@@ -1,17 +1,28 @@
 """Step-indexed batches. The batch for step ``s`` is a pure function of (seed, s): each pass over a domain is a
-fresh seeded permutation, and passes are concatenated into one endless index stream. So a resumed run sees exactly
-the batches an uninterrupted run would, with no iterator state to save."""
+fresh seeded permutation, and passes are concatenated into one endless index stream (or, with class balancing, each
+step draws its classes and images from a generator seeded by (seed, s)). So a resumed run sees exactly the batches
+an uninterrupted run would, with no iterator state to save.
+
+Arrays in memory are batched on the device (``StepBatches``); image files stream through a DataLoader whose batch
+sampler yields the same step-indexed batches (``LoaderBatches``), with per-sample augmentation seeds, so workers,
+prefetching and resume change nothing in what a step sees."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
-from .domains import Domain
+from ..errors import DataError
+from .domains import AnyDomain, Domain
+from .images import ImageDomain
+
+SEED_STRIDE = 1_000_003  # separates the streams of different seeds
 
 
 def permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of pass ``epoch`` over ``range(n)``."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * SEED_STRIDE + epoch))
 
 
 def stream_slices(n: int, batch_size: int, step: int) -> list[tuple[int, int, int]]:
@@ -28,6 +39,30 @@ def stream_slices(n: int, batch_size: int, step: int) -> list[tuple[int, int, in
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """Indices (batch_size,) of step ``step`` in the endless stream of seeded permutations of ``range(n)``."""
     return torch.cat([permutation(n, seed, e)[a:b] for e, a, b in stream_slices(n, batch_size, step)])
+
+
+class ClassBalance:
+    """Class-balanced draws from labels ``y`` (N,): each sample of a step picks a class uniformly among those
+    present, then an image of that class uniformly (with replacement), from a generator seeded by (seed, step)."""
+
+    def __init__(self, y: torch.Tensor) -> None:
+        counts = torch.bincount(y.cpu())
+        self.order = torch.argsort(y.cpu(), stable=True)
+        self.classes = torch.nonzero(counts).squeeze(1)
+        self.counts = counts[self.classes]
+        self.starts = (torch.cumsum(counts, 0) - counts)[self.classes]
+
+    def indices(self, batch_size: int, step: int, seed: int) -> torch.Tensor:
+        """Indices (batch_size,) of step ``step``."""
+        g = torch.Generator().manual_seed((seed * SEED_STRIDE + step) * 2 + 1)  # odd: never a permutation's seed
+        k = torch.randint(len(self.classes), (batch_size,), generator=g)
+        within = (torch.rand(batch_size, generator=g, dtype=torch.float64) * self.counts[k]).long()
+        return self.order[self.starts[k] + within]
+
+
+def sample_seed(seed: int, step: int, position: int) -> int:
+    """The augmentation seed of the sample at ``position`` in step ``step``'s batch."""
+    return ((seed * SEED_STRIDE + step) * 65_537 + position) % (2**63 - 1)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -48,10 +83,13 @@ class StepBatches:
 
     Data and each pass's permutation are copied to the device once, so a step does no host-device transfer."""
 
-    def __init__(self, domain: Domain, batch_size: int, seed: int, device: torch.device, augment: bool) -> None:
+    def __init__(
+        self, domain: Domain, batch_size: int, seed: int, device: torch.device, augment: bool, balanced: bool = False
+    ) -> None:
         self.x = domain.x.to(device)
         self.y = domain.y.to(device) if domain.y is not None else None
         self.batch_size, self.seed, self.augment = batch_size, seed, augment and self.x.ndim == 4
+        self.balance = ClassBalance(domain.y) if balanced and domain.y is not None else None
         self._perms: dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
@@ -60,15 +98,87 @@ class StepBatches:
             self._perms[epoch] = permutation(len(self.x), self.seed, epoch).to(self.x.device)
         return self._perms[epoch]
 
-    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _indices(self, step: int) -> torch.Tensor:
+        if self.balance is not None:
+            return self.balance.indices(self.batch_size, step, self.seed).to(self.x.device, non_blocking=True)
         slices = stream_slices(len(self.x), self.batch_size, step)
-        idx = (
-            torch.cat([self._perm(e)[a:b] for e, a, b in slices])
-            if len(slices) > 1
-            else self._perm(slices[0][0])[slices[0][1] : slices[0][2]]
-        )
+        if len(slices) > 1:
+            return torch.cat([self._perm(e)[a:b] for e, a, b in slices])
+        return self._perm(slices[0][0])[slices[0][1] : slices[0][2]]
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self._indices(step)
         x = self.x[idx]
         if self.augment:
-            generator = torch.Generator(self.x.device).manual_seed(self.seed * 1_000_003 + step)
+            generator = torch.Generator(self.x.device).manual_seed(self.seed * SEED_STRIDE + step)
             x = random_shift(x, 2, generator)
         return x, (self.y[idx] if self.y is not None else None)
+
+
+class StepSampler:
+    """A DataLoader batch sampler: for steps ``start``, ``start + 1``, ... it yields that step's batch, the same
+    indices ``StepBatches`` would use, as ``(index, augmentation seed)`` pairs (plain indices without ``augment``)."""
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start: int, augment: bool, balance: ClassBalance | None = None
+    ) -> None:
+        self.n, self.batch_size, self.seed, self.start, self.augment = n, batch_size, seed, start, augment
+        self.balance = balance
+
+    def indices(self, step: int) -> torch.Tensor:
+        if self.balance is not None:
+            return self.balance.indices(self.batch_size, step, self.seed)
+        return batch_indices(self.n, self.batch_size, step, self.seed)
+
+    def __iter__(self) -> Iterator[list]:
+        step = self.start
+        while True:
+            idx = self.indices(step).tolist()
+            yield [(i, sample_seed(self.seed, step, j)) for j, i in enumerate(idx)] if self.augment else idx
+            step += 1
+
+
+class LoaderBatches:
+    """Endless batches of an ``ImageDomain`` through a DataLoader (workers, pinned memory); ``get(step)`` → (x, y or
+    None) on ``device``. Steps are asked in order from ``start``; each batch is a pure function of (seed, step)."""
+
+    def __init__(
+        self,
+        domain: ImageDomain,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        start: int,
+        augment: bool,
+        balanced: bool = False,
+    ) -> None:
+        balance = ClassBalance(domain.y) if balanced and domain.y is not None else None
+        sampler = StepSampler(len(domain), batch_size, seed, start, augment, balance)
+        self.domain, self.device, self.next_step = domain, device, start
+        self._batches = iter(domain.loader(device.type == "cuda", batch_sampler=sampler))
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if step != self.next_step:
+            raise RuntimeError(f"LoaderBatches streams steps in order: asked for step {step}, next is {self.next_step}")
+        x, y, _, bad = next(self._batches)
+        self.next_step += 1
+        self.domain.check(bad)
+        if len(x) == 0:
+            raise DataError(f"{self.domain.name}: every image of the batch of step {step} was unreadable")
+        y_out = y.to(self.device, non_blocking=True) if self.domain.y is not None else None
+        return x.to(self.device, non_blocking=True), y_out
+
+
+def step_batches(
+    domain: AnyDomain,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    start: int = 0,
+    augment: bool = True,
+    balanced: bool = False,
+) -> StepBatches | LoaderBatches:
+    """The batch stream of a domain: on the device for arrays, through a DataLoader for image files."""
+    if isinstance(domain, ImageDomain):
+        return LoaderBatches(domain, batch_size, seed, device, start, augment, balanced)
+    return StepBatches(domain, batch_size, seed, device, augment, balanced)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .backbones import create_backbone
+from .backbones import BACKBONES, create_backbone
 from .grl import grad_reverse
 from .heads import Bottleneck, DomainDiscriminator, mlp_layers
 
@@ -58,6 +58,18 @@ class DomainAdaptNet(nn.Module):
         return backbone, [p for p in self.parameters() if id(p) not in ids]
 
 
+TIMM_BOTTLENECK = 256  # the bottleneck width timm backbones get unless model.bottleneck_dim says otherwise
+
+
+def bottleneck_dim(cfg: ModelConfig) -> int:
+    """``model.bottleneck_dim``, or when it is None (auto): 256 for timm backbones, 0 (none) for the registered
+    small ones (``lenet``, ``mlp``), which are the DANN paper's networks and have no bottleneck."""
+    if cfg.bottleneck_dim is not None:
+        return cfg.bottleneck_dim
+    return 0 if cfg.backbone in BACKBONES else TIMM_BOTTLENECK
+
+
 def create_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> DomainAdaptNet:
     backbone = create_backbone(cfg, input_shape)
-    return DomainAdaptNet(backbone, num_classes, cfg.bottleneck_dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims)
+    dim = bottleneck_dim(cfg)
+    return DomainAdaptNet(backbone, num_classes, dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims)

@@ -1,0 +1,177 @@
+"""Image folders and list files → domains, without decoding a single image.
+
+- a folder of class subfolders, ``root/<class>/**/*.png``: labeled (subfolders are searched recursively);
+- a flat folder of images, ``root/*.jpg``: unlabeled;
+- a list file, ``.csv`` (``path,label`` or ``path``; an optional header row ``path,label``) or ``.txt``/``.lst``
+  (``path label`` or ``path`` per line, split at the last whitespace): relative paths are resolved against the
+  list file's folder.
+
+Classes are matched by name. The source's classes, sorted, are the model's classes; a labeled target with a class
+the source lacks is an error naming both; source classes absent from the target are allowed, with a warning."""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError, DataWarning
+from .domains import DomainData, make_domain_data
+from .images import ImageDomain, Pipeline, default_workers
+from .transforms import ImageConfig, eval_transform, train_transform
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LIST_EXTENSIONS = (".csv", ".txt", ".lst")
+
+
+@dataclass
+class ImageList:
+    """Image file paths and, when the source of them has labels, one class name per path."""
+
+    paths: list[str]
+    labels: list[str] | None
+    origin: str  # the folder or list file, for messages
+
+
+def is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def walk_images(folder: Path) -> list[str]:
+    """Every image file under ``folder``, recursively (hidden files and folders skipped), in sorted order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image(f)]
+    return found
+
+
+def _no_images(folder: Path) -> DataError:
+    return DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+
+
+def scan_folder(folder: Path) -> ImageList:
+    """Class subfolders (labeled) or images directly in ``folder`` (unlabeled); both at once is an error."""
+    entries = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+    top = [e.path for e in entries if e.is_file() and is_image(e.name)]
+    per_class = {e.name: walk_images(Path(e.path)) for e in entries if e.is_dir()}
+    with_images = {name: files for name, files in per_class.items() if files}
+    if top and with_images:
+        raise DataError(
+            f"{folder} holds image files and also subfolders with images ({', '.join(list(with_images)[:3])}): "
+            "put every image in a class subfolder (labeled) or keep them all in the folder itself (unlabeled)"
+        )
+    if top:
+        return ImageList(top, None, str(folder))
+    if not with_images:
+        raise _no_images(folder)
+    for name in sorted(set(per_class) - set(with_images)):
+        warnings.warn(f"{folder / name}: class folder without image files, ignored", DataWarning, stacklevel=2)
+    return ImageList(
+        [p for files in with_images.values() for p in files],
+        [name for name, files in with_images.items() for _ in files],
+        str(folder),
+    )
+
+
+def _list_rows(path: Path) -> list[list[str]]:
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".csv":
+        rows = [[c.strip() for c in row] for row in csv.reader(text.splitlines())]
+    else:
+        rows = [line.strip().rsplit(None, 1) for line in text.splitlines()]
+    return [r for r in rows if r and any(r)]
+
+
+def read_list(path: Path) -> ImageList:
+    """A ``.csv``/``.txt``/``.lst`` list of ``path[,label]`` rows; every listed file must exist."""
+    try:
+        rows = _list_rows(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"list file {path} could not be read: {e}") from None
+    if rows and [c.lower() for c in rows[0]] in (["path", "label"], ["path"]):
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"list file {path} lists no images")
+    width = len(rows[0])
+    for number, row in enumerate(rows, 1):
+        if len(row) != width or width > 2:
+            raise DataError(f"list file {path}, row {number}: expected {min(width, 2)} columns (path,label), got {row}")
+    paths = [os.path.normpath(os.path.join(path.parent, row[0])) for row in rows]  # absolute paths stay
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise DataError(f"list file {path} names {len(missing)} missing file(s), e.g. {', '.join(missing[:3])}")
+    return ImageList(paths, [row[1] for row in rows] if width == 2 else None, str(path))
+
+
+def read_images(path: str | Path, recursive: bool = False) -> ImageList:
+    """The images a path names: a list file, or a folder (``recursive``: every image below it, unlabeled)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+        return read_list(path)
+    if path.is_file():
+        raise DataError(f"{path} is neither a folder of images nor a list file ({', '.join(LIST_EXTENSIONS)})")
+    if not path.is_dir():
+        raise DataError(f"image folder {path} does not exist")
+    if recursive:
+        files = walk_images(path)
+        if not files:
+            raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found, searched recursively")
+        return ImageList(files, None, str(path))
+    return scan_folder(path)
+
+
+def encode_labels(images: ImageList, classes: list[str], source: str) -> torch.Tensor | None:
+    """Class names → indices into ``classes``; a name outside them is an error naming both origins."""
+    if images.labels is None:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(images.labels) - set(index))
+    if unknown:
+        raise DataError(
+            f"class {unknown[0]!r} of {images.origin} is not a class of {source} "
+            f"({len(unknown)} unknown: {', '.join(unknown[:5])}); known classes: {', '.join(classes[:20])}"
+        )
+    missing = sorted(set(classes) - set(images.labels))
+    if missing:
+        warnings.warn(
+            f"{images.origin} has no images of {len(missing)} class(es) of {source}: {', '.join(missing[:10])}",
+            DataWarning,
+            stacklevel=2,
+        )
+    return torch.tensor([index[c] for c in images.labels], dtype=torch.int64)
+
+
+def make_pipeline(cfg: DataConfig, image: ImageConfig) -> Pipeline:
+    return Pipeline(
+        image,
+        train_transform(image, cfg),
+        eval_transform(image),
+        default_workers(cfg.num_workers),
+        cfg.pin_memory,
+        cfg.persistent_workers,
+        cfg.skip_bad_images,
+    )
+
+
+def build_folder_data(cfg: DataConfig, image: ImageConfig, paths: tuple[str, str, str]) -> DomainData:
+    """DomainData of image folders or list files: ``paths`` are (source, target, target_eval or "")."""
+    source = read_images(paths[0])
+    if source.labels is None:
+        raise DataError(f"source {source.origin} needs labels: class subfolders, or a list file with path,label rows")
+    classes = sorted(set(source.labels))
+    pipeline = make_pipeline(cfg, image)
+
+    def domain(images: ImageList) -> ImageDomain:
+        return ImageDomain(images.paths, encode_labels(images, classes, source.origin), pipeline, images.origin)
+
+    target = domain(read_images(paths[1]))
+    target_eval = domain(read_images(paths[2])) if paths[2] else None
+    return make_domain_data(
+        domain(source), target, target_eval, classes, cfg.val_fraction, cfg.seed, names=paths, image=image
+    )

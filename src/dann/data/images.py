@@ -1,0 +1,162 @@
+"""Image files decoded lazily, one at a time, in DataLoader workers: nothing is decoded when a dataset is built.
+
+Every file becomes 8-bit RGB: grayscale, palette and CMYK images are converted; 16-bit and 32-bit grayscale are
+scaled to 0..255 (16-bit: value / 257); transparent pixels are composited over black. Pillow's decompression-bomb
+guard (``PIL.Image.MAX_IMAGE_PIXELS``) stays on. A file that cannot be read never raises inside a worker (a worker's
+traceback would bury the path): its sample carries the error to the main process, which raises a ``DataError``
+naming the file, or with ``data.skip_bad_images`` drops the sample and counts the file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import DataError
+from .transforms import ImageConfig, Transform
+
+Sample = tuple[torch.Tensor | None, int, int, str]  # (image (3, H, W) or None, label or -1, index, error)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode → RGB. 16-bit (``I;16*``) is divided by 257; ``I`` likewise when it exceeds 255; ``F`` is
+    taken as 0..1 when its maximum is at most 1, else as 0..255; alpha is composited over black."""
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+            a = a / 257.0
+        elif img.mode == "F" and a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode ``path`` fully (truncated files fail here, not later) and convert it to RGB."""
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def decode(path: str) -> tuple[Image.Image | None, str]:
+    """(RGB image, "") or (None, a one-line message naming the file and the reason)."""
+    try:
+        return load_rgb(path), ""
+    except Image.DecompressionBombError as e:
+        return None, f"{path}: refused by Pillow's decompression-bomb guard ({e})"
+    except Exception as e:  # any decoder failure: truncated, corrupt, not an image, unreadable
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        return None, f"{path}: cannot read this image file ({reason})"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What every image domain of one dataset shares: transforms, loader settings, the bad-file policy."""
+
+    image: ImageConfig
+    train: Transform
+    eval: Transform
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    skip_bad: bool = False
+
+
+def default_workers(requested: int | None) -> int:
+    return min(8, os.cpu_count() or 1) if requested is None else requested
+
+
+class ImageDomain(Dataset):
+    """Image files of one domain: ``paths`` (N) and labels ``y`` (N,) int64 or None, decoded on demand.
+
+    ``self[i]`` is the evaluation view of file ``i``; ``self[(i, seed)]`` its training view, augmented with torch's
+    generator seeded by ``seed`` (the batch sampler derives it from the step), so an augmented batch is a pure
+    function of (seed, step) whichever worker decodes it. Subsets share one set of skipped (bad) files."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        y: torch.Tensor | None,
+        pipeline: Pipeline,
+        name: str,
+        bad: set[str] | None = None,
+    ) -> None:
+        self.paths, self.y, self.pipeline, self.name = list(paths), y, pipeline, name
+        self.bad = bad if bad is not None else set()
+        self._loaders: dict[int, DataLoader] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.pipeline.image.input_shape
+
+    def subset(self, idx: torch.Tensor) -> ImageDomain:
+        y = self.y[idx] if self.y is not None else None
+        return ImageDomain([self.paths[i] for i in idx.tolist()], y, self.pipeline, self.name, self.bad)
+
+    def unlabeled(self) -> ImageDomain:
+        return ImageDomain(self.paths, None, self.pipeline, self.name, self.bad)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Sample:
+        i, seed = item if isinstance(item, tuple) else (item, None)
+        label = int(self.y[i]) if self.y is not None else -1
+        img, error = decode(self.paths[i])
+        if img is None:
+            return None, label, i, error
+        if seed is None:
+            return self.pipeline.eval(img), label, i, ""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.pipeline.train(img), label, i, ""
+
+    def __getstate__(self) -> dict[str, Any]:  # workers get the data, not the main process's loaders
+        return {k: v for k, v in self.__dict__.items() if k != "_loaders"} | {"_loaders": {}}
+
+    def loader(self, pin_memory: bool, persistent: bool = False, **kwargs: Any) -> DataLoader:
+        p = self.pipeline
+        workers = p.num_workers
+        return DataLoader(
+            self,
+            num_workers=workers,
+            pin_memory=pin_memory and p.pin_memory,
+            persistent_workers=persistent and workers > 0,
+            collate_fn=collate,
+            **kwargs,
+        )
+
+    def check(self, bad: list[tuple[int, str]]) -> None:
+        """Raise for the first unreadable file of a batch, or with ``skip_bad`` remember them all."""
+        if bad and not self.pipeline.skip_bad:
+            raise DataError(f"{bad[0][1]}; set data.skip_bad_images=true to skip unreadable files")
+        self.bad.update(self.paths[i] for i, _ in bad)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Evaluation batches in file order: (x (B, 3, H, W), indices (B,)); unreadable files are left out (with
+        ``skip_bad``), so ``indices`` says which files the rows are. The loader (and its workers) is kept."""
+        if batch_size not in self._loaders:
+            pin = torch.cuda.is_available()
+            self._loaders[batch_size] = self.loader(pin, self.pipeline.persistent_workers, batch_size=batch_size)
+        for x, _, idx, bad in self._loaders[batch_size]:
+            self.check(bad)
+            yield x, idx
+
+
+def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+    """Samples → (x (B, 3, H, W), y (B,), indices (B,), [(index, error) of unreadable files]) with B the readable
+    ones; x is (0,) when none is readable."""
+    good = [s for s in samples if s[0] is not None]
+    x = torch.stack([s[0] for s in good]) if good else torch.empty(0)  # type: ignore[misc]
+    y = torch.tensor([s[1] for s in good], dtype=torch.int64)
+    index = torch.tensor([s[2] for s in good], dtype=torch.int64)
+    return x, y, index, [(s[2], s[3]) for s in samples if s[0] is None]

@@ -1,0 +1,233 @@
+import dataclasses
+import os
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from dann.config import DataConfig, ModelConfig
+from dann.data import Domain, build_data, data_paths, read_images
+from dann.data import images as images_module
+from dann.data.images import to_rgb
+from dann.data.loaders import ClassBalance, LoaderBatches, StepBatches, batch_indices
+from dann.data.transforms import ToNormalizedTensor, resolve_image_config
+from dann.errors import ConfigError, DataError, DataWarning
+
+TIMM = ModelConfig(backbone="test_resnet")
+
+
+def folder_cfg(paths, **keys):
+    values = {"source": str(paths["source"]), "target": str(paths["target"]), "image_size": 32, "num_workers": 0}
+    return DataConfig(**(values | keys))
+
+
+def test_class_folders_flat_folders_and_lists_agree(shape_folders, tmp_path):
+    data = build_data(folder_cfg(shape_folders, val_fraction=0.25), TIMM)
+    assert data.classes == ["circle", "square", "triangle"] and data.input_shape == (3, 32, 32)
+    assert len(data.source_train) == 18 and len(data.source_val) == 6 and data.target_train.y is None
+    assert data.target_eval.y.tolist() == [0] * 6 + [1] * 6 + [2] * 6  # kept for evaluation only
+    flat = build_data(folder_cfg(shape_folders, target=str(shape_folders["flat"])), TIMM)
+    assert len(flat.target_train) == 12 and flat.target_eval is None
+    listed = tmp_path / "lists" / "source.csv"
+    listed.parent.mkdir()
+    rows = ["path,label"] + [  # paths relative to the list file's folder
+        f"{os.path.relpath(p, listed.parent)},{lab}"
+        for p, lab in zip(*_paths_and_labels(shape_folders["source"]), strict=True)
+    ]
+    listed.write_text("\n".join(rows) + "\n")
+    from_list = build_data(folder_cfg(shape_folders, source=str(listed), val_fraction=0.25), TIMM)
+    assert from_list.source_train.paths == data.source_train.paths
+    assert torch.equal(from_list.source_train.y, data.source_train.y)
+
+
+def _paths_and_labels(root):
+    images = read_images(root)
+    return images.paths, images.labels
+
+
+def test_txt_lists_and_root_relative_paths(shape_folders, tmp_path):
+    paths, labels = _paths_and_labels(shape_folders["target"])
+    (tmp_path / "target.txt").write_text("".join(f"{p} {lab}\n" for p, lab in zip(paths, labels, strict=True)))
+    cfg = DataConfig(root=str(shape_folders["source"].parent), source="source", target=str(tmp_path / "target.txt"))
+    data = build_data(cfg, TIMM)
+    assert data.target_eval.y.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+
+
+def test_nothing_is_decoded_when_a_dataset_is_built(shape_folders, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(images_module, "decode", lambda path: calls.append(path))
+    garbage = tmp_path / "garbage"
+    shutil.copytree(shape_folders["source"], garbage)
+    for p in garbage.rglob("*.png"):
+        p.write_bytes(b"not an image")
+    build_data(folder_cfg(shape_folders, source=str(garbage)), TIMM)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [
+        ("L", 200, (200, 200, 200)),
+        ("I;16", 128 * 257, (128, 128, 128)),
+        ("I", 40000, (156, 156, 156)),  # 16-bit content stored as 32-bit: 40000 / 257
+        ("F", 0.5, (128, 128, 128)),
+        ("RGBA", (10, 20, 30, 0), (0, 0, 0)),  # fully transparent → black
+        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
+        ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+        ("1", 1, (255, 255, 255)),
+    ],
+)
+def test_every_mode_becomes_rgb(mode, value, expected):
+    img = Image.new(mode, (4, 4), value)
+    rgb = to_rgb(img)
+    assert rgb.mode == "RGB" and rgb.getpixel((1, 1)) == expected
+
+
+def test_palette_with_transparency_is_composited():
+    img = Image.new("P", (2, 1))
+    img.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    img.putpixel((1, 0), 1)
+    img.info["transparency"] = 1
+    assert to_rgb(img).getpixel((0, 0)) == (255, 0, 0) and to_rgb(img).getpixel((1, 0)) == (0, 0, 0)
+
+
+def test_generated_files_of_all_modes_load_as_normalized_rgb_tensors(shape_folders):
+    data = build_data(folder_cfg(shape_folders, augment=False), TIMM)
+    modes = {Image.open(p).mode for p in data.target_eval.paths}
+    assert {"RGB", "L", "P", "RGBA", "I;16"} <= modes
+    x, idx = next(data.target_eval.batches(64))
+    assert x.shape == (18, 3, 32, 32) and idx.tolist() == list(range(18)) and x.dtype == torch.float32
+    assert -1.01 <= x.min() and x.max() <= 1.01  # test_resnet's timm config: mean = std = 0.5
+
+
+def test_image_config_follows_timm_and_config():
+    cfg = resolve_image_config(DataConfig(), ModelConfig(backbone="resnet50"))
+    assert cfg.size == 224 and cfg.interpolation == "bicubic" and cfg.mean == (0.485, 0.456, 0.406)
+    assert resolve_image_config(DataConfig(), ModelConfig(backbone="test_resnet")).mean == (0.5, 0.5, 0.5)
+    assert resolve_image_config(DataConfig(image_size=64), ModelConfig(backbone="test_resnet")).size == 64
+    assert resolve_image_config(DataConfig(), ModelConfig(backbone="lenet")).size == 224  # no timm config
+
+
+def test_numpy_normalization_matches_torchvision():
+    from torchvision.transforms import v2
+
+    img = Image.fromarray(torch.randint(0, 256, (5, 7, 3), dtype=torch.uint8).numpy())
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    reference = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])(img)
+    assert torch.allclose(ToNormalizedTensor(mean, std)(img), reference, atol=1e-5)
+
+
+def _bad_copy(shape_folders, tmp_path, name="target"):
+    folder = tmp_path / name
+    shutil.copytree(shape_folders[name], folder)
+    bad = folder / "circle" / "circle_0.png"
+    bad.write_bytes(Image.new("RGB", (8, 8)).tobytes()[:20])  # not a PNG
+    truncated = next((folder / "square").glob("*.jpg"))
+    truncated.write_bytes(truncated.read_bytes()[:200])  # a JPEG cut short
+    return folder, bad, truncated
+
+
+def test_unreadable_files_fail_with_their_path_or_are_skipped_and_counted(shape_folders, tmp_path):
+    folder, bad, truncated = _bad_copy(shape_folders, tmp_path)
+    data = build_data(folder_cfg(shape_folders, target=str(folder)), TIMM)
+    with pytest.raises(DataError, match=f"{bad}: cannot read this image file.*skip_bad_images=true"):
+        list(data.target_eval.batches(64))
+    data = build_data(folder_cfg(shape_folders, target=str(folder), skip_bad_images=True), TIMM)
+    x, idx = zip(*data.target_eval.batches(5), strict=True)
+    assert sum(len(b) for b in x) == 16 and data.skipped_images() == sorted([str(bad), str(truncated)])
+    kept = torch.cat(idx).tolist()
+    assert str(bad) not in [data.target_eval.paths[i] for i in kept]
+
+
+def test_decompression_bomb_guard_stays_on(shape_folders, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32×32 images are now "bombs" (> 2 × 100 pixels)
+    data = build_data(folder_cfg(shape_folders), TIMM)
+    with pytest.raises(DataError, match="decompression-bomb guard"):
+        list(data.target_eval.batches(4))
+
+
+def test_class_matching_by_name(shape_folders, tmp_path):
+    extra = tmp_path / "extra"
+    shutil.copytree(shape_folders["target"], extra)
+    shutil.copytree(extra / "circle", extra / "star")
+    with pytest.raises(DataError, match=f"class 'star' of {extra} is not a class of {shape_folders['source']}"):
+        build_data(folder_cfg(shape_folders, target=str(extra)), TIMM)
+    fewer = tmp_path / "fewer"
+    shutil.copytree(shape_folders["target"], fewer)
+    shutil.rmtree(fewer / "triangle")
+    with pytest.warns(DataWarning, match=f"{fewer} has no images of 1 class.*triangle"):
+        data = build_data(folder_cfg(shape_folders, target=str(fewer)), TIMM)
+    assert data.classes == ["circle", "square", "triangle"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: None, "no image files"),
+        (lambda d: [(d / "c").mkdir(), (d / "a.png").write_bytes(b"x"), (d / "c" / "b.png").write_bytes(b"x")],
+         "holds image files and also subfolders with images"),
+        (lambda d: (d / "l.csv").write_text("path,label\nnope.png,a\n"), r"l\.csv names 1 missing file.*nope\.png"),
+        (lambda d: (d / "l.csv").write_text("a.png,x,y\n"), r"l\.csv, row 1: expected 2 columns"),
+        (lambda d: (d / "l.csv").write_text("path,label\n"), r"l\.csv lists no images"),
+        (lambda d: (d / "notes.md").write_text("hi"), r"notes\.md is neither a folder of images nor a list file"),
+    ],
+)  # fmt: skip
+def test_bad_folders_and_lists_are_named(tmp_path, setup, message):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    setup(folder)
+    target = next((p for p in folder.iterdir() if p.suffix in (".csv", ".md")), folder)
+    with pytest.raises(DataError, match=message):
+        read_images(target)
+
+
+def test_source_without_labels_and_mixed_formats_are_refused(shape_folders, tmp_path):
+    with pytest.raises(DataError, match="needs labels"):
+        build_data(folder_cfg(shape_folders, source=str(shape_folders["flat"])), TIMM)
+    with pytest.raises(ConfigError, match=r"mixing \.npz files with image folders"):
+        build_data(folder_cfg(shape_folders, target=str(tmp_path / "t.npz")), TIMM)
+    with pytest.raises(DataError, match=r"image folder .*nowhere does not exist"):
+        build_data(folder_cfg(shape_folders, source=str(tmp_path / "nowhere")), TIMM)
+
+
+def _stream(domain, start, steps, workers=0, augment=True):
+    domain.pipeline = dataclasses.replace(domain.pipeline, num_workers=workers)
+    batches = LoaderBatches(domain, 5, seed=3, device=torch.device("cpu"), start=start, augment=augment)
+    return [batches.get(s) for s in range(start, start + steps)]
+
+
+def test_folder_batches_are_a_pure_function_of_the_step_so_resume_is_exact(shape_folders):
+    data = build_data(folder_cfg(shape_folders, color_jitter=0.4, vflip=0.5), TIMM)
+    full = _stream(data.source_train, 0, 6)
+    resumed = _stream(data.source_train, 4, 2)
+    for (xa, ya), (xb, yb) in zip(full[4:], resumed, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    n = len(data.source_train)
+    labels = torch.cat([y for _, y in full])  # the same stream of seeded permutations as arrays use
+    assert torch.equal(labels, data.source_train.y[torch.cat([batch_indices(n, 5, s, 3) for s in range(6)])])
+    assert not torch.equal(full[0][0], _stream(data.source_train, 0, 1, augment=False)[0][0])  # augmented
+
+
+def test_workers_deliver_the_same_batches(shape_folders):
+    data = build_data(folder_cfg(shape_folders, color_jitter=0.4), TIMM)
+    one = _stream(data.source_train, 2, 2, workers=0)
+    two = _stream(data.source_train, 2, 2, workers=2)
+    for (xa, _), (xb, _) in zip(one, two, strict=True):
+        assert torch.equal(xa, xb)
+
+
+def test_class_balanced_batches():
+    y = torch.tensor([0] * 90 + [1] * 10)
+    balance = ClassBalance(y)
+    drawn = torch.cat([y[balance.indices(64, s, 0)] for s in range(50)])
+    assert abs(drawn.float().mean().item() - 0.5) < 0.05  # rare class as often as the common one
+    assert torch.equal(balance.indices(64, 7, 0), balance.indices(64, 7, 0))
+    arrays = Domain(torch.arange(len(y), dtype=torch.float32)[:, None], y)
+    batches = StepBatches(arrays, 64, 0, torch.device("cpu"), augment=False, balanced=True)  # arrays: same draws
+    assert torch.equal(batches.get(7)[1], y[balance.indices(64, 7, 0)])
+
+
+def test_relative_paths_resolve_against_root(tmp_path):
+    cfg = DataConfig(root=str(tmp_path), source="a.npz", target="/abs/b.npz")
+    assert data_paths(cfg) == (str(tmp_path / "a.npz"), "/abs/b.npz", "")

@@ -1,0 +1,178 @@
+"""The practitioner's path through the CLI: image folders → train (a small timm model, random init) → evaluate →
+predict; a local pretrained file; each bad input gets one line naming the file or folder (exit 2)."""
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+import dann
+from dann.cli import main
+from dann.data import read_images
+from dann.trainer import Trainer
+
+FAST = [
+    "--backbone", "test_resnet", "--steps", "6", "--quiet",
+    "--set", "data.image_size=32", "--set", "data.num_workers=0", "--set", "train.batch_size=8",
+    "--set", "train.eval_every=3", "--set", "train.log_every=3", "--set", "train.device=cpu",
+]  # fmt: skip
+
+
+def train(shape_folders, run, *extra, target="target"):
+    args = ["train", "--source", str(shape_folders["source"]), "--target", str(shape_folders[target])]
+    return main([*args, "--out", str(run), *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def run(shape_folders, tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "run"
+    assert train(shape_folders, path) == 0
+    return path
+
+
+def test_train_evaluate_predict_on_folders(run, shape_folders, tmp_path, capsys):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6] and "oracle" in records[-1]
+    model = dann.load_run(run)
+    assert model.image.size == 32 and model.net.num_features == 256  # timm backbones get the 256-wide bottleneck
+
+    assert main(["evaluate", "--run", str(run), "--data", str(shape_folders["target"]), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 18 and metrics["acc"] == pytest.approx(records[-1]["oracle"]["target_acc"])
+    out_dir = run / "eval" / "target"
+    assert (out_dir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.reader((out_dir / "confusion.csv").open()))
+    assert rows[0] == ["true \\ predicted", "circle", "square", "triangle"]
+    assert [sum(map(int, r[1:])) for r in rows[1:]] == [6, 6, 6]
+    assert main(["evaluate", "--run", str(run), "--data", str(shape_folders["target"])]) == 2
+    assert "already holds evaluation files; pass --overwrite" in capsys.readouterr().err
+
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--run", str(run), "--images", str(shape_folders["target"]), "--out", str(preds)]) == 0
+    table = list(csv.DictReader(preds.open()))
+    header = ["path", "predicted_class", "confidence", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
+    assert list(table[0]) == header and len(table) == 18  # recursive over the class subfolders
+    truth = dict(zip(*[getattr(read_images(shape_folders["target"]), k) for k in ("paths", "labels")], strict=True))
+    assert sum(r["predicted_class"] == truth[r["path"]] for r in table) / 18 == pytest.approx(metrics["acc"])
+    for r in table:
+        probs = [float(r[f"prob_{j}"]) for j in (1, 2, 3)]
+        assert r["class_1"] == r["predicted_class"] and probs == sorted(probs, reverse=True)
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)  # three classes: the top 3 are all of them
+
+
+def test_predict_top_k_is_capped_and_flat_folders_work(run, shape_folders, tmp_path):
+    preds = tmp_path / "p.csv"
+    args = ["predict", "--run", str(run), "--images", str(shape_folders["flat"]), "--out", str(preds), "--top-k", "1"]
+    assert main(args) == 0
+    table = list(csv.DictReader(preds.open()))
+    assert len(table) == 12 and list(table[0])[-2:] == ["class_1", "prob_1"]
+    assert main([*args[:-2], "--top-k", "9", "--overwrite"]) == 0
+    assert next(csv.DictReader(preds.open())).keys() >= {"class_3", "prob_3"}
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: d.mkdir(), "no image files"),
+        (lambda d: [d.mkdir(), (d / "readme.txt").write_text("hi")], "no image files"),
+    ],
+)
+def test_predict_on_an_empty_folder_names_it(run, tmp_path, capsys, setup, message):
+    folder = tmp_path / "empty"
+    setup(folder)
+    assert main(["predict", "--run", str(run), "--images", str(folder), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: {message}" in err and "Traceback" not in err and not (tmp_path / "p.csv").exists()
+
+
+def test_unreadable_and_oversized_images_are_named(run, shape_folders, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "target"
+    shutil.copytree(shape_folders["target"], folder)
+    bad = next((folder / "square").glob("*.png"))
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    args = ["predict", "--run", str(run), "--images", str(folder), "--out", str(tmp_path / "p.csv")]
+    assert main(args) == 2
+    assert f"{bad}: cannot read this image file" in capsys.readouterr().err
+    assert main([*args, "--skip-bad-images"]) == 0
+    assert f"skipped 1 unreadable image file(s): {bad}" in capsys.readouterr().err
+    assert len(list(csv.DictReader((tmp_path / "p.csv").open()))) == 17
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert main(["evaluate", "--run", str(run), "--data", str(folder), "--out-dir", str(tmp_path / "e")]) == 2
+    assert "refused by Pillow's decompression-bomb guard" in capsys.readouterr().err
+
+
+def test_training_skips_and_counts_unreadable_files(shape_folders, tmp_path, capsys):
+    folder = tmp_path / "target"
+    shutil.copytree(shape_folders["target"], folder)
+    bad = next((folder / "circle").glob("*.jpg"))
+    bad.write_bytes(b"\xff\xd8\xff broken")
+    assert train({**shape_folders, "target": folder}, tmp_path / "r1") == 2
+    assert f"{bad}: cannot read this image file" in capsys.readouterr().err
+    skip = ["--set", "data.skip_bad_images=true", "--steps", "3"]
+    assert train({**shape_folders, "target": folder}, tmp_path / "r2", *skip) == 0
+    assert f"skipped 1 unreadable image file(s) (data.skip_bad_images): {bad}" in capsys.readouterr().out
+    last = json.loads((tmp_path / "r2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["skipped_images"] == {"count": 1, "first": [str(bad)]}
+
+
+def test_class_mismatch_messages(shape_folders, tmp_path, capsys):
+    extra = tmp_path / "extra"
+    shutil.copytree(shape_folders["target"], extra)
+    shutil.copytree(extra / "circle", extra / "star")
+    assert train({**shape_folders, "target": extra}, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert f"class 'star' of {extra} is not a class of {shape_folders['source']}" in err
+    assert not (tmp_path / "r").exists()  # nothing is created before the data is accepted
+
+
+def test_local_pretrained_file_round_trip(shape_folders, tmp_path, capsys):
+    import timm
+
+    torch.manual_seed(123)
+    weights = timm.create_model("test_resnet", num_classes=0).state_dict()
+    torch.save(weights, tmp_path / "backbone.pth")
+    extra = ["--set", f"model.pretrained_file={tmp_path / 'backbone.pth'}", "--set", "optim.lr=0.0001", "--steps", "2"]
+    assert train(shape_folders, tmp_path / "run", *extra) == 0
+    (tmp_path / "backbone.pth").unlink()  # the checkpoint holds the weights: nothing else is needed afterwards
+    trained = dann.load_run(tmp_path / "run").net.backbone.state_dict()
+    moved = max(
+        (trained[k] - v).abs().max().item() for k, v in weights.items() if v.is_floating_point() and "running" not in k
+    )
+    assert moved < 1e-3  # started from the file (a fresh random init differs by ~0.1), trained at backbone lr × 0.1
+    preds = tmp_path / "p.csv"
+    assert (
+        main(["predict", "--run", str(tmp_path / "run"), "--images", str(shape_folders["flat"]), "--out", str(preds)])
+        == 0
+    )
+
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), tmp_path / "other.pth")
+    assert train(shape_folders, tmp_path / "bad", "--set", f"model.pretrained_file={tmp_path / 'other.pth'}") == 2
+    assert f"model.pretrained_file {tmp_path / 'other.pth'} does not fit backbone" in capsys.readouterr().err
+
+
+def test_folder_resume_reproduces_the_uninterrupted_run(shape_folders, run, tmp_path, monkeypatch):
+    save = Trainer._save
+
+    def crash_after_first_checkpoint(self, *args):
+        save(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(shape_folders, tmp_path / "crashed")
+    monkeypatch.setattr(Trainer, "_save", save)
+    assert main(["train", "--out", str(tmp_path / "crashed"), "--resume"]) == 0
+    full, resumed = dann.load_run(run), dann.load_run(tmp_path / "crashed")
+    assert resumed.step == 6 and full.net.state_dict().keys() == resumed.net.state_dict().keys()
+    assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())
+
+
+def test_arrays_run_refuses_image_files(npz_files, shape_folders, tmp_path, capsys):
+    args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"])]
+    assert main([*args, "--out", str(tmp_path / "r"), "--backbone", "mlp", "--steps", "2", "--quiet"]) == 0
+    out = str(tmp_path / "p.csv")
+    assert main(["predict", "--run", str(tmp_path / "r"), "--images", str(shape_folders["flat"]), "--out", out]) == 2
+    assert "this run was trained on arrays" in capsys.readouterr().err
