@@ -91,3 +91,33 @@ def test_missing_data_file_is_named(tmp_path, capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "dann", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--target-eval" in result.stdout
+
+
+def test_evaluate_and_predict_can_use_the_validator_selected_checkpoint(npz_files, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(run)]
+    assert main(args + FAST) == 0
+    selected = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["selection"]["step"]
+    capsys.readouterr()
+    assert (
+        main(["evaluate", "--run", str(run), "--data", str(npz_files["target"]), "--checkpoint", "best", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["step"] == selected
+    preds = tmp_path / "best.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--data",
+                str(npz_files["target"]),
+                "--out",
+                str(preds),
+                "--checkpoint",
+                "best",
+            ]
+        )
+        == 0
+    )
+    assert len(list(csv.DictReader(preds.open()))) == 60

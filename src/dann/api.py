@@ -22,7 +22,7 @@ from .errors import DataError, DataWarning, RunDirError
 from .evaluate import classification_metrics, confusion_csv, plot_confusion, predict_batches
 from .methods import create_method
 from .models import DomainAdaptNet, create_network
-from .runs import CONFIG_FILE, LAST_CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir
+from .runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir
 from .trainer import Trainer, resolve_device
 
 
@@ -99,6 +99,17 @@ class TrainedModel:
             )
 
 
+CHECKPOINTS = {"last": LAST_CHECKPOINT, "best": BEST_CHECKPOINT}
+
+
+def checkpoint_path(name: str) -> str:
+    """``last`` (the end of training) or ``best`` (chosen by ``selection.validator``, no target labels) → its path
+    inside a run directory."""
+    if name not in CHECKPOINTS:
+        raise RunDirError(f"unknown checkpoint {name!r}; valid: {', '.join(CHECKPOINTS)}")
+    return CHECKPOINTS[name]
+
+
 def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedModel:
     """The trained model of a run directory, rebuilt from its checkpoint alone (config and class names included)."""
     state = load_checkpoint(Path(run_dir) / checkpoint)
@@ -145,6 +156,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
     skip_bad: bool | None = None,
+    checkpoint: str = "last",
 ) -> dict[str, Any]:
     """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on labeled data (``.npz``,
     class folders or a list file with labels). With ``out_dir``: writes metrics.json, confusion.csv and
@@ -152,7 +164,7 @@ def evaluate(
     files = [Path(out_dir) / name for name in ("metrics.json", "confusion.csv", "confusion.png")] if out_dir else []
     if any(f.exists() for f in files) and not overwrite:
         raise RunDirError(f"{out_dir} already holds evaluation files; pass --overwrite to replace them")
-    model = load_run(run_dir)
+    model = load_run(run_dir, checkpoint_path(checkpoint))
     domain = _domain(model, data_path, labeled=True, skip_bad=skip_bad)
     if domain.y is None:
         raise DataError(
@@ -181,6 +193,7 @@ def predict(
     overwrite: bool = False,
     top_k: int = 3,
     skip_bad: bool | None = None,
+    checkpoint: str = "last",
 ) -> Path:
     """Write ``out`` (CSV), one row per sample. ``.npz``: index, predicted_class, confidence. Image files (a folder,
     searched recursively, or a list file): path, predicted_class, confidence, then class_i, prob_i for the
@@ -188,7 +201,7 @@ def predict(
     out = Path(out)
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
-    model = load_run(run_dir)
+    model = load_run(run_dir, checkpoint_path(checkpoint))
     domain = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
     probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
     _report_skipped(domain)

@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing evaluation files")
     evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
     evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    evaluate.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],
+        default="last",
+        help="last.pt (default) or best.pt, the step chosen by selection.validator without target labels",
+    )
 
     predict = sub.add_parser("predict", help="write predictions of a trained run to CSV")
     predict.add_argument("--run", required=True, help="run directory")
@@ -84,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3, help="classes listed per image with probabilities (3)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     predict.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
+    predict.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],
+        default="last",
+        help="last.pt (default) or best.pt, the step chosen by selection.validator without target labels",
+    )
 
     download = sub.add_parser("download", help="fetch, verify and unpack a benchmark dataset (see dann.data.catalog)")
     download.add_argument("name", help=f"dataset: {', '.join(DATASETS.names())}")
@@ -140,7 +152,9 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out_dir or Path(args.run) / "eval" / Path(args.data.rstrip("/")).name
     skip = True if args.skip_bad_images else None
-    metrics = api.evaluate(args.run, args.data, out_dir, overwrite=args.overwrite, skip_bad=skip)
+    metrics = api.evaluate(
+        args.run, args.data, out_dir, overwrite=args.overwrite, skip_bad=skip, checkpoint=args.checkpoint
+    )
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -156,7 +170,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise DannError(f"--top-k must be at least 1, got {args.top_k}")
     skip = True if args.skip_bad_images else None
     data = args.data or args.images
-    out = api.predict(args.run, data, args.out, overwrite=args.overwrite, top_k=args.top_k, skip_bad=skip)
+    out = api.predict(
+        args.run, data, args.out, overwrite=args.overwrite, top_k=args.top_k, skip_bad=skip, checkpoint=args.checkpoint
+    )
     print(f"wrote {out}")
     return 0
 
