@@ -137,15 +137,18 @@ def feature_diagnostics(run: RunSummary, data: DomainData, max_points: int = 100
 
 def _answer(run: RunSummary, diag: dict | None) -> Section:
     """The short answer: which checkpoint to use, and what says whether adaptation helped (no target labels)."""
-    cfg, sel = run.config, run.selected
+    sel = run.selected
     blocks: list = []
+    blocks.append(
+        f"**Checkpoint to use: `{LAST_CHECKPOINT}`** (step {run.last['step']}, the end of training): in the selection "
+        "benchmark (README), no validator's pick within one run beat the last checkpoint on average."
+    )
     if sel is not None:
         blocks.append(
-            f"**Checkpoint to use: `{BEST_CHECKPOINT}`**, step {sel['step']} of {cfg.train.steps}, chosen by the "
-            f"`{run.validator}` validator (score {_score(sel, run.validator)}, higher is better) without target labels."
+            f"The `{run.validator}` validator (no target labels) prefers step {sel['step']}, kept as "
+            f"`{BEST_CHECKPOINT}` (score {_score(sel, run.validator)}, higher is better; use it with "
+            "`--checkpoint best`). Validators earn their keep when choosing between runs: `dann compare`."
         )
-    else:
-        blocks.append(f"No step has a `{run.validator}` score: use `{LAST_CHECKPOINT}` (step {run.last['step']}).")
     pad = (diag or {}).get("a_distance", {})
     if pad:
         values = ", ".join(f"{k} {v:.2f}" for k, v in pad.items())
