@@ -4,6 +4,7 @@ import torch
 
 from dann.config import load_config
 from dann.data import as_domain, make_domain_data
+from dann.trainer import Trainer
 
 # The suite trains tiny models: one intra-op thread is faster for them, and it keeps the suite's time steady on a
 # loaded machine (a busy 2-core box makes torch's spinning thread pool many times slower).
@@ -66,3 +67,25 @@ def shape_folders(tmp_path_factory):
         "target": make_folder(root / "target", style=1, per_class=6, seed=1),
         "flat": make_folder(root / "flat", style=1, per_class=4, seed=2, labeled=False),
     }
+
+
+@pytest.fixture
+def crash_after_first_checkpoint(monkeypatch):
+    """``crash(train, *args, **kwargs)`` runs ``train`` so that it dies (KeyboardInterrupt) right after writing its
+    first checkpoint, as a killed run would, then restores the trainer."""
+
+    def crash(train, *args, **kwargs):
+        save = Trainer._save
+
+        def save_then_die(self, *a):
+            save(self, *a)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(Trainer, "_save", save_then_die)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(Trainer, "_save", save)
+
+    return crash

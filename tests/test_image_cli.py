@@ -12,7 +12,6 @@ from PIL import Image
 import dann
 from dann.cli import main
 from dann.data import read_images
-from dann.trainer import Trainer
 
 FAST = [
     "--backbone", "test_resnet", "--steps", "6", "--quiet",
@@ -153,17 +152,8 @@ def test_local_pretrained_file_round_trip(shape_folders, tmp_path, capsys):
     assert f"model.pretrained_file {tmp_path / 'other.pth'} does not fit backbone" in capsys.readouterr().err
 
 
-def test_folder_resume_reproduces_the_uninterrupted_run(shape_folders, run, tmp_path, monkeypatch):
-    save = Trainer._save
-
-    def crash_after_first_checkpoint(self, *args):
-        save(self, *args)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", crash_after_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        train(shape_folders, tmp_path / "crashed")
-    monkeypatch.setattr(Trainer, "_save", save)
+def test_folder_resume_reproduces_the_uninterrupted_run(shape_folders, run, tmp_path, crash_after_first_checkpoint):
+    crash_after_first_checkpoint(train, shape_folders, tmp_path / "crashed")
     assert main(["train", "--out", str(tmp_path / "crashed"), "--resume"]) == 0
     full, resumed = dann.load_run(run), dann.load_run(tmp_path / "crashed")
     assert resumed.step == 6 and full.net.state_dict().keys() == resumed.net.state_dict().keys()

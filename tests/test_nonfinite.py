@@ -136,21 +136,12 @@ def test_after_a_skipped_first_step_the_optimizer_acts_as_a_fresh_one(make_optim
     assert_same(fresh.state_dict(), net.state_dict())
 
 
-def test_skipped_steps_are_counted_across_a_resume(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+def test_skipped_steps_are_counted_across_a_resume(tiny_cfg, tiny_data, tmp_path, crash_after_first_checkpoint):
     cfg = replace(tiny_cfg, train={"on_nonfinite": "skip"})
     full, history = train(cfg, tiny_data, tmp_path / "full", bad={2, 9})
     assert [r["skipped_steps"] for r in history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(list(r["train"].values()))).all() for r in history)
-    save = Trainer._save
-
-    def crash_after_first_checkpoint(self, *args):
-        save(self, *args)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", crash_after_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tiny_data, tmp_path / "crashed", bad={2, 9})
-    monkeypatch.setattr(Trainer, "_save", save)
+    crash_after_first_checkpoint(train, cfg, tiny_data, tmp_path / "crashed", bad={2, 9})
     resumed, history = train(cfg, tiny_data, tmp_path / "crashed", bad={2, 9}, resume=True)
     assert [r["skipped_steps"] for r in history] == [1, 2]
     assert_same(full.state_dict(), resumed.state_dict())

@@ -7,7 +7,6 @@ import dann
 from dann.config import replace
 from dann.data import Domain, make_domain_data
 from dann.errors import DannError, RunDirError
-from dann.trainer import Trainer
 
 
 def weights(net):
@@ -56,18 +55,11 @@ def test_permuting_target_labels_leaves_training_identical(tiny_cfg, tiny_data):
         assert run.history[-1]["oracle"]["target_acc"] == pytest.approx(expected)
 
 
-def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(
+    tiny_cfg, tiny_data, tmp_path, crash_after_first_checkpoint
+):
     full = dann.fit(tiny_cfg, tmp_path / "full", data=tiny_data)
-    save = Trainer._save
-
-    def crash_after_first_checkpoint(self, *args):
-        save(self, *args)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", crash_after_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        dann.fit(tiny_cfg, tmp_path / "crashed", data=tiny_data)
-    monkeypatch.setattr(Trainer, "_save", save)
+    crash_after_first_checkpoint(dann.fit, tiny_cfg, tmp_path / "crashed", data=tiny_data)
     assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["step"] == 6
     resumed = dann.fit(out=tmp_path / "crashed", data=tiny_data, resume=True)
     assert_same(weights(full.net), weights(resumed.net))

@@ -30,6 +30,15 @@ SHORTCUTS = {  # flag -> config key
 }
 
 
+def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],
+        default="last",
+        help="last.pt (default) or best.pt, the step chosen by selection.validator without target labels",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dann", description="Unsupervised domain adaptation with DANN.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,12 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing evaluation files")
     evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
     evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
-    evaluate.add_argument(
-        "--checkpoint",
-        choices=["last", "best"],
-        default="last",
-        help="last.pt (default) or best.pt, the step chosen by selection.validator without target labels",
-    )
+    _add_checkpoint_flag(evaluate)
 
     predict = sub.add_parser("predict", help="write predictions of a trained run to CSV")
     predict.add_argument("--run", required=True, help="run directory")
@@ -90,12 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3, help="classes listed per image with probabilities (3)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     predict.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
-    predict.add_argument(
-        "--checkpoint",
-        choices=["last", "best"],
-        default="last",
-        help="last.pt (default) or best.pt, the step chosen by selection.validator without target labels",
-    )
+    _add_checkpoint_flag(predict)
 
     download = sub.add_parser("download", help="fetch, verify and unpack a benchmark dataset (see dann.data.catalog)")
     download.add_argument("name", help=f"dataset: {', '.join(DATASETS.names())}")
