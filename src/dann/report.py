@@ -156,8 +156,8 @@ def _answer(run: RunSummary, diag: dict | None) -> Section:
             f"**Domain alignment** (proxy A-distance between source and target features; 2 = linearly separable, "
             f"0 = indistinguishable): {values}. Lower means a linear classifier tells the domains apart less easily."
         )
-    acc = _pct(sel or run.last, "source_val", "acc")
-    blocks.append(f"**Source held-out accuracy** at that step: {acc}; a large drop would mean adaptation hurt.")
+    acc = _pct(run.last, "source_val", "acc")
+    blocks.append(f"**Source held-out accuracy** at the last step: {acc}; a large drop would mean adaptation hurt.")
     blocks.append(
         f"**Did adaptation help?** Train the control with the same config (`--method source_only`) and run "
         f"`dann compare RUN_DIR CONTROL_DIR`: it ranks both by `{run.validator}` on the same target data, without "
