@@ -39,10 +39,7 @@ def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dann", description="Unsupervised domain adaptation with DANN.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model; writes a run directory")
     train.add_argument("--config", help="YAML file, or a packaged preset name (moons, digits)")
     train.add_argument(
@@ -63,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "(labels in it are used only to report accuracy)",
     )
     train.add_argument("--target-eval", help="labeled target data used only to report accuracy")
-    train.add_argument("--backbone", help="lenet | mlp | any timm model name (e.g. resnet50)")
+    train.add_argument("--backbone", help="lenet | lenet_conv | mlp | any timm model name (e.g. resnet50)")
     train.add_argument("--method", help="source_only | dann")
     train.add_argument("--steps", type=int, help="training steps")
     train.add_argument("--seed", type=int, help="random seed")
@@ -73,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-report", action="store_true", help="skip report.html/report.md (see dann report)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dann", description="Unsupervised domain adaptation with DANN.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_train_parser(sub)
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
