@@ -30,6 +30,7 @@ def test_bf16_trains_on_the_cpu_with_finite_losses_close_to_fp32(tiny_cfg, tiny_
         assert step16.abs().sum() > 0, key  # the weights moved
         # bf16 keeps ~3 significant digits: the update is fp32's up to ~10%, far from a wrong or missing update
         assert (step16 - step32).norm() <= 0.15 * step32.norm(), key
+    assert any(not torch.equal(bf16[key], fp32[key]) for key in init)  # autocast did run in bfloat16
     longer = dann.fit(replace(tiny_cfg, train={"precision": "bf16"}), data=tiny_data)
     assert all(math.isfinite(v) for r in longer.history for v in r["train"].values())
 
