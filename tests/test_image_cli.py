@@ -166,3 +166,14 @@ def test_arrays_run_refuses_image_files(npz_files, shape_folders, tmp_path, caps
     out = str(tmp_path / "p.csv")
     assert main(["predict", "--run", str(tmp_path / "r"), "--images", str(shape_folders["flat"]), "--out", out]) == 2
     assert "this run was trained on arrays" in capsys.readouterr().err
+
+
+def test_folder_resume_with_gradient_accumulation_is_exact(shape_folders, tmp_path, crash_after_first_checkpoint):
+    """The DataLoader stream of a resumed run starts at micro-batch step * accumulate (see dann.steps)."""
+    accumulate = ("--set", "train.accumulate=2")
+    assert train(shape_folders, tmp_path / "full", *accumulate) == 0
+    crash_after_first_checkpoint(train, shape_folders, tmp_path / "crashed", *accumulate)
+    assert main(["train", "--out", str(tmp_path / "crashed"), "--resume"]) == 0
+    full, resumed = dann.load_run(tmp_path / "full"), dann.load_run(tmp_path / "crashed")
+    assert resumed.step == 6
+    assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())

@@ -1,6 +1,6 @@
-"""Command line: ``dann train | evaluate | predict | report | compare | download | demo``. Each subcommand maps argv
-to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types print one line and
-return 2; data warnings print one line each."""
+"""Command line: ``dann train | evaluate | predict | report | compare | download | demo | bench``. Each subcommand
+maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types print one
+line and return 2; data warnings print one line each."""
 
 from __future__ import annotations
 
@@ -117,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="source-only vs DANN on the embedded tasks, in a few minutes on a CPU")
     demo.add_argument("--out", help="where runs and pictures go (default: a new folder under runs/demo)")
     demo.add_argument("--tasks", nargs="+", default=["moons", "digits"], help="embedded tasks to run")
+
+    bench = sub.add_parser("bench", help="images/s of the DANN step vs a supervised step on the same images")
+    bench.add_argument("--backbone", default="lenet", help="lenet (28x28) | resnet18 (64x64) | resnet50 (224x224)")
+    bench.add_argument("--batch-size", type=int, default=64, help="B: per domain for DANN, 2B for supervised (64)")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps per round (10)")
+    bench.add_argument("--rounds", type=int, default=3, help="timed rounds per step kind; the fastest counts (3)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
+    bench.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16")
+    bench.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -209,6 +220,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import format_bench, run_bench
+    from .config import PRECISIONS
+
+    if args.precision not in PRECISIONS:
+        raise DannError(f"--precision must be {' | '.join(PRECISIONS)}, got {args.precision!r}")
+    result = run_bench(
+        args.backbone,
+        args.batch_size,
+        args.steps,
+        args.warmup,
+        args.rounds,
+        args.precision,
+        args.channels_last,
+        args.device,
+    )
+    print(json.dumps(result) if args.json else format_bench(result))
+    return 0
+
+
 COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
@@ -217,6 +248,7 @@ COMMANDS = {
     "compare": _compare,
     "download": _download,
     "demo": _demo,
+    "bench": _bench,
 }
 
 

@@ -22,6 +22,7 @@ from .schedules import GRL_SCHEDULES, LR_SCHEDULES
 SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
 ON_NONFINITE = ("error", "skip")  # see dann.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.precision
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -146,12 +147,17 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
     on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
     tensorboard: bool = True  # also write TensorBoard events to <run>/tensorboard when the package is installed
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of forward and loss (fp16 adds a GradScaler)
+    accumulate: int = 1  # micro-batches of batch_size per domain averaged into each optimizer step
+    channels_last: bool = False  # model and image batches in channels_last (NHWC) memory format
+    compile: bool = False  # torch.compile the backbone (first steps are slow while it compiles)
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+        for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "accumulate"):
             _require(getattr(self, key) > 0, f"train.{key}", "> 0", getattr(self, key))
         _require_seed("train.seed", self.seed)
         _require(self.on_nonfinite in ON_NONFINITE, "train.on_nonfinite", " or ".join(ON_NONFINITE), self.on_nonfinite)
+        _require(self.precision in PRECISIONS, "train.precision", " | ".join(PRECISIONS), self.precision)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The only training loop. Steps, not epochs: progress ``p = step / steps`` drives every schedule.
 
-Per step: one batch per domain (a pure function of the step), ``method.loss``, backward, optimizer step. No
+Per step (``dann.steps``): one batch per domain per micro-batch (a pure function of the step), ``method.loss`` under
+autocast (``dann.precision``), backward, optimizer step. No
 host-device synchronization except every ``log_every`` steps (progress bar, non-finite check) and ``eval_every``
 steps (non-finite check → evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
 checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the ``selection.validator``
@@ -20,9 +21,10 @@ from .data.domains import DomainData
 from .data.loaders import step_batches
 from .errors import DannError
 from .evaluate import evaluate_domain
-from .methods.base import Batch, Method
+from .methods.base import Method
 from .models.network import DomainAdaptNet
 from .nonfinite import LossWatch, SkipGuard, check_weights
+from .precision import Precision
 from .runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
@@ -38,6 +40,7 @@ from .runs import (
 )
 from .schedules import LR_SCHEDULES
 from .selection import check_validator, evaluate_validators, running_best
+from .steps import train_step
 from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
@@ -92,12 +95,14 @@ class Trainer:
         # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
         net.to(self.device).train()
+        amp = Precision(t.precision, self.device, t.channels_last)
+        amp.prepare_model(net, t.compile)
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
-        start, skipped = self._restore(net, optimizer)
-        augment, balanced = cfg.data.augment, cfg.data.balance_classes
-        source = step_batches(data.source_train, t.batch_size, t.seed, self.device, start, augment, balanced)
+        start, skipped = self._restore(net, optimizer, amp)
+        augment, balanced, first = cfg.data.augment, cfg.data.balance_classes, start * t.accumulate  # see dann.steps
+        source = step_batches(data.source_train, t.batch_size, t.seed, self.device, first, augment, balanced)
         target = (
-            step_batches(data.target_train, t.batch_size, t.seed + 1, self.device, start, augment)
+            step_batches(data.target_train, t.batch_size, t.seed + 1, self.device, first, augment)
             if method.uses_target
             else None
         )
@@ -106,7 +111,7 @@ class Trainer:
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
         self.events = EventLog(self.run_dir, t.tensorboard)
-        train_time, logged = 0.0, {}
+        train_time, logged, clip = 0.0, {}, cfg.optim.grad_clip
         bar = tqdm(total=t.steps, initial=start, disable=not t.progress, dynamic_ncols=True, desc=cfg.method.name)
         tic = time.perf_counter()
         for step in range(start, t.steps):
@@ -114,16 +119,9 @@ class Trainer:
             lr = cfg.optim.lr * lr_schedule(progress, cfg.optim.lr_alpha, cfg.optim.lr_beta)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            x_s, y_s = source.get(step)
-            x_t = target.get(step)[0] if target is not None else x_s[:0]
             if guard:
                 guard.snapshot()
-            out = method.loss(net, Batch(x_s, y_s, x_t), progress)
-            optimizer.zero_grad(set_to_none=True)
-            out.total.backward()
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
+            out = train_step(net, method, optimizer, source, target, step, progress, amp, t.accumulate, clip)
             finite = torch.isfinite(out.total.detach())
             if guard:
                 guard.restore_unless(finite)
@@ -140,15 +138,15 @@ class Trainer:
                 train_time += time.perf_counter() - tic
                 record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
-                self._save(net, optimizer, data, record, done)
+                self._save(net, optimizer, amp, data, record, done)
                 tic = time.perf_counter()
         bar.close()
         self.events.close()
         return history
 
-    def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
-        """Set up the run directory; on resume load model, optimizer and RNG state from the newest complete
-        checkpoint. Returns (step, skipped steps so far)."""
+    def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, amp: Precision) -> tuple[int, int]:
+        """Set up the run directory; on resume load model, optimizer, GradScaler (fp16) and RNG state from the
+        newest complete checkpoint. Returns (step, skipped steps so far)."""
         torch.manual_seed(self.cfg.train.seed)
         if self.run_dir is None:
             return 0, 0
@@ -158,6 +156,7 @@ class Trainer:
         state = load_latest_checkpoint(self.run_dir, self.device)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        amp.load_state_dict(state.get("scaler"))
         torch.set_rng_state(state["rng"].cpu())
         truncate_metrics(self.run_dir / METRICS_FILE, state["step"])
         return int(state["step"]), int(state.get("skipped_steps", 0))
@@ -206,7 +205,13 @@ class Trainer:
         return record
 
     def _save(
-        self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, data: DomainData, record: dict[str, Any], step: int
+        self,
+        net: DomainAdaptNet,
+        optimizer: torch.optim.Optimizer,
+        amp: Precision,
+        data: DomainData,
+        record: dict[str, Any],
+        step: int,
     ) -> None:
         if self.run_dir is None:
             return
@@ -216,6 +221,7 @@ class Trainer:
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": torch.get_rng_state(),
+            "scaler": amp.state_dict(),  # None unless train.precision=fp16
             "skipped_steps": record["skipped_steps"],
             "config": self.cfg.to_dict(),
             "meta": {

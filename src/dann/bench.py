@@ -1,0 +1,159 @@
+"""``dann bench``: what the adaptation branch costs. In one process, images/s of
+
+- (a) a plain supervised step (``source_only``) on 2B source images, and
+- (b) the DANN step on B source + B target images,
+
+with the same backbone, batch, precision and memory layout, both through ``dann.steps.train_step`` (the trainer's
+own step). Data are random tensors held on the device and batched by the trainer's ``StepBatches``, so the
+data-wait fraction is the share of step time spent fetching the batch (indexing + augmentation), not disk reads.
+Each mode runs ``warmup`` untimed steps, then ``rounds`` timed blocks of ``steps`` steps, alternating between the
+modes so that a busy machine slows both alike; the fastest block of each mode is reported. Timing synchronizes with
+the device around each fetch and step (a benchmark only; training never does)."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from typing import Any
+
+import torch
+
+from .config import MethodConfig, ModelConfig, OptimConfig
+from .data.domains import Domain
+from .data.loaders import StepBatches
+from .errors import DannError
+from .methods import create_method
+from .models import create_network
+from .precision import Precision
+from .steps import train_step
+from .trainer import build_optimizer, resolve_device
+
+INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
+NUM_CLASSES = 10
+
+
+class TimedBatches:
+    """Wraps a batch stream; adds the seconds spent in ``get`` (device work included) to ``seconds``."""
+
+    def __init__(self, batches: StepBatches, device: torch.device) -> None:
+        self.batches, self.device, self.seconds = batches, device, 0.0
+
+    def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tic = time.perf_counter()
+        out = self.batches.get(index)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - tic
+        return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Mode:
+    """One benchmarked step: a fresh network, optimizer and batch streams for ``method``."""
+
+    def __init__(self, method: str, backbone: str, batch_size: int, amp: Precision, device: torch.device) -> None:
+        shape = INPUTS[backbone]
+        torch.manual_seed(0)
+        self.net = create_network(ModelConfig(backbone=backbone), shape, NUM_CLASSES).to(device).train()
+        amp.prepare_model(self.net)
+        self.method = create_method(MethodConfig(name=method))
+        self.optimizer = build_optimizer(OptimConfig(), self.net, pretrained=False)
+        self.amp, self.device, self.step = amp, device, 0
+        per_domain = batch_size if self.method.uses_target else 2 * batch_size
+        n = 8 * per_domain
+        domain = Domain(torch.rand(n, *shape), torch.randint(0, NUM_CLASSES, (n,)))
+        self.source = TimedBatches(StepBatches(domain, per_domain, 0, device, augment=True), device)
+        self.target = (
+            TimedBatches(StepBatches(domain, per_domain, 1, device, augment=True), device)
+            if self.method.uses_target
+            else None
+        )
+
+    def data_seconds(self) -> float:
+        return self.source.seconds + (self.target.seconds if self.target is not None else 0.0)
+
+    def run(self, steps: int) -> tuple[float, float]:
+        """``steps`` steps → (seconds, of which waiting for data)."""
+        data_before = self.data_seconds()
+        _sync(self.device)
+        tic = time.perf_counter()
+        for _ in range(steps):
+            train_step(self.net, self.method, self.optimizer, self.source, self.target, self.step, 0.5, self.amp)
+            self.step += 1
+        _sync(self.device)
+        return time.perf_counter() - tic, self.data_seconds() - data_before
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by tensors on a CUDA device, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"{device.type}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def run_bench(
+    backbone: str = "lenet",
+    batch_size: int = 64,
+    steps: int = 10,
+    warmup: int = 3,
+    rounds: int = 3,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Images/s of the supervised step on 2B images and of the DANN step on B + B; their ratio (supervised / DANN:
+    how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device."""
+    if backbone not in INPUTS:
+        raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
+    if min(batch_size, steps, rounds) < 1 or warmup < 0:
+        raise DannError("dann bench: --batch-size, --steps and --rounds must be >= 1 and --warmup >= 0")
+    dev = resolve_device(device)
+    amp = Precision(precision, dev, channels_last)
+    modes = {name: Mode(name, backbone, batch_size, amp, dev) for name in ("source_only", "dann")}
+    best = {name: (float("inf"), 0.0) for name in modes}
+    for mode in modes.values():
+        mode.run(warmup)
+    for _ in range(rounds):
+        for name, mode in modes.items():
+            best[name] = min(best[name], mode.run(steps))
+    images = 2 * batch_size * steps
+    supervised, adapted = images / best["source_only"][0], images / best["dann"][0]
+    return {
+        "backbone": backbone,
+        "input": list(INPUTS[backbone]),
+        "batch_size": batch_size,
+        "precision": precision,
+        "channels_last": channels_last,
+        "supervised_img_s": supervised,
+        "dann_img_s": adapted,
+        "ratio": supervised / adapted,
+        "data_wait_fraction": best["dann"][1] / best["dann"][0],
+        "peak_memory_mb": peak_memory_mb(dev),
+        "device": device_name(dev),
+    }
+
+
+def format_bench(r: dict[str, Any]) -> str:
+    """The human-readable lines of ``dann bench``."""
+    c, h, w = r["input"]
+    return "\n".join(
+        [
+            f"device: {r['device']}  backbone: {r['backbone']} {c}x{h}x{w}  batch: {r['batch_size']} per domain  "
+            f"precision: {r['precision']}{'  channels_last' if r['channels_last'] else ''}",
+            f"supervised step (2B images): {r['supervised_img_s']:.1f} img/s",
+            f"DANN step (B source + B target): {r['dann_img_s']:.1f} img/s",
+            f"ratio (DANN step time / supervised step time): {r['ratio']:.3f}",
+            f"data wait (share of the DANN step spent fetching batches): {r['data_wait_fraction']:.1%}",
+            f"peak memory: {r['peak_memory_mb']:.0f} MB",
+        ]
+    )

@@ -1,0 +1,27 @@
+import json
+
+from dann.bench import run_bench
+from dann.cli import main
+
+KEYS = {"supervised_img_s", "dann_img_s", "ratio", "data_wait_fraction", "peak_memory_mb", "device"}
+
+
+def test_bench_json_has_the_documented_keys(capsys):
+    assert main(["bench", "--backbone", "lenet", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert KEYS <= out.keys()
+    assert out["supervised_img_s"] > 0 and out["dann_img_s"] > 0 and out["peak_memory_mb"] > 0
+    assert abs(out["ratio"] - out["supervised_img_s"] / out["dann_img_s"]) < 1e-9
+    assert 0 < out["data_wait_fraction"] < 1 and out["device"].startswith("cpu")
+
+
+def test_bench_runs_the_trainer_step_in_bf16_and_channels_last():
+    out = run_bench("lenet", batch_size=4, steps=1, warmup=0, rounds=1, precision="bf16", channels_last=True)
+    assert out["precision"] == "bf16" and out["channels_last"] and out["dann_img_s"] > 0
+
+
+def test_bench_refuses_unknown_backbones_and_precisions(capsys):
+    assert main(["bench", "--backbone", "vgg", "--json"]) == 2
+    assert "unknown backbone 'vgg'; choose one of lenet, resnet18, resnet50" in capsys.readouterr().err
+    assert main(["bench", "--precision", "fp8"]) == 2
+    assert "--precision must be fp32 | bf16 | fp16" in capsys.readouterr().err

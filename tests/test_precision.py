@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+import dann
+from dann.config import MethodConfig, ModelConfig, load_config, replace
+from dann.errors import ConfigError
+from dann.methods import create_method
+from dann.methods.base import Batch
+from dann.models import create_network
+from dann.precision import Precision
+
+
+def weights(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_bf16_trains_on_the_cpu_with_finite_losses_close_to_fp32(tiny_cfg, tiny_data):
+    one = replace(tiny_cfg, train={"steps": 1, "eval_every": 1, "log_every": 1})
+    torch.manual_seed(one.train.seed)
+    init = weights(create_network(one.model, tiny_data.input_shape, tiny_data.num_classes))
+    fp32 = weights(dann.fit(one, data=tiny_data).net)
+    bf16_run = dann.fit(replace(one, train={"precision": "bf16"}), data=tiny_data)
+    bf16 = weights(bf16_run.net)
+    assert all(math.isfinite(v) for v in bf16_run.history[-1]["train"].values())
+    for key in init:
+        assert bf16[key].dtype == torch.float32, key  # autocast leaves the weights in float32
+        step32, step16 = fp32[key] - init[key], bf16[key] - init[key]
+        assert step16.abs().sum() > 0, key  # the weights moved
+        # bf16 keeps ~3 significant digits: the update is fp32's up to ~10%, far from a wrong or missing update
+        assert (step16 - step32).norm() <= 0.15 * step32.norm(), key
+    assert any(not torch.equal(bf16[key], fp32[key]) for key in init)  # autocast did run in bfloat16
+    longer = dann.fit(replace(tiny_cfg, train={"precision": "bf16"}), data=tiny_data)
+    assert all(math.isfinite(v) for r in longer.history for v in r["train"].values())
+
+
+def test_fp16_gradscaler_state_is_checkpointed_and_resume_is_exact(
+    tiny_cfg, tiny_data, tmp_path, crash_after_first_checkpoint
+):
+    cfg = replace(tiny_cfg, train={"precision": "fp16", "accumulate": 2})
+    full = dann.fit(cfg, tmp_path / "full", data=tiny_data)
+    scaler = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=True)["scaler"]
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] == 12  # 12 steps without overflow
+    crash_after_first_checkpoint(dann.fit, cfg, tmp_path / "crashed", data=tiny_data)
+    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["scaler"]["_growth_tracker"] == 6
+    resumed = dann.fit(out=tmp_path / "crashed", data=tiny_data, resume=True)
+    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["scaler"] == scaler  # restored
+    for key, value in weights(full.net).items():
+        assert torch.equal(value, weights(resumed.net)[key]), key
+
+
+def test_fp32_checkpoints_hold_no_scaler(tiny_cfg, tiny_data, tmp_path):
+    dann.fit(replace(tiny_cfg, train={"steps": 6}), tmp_path / "run", data=tiny_data)
+    assert torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)["scaler"] is None
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(tiny_cfg, tiny_data):
+    """Micro-batch k of step s is batch s*K+k of the step-indexed stream, so K micro-batches of B cover exactly the
+    stream positions of one batch of K*B; without BatchNorm, and with losses that are means, the averaged
+    gradients are those of the full batch."""
+    cfg = replace(tiny_cfg, train={"steps": 4, "eval_every": 4}, optim={"weight_decay": 0.0})
+    full = dann.fit(replace(cfg, train={"batch_size": 32}), data=tiny_data)
+    accumulated = dann.fit(replace(cfg, train={"batch_size": 16, "accumulate": 2}), data=tiny_data)
+    plain = dann.fit(replace(cfg, train={"batch_size": 16}), data=tiny_data)
+    a, b, c = weights(full.net), weights(accumulated.net), weights(plain.net)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+    assert any(not torch.allclose(a[key], c[key], atol=1e-4) for key in a)  # the test can tell batches apart
+
+
+def test_channels_last_gives_the_contiguous_loss():
+    torch.manual_seed(0)
+    net = create_network(ModelConfig(backbone="lenet"), (1, 28, 28), 10)
+    method = create_method(MethodConfig())
+    x_s, x_t, y_s = torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    plain = method.loss(net, Batch(x_s, y_s, x_t), 0.5).total
+    amp = Precision("fp32", torch.device("cpu"), channels_last=True)
+    amp.prepare_model(net)
+    assert net.backbone.conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    batch = amp.batch(x_s)
+    assert batch.is_contiguous(memory_format=torch.channels_last) and amp.batch(y_s) is y_s
+    nhwc = method.loss(net, Batch(batch, y_s, amp.batch(x_t)), 0.5).total
+    assert torch.allclose(plain, nhwc, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.precision=fp8", "train.precision must be fp32 | bf16 | fp16, got 'fp8'"),
+        ("train.accumulate=0", "train.accumulate must be > 0"),
+        ("train.channels_last=maybe", "train.channels_last must be true or false"),
+        ("train.compile=1", "train.compile must be true or false"),
+    ],
+)
+def test_speed_options_are_validated(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
