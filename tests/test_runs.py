@@ -115,3 +115,14 @@ def test_a_full_disk_is_an_output_error_and_the_old_file_survives(tmp_path, monk
     with pytest.raises(OutputError, match=f"cannot write {path}: No space left on device"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        save_checkpoint(tmp_path / "c.pt", {"step": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o644

@@ -31,6 +31,12 @@ RISKY_PICKLE = re.compile(r"GLOBAL|reduce|new object|Can only build")
 BEST_CHECKPOINT = "checkpoints/best.pt"  # the best step by the run's selection.validator (no target labels)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_temp(path: Path, data: bytes) -> Path:
     """Write ``data`` to a new temporary file beside ``path``, flushed and fsynced; return its path."""
     if path.parent.is_file():
@@ -41,6 +47,7 @@ def _write_temp(path: Path, data: bytes) -> Path:
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the mode open() would give them
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
