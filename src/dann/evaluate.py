@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
+from .data.domains import Domain
 from .models.network import DomainAdaptNet
 from .runs import atomic_write_bytes
 
@@ -19,59 +19,52 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def predict_batches(
-    net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (M, num_classes) and sample indices (M,) on the CPU, from batches of (x (B, ...),
-    indices (B,)) such as ``domain.batches(size)``; in eval mode (the mode is restored afterwards)."""
+def _outputs(
+    net: DomainAdaptNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | None
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Per batch of (x (B, ...), indices (B,)): features, class logits (float32, on the CPU) and the indices. Eval
+    mode without gradients; the mode is restored afterwards."""
     device = device or next(net.parameters()).device
     was_training = net.training
     net.eval()
-    probs, index = [], []
+    feats, logits, index = [], [], []
     try:
         for x, idx in batches:
-            probs.append(torch.softmax(net(x.to(device, non_blocking=True)).float(), dim=1).cpu())
+            f = net.forward_features(x.to(device, non_blocking=True))
+            feats.append(f.float().cpu())
+            logits.append(net.forward_head(f).float().cpu())
             index.append(idx)
     finally:
         net.train(was_training)
-    if not probs:
+    return feats, logits, index
+
+
+def predict_batches(
+    net: DomainAdaptNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (M, num_classes) and sample indices (M,) on the CPU, from batches of (x (B, ...),
+    indices (B,)) such as ``domain.batches(size)``; in eval mode (the mode is restored afterwards)."""
+    _, logits, index = _outputs(net, batches, device)
+    if not logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
-    return torch.cat(probs), torch.cat(index)
+    return torch.softmax(torch.cat(logits), dim=1), torch.cat(index)
 
 
 def predict_proba(
-    net: nn.Module, x: torch.Tensor, batch_size: int = 512, device: torch.device | None = None
+    net: DomainAdaptNet, x: torch.Tensor, batch_size: int = 512, device: torch.device | None = None
 ) -> torch.Tensor:
     """Class probabilities (N, num_classes) of samples (N, ...) on the CPU, in eval mode."""
-    batches = (
-        (x[i : i + batch_size], torch.arange(i, min(i + batch_size, len(x)))) for i in range(0, len(x), batch_size)
-    )
-    return predict_batches(net, batches, device)[0]
+    return predict_batches(net, Domain(x).batches(batch_size), device)[0]
 
 
-@torch.no_grad()
 def embed(
     net: DomainAdaptNet, data: torch.Tensor | AnyDomain, batch_size: int = 512, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features (M, num_features), class logits (M, num_classes) and sample indices (M,), float32 on the CPU, for
     samples (N, ...) or a domain (arrays or image files; unreadable files skipped under ``data.skip_bad_images``
     are absent from the indices). Computed in eval mode without gradients; the mode is restored afterwards."""
-    from .data.domains import Domain
-
     domain = Domain(data) if isinstance(data, torch.Tensor) else data
-    device = device or next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    feats, logits, index = [], [], []
-    try:
-        with torch.no_grad():
-            for x, idx in domain.batches(batch_size):
-                f = net.forward_features(x.to(device, non_blocking=True))
-                feats.append(f.float().cpu())
-                logits.append(net.forward_head(f).float().cpu())
-                index.append(idx)
-    finally:
-        net.train(was_training)
+    feats, logits, index = _outputs(net, domain.batches(batch_size), device)
     if not feats:
         empty = torch.empty(0, dtype=torch.int64)
         return torch.empty(0, net.num_features), torch.empty(0, net.num_classes), empty
@@ -99,7 +92,7 @@ def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, num_class
     }
 
 
-def evaluate_domain(net: nn.Module, domain: AnyDomain, num_classes: int, batch_size: int = 512) -> dict:
+def evaluate_domain(net: DomainAdaptNet, domain: AnyDomain, num_classes: int, batch_size: int = 512) -> dict:
     """``classification_metrics`` of a labeled domain (arrays or image files; unreadable files skipped)."""
     probs, index = predict_batches(net, domain.batches(batch_size))
     return classification_metrics(domain.y[index], probs.argmax(1), num_classes)
