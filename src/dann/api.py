@@ -19,10 +19,18 @@ from .data.folders import encode_labels
 from .data.images import Pipeline, default_workers
 from .data.transforms import eval_transform
 from .errors import DataError, DataWarning, RunDirError
-from .evaluate import classification_metrics, confusion_csv, plot_confusion, predict_batches
+from .evaluate import classification_metrics, confusion_csv, predict_batches
 from .methods import create_method
 from .models import DomainAdaptNet, create_network
-from .runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir
+from .runs import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+    prepare_run_dir,
+)
 from .trainer import Trainer, resolve_device
 
 
@@ -180,9 +188,10 @@ def evaluate(
     if files:
         atomic_write_text(files[0], json.dumps(metrics, indent=1) + "\n")
         atomic_write_text(files[1], confusion_csv(metrics["confusion"], model.classes))
-        plot_confusion(
-            metrics["confusion"], model.classes, files[2], title=f"{Path(data_path).name}, step {model.step}"
-        )
+        from .plots import confusion_plot  # matplotlib only when a picture is asked for
+
+        title = f"{Path(data_path).name}, step {model.step}"
+        atomic_write_bytes(files[2], confusion_plot(metrics["confusion"], model.classes, title))
     return metrics
 
 

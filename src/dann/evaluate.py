@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from .data.domains import Domain
 from .models.network import DomainAdaptNet
-from .runs import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .data.domains import AnyDomain
@@ -106,32 +104,3 @@ def confusion_csv(confusion: list[list[int]], classes: list[str]) -> str:
     for name, row in zip(classes, confusion, strict=True):
         writer.writerow([name, *row])
     return buffer.getvalue()
-
-
-def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str = "") -> None:
-    """A PNG of the row-normalized confusion matrix (counts written in the cells for up to 30 classes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = torch.tensor(confusion, dtype=torch.float64)
-    rates = cm / cm.sum(1, keepdim=True).clamp_min(1)
-    k = len(classes)
-    side = min(4 + 0.35 * k, 30)
-    fig, ax = plt.subplots(figsize=(side, side * 0.9))
-    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted class", ylabel="true class", title=title)
-    ax.set_xticklabels(classes, rotation=90, fontsize=8)
-    ax.set_yticklabels(classes, fontsize=8)
-    if k <= 30:
-        for i in range(k):
-            for j in range(k):
-                color = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())

@@ -118,21 +118,25 @@ def tsne_map(emb: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor, clas
 
 
 def confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> bytes:
-    """Counts (K, K), row = true class, column = predicted class."""
+    """Counts (K, K), row = true class, column = predicted class: cells coloured by the share of the true class,
+    with the counts written in them for up to 30 classes."""
     cm = torch.tensor(confusion, dtype=torch.float64)
+    rates = cm / cm.sum(1, keepdim=True).clamp_min(1)
     k = len(classes)
-    fig = Figure(figsize=(min(2.2 + 0.45 * k, 9), min(1.8 + 0.45 * k, 8.5)), layout="constrained")
+    fig = Figure(figsize=(min(3.0 + 0.45 * k, 16), min(2.4 + 0.45 * k, 15)), layout="constrained")
     ax = fig.subplots()
-    ax.imshow((cm / cm.sum(1, keepdim=True).clamp_min(1)).numpy(), cmap="Blues", vmin=0, vmax=1)
-    if k <= 12:
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(k), classes, fontsize=7)
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(k), classes, fontsize=7, rotation=90)
     ax.set_yticks(range(k), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     return png(fig)
 
 
