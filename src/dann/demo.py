@@ -12,22 +12,23 @@ from .config import load_config
 from .data import build_task
 from .evaluate import predict_proba
 from .models import DomainAdaptNet
+from .runs import atomic_write_bytes
 
 METHODS = ("source_only", "dann")
 
 
 def _plot_moons(nets: dict[str, DomainAdaptNet], out: Path) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import png
 
     data = build_task("moons")
     xs, ys, xt, yt = data.source_train.x, data.source_train.y, data.target_eval.x, data.target_eval.y
     grid = torch.stack(
         torch.meshgrid(torch.linspace(-2.0, 3.0, 250), torch.linspace(-1.8, 2.2, 250), indexing="xy"), -1
     )
-    fig, axes = plt.subplots(1, len(nets), figsize=(5.5 * len(nets), 4.6), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(nets), 4.6), layout="tight")
+    axes = fig.subplots(1, len(nets), squeeze=False)
     for ax, (name, net) in zip(axes[0], nets.items(), strict=True):
         p = predict_proba(net, grid.reshape(-1, 2))[:, 1].reshape(grid.shape[:2])
         ax.contourf(grid[..., 0], grid[..., 1], p, levels=[0, 0.5, 1], colors=["#fde0dd", "#deebf7"], alpha=0.8)
@@ -39,30 +40,26 @@ def _plot_moons(nets: dict[str, DomainAdaptNet], out: Path) -> Path:
         acc = (predict_proba(net, xt).argmax(1) == yt).float().mean().item()
         ax.set_title(f"{name}: target accuracy {acc:.1%} (uses target labels)")
     axes[0][0].legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
     path = out / "moons_boundaries.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    atomic_write_bytes(path, png(fig, dpi=110))
     return path
 
 
 def _plot_digits(out: Path) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import png
 
     data = build_task("digits")
-    fig, axes = plt.subplots(2, 10, figsize=(10, 2.3))
+    fig = Figure(figsize=(10, 2.3), layout="tight")
+    axes = fig.subplots(2, 10)
     for row, (name, x) in enumerate((("source", data.source_train.x), ("target", data.target_train.x))):
         for i in range(10):
             axes[row][i].imshow(x[i].permute(1, 2, 0).numpy())
             axes[row][i].axis("off")
         axes[row][0].set_title(name, fontsize=8, loc="left")
-    fig.tight_layout()
     path = out / "digits_samples.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    atomic_write_bytes(path, png(fig, dpi=110))
     return path
 
 
