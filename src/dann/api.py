@@ -18,6 +18,7 @@ from .data.domains import check_labels
 from .data.folders import encode_labels
 from .data.images import Pipeline, default_workers
 from .data.transforms import eval_transform
+from .distributed import World, local_device
 from .errors import DataError, DataWarning, RunDirError
 from .evaluate import classification_metrics, confusion_csv, predict_batches
 from .methods import create_method
@@ -56,7 +57,8 @@ def fit(
     """Train per ``cfg`` (or, with ``resume``, per the run's saved ``config.yaml``). With ``out`` the run's files go
     there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in memory). With
     ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does; ``dann.report`` rebuilds it
-    at any time."""
+    at any time. Under torchrun every process calls it and gets the same history; only rank 0 writes files
+    (``dann.distributed``)."""
     if resume:
         if out is None:
             raise RunDirError("resume needs the run directory (--out)")
@@ -69,10 +71,14 @@ def fit(
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
     net = create_network(cfg.model, data.input_shape, data.num_classes)
-    resolve_device(cfg.train.device)  # every check that can fail comes before the run directory is created
-    run_dir = prepare_run_dir(out, resume, overwrite) if out is not None else None
-    history = Trainer(cfg, run_dir, resume).fit(net, method, data)
-    page = build_report(run_dir, data) if report and run_dir is not None else None
+    world = World.from_env()  # a torchrun launch, or a world of one
+    world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
+    resolve_device(local_device(cfg.train.device, world))
+    run_dir = None
+    if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
+        run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)
+    history = Trainer(cfg, run_dir, resume, world).fit(net, method, data)
+    page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
     return FitResult(net, cfg, data.classes, history, run_dir, page)
 
 

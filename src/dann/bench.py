@@ -26,7 +26,7 @@ from .errors import DannError
 from .methods import create_method
 from .models import create_network
 from .precision import Precision
-from .steps import train_step
+from .steps import MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
 INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
@@ -61,6 +61,7 @@ class Mode:
         self.net = create_network(ModelConfig(backbone=backbone), shape, NUM_CLASSES).to(device).train()
         amp.prepare_model(self.net)
         self.method = create_method(MethodConfig(name=method))
+        self.model = MethodLoss(self.net, self.method)
         self.optimizer = build_optimizer(OptimConfig(), self.net, pretrained=False)
         self.amp, self.device, self.step = amp, device, 0
         per_domain = batch_size if self.method.uses_target else 2 * batch_size
@@ -82,7 +83,7 @@ class Mode:
         _sync(self.device)
         tic = time.perf_counter()
         for _ in range(steps):
-            train_step(self.net, self.method, self.optimizer, self.source, self.target, self.step, 0.5, self.amp)
+            train_step(self.model, self.optimizer, self.source, self.target, self.step, 0.5, self.amp)
             self.step += 1
         _sync(self.device)
         return time.perf_counter() - tic, self.data_seconds() - data_before

@@ -15,6 +15,7 @@ from typing import Any
 from . import api
 from .config import load_config
 from .data.catalog import DATASETS
+from .distributed import World
 from .errors import DannError, DataWarning, RunDirError
 
 SHORTCUTS = {  # flag -> config key
@@ -144,6 +145,8 @@ def _train(args: argparse.Namespace) -> int:
         quiet = ["train.progress=false"] if args.quiet else []
         cfg = load_config(args.config, [*shortcuts, *quiet, *args.overrides])
         result = api.fit(cfg, args.out, overwrite=args.overwrite, report=not args.no_report)
+    if not World.from_env().main:  # under torchrun rank 0 speaks for the run
+        return 0
     last = result.history[-1]
     print(f"run: {result.run_dir}  (model: {result.run_dir}/checkpoints/last.pt)")
     if "source_val" in last:
@@ -259,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def show(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
         if issubclass(category, DataWarning):
+            if not World.from_env().main:  # under torchrun rank 0 speaks for the run
+                return
             print(f"dann {args.command}: warning: {message}", file=sys.stderr)
         else:
             original(message, category, *rest, **kwargs)

@@ -138,12 +138,12 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 3000
-    batch_size: int = 64  # per domain: each step sees batch_size source + batch_size target samples
+    batch_size: int = 64  # per domain and step, global: torchrun processes split it
     eval_every: int = 500
     log_every: int = 50
     eval_batch_size: int = 512
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (torchrun: process r uses cuda:LOCAL_RANK)
     progress: bool = True  # tqdm bar
     on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
     tensorboard: bool = True  # also write TensorBoard events to <run>/tensorboard when the package is installed

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .data.domains import Domain
+from .distributed import World
 from .models.network import DomainAdaptNet
 
 if TYPE_CHECKING:
@@ -56,12 +57,23 @@ def predict_proba(
 
 
 def embed(
-    net: DomainAdaptNet, data: torch.Tensor | AnyDomain, batch_size: int = 512, device: torch.device | None = None
+    net: DomainAdaptNet,
+    data: torch.Tensor | AnyDomain,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+    world: World | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features (M, num_features), class logits (M, num_classes) and sample indices (M,), float32 on the CPU, for
     samples (N, ...) or a domain (arrays or image files; unreadable files skipped under ``data.skip_bad_images``
-    are absent from the indices). Computed in eval mode without gradients; the mode is restored afterwards."""
+    are absent from the indices). Computed in eval mode without gradients; the mode is restored afterwards.
+
+    With a ``world`` of several processes (``dann.distributed``), every process must call this with the same data:
+    each computes a contiguous 1/N of it and all get the gathered result, in order."""
     domain = Domain(data) if isinstance(data, torch.Tensor) else data
+    if world is not None and world.active:
+        lo, hi = world.chunk(len(domain))
+        feats, logits, index = embed(net, domain.subset(torch.arange(lo, hi)), batch_size, device)
+        return world.gather_rows(feats), world.gather_rows(logits), world.gather_rows(index + lo)
     feats, logits, index = _outputs(net, domain.batches(batch_size), device)
     if not feats:
         empty = torch.empty(0, dtype=torch.int64)
@@ -90,10 +102,13 @@ def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, num_class
     }
 
 
-def evaluate_domain(net: DomainAdaptNet, domain: AnyDomain, num_classes: int, batch_size: int = 512) -> dict:
-    """``classification_metrics`` of a labeled domain (arrays or image files; unreadable files skipped)."""
-    probs, index = predict_batches(net, domain.batches(batch_size))
-    return classification_metrics(domain.y[index], probs.argmax(1), num_classes)
+def evaluate_domain(
+    net: DomainAdaptNet, domain: AnyDomain, num_classes: int, batch_size: int = 512, world: World | None = None
+) -> dict:
+    """``classification_metrics`` of a labeled domain (arrays or image files; unreadable files skipped); with a
+    ``world`` of several processes, computed by all of them together (see ``embed``)."""
+    _, logits, index = embed(net, domain, batch_size, world=world)
+    return classification_metrics(domain.y[index], logits.argmax(1), num_classes)
 
 
 def confusion_csv(confusion: list[list[int]], classes: list[str]) -> str:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.domains import SOURCE, TARGET, DomainData
+from .distributed import World
 from .errors import ConfigError
 from .evaluate import embed
 from .models.network import DomainAdaptNet
@@ -184,25 +185,26 @@ def subset(n: int, cap: int) -> torch.Tensor:
 
 
 def collect_inputs(
-    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512
+    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512, world: World | None = None
 ) -> ValidationInputs:
     """Network outputs on fixed subsets (at most ``max_samples`` per set) of the source training, source held-out
-    and unlabeled target data, in eval mode without gradients. Reads ``data.target_train``, never target labels."""
+    and unlabeled target data, in eval mode without gradients. Reads ``data.target_train``, never target labels.
+    With a ``world`` of several processes, they compute the outputs together (``evaluate.embed``)."""
     source, target = data.source_train, data.target_train
-    f_s, _, _ = embed(net, source.subset(subset(len(source), max_samples)), batch_size)
-    f_t, logits_t, _ = embed(net, target.subset(subset(len(target), max_samples)), batch_size)
+    f_s, _, _ = embed(net, source.subset(subset(len(source), max_samples)), batch_size, world=world)
+    f_t, logits_t, _ = embed(net, target.subset(subset(len(target), max_samples)), batch_size, world=world)
     if data.source_val is None:
         return ValidationInputs(f_s, None, None, None, f_t, logits_t)
     val = data.source_val.subset(subset(len(data.source_val), max_samples))
-    f_sv, logits_sv, kept = embed(net, val, batch_size)
+    f_sv, logits_sv, kept = embed(net, val, batch_size, world=world)
     return ValidationInputs(f_s, f_sv, logits_sv, val.y[kept], f_t, logits_t)
 
 
 def evaluate_validators(
-    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512
+    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512, world: World | None = None
 ) -> dict[str, float]:
     """Every validator's score for ``net`` on ``data`` (see ``collect_inputs``)."""
-    return score_validators(collect_inputs(net, data, max_samples, batch_size))
+    return score_validators(collect_inputs(net, data, max_samples, batch_size, world))
 
 
 def _finite(x: Any) -> bool:

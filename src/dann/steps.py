@@ -7,12 +7,15 @@ the learning-rate and GRL schedules) is the same for all K of them. K = 1 is the
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .methods.base import Batch, LossOutput, Method
+from .models.network import DomainAdaptNet
 from .precision import Precision
 
 
@@ -20,9 +23,23 @@ class Batches(Protocol):
     def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
+class MethodLoss(nn.Module):
+    """The network and a method's loss as one module: ``forward(batch, progress)`` is ``method.loss(net, batch,
+    progress)``. Methods call the network's parts (``forward_features``, ``domain_logits``...), not its
+    ``forward``; wrapping this module instead of the network lets DistributedDataParallel see the whole step
+    (``dann.distributed``). Its parameters are the network's, under the same objects."""
+
+    def __init__(self, net: DomainAdaptNet, method: Method) -> None:
+        super().__init__()
+        self.net = net
+        self.method = method
+
+    def forward(self, batch: Batch, progress: float) -> LossOutput:
+        return self.method.loss(self.net, batch, progress)
+
+
 def train_step(
-    net: nn.Module,
-    method: Method,
+    model: MethodLoss | DistributedDataParallel,
     optimizer: torch.optim.Optimizer,
     source: Batches,
     target: Batches | None,
@@ -34,7 +51,8 @@ def train_step(
 ) -> LossOutput:
     """Zero the gradients, run ``accumulate`` micro-batches (forward and loss under autocast, backward of
     ``loss / accumulate``), clip, step. Returns the detached total and terms averaged over the micro-batches, as
-    device tensors (no host sync)."""
+    device tensors (no host sync). Under DDP the gradients are averaged over the processes in the last
+    micro-batch's backward only."""
     optimizer.zero_grad(set_to_none=True)
     total: torch.Tensor | float = 0.0
     terms: dict[str, torch.Tensor | float] = {}
@@ -43,11 +61,14 @@ def train_step(
         x_s, y_s = source.get(index)
         x_s = amp.batch(x_s)
         x_t = amp.batch(target.get(index)[0]) if target is not None else x_s[:0]
-        with amp.autocast():
-            out = method.loss(net, Batch(x_s, y_s, x_t), progress)
-        amp.backward(out.total / accumulate if accumulate > 1 else out.total)
+        last = k == accumulate - 1
+        no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
+        with no_sync or contextlib.nullcontext():
+            with amp.autocast():
+                out = model(Batch(x_s, y_s, x_t), progress)
+            amp.backward(out.total / accumulate if accumulate > 1 else out.total)
         total = total + out.total.detach().float() / accumulate
         for name, value in out.terms.items():
             terms[name] = terms.get(name, 0.0) + value / accumulate
-    amp.step(optimizer, net.parameters(), grad_clip)
+    amp.step(optimizer, model.parameters(), grad_clip)
     return LossOutput(total, terms)  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ autocast (``dann.precision``), backward, optimizer step. No
 host-device synchronization except every ``log_every`` steps (progress bar, non-finite check) and ``eval_every``
 steps (non-finite check → evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
 checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the ``selection.validator``
-score is the best so far; see ``selection.py``). Non-finite losses: see ``dann.nonfinite``."""
+score is the best so far; see ``selection.py``). Non-finite losses: see ``dann.nonfinite``. Under torchrun the same
+loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``dann.distributed``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from .config import Config, OptimConfig
 from .data.domains import DomainData
 from .data.loaders import step_batches
+from .distributed import World, local_device
 from .errors import DannError
 from .evaluate import evaluate_domain
 from .methods.base import Method
@@ -40,7 +42,7 @@ from .runs import (
 )
 from .schedules import LR_SCHEDULES
 from .selection import check_validator, evaluate_validators, running_best
-from .steps import train_step
+from .steps import Batches, MethodLoss, train_step
 from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
@@ -81,38 +83,64 @@ def build_optimizer(cfg: OptimConfig, net: DomainAdaptNet, pretrained: bool) -> 
     raise DannError(f"unknown optimizer optim.name={cfg.name!r}")  # config.OPTIMIZERS lists the valid ones
 
 
+def batch_streams(
+    cfg: Config, data: DomainData, uses_target: bool, start: int, device: torch.device, world: World
+) -> tuple[Batches, Batches | None]:
+    """The source and (if the method reads it) target batch streams of a run resumed at step ``start``: this
+    process's rows of each step's global batch (``dann.distributed``)."""
+    t, augment, balanced = cfg.train, cfg.data.augment, cfg.data.balance_classes
+    first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.steps
+    source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows)
+    if not uses_target:
+        return source, None
+    return source, step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, rows=rows)
+
+
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path | None = None, resume: bool = False) -> None:
+    """Trains per ``cfg``; with ``run_dir`` its files go there (``resume`` continues them). ``world`` is this
+    process's place in a torchrun launch, read from the environment by default (a world of one otherwise)."""
+
+    def __init__(
+        self, cfg: Config, run_dir: str | Path | None = None, resume: bool = False, world: World | None = None
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = resume
-        self.device = resolve_device(cfg.train.device)
+        self.world = world or World.from_env()
+        self.world.check_batch_size(cfg.train.batch_size)
+        self.device = resolve_device(local_device(cfg.train.device, self.world))
+        self.writes = self.run_dir is not None and self.world.main  # only rank 0 writes files
         self.events = EventLog(None)
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
-        """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``."""
-        cfg, t = self.cfg, self.cfg.train
+        """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``.
+        Joins the process group for the run when torchrun started several processes and none is joined yet."""
+        joined = self.world.start(self.device)
+        try:
+            return self._fit(net, method, data)
+        finally:
+            if joined:
+                self.world.stop()
+
+    def _fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
+        cfg, t, world = self.cfg, self.cfg.train, self.world
         # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, t.channels_last)
         amp.prepare_model(net, t.compile)
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
-        start, skipped = self._restore(net, optimizer, amp)
-        augment, balanced, first = cfg.data.augment, cfg.data.balance_classes, start * t.accumulate  # see dann.steps
-        source = step_batches(data.source_train, t.batch_size, t.seed, self.device, first, augment, balanced)
-        target = (
-            step_batches(data.target_train, t.batch_size, t.seed + 1, self.device, first, augment)
-            if method.uses_target
-            else None
-        )
+        start, skipped, history = self._restore(net, optimizer, amp)
+        # source-only never runs the discriminator: DDP must be told some parameters get no gradient
+        model = world.wrap(MethodLoss(net, method), self.device, find_unused_parameters=not method.uses_target)
+        source, target = batch_streams(cfg, data, method.uses_target, start, self.device, world)
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
-        history = read_jsonl(self.run_dir / METRICS_FILE) if self.resume and self.run_dir else []
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
-        self.events = EventLog(self.run_dir, t.tensorboard)
+        self.events = EventLog(self.run_dir if self.writes else None, t.tensorboard)
         train_time, logged, clip = 0.0, {}, cfg.optim.grad_clip
-        bar = tqdm(total=t.steps, initial=start, disable=not t.progress, dynamic_ncols=True, desc=cfg.method.name)
+        show = t.progress and world.main
+        bar = tqdm(total=t.steps, initial=start, disable=not show, dynamic_ncols=True, desc=cfg.method.name)
         tic = time.perf_counter()
         for step in range(start, t.steps):
             progress = step / t.steps
@@ -121,8 +149,8 @@ class Trainer:
                 group["lr"] = lr * group["lr_mult"]
             if guard:
                 guard.snapshot()
-            out = train_step(net, method, optimizer, source, target, step, progress, amp, t.accumulate, clip)
-            finite = torch.isfinite(out.total.detach())
+            out = train_step(model, optimizer, source, target, step, progress, amp, t.accumulate, clip)
+            finite = world.all_true(torch.isfinite(out.total.detach()))  # every rank takes the same decision
             if guard:
                 guard.restore_unless(finite)
             watch.record(finite, out.terms)
@@ -130,7 +158,7 @@ class Trainer:
             bar.update(1)
             evaluating = done % t.eval_every == 0 or done == t.steps
             if evaluating or done % t.log_every == 0:
-                logged = watch.check(done) | {"lr": lr}  # raises on non-finite steps, before anything is saved
+                logged = world.mean(watch.check(done)) | {"lr": lr}  # raises on non-finite steps, before any save
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
                 self.events.scalars(logged, done, "train")
             if evaluating:
@@ -142,24 +170,34 @@ class Trainer:
                 tic = time.perf_counter()
         bar.close()
         self.events.close()
+        world.barrier()  # every process returns once rank 0 has written the last checkpoint
         return history
 
-    def _restore(self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, amp: Precision) -> tuple[int, int]:
-        """Set up the run directory; on resume load model, optimizer, GradScaler (fp16) and RNG state from the
-        newest complete checkpoint. Returns (step, skipped steps so far)."""
-        torch.manual_seed(self.cfg.train.seed)
+    def _restore(
+        self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, amp: Precision
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """Set up the run directory; on resume load model, optimizer, GradScaler (fp16) and RNG states from the
+        newest complete checkpoint (in every process). Returns (step, skipped steps so far, evaluation records
+        up to that step)."""
+        torch.manual_seed(self.cfg.train.seed)  # every process alike: they draw the same dropout masks
         if self.run_dir is None:
-            return 0, 0
+            return 0, 0, []
         if not self.resume:
-            atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
-            return 0, 0
+            if self.writes:
+                atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
+            return 0, 0, []
         state = load_latest_checkpoint(self.run_dir, self.device)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         amp.load_state_dict(state.get("scaler"))
         torch.set_rng_state(state["rng"].cpu())
-        truncate_metrics(self.run_dir / METRICS_FILE, state["step"])
-        return int(state["step"]), int(state.get("skipped_steps", 0))
+        if state.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+        step = int(state["step"])
+        if self.writes:
+            truncate_metrics(self.run_dir / METRICS_FILE, step)
+        history = [r for r in read_jsonl(self.run_dir / METRICS_FILE) if r.get("step", 0) <= step]
+        return step, int(state.get("skipped_steps", 0)), history
 
     def _evaluate(
         self,
@@ -181,25 +219,27 @@ class Trainer:
             "steps_per_s": steps_per_s,
             "skipped_steps": skipped,  # steps whose update was discarded (train.on_nonfinite=skip), whole run
         }
+        if self.world.active:
+            record["processes"] = self.world.size
         if data.source_val is not None:
-            record["source_val"] = {"acc": evaluate_domain(net, data.source_val, k, bs)["acc"]}
-        record["validators"] = evaluate_validators(net, data, sel.max_samples, bs)
+            record["source_val"] = {"acc": evaluate_domain(net, data.source_val, k, bs, self.world)["acc"]}
+        record["validators"] = evaluate_validators(net, data, sel.max_samples, bs, self.world)
         best = running_best(
             history[-1].get("selection") if history else None, step, record["validators"], sel.validator
         )
         if best is not None:
             record["selection"] = best
         if data.target_eval is not None:
-            metrics = evaluate_domain(net, data.target_eval, k, bs)
+            metrics = evaluate_domain(net, data.target_eval, k, bs, self.world)
             record["oracle"] = {
                 "target_acc": metrics["acc"],
                 "target_per_class_acc": metrics["per_class_acc"],
                 "note": ORACLE_NOTE,
             }
-        skipped = data.skipped_images()
+        skipped = self.world.union(data.skipped_images())  # each process reads only its own shard
         if skipped:
             record["skipped_images"] = {"count": len(skipped), "first": skipped[:10]}
-        if self.run_dir is not None:
+        if self.writes:
             append_jsonl(self.run_dir / METRICS_FILE, record)
         self.events.scalars({key: record[key] for key in ("source_val", "validators", "oracle") if key in record}, step)
         return record
@@ -213,7 +253,7 @@ class Trainer:
         record: dict[str, Any],
         step: int,
     ) -> None:
-        if self.run_dir is None:
+        if not self.writes:
             return
         state = {
             "format": 1,
@@ -221,6 +261,7 @@ class Trainer:
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "scaler": amp.state_dict(),  # None unless train.precision=fp16
             "skipped_steps": record["skipped_steps"],
             "config": self.cfg.to_dict(),

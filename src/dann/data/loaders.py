@@ -5,7 +5,10 @@ an uninterrupted run would, with no iterator state to save.
 
 Arrays in memory are batched on the device (``StepBatches``); image files stream through a DataLoader whose batch
 sampler yields the same step-indexed batches (``LoaderBatches``), with per-sample augmentation seeds, so workers,
-prefetching and resume change nothing in what a step sees."""
+prefetching and resume change nothing in what a step sees.
+
+Under torchrun (``dann.distributed``) ``batch_size`` stays the global batch and ``rows = (lo, hi)`` picks this
+process's rows of it: the indices and augmentation of those rows are the ones the single-process batch has."""
 
 from __future__ import annotations
 
@@ -65,11 +68,15 @@ def sample_seed(seed: int, step: int, position: int) -> int:
     return ((seed * SEED_STRIDE + step) * 65_537 + position) % (2**63 - 1)
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+def random_shift(
+    x: torch.Tensor, max_shift: int, generator: torch.Generator, rows: tuple[int, int, int] | None = None
+) -> torch.Tensor:
     """Translate each image of (N, C, H, W) by up to ``max_shift`` pixels in each direction (zero fill).
-    ``generator`` must live on ``x``'s device."""
+    ``generator`` must live on ``x``'s device. With ``rows = (lo, hi, B)``, ``x`` is rows lo..hi of a batch of B
+    images and gets the shifts those rows get when the whole batch is shifted."""
     n, c, h, w = x.shape
-    off = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=x.device)
+    lo, hi, total = rows or (0, n, n)
+    off = torch.randint(0, 2 * max_shift + 1, (2, total), generator=generator, device=x.device)[:, lo:hi]
     padded = torch.nn.functional.pad(x, (max_shift,) * 4)
     rows = (off[0][:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = (off[1][:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
@@ -79,16 +86,25 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 
 class StepBatches:
-    """Endless batches of one in-memory domain, held on ``device``; ``get(step)`` → (x, y or None).
+    """Endless batches of one in-memory domain, held on ``device``; ``get(step)`` → (x, y or None): rows
+    ``rows = (lo, hi)`` of the step's batch of ``batch_size`` (all of it by default).
 
     Data and each pass's permutation are copied to the device once, so a step does no host-device transfer."""
 
     def __init__(
-        self, domain: Domain, batch_size: int, seed: int, device: torch.device, augment: bool, balanced: bool = False
+        self,
+        domain: Domain,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        augment: bool,
+        balanced: bool = False,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.x = domain.x.to(device)
         self.y = domain.y.to(device) if domain.y is not None else None
         self.batch_size, self.seed, self.augment = batch_size, seed, augment and self.x.ndim == 4
+        self.rows = rows or (0, batch_size)
         self.balance = ClassBalance(domain.y) if balanced and domain.y is not None else None
         self._perms: dict[int, torch.Tensor] = {}
 
@@ -108,22 +124,33 @@ class StepBatches:
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = self._indices(step)
+        if self.rows != (0, self.batch_size):
+            idx = idx[self.rows[0] : self.rows[1]]
         x = self.x[idx]
         if self.augment:
             generator = torch.Generator(self.x.device).manual_seed(self.seed * SEED_STRIDE + step)
-            x = random_shift(x, 2, generator)
+            x = random_shift(x, 2, generator, (*self.rows, self.batch_size))
         return x, (self.y[idx] if self.y is not None else None)
 
 
 class StepSampler:
-    """A DataLoader batch sampler: for steps ``start``, ``start + 1``, ... it yields that step's batch, the same
-    indices ``StepBatches`` would use, as ``(index, augmentation seed)`` pairs (plain indices without ``augment``)."""
+    """A DataLoader batch sampler: for steps ``start``, ``start + 1``, ... it yields rows ``rows = (lo, hi)`` (all by
+    default) of that step's batch, the same indices ``StepBatches`` would use, as ``(index, augmentation seed)``
+    pairs (plain indices without ``augment``)."""
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, start: int, augment: bool, balance: ClassBalance | None = None
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        augment: bool,
+        balance: ClassBalance | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.n, self.batch_size, self.seed, self.start, self.augment = n, batch_size, seed, start, augment
         self.balance = balance
+        self.rows = rows or (0, batch_size)
 
     def indices(self, step: int) -> torch.Tensor:
         if self.balance is not None:
@@ -131,10 +158,10 @@ class StepSampler:
         return batch_indices(self.n, self.batch_size, step, self.seed)
 
     def __iter__(self) -> Iterator[list]:
-        step = self.start
+        step, (lo, hi) = self.start, self.rows
         while True:
-            idx = self.indices(step).tolist()
-            yield [(i, sample_seed(self.seed, step, j)) for j, i in enumerate(idx)] if self.augment else idx
+            idx = self.indices(step)[lo:hi].tolist()
+            yield [(i, sample_seed(self.seed, step, j)) for j, i in enumerate(idx, lo)] if self.augment else idx
             step += 1
 
 
@@ -151,9 +178,10 @@ class LoaderBatches:
         start: int,
         augment: bool,
         balanced: bool = False,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         balance = ClassBalance(domain.y) if balanced and domain.y is not None else None
-        sampler = StepSampler(len(domain), batch_size, seed, start, augment, balance)
+        sampler = StepSampler(len(domain), batch_size, seed, start, augment, balance, rows)
         self.domain, self.device, self.next_step = domain, device, start
         self._batches = iter(domain.loader(device.type == "cuda", batch_sampler=sampler))
 
@@ -177,8 +205,10 @@ def step_batches(
     start: int = 0,
     augment: bool = True,
     balanced: bool = False,
+    rows: tuple[int, int] | None = None,
 ) -> StepBatches | LoaderBatches:
-    """The batch stream of a domain: on the device for arrays, through a DataLoader for image files."""
+    """The batch stream of a domain: on the device for arrays, through a DataLoader for image files. With ``rows``,
+    only those rows of each step's batch of ``batch_size`` (one process's share under torchrun)."""
     if isinstance(domain, ImageDomain):
-        return LoaderBatches(domain, batch_size, seed, device, start, augment, balanced)
-    return StepBatches(domain, batch_size, seed, device, augment, balanced)
+        return LoaderBatches(domain, batch_size, seed, device, start, augment, balanced, rows)
+    return StepBatches(domain, batch_size, seed, device, augment, balanced, rows)

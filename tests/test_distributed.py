@@ -1,0 +1,205 @@
+"""Several processes (torchrun, gloo on the CPU) train the weights one process trains with the same global batch.
+
+The launches run the real command, ``torchrun --standalone --nproc_per_node 2 -m dann train ...``, each process
+with one CPU thread; the one-process references run in this process (also one thread, see conftest)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dann
+from dann.cli import main
+from dann.config import replace
+from dann.data import Domain
+from dann.data.loaders import LoaderBatches, StepBatches
+from dann.distributed import World, local_device
+from dann.errors import ConfigError, DannError
+from dann.evaluate import embed
+from dann.runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, load_checkpoint, read_jsonl
+from dann.trainer import batch_streams
+
+from .test_folders import TIMM, folder_cfg
+
+ENV = os.environ | {
+    "PYTHONPATH": str(Path(dann.__file__).parents[1]),
+    "OMP_NUM_THREADS": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+}
+# the paper's digit network on the embedded digits task, with images, shift augmentation and 2 micro-batches per
+# step (so DDP's no_sync path runs); batch_size is the global batch per domain: 8 rows per process and micro-batch
+DIGITS = [
+    *("--config", "digits", "--steps", "20", "--quiet", "--device", "cpu", "--no-report"),
+    *("--set", "train.eval_every=10", "--set", "train.batch_size=16", "--set", "train.accumulate=2"),
+]
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command += ["-m", "dann", "train", *args]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def model_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / LAST_CHECKPOINT)["model"]
+
+
+def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def stable(record: dict) -> dict:
+    """A metrics record without what differs between launches (speed, process count)."""
+    return {k: v for k, v in record.items() if k not in ("steps_per_s", "processes")}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    done = torchrun(*DIGITS, "--out", str(out))
+    return out, done
+
+
+def test_two_processes_train_the_weights_of_one_process_with_the_same_global_batch(two_process_run, tmp_path):
+    ddp, done = two_process_run
+    assert main(["train", *DIGITS, "--out", str(tmp_path / "one")]) == 0
+    one = tmp_path / "one"
+    assert_close(model_weights(ddp), model_weights(one))
+    assert (ddp / "config.yaml").read_text() == (one / "config.yaml").read_text()
+    # rank 0 alone writes and prints: one metrics line per evaluation, one summary
+    a, b = read_jsonl(ddp / METRICS_FILE), read_jsonl(one / METRICS_FILE)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [10, 20]
+    assert all(r["processes"] == 2 for r in a) and all("processes" not in r for r in b)
+    assert done.stdout.count("run: ") == 1 and "target accuracy" in done.stdout
+    # evaluation gathered over the two processes scores the same samples as one process does
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["oracle"]["target_acc"] == pytest.approx(rb["oracle"]["target_acc"], abs=2e-3)
+        assert ra["source_val"]["acc"] == pytest.approx(rb["source_val"]["acc"], abs=2e-3)
+        assert ra["validators"] == pytest.approx(rb["validators"], rel=1e-3, abs=1e-4)
+        assert ra["train"] == pytest.approx(rb["train"], rel=1e-3, abs=1e-4)  # averaged over the processes
+
+
+def resume_from_step_10(run: Path, copy: Path) -> Path:
+    """A copy of ``run`` as it was after its first checkpoint, as if it had died there."""
+    shutil.copytree(run, copy)
+    shutil.move(copy / PREV_CHECKPOINT, copy / LAST_CHECKPOINT)
+    assert load_checkpoint(copy / LAST_CHECKPOINT)["step"] == 10
+    return copy
+
+
+def test_resume_under_two_processes_is_exact_and_one_process_can_take_over(two_process_run, tmp_path):
+    ddp, _ = two_process_run
+    resumed = resume_from_step_10(ddp, tmp_path / "two")
+    torchrun("--resume", "--out", str(resumed))
+    for k, v in model_weights(ddp).items():
+        assert torch.equal(v, model_weights(resumed)[k]), k  # bit for bit: gloo sums two numbers in a fixed order
+    records = [stable(r) for r in read_jsonl(resumed / METRICS_FILE)]
+    assert records == [stable(r) for r in read_jsonl(ddp / METRICS_FILE)]
+    # the checkpoint is not tied to the number of processes: one process continues it to the same weights
+    single = resume_from_step_10(ddp, tmp_path / "one")
+    assert main(["train", "--resume", "--out", str(single)]) == 0
+    assert_close(model_weights(single), model_weights(ddp))
+
+
+def test_source_only_under_two_processes(tmp_path):
+    """Source-only never runs the discriminator: DDP must accept parameters without gradients."""
+    args = [
+        *("--config", "moons", "--method", "source_only", "--steps", "12", "--quiet", "--device", "cpu"),
+        *("--no-report", "--set", "train.eval_every=6", "--set", "train.batch_size=32"),
+    ]
+    torchrun(*args, "--out", str(tmp_path / "two"))
+    assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
+    assert_close(model_weights(tmp_path / "two"), model_weights(tmp_path / "one"))
+
+
+class ThisRankOnly(World):
+    """A rank of a world whose other ranks are absent: gathering returns this rank's part alone."""
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+
+def test_training_streams_and_evaluation_are_split_between_the_processes(tiny_cfg, tiny_data):
+    cfg, cpu = replace(tiny_cfg, train={"batch_size": 8}), torch.device("cpu")
+    one = batch_streams(cfg, tiny_data, True, 3, cpu, World())
+    parts = [batch_streams(cfg, tiny_data, True, 3, cpu, World(r, 2)) for r in (0, 1)]
+    for step in (3, 4):
+        for domain in (0, 1):
+            x, y = one[domain].get(step)
+            halves = [p[domain].get(step) for p in parts]
+            assert [len(h[0]) for h in halves] == [4, 4]
+            assert torch.equal(torch.cat([h[0] for h in halves]), x)
+            if domain == 0:
+                assert torch.equal(torch.cat([h[1] for h in halves]), y)
+    net = dann.fit(cfg, data=tiny_data).net
+    target = tiny_data.target_eval  # 60 samples: rank 1 of 2 scores samples 30..59
+    _, logits, index = embed(net, target, 16, world=ThisRankOnly(1, 2))
+    assert torch.equal(index, torch.arange(30, 60))
+    torch.testing.assert_close(logits, embed(net, target, 16)[1][30:])
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_the_processes_rows_make_up_the_one_process_batch(balanced):
+    x = torch.rand(50, 1, 6, 6)
+    domain = Domain(x, torch.arange(50) % 3)
+    cpu = torch.device("cpu")
+    full = StepBatches(domain, 12, 7, cpu, augment=True, balanced=balanced)
+    for size in (2, 3, 4):
+        shards = [
+            StepBatches(domain, 12, 7, cpu, augment=True, balanced=balanced, rows=World(r, size).rows(12))
+            for r in range(size)
+        ]
+        for step in (0, 4, 9):  # 9: the batch straddles two passes over the data
+            xs, ys = zip(*(s.get(step) for s in shards), strict=True)
+            x_full, y_full = full.get(step)
+            assert torch.equal(torch.cat(xs), x_full) and torch.equal(torch.cat(ys), y_full)
+
+
+def test_image_file_shards_make_up_the_one_process_batch(shape_folders):
+    domain = dann.data.build_data(folder_cfg(shape_folders, color_jitter=0.4), TIMM).source_train
+    cpu = torch.device("cpu")
+    full = LoaderBatches(domain, 6, 3, cpu, start=2, augment=True)
+    shards = [LoaderBatches(domain, 6, 3, cpu, start=2, augment=True, rows=World(r, 2).rows(6)) for r in (0, 1)]
+    for step in (2, 3):
+        xs, ys = zip(*(s.get(step) for s in shards), strict=True)
+        x_full, y_full = full.get(step)
+        assert torch.equal(torch.cat(xs), x_full) and torch.equal(torch.cat(ys), y_full)  # augmentation included
+
+
+def test_world_from_the_torchrun_environment(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert World.from_env() == World(0, 1, 0) and not World.from_env().active
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    world = World.from_env()
+    assert world == World(3, 4, 1) and world.active and not world.main
+    assert world.rows(32) == (24, 32) and world.chunk(10) == (9, 10) and World(3, 4).chunk(2) == (2, 2)
+    assert local_device("cuda", world) == "cuda:1" and local_device("cpu", world) == "cpu"
+    with pytest.raises(ConfigError, match=r"train\.device=cuda:0 under torchrun"):
+        local_device("cuda:0", world)
+    with pytest.raises(ConfigError, match=r"train.batch_size=30 must be divisible by the number of processes \(4\)"):
+        world.check_batch_size(30)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(DannError, match="WORLD_SIZE='two' is not an integer"):
+        World.from_env()
+
+
+def test_an_indivisible_batch_is_refused_before_the_run_directory_is_made(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    args = ["train", "--config", "moons", "--steps", "2", "--quiet", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert main([*args, "--set", "train.batch_size=32"]) == 2
+    assert "train.batch_size=32 must be divisible by the number of processes (3)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
