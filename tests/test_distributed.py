@@ -16,13 +16,15 @@ import torch
 
 import dann
 from dann.cli import main
-from dann.config import replace
-from dann.data import Domain
+from dann.config import load_config, replace
+from dann.data import Domain, build_data
 from dann.data.loaders import LoaderBatches, StepBatches
 from dann.distributed import World, local_device
 from dann.errors import ConfigError, DannError
-from dann.evaluate import embed
+from dann.evaluate import embed, evaluate_domain
+from dann.models import create_network
 from dann.runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, load_checkpoint, read_jsonl
+from dann.selection import evaluate_validators
 from dann.trainer import batch_streams
 
 from .test_folders import TIMM, folder_cfg
@@ -97,18 +99,43 @@ def resume_from_step_10(run: Path, copy: Path) -> Path:
     return copy
 
 
-def test_resume_under_two_processes_is_exact_and_one_process_can_take_over(two_process_run, tmp_path):
+def test_one_process_can_continue_a_two_process_run(two_process_run, tmp_path):
     ddp, _ = two_process_run
-    resumed = resume_from_step_10(ddp, tmp_path / "two")
-    torchrun("--resume", "--out", str(resumed))
-    for k, v in model_weights(ddp).items():
-        assert torch.equal(v, model_weights(resumed)[k]), k  # bit for bit: gloo sums two numbers in a fixed order
-    records = [stable(r) for r in read_jsonl(resumed / METRICS_FILE)]
-    assert records == [stable(r) for r in read_jsonl(ddp / METRICS_FILE)]
-    # the checkpoint is not tied to the number of processes: one process continues it to the same weights
     single = resume_from_step_10(ddp, tmp_path / "one")
     assert main(["train", "--resume", "--out", str(single)]) == 0
     assert_close(model_weights(single), model_weights(ddp))
+
+
+def test_batchnorm_and_dropout_under_two_processes_evaluate_what_is_saved_and_resume_exactly(tmp_path):
+    """Here N processes cannot match one (each normalizes its own shard, and draws its own dropout masks); what
+    must hold: the metrics are those of the saved model, and a resume is exact."""
+    args = [
+        *("--config", "moons", "--steps", "20", "--quiet", "--device", "cpu", "--no-report"),
+        *("--set", "train.eval_every=10", "--set", "train.batch_size=32"),
+        *("--set", "model.batchnorm=true", "--set", "model.dropout=0.3"),
+    ]
+    run = tmp_path / "two"
+    torchrun(*args, "--out", str(run))
+    state = load_checkpoint(run / LAST_CHECKPOINT)
+    rng = state["rng_ranks"]  # each process has its own RNG stream, and the checkpoint keeps all of them
+    assert len(rng) == 2 and not torch.equal(rng[0]["cpu"], rng[1]["cpu"])
+    # the recorded metrics are those of last.pt scored in one process (rank 0's BatchNorm statistics everywhere)
+    cfg = load_config(str(run / "config.yaml"))
+    data = build_data(cfg.data, cfg.model)
+    net = create_network(cfg.model, data.input_shape, data.num_classes)
+    net.load_state_dict(state["model"])
+    last = read_jsonl(run / METRICS_FILE)[-1]
+    scores = evaluate_validators(net, data, cfg.selection.max_samples, cfg.train.eval_batch_size)
+    assert last["validators"] == pytest.approx(scores, rel=1e-5, abs=1e-6)
+    accuracy = evaluate_domain(net, data.target_eval, data.num_classes)["acc"]
+    assert last["oracle"]["target_acc"] == pytest.approx(accuracy, abs=1e-9)
+    # resumed from its first checkpoint by two processes: the same weights, statistics and metrics, bit for bit
+    resumed = resume_from_step_10(run, tmp_path / "resumed")
+    torchrun("--resume", "--out", str(resumed))
+    for k, v in model_weights(run).items():
+        assert torch.equal(v, model_weights(resumed)[k]), k  # gloo sums two numbers in a fixed order
+    records = [stable(r) for r in read_jsonl(resumed / METRICS_FILE)]
+    assert records == [stable(r) for r in read_jsonl(run / METRICS_FILE)]
 
 
 def test_source_only_under_two_processes(tmp_path):

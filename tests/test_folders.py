@@ -9,7 +9,7 @@ from PIL import Image
 from dann.config import DataConfig, ModelConfig
 from dann.data import Domain, build_data, data_paths, read_images
 from dann.data import images as images_module
-from dann.data.images import to_rgb
+from dann.data.images import default_workers, to_rgb
 from dann.data.loaders import ClassBalance, LoaderBatches, StepBatches, batch_indices
 from dann.data.transforms import ToNormalizedTensor, resolve_image_config
 from dann.errors import ConfigError, DataError, DataWarning
@@ -231,3 +231,14 @@ def test_class_balanced_batches():
 def test_relative_paths_resolve_against_root(tmp_path):
     cfg = DataConfig(root=str(tmp_path), source="a.npz", target="/abs/b.npz")
     assert data_paths(cfg) == (str(tmp_path / "a.npz"), "/abs/b.npz", "")
+
+
+def test_default_loader_workers_share_the_cpus_between_streams_and_processes(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers(None) == 8 and default_workers(None, share=2) == 6  # DANN: source and target loaders
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this machine
+    assert default_workers(None, share=2) == 1 and default_workers(None) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert default_workers(None, share=2) == 1  # never none
+    assert default_workers(5, share=2) == 5 and default_workers(0) == 0  # data.num_workers, when set, is kept

@@ -16,7 +16,7 @@ from .config import Config, config_from_dict, load_config, replace
 from .data import Domain, DomainData, ImageConfig, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.domains import check_labels
 from .data.folders import encode_labels
-from .data.images import Pipeline, default_workers
+from .data.images import Pipeline
 from .data.transforms import eval_transform
 from .distributed import World, local_device
 from .errors import DataError, DataWarning, RunDirError
@@ -154,7 +154,7 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
     transform = eval_transform(model.image)
-    pipeline = Pipeline(model.image, transform, transform, default_workers(d.num_workers), d.pin_memory, False, skip)
+    pipeline = Pipeline(model.image, transform, transform, d.num_workers, d.pin_memory, False, skip)
     return ImageDomain(images.paths, y, pipeline, images.origin)
 
 

@@ -4,8 +4,13 @@
 - (b) the DANN step on B source + B target images,
 
 with the same backbone, batch, precision and memory layout, both through ``dann.steps.train_step`` (the trainer's
-own step). Data are random tensors held on the device and batched by the trainer's ``StepBatches``, so the
-data-wait fraction is the share of step time spent fetching the batch (indexing + augmentation), not disk reads.
+own step). By default the data are random tensors held on the device and batched by the trainer's ``StepBatches``,
+so the data-wait fraction is the share of step time spent fetching the batch (indexing + augmentation), not disk
+reads. With ``images`` (a folder of class subfolders) both domains stream from those files through the trainer's
+DataLoader path (``LoaderBatches``: decode, training transform, default workers, pinned memory), and the data-wait
+fraction is the time the step waits for the loader. Each image-file round then opens fresh loaders and runs
+``warmup`` untimed steps first, and closes them after: otherwise the idle mode's workers would take CPU from the
+timed one, and fill their queue with batches that make its next round look faster.
 Each mode runs ``warmup`` untimed steps, then ``rounds`` timed blocks of ``steps`` steps, alternating between the
 modes so that a busy machine slows both alike; the fastest block of each mode is reported. Timing synchronizes with
 the device around each fetch and step (a benchmark only; training never does)."""
@@ -15,18 +20,21 @@ from __future__ import annotations
 import platform
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import MethodConfig, ModelConfig, OptimConfig
-from .data.domains import Domain
-from .data.loaders import StepBatches
+from .config import DataConfig, MethodConfig, ModelConfig, OptimConfig
+from .data import build_data
+from .data.domains import AnyDomain, Domain
+from .data.images import ImageDomain, default_workers
+from .data.loaders import step_batches
 from .errors import DannError
 from .methods import create_method
 from .models import create_network
 from .precision import Precision
-from .steps import MethodLoss, train_step
+from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
 INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
@@ -36,7 +44,7 @@ NUM_CLASSES = 10
 class TimedBatches:
     """Wraps a batch stream; adds the seconds spent in ``get`` (device work included) to ``seconds``."""
 
-    def __init__(self, batches: StepBatches, device: torch.device) -> None:
+    def __init__(self, batches: Batches, device: torch.device) -> None:
         self.batches, self.device, self.seconds = batches, device, 0.0
 
     def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -55,8 +63,16 @@ def _sync(device: torch.device) -> None:
 class Mode:
     """One benchmarked step: a fresh network, optimizer and batch streams for ``method``."""
 
-    def __init__(self, method: str, backbone: str, batch_size: int, amp: Precision, device: torch.device) -> None:
-        shape = INPUTS[backbone]
+    def __init__(
+        self,
+        method: str,
+        backbone: str,
+        batch_size: int,
+        amp: Precision,
+        device: torch.device,
+        images: ImageDomain | None = None,
+    ) -> None:
+        shape = images.input_shape if images is not None else INPUTS[backbone]
         torch.manual_seed(0)
         self.net = create_network(ModelConfig(backbone=backbone), shape, NUM_CLASSES).to(device).train()
         amp.prepare_model(self.net)
@@ -64,15 +80,26 @@ class Mode:
         self.model = MethodLoss(self.net, self.method)
         self.optimizer = build_optimizer(OptimConfig(), self.net, pretrained=False)
         self.amp, self.device, self.step = amp, device, 0
-        per_domain = batch_size if self.method.uses_target else 2 * batch_size
-        n = 8 * per_domain
-        domain = Domain(torch.rand(n, *shape), torch.randint(0, NUM_CLASSES, (n,)))
-        self.source = TimedBatches(StepBatches(domain, per_domain, 0, device, augment=True), device)
-        self.target = (
-            TimedBatches(StepBatches(domain, per_domain, 1, device, augment=True), device)
-            if self.method.uses_target
-            else None
-        )
+        self.per_domain = batch_size if self.method.uses_target else 2 * batch_size
+        n = 8 * self.per_domain
+        self.domain: AnyDomain = Domain(torch.rand(n, *shape), torch.randint(0, NUM_CLASSES, (n,)))
+        if images is not None:
+            self.domain = images
+        self.open()
+
+    def open(self) -> None:
+        """Fresh batch streams from the current step (for image files: new DataLoaders and workers)."""
+        self.close()
+        share = 2 if self.method.uses_target else 1  # as the trainer does: the streams share the CPUs' workers
+        streams = [step_batches(self.domain, self.per_domain, 0, self.device, self.step, share=share)]
+        if self.method.uses_target:
+            streams.append(step_batches(self.domain, self.per_domain, 1, self.device, self.step, share=share))
+        timed = [TimedBatches(s, self.device) for s in streams]
+        self.source, self.target = timed[0], (timed[1] if len(timed) > 1 else None)
+
+    def close(self) -> None:
+        """Drop the streams; image-file loaders stop their workers, so they take no CPU from the other mode."""
+        self.source = self.target = None
 
     def data_seconds(self) -> float:
         return self.source.seconds + (self.target.seconds if self.target is not None else 0.0)
@@ -102,6 +129,23 @@ def device_name(device: torch.device) -> str:
     return f"{device.type}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def image_domain(folder: str, backbone: str) -> ImageDomain:
+    """The images of ``folder`` (class subfolders), at the backbone's bench input size, with default loader
+    settings (``data.num_workers``, ``data.pin_memory``)."""
+    if not Path(folder).is_dir():
+        raise DannError(f"dann bench: --images {folder} is not a folder (expected class subfolders of images)")
+    cfg = DataConfig(source=folder, target=folder, val_fraction=0.0, image_size=INPUTS[backbone][1])
+    domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
+    if not isinstance(domain, ImageDomain):
+        raise DannError(f"dann bench: --images {folder} holds no image files")
+    return domain
+
+
+def workers(folder: ImageDomain) -> str:
+    n = folder.pipeline.num_workers
+    return f"DataLoader workers: DANN 2 × {default_workers(n, 2)}, supervised {default_workers(n, 1)}"
+
+
 def run_bench(
     backbone: str = "lenet",
     batch_size: int = 64,
@@ -111,27 +155,39 @@ def run_bench(
     precision: str = "fp32",
     channels_last: bool = False,
     device: str = "auto",
+    images: str | None = None,
 ) -> dict[str, Any]:
     """Images/s of the supervised step on 2B images and of the DANN step on B + B; their ratio (supervised / DANN:
-    how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device."""
+    how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device.
+    ``images``: a folder of class subfolders to stream both domains from (at the backbone's input size), instead of
+    tensors in memory."""
     if backbone not in INPUTS:
         raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0:
         raise DannError("dann bench: --batch-size, --steps and --rounds must be >= 1 and --warmup >= 0")
     dev = resolve_device(device)
     amp = Precision(precision, dev, channels_last)
-    modes = {name: Mode(name, backbone, batch_size, amp, dev) for name in ("source_only", "dann")}
+    folder = image_domain(images, backbone) if images else None
+    modes = {name: Mode(name, backbone, batch_size, amp, dev, folder) for name in ("source_only", "dann")}
     best = {name: (float("inf"), 0.0) for name in modes}
     for mode in modes.values():
         mode.run(warmup)
+        if folder is not None:
+            mode.close()
     for _ in range(rounds):
         for name, mode in modes.items():
+            if folder is not None:  # only this mode's loader workers run, and their queue starts warm, not idle-full
+                mode.open()
+                mode.run(warmup)
             best[name] = min(best[name], mode.run(steps))
-    images = 2 * batch_size * steps
-    supervised, adapted = images / best["source_only"][0], images / best["dann"][0]
+            if folder is not None:
+                mode.close()
+    seen = 2 * batch_size * steps  # images per timed block, in either mode
+    supervised, adapted = seen / best["source_only"][0], seen / best["dann"][0]
     return {
         "backbone": backbone,
-        "input": list(INPUTS[backbone]),
+        "input": list(folder.input_shape if folder is not None else INPUTS[backbone]),
+        "data": f"image files: {images} ({workers(folder)})" if folder else "tensors in memory",
         "batch_size": batch_size,
         "precision": precision,
         "channels_last": channels_last,
@@ -151,6 +207,7 @@ def format_bench(r: dict[str, Any]) -> str:
         [
             f"device: {r['device']}  backbone: {r['backbone']} {c}x{h}x{w}  batch: {r['batch_size']} per domain  "
             f"precision: {r['precision']}{'  channels_last' if r['channels_last'] else ''}",
+            f"data: {r['data']}",
             f"supervised step (2B images): {r['supervised_img_s']:.1f} img/s",
             f"DANN step (B source + B target): {r['dann_img_s']:.1f} img/s",
             f"ratio (DANN step time / supervised step time): {r['ratio']:.3f}",

@@ -127,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
     bench.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16")
     bench.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    bench.add_argument("--images", help="stream both domains from this folder of class subfolders (default: tensors)")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -238,6 +239,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.precision,
         args.channels_last,
         args.device,
+        args.images,
     )
     print(json.dumps(result) if args.json else format_bench(result))
     return 0

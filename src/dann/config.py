@@ -52,7 +52,7 @@ class DataConfig:
     color_jitter: float = 0.0  # image files: brightness, contrast and saturation jitter strength; 0: none
     balance_classes: bool = False  # source batches draw a class uniformly, then one of its images
     skip_bad_images: bool = False  # unreadable image files are skipped and counted instead of stopping the run
-    num_workers: int | None = None  # image files: DataLoader worker processes; None: min(8, CPU cores)
+    num_workers: int | None = None  # image files: workers per DataLoader; None: CPUs shared by loaders, at most 8
     pin_memory: bool = True  # image files: page-locked batches for faster copies to a GPU
     persistent_workers: bool = True  # image files: evaluation loaders keep their workers between evaluations
 

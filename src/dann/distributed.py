@@ -8,17 +8,20 @@ one, for which everything here is a no-op. The rules:
   function of (seed, step) (``dann.data.loaders``), and rank r takes rows ``[r·B/N, (r+1)·B/N)`` of it, with the
   augmentation the single-process run would give those rows. This does what ``DistributedSampler`` + ``set_epoch``
   do (a fresh seeded permutation per pass over the data, disjoint shards per rank) and more: the ranks' shards
-  together *are* the one-process batch, so N processes follow the one-process run (up to float summation order,
-  and BatchNorm statistics, which each process computes on its own shard as usual under DDP), and a run can
-  resume on a different N.
+  together *are* the one-process batch, so N processes follow the one-process run (up to float summation order;
+  BatchNorm, which normalizes each shard with its own statistics as usual under DDP, and dropout masks, drawn per
+  process, make the runs differ), and a run can resume on a different N.
 - **Gradients.** DDP wraps ``MethodLoss`` (the network plus the method's loss, ``dann.steps``), so its hooks see
   the whole forward and average the gradients over the ranks during backward; with ``train.accumulate`` the
   reduction runs once per optimizer step (``no_sync`` on the other micro-batches). Every rank starts from the same
-  weights and RNG state (seeded, or loaded from the checkpoint) and so stays identical to the others.
+  weights (seeded, or loaded from the checkpoint) and so keeps the same parameters as the others. Each rank has its
+  own RNG stream (seed + rank · 1000003; rank 0's is the one-process stream), so dropout masks differ between
+  shards; checkpoints keep every rank's RNG state, so a resume on the same N is exact.
 - **Files.** Only rank 0 writes: run directory, ``metrics.jsonl``, checkpoints, TensorBoard, report, progress bar.
   Every rank reads the checkpoint on ``--resume``.
 - **Evaluation.** Each rank scores a contiguous 1/N of every evaluated set; the outputs are gathered in order, so
-  every rank computes the same metrics and validator scores, the single-process ones.
+  every rank computes the same metrics and validator scores. Before it, rank 0's buffers (BatchNorm statistics,
+  which each process updates on its own shard) are broadcast, so the model evaluated is the model saved.
 - **Agreement.** Each step's "loss is finite" flag is reduced over the ranks (an all-reduce on the device, no host
   sync), so all take the same ``train.on_nonfinite`` decision; logged loss terms are averaged over the ranks.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -93,10 +97,11 @@ class World:
     def start(self, device: torch.device) -> bool:
         """Join the process group (NCCL on GPUs, gloo otherwise) unless it is joined already or the world is one
         process. Returns whether this call joined it (and so should ``stop`` it)."""
+        if self.active and device.type == "cuda":
+            torch.cuda.set_device(device)  # collectives run on the current device, also in a group joined elsewhere
         if not self.active or dist.is_initialized():
             return False
         if device.type == "cuda":
-            torch.cuda.set_device(device)
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
@@ -141,13 +146,24 @@ class World:
         dist.all_reduce(t)
         return dict(zip(values, (t / self.size).tolist(), strict=True))
 
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order."""
+        if not self.active:
+            return [obj]
+        everyone: list[Any] = [None] * self.size
+        dist.all_gather_object(everyone, obj)
+        return everyone
+
     def union(self, names: list[str]) -> list[str]:
         """The sorted union of every rank's ``names`` (e.g. the unreadable files each process met)."""
-        if not self.active:
-            return sorted(names)
-        everyone: list[list[str] | None] = [None] * self.size
-        dist.all_gather_object(everyone, names)
-        return sorted(set().union(*everyone))
+        return sorted(set().union(*self.gather_objects(names)))
+
+    def sync_buffers(self, module: nn.Module) -> None:
+        """Give every rank rank 0's buffers. DDP does so at each step's forward, but each process then updates its
+        BatchNorm statistics on its own shard: before evaluating and saving, all must hold the one saved model."""
+        if self.active:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
 
     def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
         """Every rank's ``t`` (N_r, ...) concatenated in rank order (the N_r may differ), on ``t``'s device."""
@@ -177,4 +193,6 @@ def local_device(name: str, world: World) -> str:
             f"train.device={name} under torchrun would put all {world.size} processes on one GPU; use "
             "train.device=cuda (or auto): process r then uses cuda:LOCAL_RANK"
         )
+    if name == "mps":
+        raise ConfigError("train.device=mps cannot train with several processes (no distributed backend for it)")
     return name

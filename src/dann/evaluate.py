@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def _outputs(
-    net: DomainAdaptNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | None
+    net: DomainAdaptNet,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | None,
+    features: bool = True,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Per batch of (x (B, ...), indices (B,)): features, class logits (float32, on the CPU) and the indices. Eval
-    mode without gradients; the mode is restored afterwards."""
+    """Per batch of (x (B, ...), indices (B,)): features (unless ``features`` is False: none are kept), class
+    logits (float32, on the CPU) and the indices. Eval mode without gradients; the mode is restored afterwards."""
     device = device or next(net.parameters()).device
     was_training = net.training
     net.eval()
@@ -30,7 +33,8 @@ def _outputs(
     try:
         for x, idx in batches:
             f = net.forward_features(x.to(device, non_blocking=True))
-            feats.append(f.float().cpu())
+            if features:
+                feats.append(f.float().cpu())
             logits.append(net.forward_head(f).float().cpu())
             index.append(idx)
     finally:
@@ -70,15 +74,30 @@ def embed(
     With a ``world`` of several processes (``dann.distributed``), every process must call this with the same data:
     each computes a contiguous 1/N of it and all get the gathered result, in order."""
     domain = Domain(data) if isinstance(data, torch.Tensor) else data
+    return _domain_outputs(net, domain, batch_size, device, world, features=True)
+
+
+def _domain_outputs(
+    net: DomainAdaptNet,
+    domain: AnyDomain,
+    batch_size: int,
+    device: torch.device | None,
+    world: World | None,
+    features: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``embed``; without ``features`` the features are (M, 0), neither kept nor gathered."""
     if world is not None and world.active:
         lo, hi = world.chunk(len(domain))
-        feats, logits, index = embed(net, domain.subset(torch.arange(lo, hi)), batch_size, device)
-        return world.gather_rows(feats), world.gather_rows(logits), world.gather_rows(index + lo)
-    feats, logits, index = _outputs(net, domain.batches(batch_size), device)
-    if not feats:
+        part = domain.subset(torch.arange(lo, hi))
+        feats, logits, index = _domain_outputs(net, part, batch_size, device, None, features)
+        index = world.gather_rows(index + lo)
+        return world.gather_rows(feats) if features else torch.empty(len(index), 0), world.gather_rows(logits), index
+    feats, logits, index = _outputs(net, domain.batches(batch_size), device, features)
+    if not logits:
         empty = torch.empty(0, dtype=torch.int64)
-        return torch.empty(0, net.num_features), torch.empty(0, net.num_classes), empty
-    return torch.cat(feats), torch.cat(logits), torch.cat(index)
+        return torch.empty(0, net.num_features if features else 0), torch.empty(0, net.num_classes), empty
+    index_all = torch.cat(index)
+    return torch.cat(feats) if features else torch.empty(len(index_all), 0), torch.cat(logits), index_all
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -107,7 +126,7 @@ def evaluate_domain(
 ) -> dict:
     """``classification_metrics`` of a labeled domain (arrays or image files; unreadable files skipped); with a
     ``world`` of several processes, computed by all of them together (see ``embed``)."""
-    _, logits, index = embed(net, domain, batch_size, world=world)
+    _, logits, index = _domain_outputs(net, domain, batch_size, None, world, features=False)
     return classification_metrics(domain.y[index], logits.argmax(1), num_classes)
 
 

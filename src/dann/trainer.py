@@ -48,6 +48,20 @@ from .tensorboard import EventLog
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
 
 
+RANK_SEED_STRIDE = 1_000_003  # rank r of a torchrun launch seeds its RNG with train.seed + r * this
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """This process's RNG states: the CPU generator and, on a GPU, that device's."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict[str, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())  # type: ignore[union-attr]
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)  # type: ignore[union-attr]
+
+
 def resolve_device(name: str) -> torch.device:
     """``train.device`` → a device this machine has: cpu, cuda[:N] or mps (``auto``: cuda when available)."""
     if name == "auto":
@@ -88,12 +102,13 @@ def batch_streams(
 ) -> tuple[Batches, Batches | None]:
     """The source and (if the method reads it) target batch streams of a run resumed at step ``start``: this
     process's rows of each step's global batch (``dann.distributed``)."""
-    t, augment, balanced = cfg.train, cfg.data.augment, cfg.data.balance_classes
+    t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, 2 if uses_target else 1
     first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.steps
-    source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows)
+    source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows, share)
     if not uses_target:
         return source, None
-    return source, step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, rows=rows)
+    target = step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share)
+    return source, target
 
 
 class Trainer:
@@ -162,11 +177,13 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
                 self.events.scalars(logged, done, "train")
             if evaluating:
+                world.sync_buffers(net)  # the model every rank evaluates is rank 0's, the one saved
                 check_weights(net, done)
                 train_time += time.perf_counter() - tic
                 record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
-                self._save(net, optimizer, amp, data, record, done)
+                rng = world.gather_objects(rng_state(self.device))
+                self._save(net, optimizer, amp, data, record, done, rng)
                 tic = time.perf_counter()
         bar.close()
         self.events.close()
@@ -179,7 +196,7 @@ class Trainer:
         """Set up the run directory; on resume load model, optimizer, GradScaler (fp16) and RNG states from the
         newest complete checkpoint (in every process). Returns (step, skipped steps so far, evaluation records
         up to that step)."""
-        torch.manual_seed(self.cfg.train.seed)  # every process alike: they draw the same dropout masks
+        torch.manual_seed(self.cfg.train.seed + RANK_SEED_STRIDE * self.world.rank)  # rank 0: the one-process seed
         if self.run_dir is None:
             return 0, 0, []
         if not self.resume:
@@ -190,9 +207,11 @@ class Trainer:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         amp.load_state_dict(state.get("scaler"))
-        torch.set_rng_state(state["rng"].cpu())
-        if state.get("rng_cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+        ranks = state.get("rng_ranks") or []
+        if self.world.active and len(ranks) == self.world.size:
+            set_rng_state(ranks[self.world.rank], self.device)
+        elif self.world.main:  # other ranks of a run resumed on a new number of processes keep their fresh seeds
+            set_rng_state({"cpu": state["rng"], "cuda": state.get("rng_cuda")}, self.device)
         step = int(state["step"])
         if self.writes:
             truncate_metrics(self.run_dir / METRICS_FILE, step)
@@ -252,7 +271,10 @@ class Trainer:
         data: DomainData,
         record: dict[str, Any],
         step: int,
+        rng: list[dict[str, torch.Tensor | None]],
     ) -> None:
+        """Write ``best.pt`` (when this step is the validator's best) and ``last.pt``; ``rng`` holds every rank's RNG
+        states."""
         if not self.writes:
             return
         state = {
@@ -260,8 +282,9 @@ class Trainer:
             "step": step,
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rng": rng[0]["cpu"],
+            "rng_cuda": rng[0]["cuda"],  # None on CPUs
+            "rng_ranks": rng if len(rng) > 1 else None,  # under torchrun: every rank's, in rank order
             "scaler": amp.state_dict(),  # None unless train.precision=fp16
             "skipped_steps": record["skipped_steps"],
             "config": self.cfg.to_dict(),

@@ -22,7 +22,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError, DataWarning
 from .domains import DomainData, make_domain_data
-from .images import ImageDomain, Pipeline, default_workers
+from .images import ImageDomain, Pipeline
 from .transforms import ImageConfig, eval_transform, train_transform
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -152,7 +152,7 @@ def make_pipeline(cfg: DataConfig, image: ImageConfig) -> Pipeline:
         image,
         train_transform(image, cfg),
         eval_transform(image),
-        default_workers(cfg.num_workers),
+        cfg.num_workers,
         cfg.pin_memory,
         cfg.persistent_workers,
         cfg.skip_bad_images,

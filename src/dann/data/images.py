@@ -65,14 +65,25 @@ class Pipeline:
     image: ImageConfig
     train: Transform
     eval: Transform
-    num_workers: int = 0
+    num_workers: int | None = 0  # None: auto, see default_workers
     pin_memory: bool = False
     persistent_workers: bool = False
     skip_bad: bool = False
 
 
-def default_workers(requested: int | None) -> int:
-    return min(8, os.cpu_count() or 1) if requested is None else requested
+def default_workers(requested: int | None, share: int = 1) -> int:
+    """DataLoader workers per loader: ``data.num_workers`` when set, else (auto) this loader's share of the CPUs
+    this process may use: ``min(8, CPUs // (share × processes on this machine))``, at least 1. ``share`` is the
+    number of loaders streaming at once (2 while training DANN: source and target); the processes on this machine
+    are torchrun's ``LOCAL_WORLD_SIZE``. More workers than cores only makes them take turns with the model."""
+    if requested is not None:
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        local = 1
+    return max(1, min(8, cpus // (share * local)))
 
 
 class ImageDomain(Dataset):
@@ -123,9 +134,10 @@ class ImageDomain(Dataset):
     def __getstate__(self) -> dict[str, Any]:  # workers get the data, not the main process's loaders
         return {k: v for k, v in self.__dict__.items() if k != "_loaders"} | {"_loaders": {}}
 
-    def loader(self, pin_memory: bool, persistent: bool = False, **kwargs: Any) -> DataLoader:
+    def loader(self, pin_memory: bool, persistent: bool = False, share: int = 1, **kwargs: Any) -> DataLoader:
+        """A DataLoader over this domain; ``share``: how many loaders stream at once (see ``default_workers``)."""
         p = self.pipeline
-        workers = p.num_workers
+        workers = default_workers(p.num_workers, share)
         return DataLoader(
             self,
             num_workers=workers,

@@ -179,11 +179,12 @@ class LoaderBatches:
         augment: bool,
         balanced: bool = False,
         rows: tuple[int, int] | None = None,
+        share: int = 1,
     ) -> None:
         balance = ClassBalance(domain.y) if balanced and domain.y is not None else None
         sampler = StepSampler(len(domain), batch_size, seed, start, augment, balance, rows)
         self.domain, self.device, self.next_step = domain, device, start
-        self._batches = iter(domain.loader(device.type == "cuda", batch_sampler=sampler))
+        self._batches = iter(domain.loader(device.type == "cuda", share=share, batch_sampler=sampler))
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         if step != self.next_step:
@@ -206,9 +207,11 @@ def step_batches(
     augment: bool = True,
     balanced: bool = False,
     rows: tuple[int, int] | None = None,
+    share: int = 1,
 ) -> StepBatches | LoaderBatches:
     """The batch stream of a domain: on the device for arrays, through a DataLoader for image files. With ``rows``,
-    only those rows of each step's batch of ``batch_size`` (one process's share under torchrun)."""
+    only those rows of each step's batch of ``batch_size`` (one process's share under torchrun). ``share``: how many
+    streams run at once, which share the CPUs for loader workers (``images.default_workers``)."""
     if isinstance(domain, ImageDomain):
-        return LoaderBatches(domain, batch_size, seed, device, start, augment, balanced, rows)
+        return LoaderBatches(domain, batch_size, seed, device, start, augment, balanced, rows, share)
     return StepBatches(domain, batch_size, seed, device, augment, balanced, rows)
