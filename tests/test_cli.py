@@ -88,7 +88,12 @@ def test_missing_data_file_is_named(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_python_dash_m_entry_point():
+def test_python_dash_m_entry_point_starts_without_the_slow_optional_imports():
+    # scikit-learn and torchvision take seconds to import; the command line loads them only when a command needs them
+    slow = ("sklearn", "torchvision", "matplotlib")
+    code = f"import sys, dann.cli; print([m for m in {slow} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
     result = subprocess.run([sys.executable, "-m", "dann", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--target-eval" in result.stdout
 

@@ -6,9 +6,23 @@ from .data import SOURCE, TARGET
 from .errors import CheckpointError, ConfigError, DannError, DataError, OutputError, RunDirError, UnsafeFileError
 from .methods import create_method
 from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
-from .sklearn import DANNClassifier
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``dann.DANNClassifier`` is imported on first use: scikit-learn takes about a second to import, and the
+    command line and the trainer do not need its estimator API."""
+    if name == "DANNClassifier":
+        from .sklearn import DANNClassifier
+
+        return DANNClassifier
+    raise AttributeError(f"module 'dann' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "DANNClassifier"])
+
 
 __all__ = [
     "SOURCE",

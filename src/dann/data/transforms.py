@@ -13,17 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from ..config import DataConfig, ModelConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INTERPOLATIONS = {
-    "nearest": v2.InterpolationMode.NEAREST,
-    "bilinear": v2.InterpolationMode.BILINEAR,
-    "bicubic": v2.InterpolationMode.BICUBIC,
-}
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # names of torchvision's InterpolationMode members
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -107,7 +102,9 @@ def _to_tensor(image: ImageConfig) -> list[Transform]:
 
 def eval_transform(image: ImageConfig) -> Transform:
     """Deterministic: resize the shorter side to ``floor(size / crop_pct)``, centre-crop ``size``, normalize."""
-    mode = INTERPOLATIONS[image.interpolation]
+    from torchvision.transforms import v2  # here, not at import: it costs over a second, and arrays never need it
+
+    mode = v2.InterpolationMode[image.interpolation.upper()]
     resize = v2.Resize(math.floor(image.size / image.crop_pct), interpolation=mode, antialias=True)
     return v2.Compose([resize, v2.CenterCrop(image.size), *_to_tensor(image)])
 
@@ -118,7 +115,9 @@ def train_transform(image: ImageConfig, data: DataConfig) -> Transform:
     seeds per sample and step (see ``ImageDomain``), so batches are reproducible and resume exactly."""
     if not data.augment:
         return eval_transform(image)
-    mode = INTERPOLATIONS[image.interpolation]
+    from torchvision.transforms import v2
+
+    mode = v2.InterpolationMode[image.interpolation.upper()]
     ops: list[Transform] = [
         v2.RandomResizedCrop(image.size, scale=tuple(data.crop_scale), interpolation=mode, antialias=True)
     ]
