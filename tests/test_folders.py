@@ -6,13 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from dann.config import DataConfig, ModelConfig
+from dann.config import DataConfig, ModelConfig, replace
 from dann.data import Domain, build_data, data_paths, read_images
 from dann.data import images as images_module
 from dann.data.images import default_workers, to_rgb
 from dann.data.loaders import ClassBalance, LoaderBatches, StepBatches, batch_indices
 from dann.data.transforms import ToNormalizedTensor, resolve_image_config
+from dann.distributed import World
 from dann.errors import ConfigError, DataError, DataWarning
+from dann.trainer import batch_streams
 
 TIMM = ModelConfig(backbone="test_resnet")
 
@@ -233,8 +235,9 @@ def test_relative_paths_resolve_against_root(tmp_path):
     assert data_paths(cfg) == (str(tmp_path / "a.npz"), "/abs/b.npz", "")
 
 
-def test_default_loader_workers_share_the_cpus_between_streams_and_processes(monkeypatch):
+def test_default_loader_workers_share_the_cpus_between_streams_and_processes(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    monkeypatch.setattr(images_module, "CGROUP_CPU_MAX", tmp_path / "absent")
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_workers(None) == 8 and default_workers(None, share=2) == 6  # DANN: source and target loaders
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this machine
@@ -242,3 +245,23 @@ def test_default_loader_workers_share_the_cpus_between_streams_and_processes(mon
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert default_workers(None, share=2) == 1  # never none
     assert default_workers(5, share=2) == 5 and default_workers(0) == 0  # data.num_workers, when set, is kept
+    quota = tmp_path / "cpu.max"
+    monkeypatch.setattr(images_module, "CGROUP_CPU_MAX", quota)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    quota.write_text("250000 100000\n")  # a container limited to 2.5 CPUs on a 12-core host
+    assert images_module.usable_cpus() == 3 and default_workers(None) == 3
+    quota.write_text("max 100000\n")
+    assert images_module.usable_cpus() == 12
+
+
+def test_training_loaders_get_their_share_of_the_workers(shape_folders, tiny_cfg, monkeypatch):
+    """The trainer's two image streams each start ``default_workers(None, share=2)`` worker processes."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(images_module, "CGROUP_CPU_MAX", shape_folders["source"] / "absent")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    data = build_data(folder_cfg(shape_folders, num_workers=None), TIMM)
+    cfg = replace(tiny_cfg, train={"batch_size": 4})
+    for uses_target, expected in ((True, 2), (False, 4)):
+        streams = [s for s in batch_streams(cfg, data, uses_target, 0, torch.device("cpu"), World()) if s is not None]
+        assert [s._batches._num_workers for s in streams] == [expected] * len(streams)
+        del streams  # stops the workers

@@ -81,11 +81,14 @@ class Mode:
         self.optimizer = build_optimizer(OptimConfig(), self.net, pretrained=False)
         self.amp, self.device, self.step = amp, device, 0
         self.per_domain = batch_size if self.method.uses_target else 2 * batch_size
-        n = 8 * self.per_domain
-        self.domain: AnyDomain = Domain(torch.rand(n, *shape), torch.randint(0, NUM_CLASSES, (n,)))
+        self.source: TimedBatches | None = None
+        self.target: TimedBatches | None = None
         if images is not None:
-            self.domain = images
-        self.open()
+            self.domain: AnyDomain = images  # run_bench opens its loaders round by round
+        else:
+            n = 8 * self.per_domain
+            self.domain = Domain(torch.rand(n, *shape), torch.randint(0, NUM_CLASSES, (n,)))
+            self.open()
 
     def open(self) -> None:
         """Fresh batch streams from the current step (for image files: new DataLoaders and workers)."""
@@ -129,19 +132,23 @@ def device_name(device: torch.device) -> str:
     return f"{device.type}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def image_domain(folder: str, backbone: str) -> ImageDomain:
-    """The images of ``folder`` (class subfolders), at the backbone's bench input size, with default loader
-    settings (``data.num_workers``, ``data.pin_memory``)."""
+def image_domain(folder: str, backbone: str, workers: int | None = None) -> ImageDomain:
+    """The images of ``folder`` (class subfolders), at the backbone's bench input size, with the default loader
+    settings (``data.pin_memory``; ``data.num_workers`` unless ``workers`` is given)."""
     if not Path(folder).is_dir():
         raise DannError(f"dann bench: --images {folder} is not a folder (expected class subfolders of images)")
-    cfg = DataConfig(source=folder, target=folder, val_fraction=0.0, image_size=INPUTS[backbone][1])
+    if workers is not None and workers < 0:
+        raise DannError(f"dann bench: --workers must be >= 0, got {workers}")
+    cfg = DataConfig(
+        source=folder, target=folder, val_fraction=0.0, image_size=INPUTS[backbone][1], num_workers=workers
+    )
     domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
     if not isinstance(domain, ImageDomain):
         raise DannError(f"dann bench: --images {folder} holds no image files")
     return domain
 
 
-def workers(folder: ImageDomain) -> str:
+def describe_workers(folder: ImageDomain) -> str:
     n = folder.pipeline.num_workers
     return f"DataLoader workers: DANN 2 × {default_workers(n, 2)}, supervised {default_workers(n, 1)}"
 
@@ -156,29 +163,29 @@ def run_bench(
     channels_last: bool = False,
     device: str = "auto",
     images: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Images/s of the supervised step on 2B images and of the DANN step on B + B; their ratio (supervised / DANN:
     how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device.
     ``images``: a folder of class subfolders to stream both domains from (at the backbone's input size), instead of
-    tensors in memory."""
+    tensors in memory, with ``workers`` DataLoader workers per loader (None: the trainer's default)."""
     if backbone not in INPUTS:
         raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0:
         raise DannError("dann bench: --batch-size, --steps and --rounds must be >= 1 and --warmup >= 0")
     dev = resolve_device(device)
     amp = Precision(precision, dev, channels_last)
-    folder = image_domain(images, backbone) if images else None
+    folder = image_domain(images, backbone, workers) if images else None
     modes = {name: Mode(name, backbone, batch_size, amp, dev, folder) for name in ("source_only", "dann")}
     best = {name: (float("inf"), 0.0) for name in modes}
-    for mode in modes.values():
-        mode.run(warmup)
-        if folder is not None:
-            mode.close()
+    if folder is None:
+        for mode in modes.values():
+            mode.run(warmup)
     for _ in range(rounds):
         for name, mode in modes.items():
             if folder is not None:  # only this mode's loader workers run, and their queue starts warm, not idle-full
                 mode.open()
-                mode.run(warmup)
+                mode.run(max(1, warmup))  # at least one step: the workers' start is never timed
             best[name] = min(best[name], mode.run(steps))
             if folder is not None:
                 mode.close()
@@ -187,7 +194,7 @@ def run_bench(
     return {
         "backbone": backbone,
         "input": list(folder.input_shape if folder is not None else INPUTS[backbone]),
-        "data": f"image files: {images} ({workers(folder)})" if folder else "tensors in memory",
+        "data": f"image files: {images} ({describe_workers(folder)})" if folder else "tensors in memory",
         "batch_size": batch_size,
         "precision": precision,
         "channels_last": channels_last,

@@ -8,9 +8,11 @@ naming the file, or with ``data.skip_bad_images`` drops the sample and counts th
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,14 +73,30 @@ class Pipeline:
     skip_bad: bool = False
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a container's CPU quota (cgroup v2)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
 def default_workers(requested: int | None, share: int = 1) -> int:
     """DataLoader workers per loader: ``data.num_workers`` when set, else (auto) this loader's share of the CPUs
-    this process may use: ``min(8, CPUs // (share × processes on this machine))``, at least 1. ``share`` is the
-    number of loaders streaming at once (2 while training DANN: source and target); the processes on this machine
-    are torchrun's ``LOCAL_WORLD_SIZE``. More workers than cores only makes them take turns with the model."""
+    this process may use (``usable_cpus``): ``min(8, CPUs // (share × processes on this machine))``, at least 1.
+    ``share`` is the number of loaders streaming at once (2 while training DANN: source and target); the
+    processes on this machine are torchrun's ``LOCAL_WORLD_SIZE``. More workers than cores only makes them take
+    turns with each other and the model."""
     if requested is not None:
         return requested
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cpus()
     try:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     except ValueError:
