@@ -54,7 +54,7 @@ class DataConfig:
     skip_bad_images: bool = False  # unreadable image files are skipped and counted instead of stopping the run
     num_workers: int | None = None  # image files: workers per DataLoader; None: CPUs shared by loaders, at most 8
     pin_memory: bool = True  # image files: page-locked batches for faster copies to a GPU
-    persistent_workers: bool = True  # image files: evaluation loaders keep their workers between evaluations
+    persistent_workers: bool = False  # image files: evaluation loaders keep workers, which prefetch the next pass
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)

@@ -8,6 +8,7 @@ naming the file, or with ``data.skip_bad_images`` drops the sample and counts th
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -156,6 +157,11 @@ class ImageDomain(Dataset):
         """A DataLoader over this domain; ``share``: how many loaders stream at once (see ``default_workers``)."""
         p = self.pipeline
         workers = default_workers(p.num_workers, share)
+        if workers:
+            # Workers are forked copies of this process. Uncollected garbage they inherit (e.g. an old loader's
+            # iterator in a reference cycle) would be collected in the worker, whose __del__ then fails noisily
+            # ("can only test a child process"): collect it here, just before the workers start.
+            gc.collect()
         return DataLoader(
             self,
             num_workers=workers,
