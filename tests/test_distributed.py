@@ -42,10 +42,12 @@ DIGITS = [
 ]
 
 
-def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+def torchrun(*args: str, processes: int = 2, ok: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command += ["-m", "dann", "train", *args]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    if not ok:
+        return done
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Exception ignored" not in done.stderr, done.stderr[-3000:]  # e.g. from DataLoader workers at exit
     return done
@@ -238,13 +240,17 @@ def test_image_folders_with_workers_and_an_unreadable_file_under_two_processes(s
     shutil.copytree(shape_folders["target"], target)
     bad = next((target / "circle").glob("*.jpg"))
     bad.write_bytes(b"\xff\xd8\xff broken")
-    run = tmp_path / "run"
-    torchrun(
-        *("--source", str(shape_folders["source"]), "--target", str(target), "--out", str(run)),
+    args = [
+        *("--source", str(shape_folders["source"]), "--target", str(target)),
         *("--backbone", "test_resnet", "--steps", "6", "--quiet", "--device", "cpu", "--no-report"),
-        *("--set", "data.image_size=32", "--set", "data.num_workers=1", "--set", "data.skip_bad_images=true"),
-        *("--set", "train.batch_size=8", "--set", "train.eval_every=3"),
-    )
+        *("--set", "data.image_size=32", "--set", "data.num_workers=1", "--set", "train.batch_size=8"),
+        *("--set", "train.eval_every=3"),
+    ]
+    # without skip_bad_images the process that meets the file stops with its name, and the launch ends (no hang)
+    failed = torchrun(*args, "--out", str(tmp_path / "stopped"), ok=False)
+    assert failed.returncode != 0 and f"{bad}: cannot read this image file" in failed.stderr
+    run = tmp_path / "run"
+    torchrun(*args, "--out", str(run), "--set", "data.skip_bad_images=true")
     last = read_jsonl(run / METRICS_FILE)[-1]
     assert last["skipped_images"] == {"count": 1, "first": [str(bad)]}  # whichever process met it
     # the gathered target accuracy is that of last.pt scored by one process (a BatchNorm network)

@@ -40,6 +40,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .errors import ConfigError, DannError
 
+_STOPS = 0  # process groups left so far: each ``stop`` waits on its own store key
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
@@ -109,9 +111,23 @@ class World:
             raise DannError(f"the process group has {dist.get_world_size()} processes but WORLD_SIZE={self.size}")
         return True
 
-    def stop(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    def stop(self, wait: bool = True) -> None:
+        """Leave the process group: with ``wait``, once every rank is here (after an error, at once: the others
+        may be stuck in a collective, and torchrun stops them when this process exits). The wait goes through the
+        rendezvous store, not gloo/NCCL: a rank that tears its connections down right after a gloo barrier can
+        abort a peer whose last message is still in flight (gloo issue 155; seen once here as SIGABRT, "terminate
+        called without an active exception", after a finished run). Past the store wait, every rank has returned
+        from every collective."""
+        if not dist.is_initialized():
+            return
+        if self.active and wait:
+            global _STOPS
+            _STOPS += 1
+            store, key = dist.distributed_c10d._get_default_store(), f"dann/stop/{_STOPS}"
+            if store.add(key, 1) == self.size:
+                store.set(f"{key}/all", "1")
+            store.wait([f"{key}/all"])
+        dist.destroy_process_group()
 
     def wrap(self, module: nn.Module, device: torch.device, find_unused_parameters: bool) -> nn.Module:
         """``module`` in DistributedDataParallel when there are several processes; ``module`` itself otherwise."""

@@ -132,10 +132,14 @@ class Trainer:
         Joins the process group for the run when torchrun started several processes and none is joined yet."""
         joined = self.world.start(self.device)
         try:
-            return self._fit(net, method, data)
-        finally:
-            if joined:
-                self.world.stop()
+            history = self._fit(net, method, data)
+        except BaseException:
+            if joined:  # the others may be stuck in a collective: leave at once; torchrun stops them when we exit
+                self.world.stop(wait=False)
+            raise
+        if joined:
+            self.world.stop()
+        return history
 
     def _fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
         cfg, t, world = self.cfg, self.cfg.train, self.world
@@ -187,7 +191,7 @@ class Trainer:
                 tic = time.perf_counter()
         bar.close()
         self.events.close()
-        world.barrier()  # every process returns once rank 0 has written the last checkpoint
+        world.barrier()  # every process returns once rank 0 has written the last checkpoint (fit() then stops)
         return history
 
     def _restore(
