@@ -5,7 +5,6 @@ with one CPU thread; the one-process references run in this process (also one th
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -28,12 +27,8 @@ from dann.selection import evaluate_validators
 from dann.trainer import batch_streams
 
 from .test_folders import TIMM, folder_cfg
+from .test_kill_resume import ENV  # one CPU thread per process, this checkout's dann on the path
 
-ENV = os.environ | {
-    "PYTHONPATH": str(Path(dann.__file__).parents[1]),
-    "OMP_NUM_THREADS": "1",
-    "CUDA_VISIBLE_DEVICES": "",
-}
 # the paper's digit network on the embedded digits task, with images, shift augmentation and 2 micro-batches per
 # step (so DDP's no_sync path runs); batch_size is the global batch per domain: 8 rows per process and micro-batch
 DIGITS = [

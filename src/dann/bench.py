@@ -9,8 +9,8 @@ so the data-wait fraction is the share of step time spent fetching the batch (in
 reads. With ``images`` (a folder of class subfolders) both domains stream from those files through the trainer's
 DataLoader path (``LoaderBatches``: decode, training transform, default workers, pinned memory), and the data-wait
 fraction is the time the step waits for the loader. Each image-file round then opens fresh loaders and runs
-``warmup`` untimed steps first, and closes them after: otherwise the idle mode's workers would take CPU from the
-timed one, and fill their queue with batches that make its next round look faster.
+``warmup`` (at least one) untimed steps first, and closes them after: otherwise the idle mode's workers would
+take CPU from the timed one, and fill their queue with batches that make its next round look faster.
 Each mode runs ``warmup`` untimed steps, then ``rounds`` timed blocks of ``steps`` steps, alternating between the
 modes so that a busy machine slows both alike; the fastest block of each mode is reported. Timing synchronizes with
 the device around each fetch and step (a benchmark only; training never does)."""

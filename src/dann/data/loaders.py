@@ -69,13 +69,13 @@ def sample_seed(seed: int, step: int, position: int) -> int:
 
 
 def random_shift(
-    x: torch.Tensor, max_shift: int, generator: torch.Generator, rows: tuple[int, int, int] | None = None
+    x: torch.Tensor, max_shift: int, generator: torch.Generator, part: tuple[int, int, int] | None = None
 ) -> torch.Tensor:
     """Translate each image of (N, C, H, W) by up to ``max_shift`` pixels in each direction (zero fill).
-    ``generator`` must live on ``x``'s device. With ``rows = (lo, hi, B)``, ``x`` is rows lo..hi of a batch of B
+    ``generator`` must live on ``x``'s device. With ``part = (lo, hi, B)``, ``x`` is rows lo..hi of a batch of B
     images and gets the shifts those rows get when the whole batch is shifted."""
     n, c, h, w = x.shape
-    lo, hi, total = rows or (0, n, n)
+    lo, hi, total = part or (0, n, n)
     off = torch.randint(0, 2 * max_shift + 1, (2, total), generator=generator, device=x.device)[:, lo:hi]
     padded = torch.nn.functional.pad(x, (max_shift,) * 4)
     rows = (off[0][:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
