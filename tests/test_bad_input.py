@@ -325,7 +325,27 @@ ROWS = [
     Row(
         "unknown method",
         lambda f: f.train("--method", "dan"),
-        "unknown method 'dan'; valid methods: dann, source_only",
+        "unknown method 'dan'; valid methods: cdan, cdan_e, coral, dann, fixmatch, mcc, mdd, mmd, shot, source_only",
+    ),
+    Row(
+        "unknown regularizer",
+        lambda f: f.train("--set", "method.regularizers={entrpy: 1.0}"),
+        "unknown regularizer 'entrpy'; valid regularizers: bnm, entropy, fixmatch, mcc",
+    ),
+    Row(
+        "negative regularizer weight",
+        lambda f: f.train("--set", "method.regularizers={mcc: -1}"),
+        "config: method.regularizers.mcc must be >= 0, got -1.0",
+    ),
+    Row(
+        "shot without a trained start",
+        lambda f: f.train("--method", "shot"),
+        "method 'shot' adapts a trained source model: name its run directory with model.init_from (--init-from RUN)",
+    ),
+    Row(
+        "--init-from a folder with no run",
+        lambda f: f.train("--init-from", f.out),
+        "model.init_from TMP/run: no trained run there (TMP/run/checkpoints/last.pt does not exist)",
     ),
     Row(
         "unknown embedded task",

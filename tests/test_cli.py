@@ -46,7 +46,7 @@ def _labels(path):
     ("extra", "message"),
     [
         (["--set", "optim.lrr=1"], "unknown key optim.lrr"),
-        (["--method", "dan"], "unknown method 'dan'; valid methods: dann, source_only"),
+        (["--method", "dan"], "unknown method 'dan'; valid methods: cdan, cdan_e, coral, dann"),
         (["--backbone", "lenett"], "unknown backbone 'lenett'"),
     ],
 )

@@ -136,15 +136,31 @@ def test_batchnorm_and_dropout_under_two_processes_evaluate_what_is_saved_and_re
     assert records == [stable(r) for r in read_jsonl(run / METRICS_FILE)]
 
 
-def test_source_only_under_two_processes(tmp_path):
-    """Source-only never runs the discriminator: DDP must accept parameters without gradients."""
-    args = [
-        *("--config", "moons", "--method", "source_only", "--steps", "12", "--quiet", "--device", "cpu"),
-        *("--no-report", "--set", "train.eval_every=6", "--set", "train.batch_size=32"),
-    ]
-    torchrun(*args, "--out", str(tmp_path / "two"))
-    assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
+MOONS = [
+    *("--config", "moons", "--steps", "12", "--quiet", "--device", "cpu"),
+    *("--no-report", "--set", "train.eval_every=6", "--set", "train.batch_size=32"),
+]
+
+
+@pytest.mark.parametrize("method", ["source_only", "cdan"])
+def test_methods_with_per_sample_losses_train_the_one_process_weights(method, tmp_path):
+    """Source-only never runs the discriminator (DDP must accept parameters without gradients); CDAN's
+    discriminator reads features and predictions. Both losses are means over samples, so 2 processes equal 1."""
+    torchrun(*MOONS, "--method", method, "--out", str(tmp_path / "two"))
+    assert main(["train", *MOONS, "--method", method, "--out", str(tmp_path / "one")]) == 0
     assert_close(model_weights(tmp_path / "two"), model_weights(tmp_path / "one"))
+
+
+def test_batch_level_and_source_free_methods_run_under_two_processes(tmp_path):
+    """MCC's confusion matrix is a statistic of each process's shard (like BatchNorm's), so only its running is
+    checked; shot reads no source batch, leaves the head and discriminator without gradients, and adds its
+    clustering sums over the processes."""
+    assert main(["train", *MOONS, "--method", "source_only", "--out", str(tmp_path / "source")]) == 0
+    torchrun(*MOONS, "--method", "dann", "--set", "method.regularizers={mcc: 1.0}", "--out", str(tmp_path / "mcc"))
+    torchrun(*MOONS, "--method", "shot", "--init-from", str(tmp_path / "source"), "--out", str(tmp_path / "shot"))
+    for run in ("mcc", "shot"):
+        assert all(torch.isfinite(v).all() for v in model_weights(tmp_path / run).values() if v.is_floating_point())
+    assert load_checkpoint(tmp_path / "shot" / LAST_CHECKPOINT)["method"]["shot"]["centres"].shape == (2, 15)
 
 
 class ThisRankOnly(World):

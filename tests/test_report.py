@@ -108,3 +108,14 @@ def test_the_initial_network_is_the_one_training_started_from(tiny_cfg, tiny_dat
     dann.fit(tiny_cfg, data=tiny_data)
     start = initial_network(tiny_cfg, tiny_data).state_dict()
     assert seen.keys() == start.keys() and all(torch.equal(seen[k], start[k]) for k in start)
+
+
+def test_the_loss_panel_draws_every_term_the_method_logged():
+    from dann.plots import loss_terms
+
+    history = [
+        {"step": 5, "train": {"cls": 1.0, "adv": 0.6, "lr": 0.01, "grl_lambda": 0.2, "domain_acc": 0.5}},
+        {"step": 10, "train": {"cls": 0.8, "adv": 0.6, "mcc": 0.3, "fixmatch": 0.1, "pseudo_kept": 0.4}},
+    ]
+    assert [name for name, _ in loss_terms(history)] == ["cls", "adv", "mcc", "fixmatch"]
+    assert loss_terms(history)[2] == ("mcc", ("train", "mcc"))

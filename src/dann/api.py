@@ -19,10 +19,10 @@ from .data.folders import encode_labels
 from .data.images import Pipeline
 from .data.transforms import eval_transform
 from .distributed import World, local_device
-from .errors import DataError, DataWarning, RunDirError
+from .errors import ConfigError, DataError, DataWarning, RunDirError
 from .evaluate import classification_metrics, confusion_csv, predict_batches
-from .methods import create_method
-from .models import DomainAdaptNet, create_network
+from .methods import build_network, create_method
+from .models import DomainAdaptNet
 from .runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
@@ -70,7 +70,14 @@ def fit(
     data = data or build_data(cfg.data, cfg.model)
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
-    net = create_network(cfg.model, data.input_shape, data.num_classes)
+    net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
+    if method.needs_init and not cfg.model.init_from:
+        raise ConfigError(
+            f"method {cfg.method.name!r} adapts a trained source model: name its run directory with "
+            "model.init_from (--init-from RUN), e.g. a source_only run on the same classes"
+        )
+    if cfg.model.init_from and not resume:
+        init_from_run(net, cfg.model.init_from, data)
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
     resolve_device(local_device(cfg.train.device, world))
@@ -80,6 +87,36 @@ def fit(
     history = Trainer(cfg, run_dir, resume, world).fit(net, method, data)
     page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
     return FitResult(net, cfg, data.classes, history, run_dir, page)
+
+
+def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) -> None:
+    """Start ``net`` from the weights of a trained run's ``last.pt``. The run must have the same classes (in the same
+    order) and input shape, and the same backbone, bottleneck and head; its discriminator is taken too when it has
+    the same shape (a run of the same kind of method), else the new one starts fresh. Raises ``ConfigError``."""
+    where, path = f"model.init_from {run_dir}", Path(run_dir) / LAST_CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"{where}: no trained run there ({path} does not exist)")
+    state = load_checkpoint(path)
+    meta = state["meta"]
+    if list(meta["classes"]) != list(data.classes):
+        raise ConfigError(f"{where}: its classes {list(meta['classes'])} differ from this data's {list(data.classes)}")
+    if tuple(meta["input_shape"]) != tuple(data.input_shape):
+        raise ConfigError(
+            f"{where}: it was trained on inputs of shape {tuple(meta['input_shape'])}, this data has "
+            f"{tuple(data.input_shape)}"
+        )
+    own, saved = net.state_dict(), state["model"]
+    fits = {k: v for k, v in saved.items() if k in own and v.shape == own[k].shape}
+    wrong = [k for k in own if not k.startswith("discriminator.") and k not in fits]
+    if wrong:
+        raise ConfigError(
+            f"{where}: its network differs from this one ({len(wrong)} tensors do not fit, e.g. {wrong[0]}); use "
+            "the same model.backbone, model.bottleneck_dim and model.head_dims as that run"
+        )
+    discriminator = [k for k in own if k.startswith("discriminator.")]
+    if not all(k in fits for k in discriminator):
+        fits = {k: v for k, v in fits.items() if not k.startswith("discriminator.")}
+    net.load_state_dict(fits, strict=False)
 
 
 def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
@@ -131,7 +168,7 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
     meta = state["meta"]
     classes, input_shape = list(meta["classes"]), tuple(meta["input_shape"])
-    net = create_network(offline.model, input_shape, len(classes))
+    net = build_network(offline.model, offline.method, input_shape, len(classes))
     net.load_state_dict(state["model"])
     image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
     return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image)

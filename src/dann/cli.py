@@ -17,6 +17,7 @@ from .config import load_config
 from .data.catalog import DATASETS
 from .distributed import World
 from .errors import DannError, DataWarning, RunDirError
+from .methods import METHODS
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -25,6 +26,7 @@ SHORTCUTS = {  # flag -> config key
     "target_eval": "data.target_eval",
     "backbone": "model.backbone",
     "method": "method.name",
+    "init_from": "model.init_from",
     "steps": "train.steps",
     "seed": "train.seed",
     "device": "train.device",
@@ -62,7 +64,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--target-eval", help="labeled target data used only to report accuracy")
     train.add_argument("--backbone", help="lenet | lenet_conv | mlp | any timm model name (e.g. resnet50)")
-    train.add_argument("--method", help="source_only | dann")
+    train.add_argument("--method", help=f"{' | '.join(METHODS.names())} (default: dann)")
+    train.add_argument("--init-from", metavar="RUN", help="start from this run's trained weights (shot needs it)")
     train.add_argument("--steps", type=int, help="training steps")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--device", help="auto | cpu | cuda | cuda:N")

@@ -79,6 +79,7 @@ class ModelConfig:
     head_dims: tuple[int, ...] = ()  # hidden widths of the label head; () is one linear layer
     discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
     dropout: float = 0.0  # in the discriminator's hidden layers
+    init_from: str = ""  # a run directory whose last.pt starts the network (needed by method `shot`)
 
     def __post_init__(self) -> None:
         dim = self.bottleneck_dim
@@ -91,16 +92,33 @@ class ModelConfig:
 @dataclass(frozen=True)
 class MethodConfig:
     name: str = "dann"  # see `dann.methods.METHODS.names()`
-    lambda_adv: float = 1.0  # weight of the adversarial loss in the total
+    lambda_adv: float = 1.0  # weight of the method's transfer term (adversarial, MMD, CORAL, MCC...) in the total
     grl_schedule: str = "ganin"  # ganin | warm | constant (the GRL coefficient over progress)
     grl_lo: float = 0.0  # start of the `warm` schedule
     grl_hi: float = 1.0  # peak GRL coefficient
     grl_gamma: float = 10.0  # steepness of the paper's sigmoid schedule
     label_smoothing: float = 0.1  # of the source cross-entropy
     separate_forward: bool = False  # seed variant: two forward passes (per-domain BatchNorm statistics)
+    regularizers: dict[str, float] = field(default_factory=dict)  # target terms added to any method, with weights
+    cdan_max_dim: int = 4096  # cdan: features x classes above this use the randomized multilinear map of this size
+    mdd_margin: float = 4.0  # mdd: margin gamma of the disparity discrepancy
+    mcc_temperature: float = 2.5  # mcc: temperature T of the target probabilities
+    fixmatch_threshold: float = 0.9  # fixmatch: pseudo-label kept when confidence > this x mean source confidence
+    ema_teacher: float = 0.0  # fixmatch: momentum of a teacher that gives the pseudo-labels; 0: the model itself
+    shot_beta: float = 0.3  # shot: weight of the clustered pseudo-label cross-entropy
 
     def __post_init__(self) -> None:
         _require(self.lambda_adv >= 0, "method.lambda_adv", ">= 0", self.lambda_adv)
+        for name, weight in self.regularizers.items():
+            _require(weight >= 0, f"method.regularizers.{name}", ">= 0", weight)
+        _require(self.cdan_max_dim > 0, "method.cdan_max_dim", "> 0", self.cdan_max_dim)
+        _require(self.mdd_margin > 0, "method.mdd_margin", "> 0", self.mdd_margin)
+        _require(self.mcc_temperature > 0, "method.mcc_temperature", "> 0", self.mcc_temperature)
+        _require(
+            0.0 <= self.fixmatch_threshold <= 1.0, "method.fixmatch_threshold", "in [0, 1]", self.fixmatch_threshold
+        )
+        _require(0.0 <= self.ema_teacher < 1.0, "method.ema_teacher", "in [0, 1)", self.ema_teacher)
+        _require(self.shot_beta >= 0, "method.shot_beta", ">= 0", self.shot_beta)
         _require(self.grl_gamma >= 0, "method.grl_gamma", ">= 0", self.grl_gamma)
         GRL_SCHEDULES.get(self.grl_schedule)  # an unknown name lists the valid ones
         _require(0.0 <= self.label_smoothing < 1.0, "method.label_smoothing", "in [0, 1)", self.label_smoothing)
@@ -186,7 +204,7 @@ class Config:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:
@@ -203,6 +221,11 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             raise ConfigError(f"{key} must be a list such as [100, 100], got {value!r}")
         (inner, _) = typing.get_args(hint)
         return tuple(_coerce(key, inner, v) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping such as {{mcc: 1.0}}, got {value!r}")
+        (k_hint, v_hint) = typing.get_args(hint)
+        return {_coerce(key, k_hint, k): _coerce(f"{key}.{k}", v_hint, v) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")

@@ -12,8 +12,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 ORACLE_LABEL = "target acc (uses target labels)"
-CURVE_PANELS = [  # (title, [(label, key path in a metrics.jsonl record)])
-    ("loss terms (training batches)", [("cls", ("train", "cls")), ("adv", ("train", "adv"))]),
+NOT_LOSS_TERMS = ("lr", "grl_lambda", "domain_acc", "pseudo_kept", "aux_agree_s")  # logged, but not loss terms
+CURVE_PANELS = [  # (title, [(label, key path in a metrics.jsonl record)]); the loss-term panel is filled per run
     ("GRL coefficient λ", [("GRL λ", ("train", "grl_lambda"))]),
     ("learning rate", [("lr", ("train", "lr"))]),
     ("domain discriminator accuracy (training batches)", [("domain_acc", ("train", "domain_acc"))]),
@@ -57,16 +57,22 @@ def _panel(ax: Axes, history: Sequence[dict[str, Any]], title: str, lines: list[
         ax.legend(fontsize=7)
 
 
+def loss_terms(history: Sequence[dict[str, Any]]) -> list[tuple[str, tuple[str, ...]]]:
+    """Every loss term the run's method logged (``cls``, ``adv``, ``mcc``, ``fixmatch``...), in logging order."""
+    names = dict.fromkeys(k for record in history for k in record.get("train", {}) if k not in NOT_LOSS_TERMS)
+    return [(name, ("train", name)) for name in names]
+
+
 def training_curves(history: Sequence[dict[str, Any]], validator: str, selected_step: int | None) -> bytes:
     """Loss terms, GRL coefficient, lr, domain discriminator accuracy, accuracies and the validator that selects
     ``best.pt``, against the step."""
     fig = Figure(figsize=(12, 6.4), layout="constrained")
     axes = fig.subplots(2, 3).ravel()
     chosen = (f"{validator} (selects best.pt; no target labels)", [(validator, ("validators", validator))])
-    panels = [*CURVE_PANELS, chosen]
+    panels = [("loss terms (training batches)", loss_terms(history)), *CURVE_PANELS, chosen]
     for ax, (title, lines) in zip(axes, panels, strict=True):
         _panel(ax, history, title, lines)
-    axes[3].axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes[3].axhline(0.5, color="grey", lw=0.8, ls=":")  # the domain accuracy panel: chance
     for ax in axes:
         if selected_step is not None:
             ax.axvline(selected_step, color="tab:red", lw=1, alpha=0.6)

@@ -20,7 +20,8 @@ from .data import SOURCE, TARGET, DomainData, build_data
 from .diagnostics import proxy_a_distance, tsne_2d
 from .errors import DannError, RunDirError
 from .evaluate import classification_metrics, embed
-from .models import DomainAdaptNet, create_network
+from .methods import build_network
+from .models import DomainAdaptNet
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 from .runs import (
     BEST_CHECKPOINT,
@@ -100,7 +101,7 @@ def initial_network(cfg: Config, data: DomainData) -> DomainAdaptNet:
     """The network as training started: ``fit`` seeds torch with ``train.seed`` right before building it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        return create_network(cfg.model, data.input_shape, data.num_classes)
+        return build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
 
 
 def _networks(run: RunSummary, data: DomainData) -> dict[str, DomainAdaptNet]:

@@ -41,7 +41,7 @@ class MethodLoss(nn.Module):
 def train_step(
     model: MethodLoss | DistributedDataParallel,
     optimizer: torch.optim.Optimizer,
-    source: Batches,
+    source: Batches | None,
     target: Batches | None,
     step: int,
     progress: float,
@@ -50,17 +50,20 @@ def train_step(
     grad_clip: float = 0.0,
 ) -> LossOutput:
     """Zero the gradients, run ``accumulate`` micro-batches (forward and loss under autocast, backward of
-    ``loss / accumulate``), clip, step. Returns the detached total and terms averaged over the micro-batches, as
-    device tensors (no host sync). Under DDP the gradients are averaged over the processes in the last
-    micro-batch's backward only."""
+    ``loss / accumulate``), clip, step; a stream is None when the method does not read that domain. Returns the
+    detached total and terms averaged over the micro-batches, as device tensors (no host sync). Under DDP the
+    gradients are averaged over the processes in the last micro-batch's backward only."""
     optimizer.zero_grad(set_to_none=True)
     total: torch.Tensor | float = 0.0
     terms: dict[str, torch.Tensor | float] = {}
     for k in range(accumulate):
         index = step * accumulate + k
-        x_s, y_s = source.get(index)
-        x_s = amp.batch(x_s)
+        if source is not None:
+            x_s, y_s = source.get(index)
+            x_s = amp.batch(x_s)
         x_t = amp.batch(target.get(index)[0]) if target is not None else x_s[:0]
+        if source is None:  # a source-free method: an empty source batch
+            x_s, y_s = x_t[:0], torch.zeros(0, dtype=torch.int64, device=x_t.device)
         last = k == accumulate - 1
         no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
         with no_sync or contextlib.nullcontext():

@@ -98,16 +98,23 @@ def build_optimizer(cfg: OptimConfig, net: DomainAdaptNet, pretrained: bool) -> 
 
 
 def batch_streams(
-    cfg: Config, data: DomainData, uses_target: bool, start: int, device: torch.device, world: World
-) -> tuple[Batches, Batches | None]:
-    """The source and (if the method reads it) target batch streams of a run resumed at step ``start``: this
-    process's rows of each step's global batch (``dann.distributed``)."""
-    t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, 2 if uses_target else 1
+    cfg: Config,
+    data: DomainData,
+    uses_target: bool,
+    start: int,
+    device: torch.device,
+    world: World,
+    uses_source: bool = True,
+) -> tuple[Batches | None, Batches | None]:
+    """The source and target batch streams of a run resumed at step ``start`` (None for a domain the method does not
+    read): this process's rows of each step's global batch (``dann.distributed``)."""
+    t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, uses_source + uses_target
     first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.steps
-    source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows, share)
-    if not uses_target:
-        return source, None
-    target = step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share)
+    source = target = None
+    if uses_source:
+        source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows, share)
+    if uses_target:
+        target = step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share)
     return source, target
 
 
@@ -148,11 +155,13 @@ class Trainer:
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, t.channels_last)
         amp.prepare_model(net, t.compile)
+        method.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
-        start, skipped, history = self._restore(net, optimizer, amp)
-        # source-only never runs the discriminator: DDP must be told some parameters get no gradient
-        model = world.wrap(MethodLoss(net, method), self.device, find_unused_parameters=not method.uses_target)
-        source, target = batch_streams(cfg, data, method.uses_target, start, self.device, world)
+        start, skipped, history = self._restore(net, optimizer, amp, method)
+        # a method that never runs the discriminator: DDP must be told some parameters get no gradient
+        model = world.wrap(MethodLoss(net, method), self.device, find_unused_parameters=not method.uses_discriminator)
+        streams = cfg, data, method.uses_target, start, self.device, world, method.uses_source
+        source, target = batch_streams(*streams)
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
@@ -172,6 +181,7 @@ class Trainer:
             finite = world.all_true(torch.isfinite(out.total.detach()))  # every rank takes the same decision
             if guard:
                 guard.restore_unless(finite)
+            method.after_step(net)
             watch.record(finite, out.terms)
             done = step + 1
             bar.update(1)
@@ -187,7 +197,7 @@ class Trainer:
                 record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
                 rng = world.gather_objects(rng_state(self.device))
-                self._save(net, optimizer, amp, data, record, done, rng)
+                self._save(net, optimizer, amp, data, record, done, rng, method)
                 tic = time.perf_counter()
         bar.close()
         self.events.close()
@@ -195,11 +205,11 @@ class Trainer:
         return history
 
     def _restore(
-        self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, amp: Precision
+        self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, amp: Precision, method: Method
     ) -> tuple[int, int, list[dict[str, Any]]]:
-        """Set up the run directory; on resume load model, optimizer, GradScaler (fp16) and RNG states from the
-        newest complete checkpoint (in every process). Returns (step, skipped steps so far, evaluation records
-        up to that step)."""
+        """Set up the run directory; on resume load model, optimizer, GradScaler (fp16), the method's state (an EMA
+        teacher, cluster centres) and RNG states from the newest complete checkpoint (in every process). Returns
+        (step, skipped steps so far, evaluation records up to that step)."""
         torch.manual_seed(self.cfg.train.seed + RANK_SEED_STRIDE * self.world.rank)  # rank 0: the one-process seed
         if self.run_dir is None:
             return 0, 0, []
@@ -211,6 +221,7 @@ class Trainer:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         amp.load_state_dict(state.get("scaler"))
+        method.load_state_dict(state.get("method") or {})
         ranks = state.get("rng_ranks") or []
         if self.world.active and len(ranks) == self.world.size:
             set_rng_state(ranks[self.world.rank], self.device)
@@ -276,6 +287,7 @@ class Trainer:
         record: dict[str, Any],
         step: int,
         rng: list[dict[str, torch.Tensor | None]],
+        method: Method,
     ) -> None:
         """Write ``best.pt`` (when this step is the validator's best) and ``last.pt``; ``rng`` holds every rank's RNG
         states."""
@@ -290,6 +302,7 @@ class Trainer:
             "rng_cuda": rng[0]["cuda"],  # None on CPUs
             "rng_ranks": rng if len(rng) > 1 else None,  # under torchrun: every rank's, in rank order
             "scaler": amp.state_dict(),  # None unless train.precision=fp16
+            "method": method.state_dict(),  # {} unless the method keeps state across steps (EMA teacher, centres)
             "skipped_steps": record["skipped_steps"],
             "config": self.cfg.to_dict(),
             "meta": {

@@ -1,27 +1,42 @@
 """What every method shares. A method is a small registered class with one entry point,
 ``loss(net, batch, progress) -> LossOutput``; it never calls ``backward``, ``step`` or ``.to(device)``:
-the trainer owns optimization."""
+the trainer owns optimization.
+
+Most methods are "source cross-entropy + λ_adv × one transfer term": the term is a small ``Term`` object (the
+domain-adversarial loss, CDAN's conditional one, MMD, CORAL, MCC...). Target regularizers are terms too, named in
+``method.regularizers`` with their weights and added to any method that reads the target batch::
+
+    total = cls + λ_adv · term(f_s, f_t, z_s, z_t) + Σ_r w_r · regularizer_r(...)
+
+A term may keep state across steps (an EMA teacher, cluster centres): ``state_dict`` / ``load_state_dict`` put it
+in checkpoints, so a resumed run continues it exactly."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..config import MethodConfig
+from ..config import MethodConfig, ModelConfig
 from ..data.domains import SOURCE, TARGET  # noqa: F401 -- re-exported for methods
+from ..errors import ConfigError
+from ..models.heads import DomainDiscriminator
 from ..models.network import DomainAdaptNet
 from ..registry import Registry
+from ..schedules import GRL_SCHEDULES
 
 METHODS: Registry = Registry("method")
+REGULARIZERS: Registry = Registry("regularizer")
 
 
 @dataclass
 class Batch:
     """One training step's data: ``x_s`` (B_s, ...) with labels ``y_s`` (B_s,) and optional per-sample weights
-    ``w_s`` (B_s,); ``x_t`` (B_t, ...) unlabeled target samples (target labels never reach a method)."""
+    ``w_s`` (B_s,); ``x_t`` (B_t, ...) unlabeled target samples (target labels never reach a method). A method that
+    reads no source batch (``uses_source = False``) gets B_s = 0."""
 
     x_s: torch.Tensor
     y_s: torch.Tensor
@@ -34,16 +49,108 @@ class LossOutput(NamedTuple):
     terms: dict[str, torch.Tensor | float]  # named parts for logging (detached or plain floats)
 
 
-class Method:
-    """Base class. Subclasses set ``uses_target`` and implement ``loss``."""
+@dataclass
+class Forward:
+    """What one step's forward pass produced, for terms and regularizers: features ``f_s`` (B_s, F), ``f_t``
+    (B_t, F) and class logits ``z_s`` (B_s, K), ``z_t`` (B_t, K)."""
 
-    uses_target: bool = True
+    net: DomainAdaptNet
+    batch: Batch
+    f_s: torch.Tensor
+    f_t: torch.Tensor
+    z_s: torch.Tensor
+    z_t: torch.Tensor
+    progress: float
+
+
+class Term:
+    """One named loss over a step's ``Forward``. ``__call__`` returns (value, extra named values to log)."""
+
+    uses_discriminator: ClassVar[bool] = False  # reads net.domain_logits (DDP must otherwise skip its parameters)
 
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def loss(self, net: DomainAdaptNet, batch: Batch, progress: float) -> LossOutput:
+    def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         raise NotImplementedError
+
+    @classmethod
+    def discriminator(cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int) -> nn.Module:
+        """The module behind ``net.domain_logits``: by default a one-logit domain discriminator on the features."""
+        return DomainDiscriminator(num_features, model.discriminator_dims, model.dropout)
+
+    def prepare(self, net: DomainAdaptNet) -> None:
+        """Called once before training starts (after any ``--init-from`` weights are loaded)."""
+
+    def after_step(self, net: DomainAdaptNet) -> None:
+        """Called after each optimizer step (an EMA teacher follows the weights here)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class Method:
+    """Base class: source cross-entropy plus ``lambda_adv`` × the method's ``term`` plus the weighted
+    ``method.regularizers``. Subclasses set ``term`` (and ``term_name``), or override ``loss``."""
+
+    uses_source: ClassVar[bool] = True  # reads the source batch (False: source-free, e.g. shot)
+    uses_target: ClassVar[bool] = True  # reads the target batch (False: source_only)
+    needs_init: ClassVar[bool] = False  # starts from a trained run (model.init_from), e.g. shot
+    term: ClassVar[type[Term] | None] = None
+    term_name: ClassVar[str] = "adv"
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+        self.terms: list[tuple[str, float, Term]] = []
+        if self.term is not None:
+            self.terms.append((self.term_name, cfg.lambda_adv, self.term(cfg)))
+        if cfg.regularizers and not self.uses_target:
+            raise ConfigError(
+                f"method {cfg.name!r} reads no target batch, so method.regularizers cannot apply; "
+                "pick a method that reads the target (e.g. dann), or drop the regularizers"
+            )
+        for name, weight in cfg.regularizers.items():
+            if name in {n for n, _, _ in self.terms}:
+                raise ConfigError(f"method.regularizers.{name}: {name!r} is already method {cfg.name!r}'s own term")
+            self.terms.append((name, weight, REGULARIZERS.get(name)(cfg)))
+
+    @property
+    def uses_discriminator(self) -> bool:
+        return any(term.uses_discriminator for _, _, term in self.terms)
+
+    def loss(self, net: DomainAdaptNet, batch: Batch, progress: float) -> LossOutput:
+        f_s, f_t = joint_features(net, batch, self.cfg.separate_forward)
+        z = net.forward_head(torch.cat([f_s, f_t]))  # one head forward for both domains
+        fw = Forward(net, batch, f_s, f_t, z[: len(f_s)], z[len(f_s) :], progress)
+        total, logged = torch.zeros((), device=z.device), {}
+        if self.uses_source:
+            total = classification_loss(fw.z_s, batch.y_s, batch.w_s, self.cfg.label_smoothing)
+            logged["cls"] = total.detach()
+        for name, weight, term in self.terms:
+            value, extra = term(fw)
+            total = total + weight * value
+            logged |= {name: value.detach(), **extra}
+        return LossOutput(total, logged)
+
+    def prepare(self, net: DomainAdaptNet) -> None:
+        for _, _, term in self.terms:
+            term.prepare(net)
+
+    def after_step(self, net: DomainAdaptNet) -> None:
+        for _, _, term in self.terms:
+            term.after_step(net)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The terms' state across steps (tensors and plain data), by term name; empty for stateless methods."""
+        return {name: state for name, _, term in self.terms if (state := term.state_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, _, term in self.terms:
+            if name in state:
+                term.load_state_dict(state[name])
 
 
 def weighted_mean(loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,5 +178,30 @@ def joint_features(net: DomainAdaptNet, batch: Batch, separate: bool) -> tuple[t
     return f[: len(batch.x_s)], f[len(batch.x_s) :]
 
 
+def grl_coeff(cfg: MethodConfig, progress: float) -> float:
+    """The GRL coefficient at ``progress`` per ``method.grl_schedule`` (``dann.schedules``)."""
+    return GRL_SCHEDULES.get(cfg.grl_schedule)(progress, cfg.grl_lo, cfg.grl_hi, cfg.grl_gamma)
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Row entropies (N,) of probabilities (N, K), in nats, with 0 log 0 = 0."""
+    return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+
 def create_method(cfg: MethodConfig) -> Method:
     return METHODS.get(cfg.name)(cfg)
+
+
+def build_network(
+    model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...], num_classes: int
+) -> DomainAdaptNet:
+    """The network ``method`` trains: ``create_network`` with the discriminator its term reads (CDAN's reads the
+    multilinear map of features and predictions, MDD's is an auxiliary classifier)."""
+    from ..models.network import create_network
+
+    term = METHODS.get(method.name).term or Term
+
+    def discriminator(num_features: int) -> nn.Module:
+        return term.discriminator(model, method, num_features, num_classes)
+
+    return create_network(model, input_shape, num_classes, discriminator)

@@ -1,4 +1,4 @@
-"""DANN (Ganin et al., JMLR 2016), the seed formulation:
+"""DANN (Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016), the seed formulation:
 
     cls   = weighted mean over source samples of CE(logits_s, y_s, label_smoothing=ε)
     adv   = 0.5 * (BCEWithLogits(D(GRL(f_s, λ_grl)), SOURCE) + BCEWithLogits(D(GRL(f_t, λ_grl)), TARGET))
@@ -13,31 +13,33 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models.network import DomainAdaptNet
-from ..schedules import GRL_SCHEDULES
-from .base import METHODS, SOURCE, TARGET, Batch, LossOutput, Method, classification_loss, joint_features
+from .base import METHODS, SOURCE, TARGET, Forward, Method, Term, grl_coeff, weighted_mean
 
 
-def domain_adversarial_loss(d_s: torch.Tensor, d_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Domain logits (B_s,), (B_t,) → (adv loss, discriminator accuracy), source labelled 0 and target 1."""
-    bce_s = F.binary_cross_entropy_with_logits(d_s, torch.full_like(d_s, SOURCE))
-    bce_t = F.binary_cross_entropy_with_logits(d_t, torch.full_like(d_t, TARGET))
+def domain_adversarial_loss(
+    d_s: torch.Tensor, d_t: torch.Tensor, w_s: torch.Tensor | None = None, w_t: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Domain logits (B_s,), (B_t,) → (adv loss, discriminator accuracy), source labelled 0 and target 1. With
+    per-sample weights ``w_s``, ``w_t`` each domain's BCE is their weighted mean (CDAN+E)."""
+    bce_s = weighted_mean(F.binary_cross_entropy_with_logits(d_s, torch.full_like(d_s, SOURCE), reduction="none"), w_s)
+    bce_t = weighted_mean(F.binary_cross_entropy_with_logits(d_t, torch.full_like(d_t, TARGET), reduction="none"), w_t)
     correct = (d_s < 0).sum() + (d_t > 0).sum()
     return 0.5 * (bce_s + bce_t), correct.float() / (len(d_s) + len(d_t))
 
 
+class DomainAdversarial(Term):
+    """``adv`` above, on the features both heads read; logs ``domain_acc`` and ``grl_lambda``."""
+
+    uses_discriminator = True
+
+    def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        coeff = grl_coeff(self.cfg, fw.progress)
+        d = fw.net.domain_logits(torch.cat([fw.f_s, fw.f_t]), coeff)
+        adv, domain_acc = domain_adversarial_loss(d[: len(fw.f_s)], d[len(fw.f_s) :])
+        return adv, {"domain_acc": domain_acc, "grl_lambda": coeff}
+
+
 @METHODS.register("dann")
 class DANN(Method):
-    def grl_coeff(self, progress: float) -> float:
-        c = self.cfg
-        return GRL_SCHEDULES.get(c.grl_schedule)(progress, c.grl_lo, c.grl_hi, c.grl_gamma)
-
-    def loss(self, net: DomainAdaptNet, batch: Batch, progress: float) -> LossOutput:
-        f_s, f_t = joint_features(net, batch, self.cfg.separate_forward)
-        cls = classification_loss(net.forward_head(f_s), batch.y_s, batch.w_s, self.cfg.label_smoothing)
-        coeff = self.grl_coeff(progress)
-        d = net.domain_logits(torch.cat([f_s, f_t]), coeff)
-        adv, domain_acc = domain_adversarial_loss(d[: len(f_s)], d[len(f_s) :])
-        total = cls + self.cfg.lambda_adv * adv
-        terms = {"cls": cls.detach(), "adv": adv.detach(), "domain_acc": domain_acc, "grl_lambda": coeff}
-        return LossOutput(total, terms)
+    term = DomainAdversarial
+    term_name = "adv"

@@ -3,7 +3,7 @@ All in one ``nn.Module`` so one optimizer, one checkpoint and one DDP wrap see e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ class DomainAdaptNet(nn.Module):
         discriminator_dims: Sequence[int] = (100,),
         dropout: float = 0.0,
         head_dims: Sequence[int] = (),
+        discriminator: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -34,7 +35,7 @@ class DomainAdaptNet(nn.Module):
         self.num_features = bottleneck_dim or width
         self.num_classes = num_classes
         self.head = mlp_layers(self.num_features, head_dims, num_classes)
-        self.discriminator = DomainDiscriminator(self.num_features, discriminator_dims, dropout)
+        self.discriminator = discriminator or DomainDiscriminator(self.num_features, discriminator_dims, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, *input_shape) → (N, num_features): the features both heads read."""
@@ -48,7 +49,9 @@ class DomainAdaptNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def domain_logits(self, f: torch.Tensor, coeff: float) -> torch.Tensor:
-        """(N, num_features) → (N,) logits of "is target"; gradients into ``f`` are reversed and scaled by coeff."""
+        """(N, num_features) → (N,) logits of "is target"; gradients into ``f`` are reversed and scaled by coeff.
+        (A method may give the net another discriminator: CDAN's reads (N, num_features + num_classes), MDD's
+        returns (N, num_classes) logits of an auxiliary classifier; see ``dann.methods``.)"""
         return self.discriminator(grad_reverse(f, coeff))
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -69,7 +72,15 @@ def bottleneck_dim(cfg: ModelConfig) -> int:
     return 0 if cfg.backbone in BACKBONES else TIMM_BOTTLENECK
 
 
-def create_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> DomainAdaptNet:
+def create_network(
+    cfg: ModelConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    discriminator: Callable[[int], nn.Module] | None = None,
+) -> DomainAdaptNet:
+    """The network for samples of ``input_shape``. ``discriminator(num_features)`` builds the module behind
+    ``domain_logits`` (default: DANN's one-logit MLP of ``cfg.discriminator_dims``)."""
     backbone = create_backbone(cfg, input_shape)
     dim = bottleneck_dim(cfg)
-    return DomainAdaptNet(backbone, num_classes, dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims)
+    module = discriminator(dim or backbone.num_features) if discriminator is not None else None
+    return DomainAdaptNet(backbone, num_classes, dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims, module)

@@ -1,0 +1,75 @@
+"""Strong augmentation of tensors on their device, for self-training's consistency term (``fixmatch``).
+
+FixMatch (Sohn et al., NeurIPS 2020) trains the prediction on a strongly distorted view to match the pseudo-label of
+a weakly augmented one; its strong view is RandAugment + Cutout on PIL images. This is the tensor counterpart, so
+arrays in memory and decoded image batches both get it without leaving the device. Every operation is relative to
+each image's own statistics, so it works on [0, 1] pixels and on mean/std-normalized inputs alike:
+
+- images (N, C, H, W): contrast (× U[0.5, 1.5] about the image mean), brightness (± 0.3 image std), per-channel gain
+  (× U[0.7, 1.3] about the channel mean), polarity inversion about the mean (p = 0.25), a random affine map
+  (rotation ± 15°, scale 0.85–1.15, shift ± 10 %), then Cutout (a square of side H/4 set to the image mean);
+- feature vectors (N, D): Gaussian noise of 0.2 × each feature's batch standard deviation, and 10 % of the
+  features set to their batch mean.
+
+Random numbers come from torch's global generator of the tensor's device, which the trainer seeds and checkpoints,
+so a resumed run draws the same views."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _uniform(n: int, lo: float, hi: float, device: torch.device, *shape: int) -> torch.Tensor:
+    return torch.rand(n, *shape, device=device) * (hi - lo) + lo
+
+
+def _affine(x: torch.Tensor) -> torch.Tensor:
+    n, dev = len(x), x.device
+    angle = _uniform(n, -15, 15, dev) * math.pi / 180
+    scale = _uniform(n, 0.85, 1.15, dev)
+    shift = _uniform(n, -0.2, 0.2, dev, 2)  # ± 10 % of the side: affine_grid coordinates span [−1, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
+def _cutout(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    n, _, h, w = x.shape
+    side = max(1, h // 4)
+    top = (torch.rand(n, device=x.device) * (h - side + 1)).long().view(n, 1, 1, 1)
+    left = (torch.rand(n, device=x.device) * (w - side + 1)).long().view(n, 1, 1, 1)
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return torch.where(inside, mean, x)
+
+
+def _images(x: torch.Tensor) -> torch.Tensor:
+    n, dev = len(x), x.device
+    mean = x.mean((1, 2, 3), keepdim=True)
+    std = x.std((1, 2, 3), keepdim=True)
+    x = mean + (x - mean) * _uniform(n, 0.5, 1.5, dev, 1, 1, 1)
+    x = x + _uniform(n, -0.3, 0.3, dev, 1, 1, 1) * std
+    channel_mean = x.mean((2, 3), keepdim=True)
+    x = channel_mean + (x - channel_mean) * _uniform(n, 0.7, 1.3, dev, x.shape[1], 1, 1)
+    invert = torch.rand(n, 1, 1, 1, device=dev) < 0.25
+    x = torch.where(invert, 2 * mean - x, x)
+    return _cutout(_affine(x), mean)
+
+
+def _vectors(x: torch.Tensor) -> torch.Tensor:
+    flat = x.flatten(1)
+    mean, std = flat.mean(0, keepdim=True), flat.std(0, keepdim=True).nan_to_num(0.0)
+    flat = flat + 0.2 * std * torch.randn_like(flat)
+    flat = torch.where(torch.rand_like(flat) < 0.1, mean, flat)
+    return flat.view_as(x)
+
+
+def strong_augment(x: torch.Tensor) -> torch.Tensor:
+    """A strongly distorted view of a batch: images (N, C, H, W) or feature vectors (N, ...); same shape and dtype."""
+    with torch.no_grad():
+        return _images(x) if x.ndim == 4 else _vectors(x)
