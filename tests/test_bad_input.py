@@ -350,7 +350,7 @@ ROWS = [
     Row(
         "unknown embedded task",
         lambda f: ["train", "--task", "moon", "--out", f.out],
-        "unknown embedded task 'moon'; valid embedded tasks: digits, moons",
+        "unknown embedded task 'moon'; valid embedded tasks: cancer, digits, digits_inverted, digits_scanner, moons",
     ),
     Row(
         "unknown preset",

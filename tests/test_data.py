@@ -108,6 +108,36 @@ def test_embedded_tasks_follow_their_recipes():
     assert 0 <= tgt.min() and tgt.max() <= 1 and not torch.equal(tgt[:, 0], tgt[:, 1])  # colour photo blends
 
 
+@pytest.mark.parametrize("task", ["digits_scanner", "digits_inverted"])
+def test_digit_shift_tasks_keep_the_source_and_shift_the_other_half(task):
+    plain, shifted = build_data(DataConfig(task="digits")), build_data(DataConfig(task=task))
+    assert torch.equal(plain.source_train.x, shifted.source_train.x)  # the same source, the same split
+    assert torch.equal(plain.target_eval.y, shifted.target_eval.y) and shifted.target_train.y is None
+    x_t = shifted.target_train.x
+    assert x_t.shape == (899, 3, 28, 28) and 0 <= x_t.min() and x_t.max() <= 1
+    border = x_t[:, :, :2].mean().item()  # the digits' empty border: black in the source
+    if task == "digits_scanner":  # grey ground, strokes no brighter than 0.75, blurred (fewer sharp steps)
+        assert 0.24 < border < 0.26 and x_t.max() <= 0.75 + 1e-6
+        assert x_t.diff(dim=3).abs().mean() < plain.source_train.x.diff(dim=3).abs().mean()
+    else:  # light tinted ground, dark strokes, colours differ between channels
+        assert border > 0.3 and not torch.equal(x_t[:, 0], x_t[:, 1])
+        assert x_t[:, :, 12:16, 12:16].mean() < border
+    again = build_data(DataConfig(task=task))
+    assert torch.equal(again.target_train.x, x_t)  # a pure function of the seed
+
+
+def test_the_tabular_task_is_a_covariate_shift_of_the_breast_cancer_table():
+    data = build_data(DataConfig(task="cancer", val_fraction=0.0))
+    from sklearn.datasets import load_breast_cancer
+
+    assert data.input_shape == (30,) and data.classes == ["malignant", "benign"]
+    assert len(data.source_train) + len(data.target_train) == len(load_breast_cancer().target)
+    x_s, x_t = data.source_train.x, data.target_train.x
+    torch.testing.assert_close(x_s.mean(0), torch.zeros(30), atol=1e-5, rtol=0)  # standardized by the source only
+    assert x_t[:, 1].mean() < x_s[:, 1].mean() - 0.5  # selected on mean texture: the target has lower values
+    assert x_t[:, 0].mean() > x_s[:, 0].mean() + 0.5  # and reads sizes 30 % larger
+
+
 def test_step_batches_follow_the_index_stream_across_passes():
     domain = Domain(torch.arange(10.0)[:, None], torch.arange(10))
     batches = StepBatches(domain, 4, seed=5, device=torch.device("cpu"), augment=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import api
 from .config import load_config
+from .data import TASKS
 from .data.catalog import DATASETS
 from .distributed import World
 from .errors import DannError, DataWarning, RunDirError
@@ -53,7 +54,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=0.01 (repeatable)",
     )
-    train.add_argument("--task", help="embedded task: moons | digits")
+    train.add_argument("--task", help=f"embedded task: {' | '.join(TASKS.names())}")
     train.add_argument(
         "--source", help="labeled source data: .npz (x, y), a folder of class subfolders, or a list file"
     )

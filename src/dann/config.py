@@ -36,7 +36,7 @@ def _require_seed(key: str, value: int) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    task: str = ""  # embedded task (digits | moons), used when `source` is empty
+    task: str = ""  # embedded task (see dann.data.TASKS: moons, digits...), used when `source` is empty
     source: str = ""  # labeled source data: .npz, a folder of class subfolders, or a .csv/.txt list of path,label
     target: str = ""  # unlabeled target data (.npz, folder, list); labels in it are used for evaluation only
     target_eval: str = ""  # labeled target data, for evaluation only (default: `target`, if it has labels)

@@ -1,14 +1,26 @@
-"""Embedded demo tasks, built from data that ships inside installed packages (nothing is downloaded).
+"""Embedded tasks, built from data that ships inside installed packages (nothing is downloaded). Each is a different
+kind of shift; together they are the suite that the recommended recipe is chosen on (``benchmarks/suite.py``).
 
 - ``moons``: the DANN paper's toy problem: two interleaving moons (source) and the same rotated by 35° (target).
 - ``digits``: scikit-learn's handwritten digits upsampled to 28×28 RGB (source), and the MNIST-M recipe applied
   to the other half of the digits (target): per channel ``|patch − digit|`` with random crops of the colour photos
   that ship with scikit-learn.
+- ``digits_scanner``: the same source; the target digits as a second scanner would record them: thicker strokes,
+  half the resolution, blur, and lower contrast on a grey background.
+- ``digits_inverted``: the same source; the target digits in inverted polarity (dark strokes on a light ground)
+  with a random colour tint per image.
+- ``cancer``: scikit-learn's breast-cancer table (30 measurements of cell nuclei, benign vs malignant), split by
+  sample selection on one feature (covariate shift: the source favours high mean texture, the target low), with
+  the target's size measurements read 30 % larger, as by a differently calibrated instrument.
+
+In every task the unlabeled target samples are also the ones scored (``target_eval``), the transductive protocol
+of the DANN paper; target labels are used for that score only.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,17 +83,85 @@ def blend_with_photos(digits: torch.Tensor, rng: np.random.Generator) -> torch.T
 def digits(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
     """Source: half of scikit-learn's 1,797 digits; target: the other half in MNIST-M style. The unlabeled target
     images are also the ones scored (``target_eval``), the transductive protocol of the DANN paper's setting."""
+    return _digit_task(seed, val_fraction, blend_with_photos)
+
+
+Shift = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]  # target digits (N, 3, H, W) → shifted
+
+
+def _digit_split(seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.random.Generator]:
+    """Scikit-learn's digits as (N, 3, 28, 28) images and labels, and a seeded half/half split of their indices."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(bunch.target))
     half = len(perm) // 2
-    x = digit_images(bunch.images)
-    y = torch.tensor(bunch.target, dtype=torch.int64)
-    src, tgt = perm[:half], perm[half:]
-    target = Domain(blend_with_photos(x[tgt], rng), y[tgt])
+    return digit_images(bunch.images), torch.tensor(bunch.target, dtype=torch.int64), perm[:half], perm[half:], rng
+
+
+def _digit_task(seed: int, val_fraction: float, shift: Shift) -> DomainData:
+    x, y, src, tgt, rng = _digit_split(seed)
+    target = Domain(shift(x[tgt], rng), y[tgt])
     return make_domain_data(Domain(x[src], y[src]), target, None, [str(i) for i in range(10)], val_fraction, seed)
+
+
+def second_scanner(digits: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """(N, 3, H, W) digits in [0, 1] as another scanner records them: strokes dilated by one pixel, sampled at half
+    the resolution and back, a 3×3 Gaussian blur (σ = 1), and contrast cut to [0.25, 0.75]."""
+    h, w = digits.shape[2:]
+    thick = F.max_pool2d(digits, 3, stride=1, padding=1)
+    coarse = F.interpolate(F.avg_pool2d(thick, 2), size=(h, w), mode="nearest")
+    k = torch.tensor([0.27901, 0.44198, 0.27901])  # normalized Gaussian, σ = 1
+    kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(coarse, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    return 0.25 + 0.5 * blurred.clamp(0, 1)
+
+
+def inverted_tint(digits: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """(N, 3, H, W) digits in [0, 1] → ``(1 − x) · tint`` with a random RGB tint in [0.3, 1] per image."""
+    tint = torch.tensor(rng.uniform(0.3, 1.0, size=(len(digits), 3, 1, 1)), dtype=digits.dtype)
+    return (1 - digits) * tint
+
+
+@TASKS.register()
+def digits_scanner(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
+    """Source: half of scikit-learn's digits (as in ``digits``); target: the other half through ``second_scanner``."""
+    return _digit_task(seed, val_fraction, second_scanner)
+
+
+@TASKS.register()
+def digits_inverted(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
+    """Source: half of scikit-learn's digits (as in ``digits``); target: the other half through ``inverted_tint``."""
+    return _digit_task(seed, val_fraction, inverted_tint)
+
+
+SIZE_FEATURES = [0, 2, 3, 10, 12, 13, 20, 22, 23]  # radius, perimeter and area: mean, error and worst
+
+
+@TASKS.register()
+def cancer(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
+    """Scikit-learn's breast-cancer table (569 samples, 30 features, classes malignant / benign). A sample joins the
+    source with probability sigmoid(3 z), z the standardized "mean texture" (feature 1), else the target: a covariate
+    shift by sample selection. The target's size features (``SIZE_FEATURES``) are then multiplied by 1.3, a
+    miscalibrated instrument. Features are standardized with the source's mean and standard deviation only."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    x, y = bunch.data.astype(np.float64), bunch.target
+    z = (x[:, 1] - np.median(x[:, 1])) / x[:, 1].std()
+    src = np.random.default_rng(seed).random(len(z)) < 1 / (1 + np.exp(-3 * z))
+    x_t = x[~src].copy()
+    x_t[:, SIZE_FEATURES] *= 1.3
+    mean, std = x[src].mean(0), x[src].std(0)
+
+    def domain(features: np.ndarray, labels: np.ndarray) -> Domain:
+        scaled = torch.tensor((features - mean) / std, dtype=torch.float32)
+        return Domain(scaled, torch.tensor(labels, dtype=torch.int64))
+
+    return make_domain_data(
+        domain(x[src], y[src]), domain(x_t, y[~src]), None, [str(c) for c in bunch.target_names], val_fraction, seed
+    )
 
 
 def build_task(name: str, seed: int = 0, val_fraction: float = 0.1) -> DomainData:
