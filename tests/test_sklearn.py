@@ -16,7 +16,8 @@ from dann import DANNClassifier
 from dann.config import load_config
 from dann.errors import ConfigError, DataError, DataWarning
 from dann.evaluate import embed
-from dann.sklearn import EXPECTED_FAILED_CHECKS
+from dann.selection import VALIDATORS, ValidationInputs, bnm
+from dann.sklearn import EXPECTED_FAILED_CHECKS, SourceKFold, make_validator_scorer
 
 from .conftest import blobs
 
@@ -186,6 +187,47 @@ def test_pipeline_adapts_to_the_rows_labeled_minus_one(domains):
     direct = DANNClassifier(**TINY).fit(scaler.transform(x_s), y_s, X_target=scaler.transform(x_t))
     assert pipe[-1].config_.method.name == "dann" and same_weights(pipe[-1].net_, direct.net_)
     assert np.array_equal(pipe.predict(x_t), direct.predict(scaler.transform(x_t)))
+
+
+TARGET_ONLY = set(VALIDATORS.names()) - {"source_acc", "dev"}  # these two also read the fold's labeled source rows
+
+
+@pytest.mark.parametrize("name", VALIDATORS.names())
+def test_validator_scorers_read_the_unlabeled_target_rows_of_the_fold(fitted, domains, name):
+    x_s, y_s, x_t = domains
+    scorer = make_validator_scorer(name)
+    score = scorer(fitted, *stacked(x_s[:30], y_s[:30], x_t))
+    assert np.isfinite(score)
+    if name in TARGET_ONLY:  # other source rows in the fold change nothing
+        assert scorer(fitted, *stacked(x_s[30:], y_s[30:], x_t)) == score
+    else:
+        with pytest.raises(ValueError, match="needs labeled source rows"):
+            scorer(fitted, x_t, np.full(len(x_t), -1))
+    with pytest.raises(ValueError, match="no target rows"):
+        scorer(fitted, x_s, y_s)
+
+
+def test_a_scorer_is_its_validator_on_the_target_rows(fitted, domains):
+    x_s, y_s, x_t = domains
+    f_t, logits_t, _ = embed(fitted.net_, torch.from_numpy(x_t))
+    expected = bnm(ValidationInputs(f_t, None, None, None, f_t, logits_t))
+    assert make_validator_scorer("bnm")(fitted, *stacked(x_s, y_s, x_t)) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ConfigError, match="unknown validator 'nope'; valid validators: "):
+        make_validator_scorer("nope")
+
+
+def test_source_kfold_keeps_every_target_row_in_every_fold():
+    y = np.concatenate([np.tile([0, 1], 10), np.full(7, -1)])
+    target, source = np.flatnonzero(y == -1), np.flatnonzero(y != -1)
+    splitter = SourceKFold(4)
+    folds = list(splitter.split(np.zeros((len(y), 1)), y))
+    assert len(folds) == splitter.get_n_splits() == 4
+    for train, test in folds:
+        assert set(target) <= set(train) and set(target) <= set(test)
+        assert not (set(train) & set(test)) - set(target)
+    assert sorted(i for _, test in folds for i in test if y[i] != -1) == list(source)  # the source is partitioned
+    with pytest.raises(ValueError, match="no target rows"):
+        next(SourceKFold(2).split(np.zeros((4, 1)), np.array([0, 1, 0, 1])))
 
 
 def test_defaults_are_the_clis_for_the_same_data(npz_files):

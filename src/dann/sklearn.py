@@ -9,7 +9,8 @@ The unlabeled target rows can be given three equivalent ways (target labels are 
 - ``fit(X, y, sample_domain=d)`` (skada's convention): ``d > 0`` source rows, ``d < 0`` target rows, whose labels
   are ignored (skada masks them with ``-1``).
 
-Without target rows the source-only model is trained, with a ``DataWarning``.
+Without target rows the source-only model is trained, with a ``DataWarning``. Model selection without target labels:
+``make_validator_scorer`` and ``SourceKFold`` (in ``dann.sklearn_selection``, re-exported here).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from .data.rows import UNLABELED, split_domains
 from .errors import ConfigError, DataWarning
 from .evaluate import embed
 from .methods import METHODS
+from .sklearn_selection import SourceKFold, make_validator_scorer
 
-__all__ = ["EXPECTED_FAILED_CHECKS", "UNLABELED", "DANNClassifier"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "UNLABELED", "DANNClassifier", "SourceKFold", "make_validator_scorer"]
 
 # config keys that have their own parameter: ``config`` may not set them (two places for one value)
 PARAMETER_KEYS = {
