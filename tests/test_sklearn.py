@@ -1,6 +1,7 @@
 import pickle
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from sklearn.utils.estimator_checks import check_estimator
 import dann
 from dann import DANNClassifier
 from dann.config import load_config
+from dann.data import build_task
 from dann.errors import ConfigError, DataError, DataWarning
 from dann.evaluate import embed
 from dann.selection import VALIDATORS, ValidationInputs, bnm
@@ -21,6 +23,7 @@ from dann.sklearn import EXPECTED_FAILED_CHECKS, SourceKFold, make_validator_sco
 
 from .conftest import blobs
 
+README = Path(__file__).parents[1] / "README.md"
 TINY = {
     "backbone": "mlp",
     "max_steps": 20,
@@ -228,6 +231,33 @@ def test_source_kfold_keeps_every_target_row_in_every_fold():
     assert sorted(i for _, test in folds for i in test if y[i] != -1) == list(source)  # the source is partitioned
     with pytest.raises(ValueError, match="no target rows"):
         next(SourceKFold(2).split(np.zeros((4, 1)), np.array([0, 1, 0, 1])))
+
+
+def readme_examples() -> str:
+    section = README.read_text().split("### scikit-learn: `DANNClassifier`")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 2
+    return "\n".join(blocks)
+
+
+def test_readme_examples_run_a_pipeline_and_a_grid_search_on_moons():
+    moons = build_task("moons", val_fraction=0.0)
+    arrays = {
+        "X_source": moons.source_train.x.numpy(),
+        "y_source": moons.source_train.y.numpy(),
+        "X_target": moons.target_train.x.numpy(),
+        "X_test": moons.target_eval.x.numpy()[:200],
+        "y_test": moons.target_eval.y.numpy()[:200],
+    }
+    code, n = re.subn(r"max_steps=\d+", "max_steps=20", readme_examples())  # a few steps: the calls, not accuracy
+    assert n == 2
+    names = dict(arrays)
+    exec(compile(code, "README.md", "exec"), names)
+    search = names["search"]
+    assert search.best_params_["dann__lambda_adv"] in (0.1, 1.0) and len(search.cv_results_["params"]) == 2
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_[-1].config_.method.name == "dann"
+    assert names["features"].shape == (len(arrays["X_target"]), names["clf"].net_.num_features)
 
 
 def test_defaults_are_the_clis_for_the_same_data(npz_files):
