@@ -1,25 +1,76 @@
-"""``DANNClassifier``: the scikit-learn manner for arrays in memory. ``fit(X, y, X_target=Xt)`` trains on the same
-trainer as the CLI; target labels are never taken."""
+"""``DANNClassifier``: the scikit-learn manner for arrays in memory, on the same trainer as the CLI.
+
+The unlabeled target rows can be given three equivalent ways (target labels are never taken):
+
+- ``fit(X_source, y_source, X_target=X_t)``;
+- ``fit(X, y)`` where rows labeled ``-1`` are the unlabeled target (scikit-learn's semi-supervised convention, as in
+  ``SelfTrainingClassifier``; string labels mark them with ``-1`` or ``"-1"`` in an object array), so a ``Pipeline``
+  adapts with no extra fit parameters;
+- ``fit(X, y, sample_domain=d)`` (skada's convention): ``d > 0`` source rows, ``d < 0`` target rows, whose labels
+  are ignored (skada masks them with ``-1``).
+
+Without target rows the source-only model is trained, with a ``DataWarning``. Model selection without target labels:
+``make_validator_scorer`` and ``SourceKFold`` (in ``dann.sklearn_selection``, re-exported here).
+"""
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import Tags, TransformerTags, check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import load_config
+from .config import SEED_LIMIT, Config, load_config, replace
 from .data.arrays import as_domain
 from .data.domains import make_domain_data
-from .evaluate import predict_proba
+from .data.rows import UNLABELED, split_domains
+from .errors import ConfigError, DataWarning
+from .evaluate import embed
+from .methods import METHODS
+from .sklearn_selection import SourceKFold, make_validator_scorer
+
+__all__ = ["EXPECTED_FAILED_CHECKS", "UNLABELED", "DANNClassifier", "SourceKFold", "make_validator_scorer"]
+
+# config keys that have their own parameter: ``config`` may not set them (two places for one value)
+PARAMETER_KEYS = {
+    "model.backbone": "backbone",
+    "method.name": "method",
+    "method.lambda_adv": "lambda_adv",
+    "optim.lr": "lr",
+    "train.steps": "max_steps",
+    "train.batch_size": "batch_size",
+    "train.seed": "random_state",
+    "train.device": "device",
+    "train.progress": "verbose",
+}
+
+NO_ADAPTATION = (
+    "no unlabeled target rows (y == -1, sample_domain < 0 or X_target): trained the source-only model, "
+    "no adaptation happened"
+)
 
 
-class DANNClassifier(ClassifierMixin, BaseEstimator):
-    """Domain-adversarial classifier for X of shape (N, D) or (N, C, H, W).
+def _plain(value: Any) -> Any:
+    """NumPy scalars (as parameter grids give them) → Python values, which the typed config accepts."""
+    return value.item() if isinstance(value, np.generic) else value
 
-    Parameters mirror the config keys most often changed; ``config`` takes any other ``section.key`` overrides
-    (e.g. ``{"model.bottleneck_dim": 256}``). ``method="source_only"`` gives the control."""
+
+class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Domain-adversarial classifier for X of shape (N, D) or (N, C, H, W) (uint8 images are scaled to [0, 1]).
+
+    Parameters mirror the config keys most often changed, with the CLI's defaults; ``config`` takes any other
+    ``section.key`` value (e.g. ``{"model.bottleneck_dim": 256}``). Two defaults differ from ``dann train``: every
+    labeled row trains (``data.val_fraction=0``) and the one evaluation is at the end. ``method="source_only"`` gives
+    the control; ``verbose=True`` shows the progress bar. ``random_state``: an int is ``train.seed``.
+
+    Fitted: ``classes_`` (any label type), ``n_features_in_``, ``net_`` (the ``DomainAdaptNet``, on the CPU),
+    ``config_`` (the resolved ``Config``; its method is ``source_only`` when there was no target to adapt to)."""
 
     def __init__(
         self,
@@ -29,7 +80,7 @@ class DANNClassifier(ClassifierMixin, BaseEstimator):
         batch_size: int = 64,
         lr: float = 0.01,
         lambda_adv: float = 1.0,
-        random_state: int = 0,
+        random_state: int | np.random.RandomState | None = 0,
         device: str = "auto",
         verbose: bool = False,
         config: dict[str, Any] | None = None,
@@ -45,52 +96,116 @@ class DANNClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.config = config
 
-    def _config(self):
-        overrides = [f"{k}={v}" for k, v in (self.config or {}).items()]
-        values = {
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])  # transform: float32 features
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:  # names the columns of ``transform`` (``get_feature_names_out``)
+        return self.net_.num_features
+
+    def _seed(self) -> int:
+        if isinstance(self.random_state, numbers.Integral):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(SEED_LIMIT))
+
+    def _config(self) -> Config:
+        """The run's config: defaults, then the parameters, then ``config``'s ``section.key`` values."""
+        steps = _plain(self.max_steps)
+        values: dict[str, dict[str, Any]] = {
             "model": {"backbone": self.backbone},
-            "method": {"name": self.method, "lambda_adv": self.lambda_adv},
-            "optim": {"lr": self.lr},
+            "method": {"name": self.method, "lambda_adv": _plain(self.lambda_adv)},
+            "optim": {"lr": _plain(self.lr)},
             "train": {
-                "steps": self.max_steps,
-                "batch_size": self.batch_size,
-                "seed": self.random_state,
+                "steps": steps,
+                "batch_size": _plain(self.batch_size),
+                "seed": self._seed(),
                 "device": self.device,
-                "progress": self.verbose,
-                "eval_every": self.max_steps,
+                "progress": bool(self.verbose),
+                "eval_every": steps,
             },
             "data": {"val_fraction": 0.0},
         }
-        return load_config(values=values, overrides=overrides)
+        for key, value in (self.config or {}).items():
+            section, _, name = str(key).partition(".")
+            if not name or "." in name:
+                raise ConfigError(f"config key {key!r} must look like section.key, e.g. 'model.mlp_dims'")
+            if key in PARAMETER_KEYS:
+                raise ConfigError(f"config key {key!r} is the parameter {PARAMETER_KEYS[key]}=; set it there")
+            values.setdefault(section, {})[name] = _plain(value)
+        return load_config(values=values)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_target: np.ndarray | None = None) -> DANNClassifier:
-        """Train on labeled source ``(X, y)`` and unlabeled ``X_target`` (required unless method is source_only)."""
+    def fit(self, X: Any, y: Any, X_target: Any | None = None, sample_domain: Any | None = None) -> DANNClassifier:
+        """Train on the labeled source rows and the unlabeled target rows, given by ``X_target``, by ``y == -1``, or
+        by ``sample_domain`` (see the module's docstring); ``y`` of (N,) labels of any type."""
         from .api import fit
 
+        X, y = validate_data(self, X, y, allow_nd=True, dtype="numeric")
+        self.input_shape_ = tuple(X.shape[1:])
+        if X_target is not None:
+            X_target = self._check_X(X_target)
+        x_s, y_s, x_t = split_domains(X, y, X_target, sample_domain)
+        check_classification_targets(y_s)
+        self.classes_, encoded = np.unique(y_s, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"the labeled rows hold only one class ({self.classes_[0]}): 2 classes are needed")
         cfg = self._config()
-        self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
-        source = as_domain(X, encoded, "X")
-        if X_target is None:
-            if cfg.method.name != "source_only":
-                raise ValueError(f"method {cfg.method.name!r} needs unlabeled target data: fit(X, y, X_target=...)")
-            X_target = X
-        target = as_domain(X_target, None, "X_target")
+        if len(x_t) == 0 and METHODS.get(cfg.method.name).uses_target:
+            warnings.warn(NO_ADAPTATION, DataWarning, stacklevel=2)
+            cfg = replace(cfg, method={"name": "source_only"})
+        source = as_domain(x_s, encoded, "X")
+        target = as_domain(x_t, None, "X_target") if len(x_t) else source.unlabeled()  # source_only reads none
         data = make_domain_data(
             source,
             target,
             classes=[str(c) for c in self.classes_],
-            val_fraction=0.0,
-            seed=self.random_state,
+            val_fraction=cfg.data.val_fraction,
+            seed=cfg.data.seed,
             names=("X", "X_target", "X_target"),
         )
-        result = fit(cfg, data=data)
-        self.net_ = result.net.cpu().eval()
-        self.n_features_in_ = int(np.prod(X.shape[1:]))
+        self.net_ = fit(cfg, data=data).net.cpu().eval()
+        self.config_ = cfg
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "net_")
-        return predict_proba(self.net_, as_domain(X, None, "X").x).numpy()
+    def _check_X(self, X: Any) -> np.ndarray:
+        """``X`` validated against the fitted feature count, and sample shape for images."""
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype="numeric")
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise ValueError(
+                f"X has samples of shape {tuple(X.shape[1:])}, but {type(self).__name__} was fitted on samples of "
+                f"shape {self.input_shape_}"
+            )
+        return X
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
+    def _outputs(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, num_features) float32 and class logits (N, K) float64, on the CPU."""
+        check_is_fitted(self)
+        x = as_domain(self._check_X(X), None, "X").x
+        f, logits, _ = embed(self.net_, x, self.config_.train.eval_batch_size, torch.device("cpu"))
+        return f, logits.double()
+
+    def transform(self, X: Any) -> np.ndarray:
+        """(N, num_features) float32: the adapted features both heads read, e.g. for another estimator."""
+        return self._outputs(X)[0].numpy()
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Class logits (N, K); for two classes (N,), the logit of ``classes_[1]`` minus that of ``classes_[0]``."""
+        logits = self._outputs(X)[1]
+        return (logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits).numpy()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(N, K) float64 class probabilities, columns in the order of ``classes_``."""
+        return torch.softmax(self._outputs(X)[1], 1).numpy()
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        return torch.log_softmax(self._outputs(X)[1], 1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        best = self._outputs(X)[1].argmax(1).numpy()
+        return self.classes_[best]
+
+
+EXPECTED_FAILED_CHECKS = {  # for check_estimator / parametrize_with_checks(expected_failed_checks=...)
+    "check_classifiers_classes": "it uses -1 as a class label, which marks an unlabeled target row (y == -1)",
+}
