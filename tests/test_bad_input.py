@@ -93,7 +93,7 @@ def _plant_pickle(run: Path) -> None:
 
 X4 = np.zeros((5, 4), np.float32)
 Y2 = np.array([0, 1, 0, 1, 0])
-PRESETS = "packaged presets: digits, moons"
+PRESETS = "packaged presets: cancer, digits, digits_inverted, digits_scanner, moons, paper"
 
 ROWS = [
     # paths

@@ -144,3 +144,14 @@ def test_step_batches_follow_the_index_stream_across_passes():
     for step in [0, 1, 2, 3, 7, 2]:  # crossing pass boundaries, and going back
         x, y = batches.get(step)
         assert torch.equal(y, batch_indices(10, 4, step, seed=5)) and torch.equal(x[:, 0].long(), y)
+
+
+@pytest.mark.parametrize(("side", "max_shift"), [(8, 0), (13, 0), (28, 2), (64, 4)])
+def test_array_shifts_scale_with_the_image_side(side, max_shift):
+    x = torch.zeros(64, 1, side, side)
+    x[:, :, side // 2, side // 2] = 1.0  # one lit pixel in the centre: where it lands is the shift
+    batches = StepBatches(Domain(x, torch.zeros(64, dtype=torch.int64)), 64, 0, torch.device("cpu"), augment=True)
+    moved, _ = batches.get(0)
+    rows, cols = (moved[:, 0] == 1).nonzero()[:, 1:].T
+    shifts = torch.cat([rows, cols]) - side // 2
+    assert len(rows) == 64 and shifts.abs().max() == max_shift

@@ -108,7 +108,8 @@ def test_image_config_follows_timm_and_config():
     assert cfg.size == 224 and cfg.interpolation == "bicubic" and cfg.mean == (0.485, 0.456, 0.406)
     assert resolve_image_config(DataConfig(), ModelConfig(backbone="test_resnet")).mean == (0.5, 0.5, 0.5)
     assert resolve_image_config(DataConfig(image_size=64), ModelConfig(backbone="test_resnet")).size == 64
-    assert resolve_image_config(DataConfig(), ModelConfig(backbone="lenet")).size == 224  # no timm config
+    for small in ("auto", "lenet", "lenet_conv", "mlp"):  # no timm config: the paper's digit size, not 224
+        assert resolve_image_config(DataConfig(), ModelConfig(backbone=small)).size == 28
 
 
 def test_numpy_normalization_matches_torchvision():

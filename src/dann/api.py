@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import warnings
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .config import Config, config_from_dict, load_config, replace
+from .config import Config, config_from_dict, load_config, replace, resolve_method
 from .data import Domain, DomainData, ImageConfig, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.domains import check_labels
 from .data.folders import encode_labels
@@ -23,6 +24,7 @@ from .errors import ConfigError, DataError, DataWarning, RunDirError
 from .evaluate import classification_metrics, confusion_csv, predict_batches
 from .methods import build_network, create_method
 from .models import DomainAdaptNet
+from .models.network import resolve_model
 from .runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
@@ -68,6 +70,8 @@ def fit(
         cfg = load_config(str(saved))  # a damaged config.yaml is a ConfigError naming it
     cfg = cfg or Config()
     data = data or build_data(cfg.data, cfg.model)
+    # "auto" network and the "recommended" method become concrete values, the ones config.yaml records
+    cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, data.input_shape), method=resolve_method(cfg.method))
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)

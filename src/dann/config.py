@@ -25,6 +25,11 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.precision
 
 
+RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
+# The recommended recipe, chosen on the suite of embedded tasks by the rule in benchmarks/suite.py (no target labels).
+RECIPE: dict[str, Any] = {"name": "dann", "regularizers": {}}
+
+
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key} must be {rule}, got {value!r}")
@@ -44,8 +49,8 @@ class DataConfig:
     dataset: str = ""  # a benchmark of dann.data.catalog (office31, ...): check its folders and image counts
     val_fraction: float = 0.1  # share of the source held out for validation
     seed: int = 0  # builds the embedded task and the source split
-    augment: bool = True  # training augmentation: random shifts (arrays); crop, flips, jitter below (image files)
-    image_size: int = 0  # image files: side of the square network input; 0: the backbone's timm size, else 224
+    augment: bool = True  # training augmentation: array shifts (side // 14 px); crop, flips, jitter below (files)
+    image_size: int = 0  # image files: side of the square network input; 0: a timm backbone's size, else 28
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # image files: random resized crop, range of the area kept
     hflip: float = 0.5  # image files: probability of a horizontal flip
     vflip: float = 0.0  # image files: probability of a vertical flip (plankton, micrographs: no up or down)
@@ -70,13 +75,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "lenet"  # lenet | lenet_conv | mlp | any timm model name
+    backbone: str = "auto"  # auto (lenet_conv for images, mlp for vectors) | lenet | lenet_conv | mlp | a timm model
     pretrained: bool = False  # timm's own weights (needs internet)
     pretrained_file: str = ""  # local .safetensors/.pth weights for a timm backbone (the offline path)
     mlp_dims: tuple[int, ...] = (100, 100)  # hidden widths of the `mlp` backbone
     batchnorm: bool = False  # BatchNorm in the `lenet` / `mlp` backbones (the paper has none)
     bottleneck_dim: int | None = None  # linear + BN + ReLU before both heads; None: 256 for timm backbones, else none
-    head_dims: tuple[int, ...] = ()  # hidden widths of the label head; () is one linear layer
+    head_dims: tuple[int, ...] | None = None  # hidden widths of the label head; []: one linear layer; null: auto
     discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
     dropout: float = 0.0  # in the discriminator's hidden layers
     init_from: str = ""  # a run directory whose last.pt starts the network (needed by method `shot`)
@@ -85,13 +90,15 @@ class ModelConfig:
         dim = self.bottleneck_dim
         _require(dim is None or dim >= 0, "model.bottleneck_dim", ">= 0 (0: none) or null (auto)", dim)
         for key in ("mlp_dims", "head_dims", "discriminator_dims"):
-            _require(all(d > 0 for d in getattr(self, key)), f"model.{key}", "positive widths", getattr(self, key))
+            _require(
+                all(d > 0 for d in getattr(self, key) or ()), f"model.{key}", "positive widths", getattr(self, key)
+            )
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = "dann"  # see `dann.methods.METHODS.names()`
+    name: str = "recommended"  # the recommended recipe (RECIPE), or a name of `dann.methods.METHODS`
     lambda_adv: float = 1.0  # weight of the method's transfer term (adversarial, MMD, CORAL, MCC...) in the total
     grl_schedule: str = "ganin"  # ganin | warm | constant (the GRL coefficient over progress)
     grl_lo: float = 0.0  # start of the `warm` schedule
@@ -201,6 +208,15 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def resolve_method(cfg: MethodConfig) -> MethodConfig:
+    """``method.name: recommended`` → the recommended recipe's method, its regularizers added to any given ones;
+    any other method unchanged. Runs save the resolved config, so they keep meaning what they trained."""
+    if cfg.name != RECOMMENDED:
+        return cfg
+    regularizers = {**RECIPE["regularizers"], **cfg.regularizers}
+    return dataclasses.replace(cfg, name=RECIPE["name"], regularizers=regularizers)
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

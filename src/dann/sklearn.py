@@ -26,7 +26,7 @@ from sklearn.utils import Tags, TransformerTags, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import SEED_LIMIT, Config, load_config, replace
+from .config import SEED_LIMIT, Config, load_config, replace, resolve_method
 from .data.arrays import as_domain
 from .data.domains import make_domain_data
 from .data.rows import UNLABELED, split_domains
@@ -74,8 +74,8 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
 
     def __init__(
         self,
-        backbone: str = "lenet",
-        method: str = "dann",
+        backbone: str = "auto",
+        method: str = "recommended",
         max_steps: int = 3000,
         batch_size: int = 64,
         lr: float = 0.01,
@@ -151,7 +151,7 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
         if len(self.classes_) < 2:
             raise ValueError(f"the labeled rows hold only one class ({self.classes_[0]}): 2 classes are needed")
         cfg = self._config()
-        if len(x_t) == 0 and METHODS.get(cfg.method.name).uses_target:
+        if len(x_t) == 0 and METHODS.get(resolve_method(cfg.method).name).uses_target:
             warnings.warn(NO_ADAPTATION, DataWarning, stacklevel=2)
             cfg = replace(cfg, method={"name": "source_only"})
         source = as_domain(x_s, encoded, "X")
@@ -164,8 +164,8 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
             seed=cfg.data.seed,
             names=("X", "X_target", "X_target"),
         )
-        self.net_ = fit(cfg, data=data).net.cpu().eval()
-        self.config_ = cfg
+        result = fit(cfg, data=data)
+        self.net_, self.config_ = result.net.cpu().eval(), result.config  # config_: "auto" and "recommended" resolved
         return self
 
     def _check_X(self, X: Any) -> np.ndarray:

@@ -103,7 +103,9 @@ class StepBatches:
     ) -> None:
         self.x = domain.x.to(device)
         self.y = domain.y.to(device) if domain.y is not None else None
-        self.batch_size, self.seed, self.augment = batch_size, seed, augment and self.x.ndim == 4
+        # random shifts scale with the image: 2 pixels at 28×28 (the paper's digits), none below 14×14
+        self.max_shift = min(self.x.shape[-2:]) // 14 if self.x.ndim == 4 else 0
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment and self.max_shift > 0
         self.rows = rows or (0, batch_size)
         self.balance = ClassBalance(domain.y) if balanced and domain.y is not None else None
         self._perms: dict[int, torch.Tensor] = {}
@@ -129,7 +131,7 @@ class StepBatches:
         x = self.x[idx]
         if self.augment:
             generator = torch.Generator(self.x.device).manual_seed(self.seed * SEED_STRIDE + step)
-            x = random_shift(x, 2, generator, (*self.rows, self.batch_size))
+            x = random_shift(x, self.max_shift, generator, (*self.rows, self.batch_size))
         return x, (self.y[idx] if self.y is not None else None)
 
 

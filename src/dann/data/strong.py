@@ -49,15 +49,17 @@ def _cutout(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
-    n, dev = len(x), x.device
-    mean = x.mean((1, 2, 3), keepdim=True)
-    std = x.std((1, 2, 3), keepdim=True)
-    x = mean + (x - mean) * _uniform(n, 0.5, 1.5, dev, 1, 1, 1)
-    x = x + _uniform(n, -0.3, 0.3, dev, 1, 1, 1) * std
+    n, c, dev = len(x), x.shape[1], x.device
+    mean, std = x.mean((1, 2, 3), keepdim=True), x.std((1, 2, 3), keepdim=True)
     channel_mean = x.mean((2, 3), keepdim=True)
-    x = channel_mean + (x - channel_mean) * _uniform(n, 0.7, 1.3, dev, x.shape[1], 1, 1)
-    invert = torch.rand(n, 1, 1, 1, device=dev) < 0.25
-    x = torch.where(invert, 2 * mean - x, x)
+    contrast, brightness = _uniform(n, 0.5, 1.5, dev, 1, 1, 1), _uniform(n, -0.3, 0.3, dev, 1, 1, 1)
+    gain = _uniform(n, 0.7, 1.3, dev, c, 1, 1)
+    sign = torch.where(torch.rand(n, 1, 1, 1, device=dev) < 0.25, -1.0, 1.0).to(x.dtype)  # −1: inverted
+    # contrast about the mean, brightness, then gain about each channel's mean, composed into one a·x + b per
+    # image and channel; inversion about the mean maps a·x + b to 2·mean − (a·x + b)
+    scale = gain * contrast
+    shift = (1 - contrast) * mean + brightness * std + (1 - gain) * contrast * channel_mean
+    x = torch.addcmul(sign * shift + (1 - sign) * mean, x, sign * scale)
     return _cutout(_affine(x), mean)
 
 

@@ -63,10 +63,18 @@ def timm_data_config(backbone: str) -> dict[str, Any] | None:
     return resolve_data_config(pretrained_cfg=pretrained.to_dict()) if pretrained is not None else None
 
 
+SMALL_INPUT = 28  # side of the input the registered small backbones get from image files (the paper's digit size)
+
+
 def resolve_image_config(data: DataConfig, model: ModelConfig) -> ImageConfig:
-    """The backbone's timm data config where it has one, else ImageNet defaults; ``data.image_size`` wins."""
+    """The backbone's timm data config where it has one; for the registered small backbones (``auto``, ``lenet``,
+    ``lenet_conv``, ``mlp``) 28×28 with ImageNet statistics; else ImageNet defaults (224). ``data.image_size``
+    wins."""
+    from ..models.backbones import BACKBONES
+
     timm_cfg = timm_data_config(model.backbone)
-    base = ImageConfig()
+    small = model.backbone == "auto" or model.backbone in BACKBONES
+    base = ImageConfig(size=SMALL_INPUT) if small else ImageConfig()
     if timm_cfg is not None:
         interpolation = timm_cfg["interpolation"] if timm_cfg["interpolation"] in INTERPOLATIONS else "bilinear"
         base = ImageConfig(

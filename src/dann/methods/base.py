@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MethodConfig, ModelConfig
+from ..config import MethodConfig, ModelConfig, resolve_method
 from ..data.domains import SOURCE, TARGET  # noqa: F401 -- re-exported for methods
 from ..errors import ConfigError
 from ..models.heads import DomainDiscriminator
@@ -189,6 +189,8 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def create_method(cfg: MethodConfig) -> Method:
+    """The method ``cfg.name`` names (``recommended``: the recommended recipe, ``dann.config.RECIPE``)."""
+    cfg = resolve_method(cfg)
     return METHODS.get(cfg.name)(cfg)
 
 
@@ -199,6 +201,7 @@ def build_network(
     multilinear map of features and predictions, MDD's is an auxiliary classifier)."""
     from ..models.network import create_network
 
+    method = resolve_method(method)
     term = METHODS.get(method.name).term or Term
 
     def discriminator(num_features: int) -> nn.Module:

@@ -3,6 +3,7 @@ All in one ``nn.Module`` so one optimizer, one checkpoint and one DDP wrap see e
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -61,6 +62,20 @@ class DomainAdaptNet(nn.Module):
         return backbone, [p for p in self.parameters() if id(p) not in ids]
 
 
+PAPER_HEAD = (100, 100)  # lenet_conv's label predictor: the DANN paper's two fc-100 layers
+
+
+def resolve_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ModelConfig:
+    """``model.backbone: auto`` → ``lenet_conv`` for images (C, H, W), ``mlp`` for anything else; ``head_dims: null``
+    → the paper's (100, 100) label predictor after ``lenet_conv``, one linear layer otherwise. So the same data
+    gets the same network through every entry point. Other values are kept."""
+    backbone = cfg.backbone
+    if backbone == "auto":
+        backbone = "lenet_conv" if len(input_shape) == 3 else "mlp"
+    head = cfg.head_dims if cfg.head_dims is not None else (PAPER_HEAD if backbone == "lenet_conv" else ())
+    return dataclasses.replace(cfg, backbone=backbone, head_dims=tuple(head))
+
+
 TIMM_BOTTLENECK = 256  # the bottleneck width timm backbones get unless model.bottleneck_dim says otherwise
 
 
@@ -80,6 +95,7 @@ def create_network(
 ) -> DomainAdaptNet:
     """The network for samples of ``input_shape``. ``discriminator(num_features)`` builds the module behind
     ``domain_logits`` (default: DANN's one-logit MLP of ``cfg.discriminator_dims``)."""
+    cfg = resolve_model(cfg, input_shape)
     backbone = create_backbone(cfg, input_shape)
     dim = bottleneck_dim(cfg)
     module = discriminator(dim or backbone.num_features) if discriminator is not None else None

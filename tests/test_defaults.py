@@ -1,0 +1,51 @@
+"""The same data gets the same network, method and schedule through every entry point: ``dann train``,
+``dann.fit`` and ``DANNClassifier``; the "auto" network and the "recommended" method resolve to concrete values
+that the run records."""
+
+import numpy as np
+import pytest
+import yaml
+
+import dann
+from dann import DANNClassifier
+from dann.cli import main
+from dann.config import RECIPE, Config, load_config
+from dann.models.network import PAPER_HEAD
+
+
+@pytest.mark.parametrize(
+    ("shape", "backbone", "head"), [((3, 28, 28), "lenet_conv", list(PAPER_HEAD)), ((12,), "mlp", [])]
+)
+def test_every_entry_point_resolves_the_same_config(shape, backbone, head, tmp_path):
+    rng = np.random.default_rng(0)
+    x_s, x_t = rng.random((40, *shape), dtype=np.float32), rng.random((30, *shape), dtype=np.float32)
+    y_s = np.arange(40) % 3
+    np.savez(tmp_path / "s.npz", x=x_s, y=y_s)
+    np.savez(tmp_path / "t.npz", x=x_t)
+    files = ["--source", str(tmp_path / "s.npz"), "--target", str(tmp_path / "t.npz")]
+    quick = ["--steps", "2", "--quiet", "--no-report", "--set", "train.device=cpu"]
+    assert main(["train", *files, *quick, "--out", str(tmp_path / "cli")]) == 0
+    cli = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())
+    values = {"data": {"source": str(tmp_path / "s.npz"), "target": str(tmp_path / "t.npz")}}
+    values["train"] = {"steps": 2, "device": "cpu", "progress": False}
+    api = dann.fit(load_config(values=values)).config.to_dict()
+    sk = DANNClassifier(max_steps=2, device="cpu").fit(x_s, y_s, X_target=x_t).config_.to_dict()
+    for section in ("model", "method", "optim"):
+        assert cli[section] == api[section] == sk[section], section
+    for key in ("steps", "batch_size", "seed", "precision", "accumulate"):
+        assert cli["train"][key] == api["train"][key] == sk["train"][key], key
+    assert cli["model"]["backbone"] == backbone and cli["model"]["head_dims"] == head
+    assert cli["method"]["name"] == RECIPE["name"] and cli["method"]["regularizers"] == RECIPE["regularizers"]
+
+
+def test_a_named_method_is_that_method_alone_and_the_default_is_recorded_unresolved():
+    assert Config().method.name == "recommended" and Config().model.backbone == "auto"
+    named = load_config(None, ["method.name=dann"]).method
+    assert named.name == "dann" and named.regularizers == {}
+
+
+def test_the_paper_preset_is_the_seeds_exact_dann_on_any_data():
+    cfg = load_config("paper", ["data.task=digits"])
+    assert cfg.method.name == "dann" and cfg.method.regularizers == {} and cfg.method.grl_schedule == "ganin"
+    assert (cfg.model.backbone, cfg.model.head_dims, cfg.model.bottleneck_dim) == ("lenet_conv", (100, 100), 0)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.lr_schedule) == ("sgd", 0.01, "ganin")
