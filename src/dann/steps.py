@@ -61,8 +61,9 @@ def train_step(
         if source is not None:
             x_s, y_s = source.get(index)
             x_s = amp.batch(x_s)
-        x_t = amp.batch(target.get(index)[0]) if target is not None else x_s[:0]
-        if source is None:  # a source-free method: an empty source batch
+            x_t = amp.batch(target.get(index)[0]) if target is not None else x_s[:0]
+        else:  # a source-free method reads an empty source batch
+            x_t = amp.batch(target.get(index)[0])  # type: ignore[union-attr]
             x_s, y_s = x_t[:0], torch.zeros(0, dtype=torch.int64, device=x_t.device)
         last = k == accumulate - 1
         no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None

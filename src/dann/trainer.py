@@ -160,8 +160,9 @@ class Trainer:
         start, skipped, history = self._restore(net, optimizer, amp, method)
         # a method that never runs the discriminator: DDP must be told some parameters get no gradient
         model = world.wrap(MethodLoss(net, method), self.device, find_unused_parameters=not method.uses_discriminator)
-        streams = cfg, data, method.uses_target, start, self.device, world, method.uses_source
-        source, target = batch_streams(*streams)
+        source, target = batch_streams(
+            cfg, data, method.uses_target, start, self.device, world, uses_source=method.uses_source
+        )
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
