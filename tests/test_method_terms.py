@@ -109,11 +109,14 @@ def test_shot_information_maximization_and_clustering():
     ent, neg_div = information_maximization(Z)
     assert ent.item() == pytest.approx(-(p * np.log(p)).sum(1).mean(), rel=1e-5)
     assert neg_div.item() == pytest.approx((p_mean * np.log(p_mean)).sum(), rel=1e-5)
-    # two tight clusters with soft assignments pointing the right way: both rounds recover them
+    # two tight clusters; the third sample's prediction is wrong (class 0) but it sits in cluster 1: the clustered
+    # pseudo-label corrects it, which a plain argmax of the predictions would not
     f = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]), dim=1)
-    soft = torch.tensor([[0.6, 0.4], [0.7, 0.3], [0.45, 0.55], [0.3, 0.7]])
+    soft = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.55, 0.45], [0.1, 0.9]])
     labels, centres = cluster_labels(f, soft, None)
-    assert labels.tolist() == [0, 0, 1, 1] and centres.shape == (2, 2)
+    assert soft.argmax(1).tolist() == [0, 0, 0, 1] and labels.tolist() == [0, 0, 1, 1] and centres.shape == (2, 2)
+    nan = torch.full_like(soft, float("nan"))
+    assert torch.equal(cluster_labels(f, nan, centres)[1], centres)  # a non-finite batch leaves the centres
 
 
 def test_entropy_bnm_and_pseudo_label_terms_written_out():
@@ -216,21 +219,90 @@ def test_a_negative_regularizer_weight_is_refused():
         MethodConfig(regularizers={"mcc": -1.0})
 
 
+def bn_net(name: str, **method):
+    torch.manual_seed(0)
+    cfg = MethodConfig(name=name, **method)
+    model = ModelConfig(backbone="mlp", mlp_dims=(8,), discriminator_dims=(6,), batchnorm=True)
+    return build_network(model, cfg, (4,), 3), create_method(cfg)
+
+
 def test_fixmatch_ema_teacher_follows_the_weights_and_is_kept_in_its_state():
-    net, method = make("fixmatch", ema_teacher=0.5)
+    net, method = bn_net("fixmatch", ema_teacher=0.9)
     method.prepare(net)
     (_, _, term) = method.terms[0]
     start = {k: v.clone() for k, v in net.state_dict().items()}
     with torch.no_grad():
         for p in net.parameters():
             p += 1.0
+        net(torch.randn(8, 4))  # moves BatchNorm's running statistics and its integer batch counter
     method.after_step(net)
     for k, v in net.state_dict().items():
-        torch.testing.assert_close(term.teacher[k], 0.5 * start[k] + 0.5 * v)
+        if v.is_floating_point():
+            torch.testing.assert_close(term.teacher[k], 0.9 * start[k] + 0.1 * v)
+        else:
+            assert torch.equal(term.teacher[k], v), k  # num_batches_tracked is copied
     state = method.state_dict()
-    _, fresh = make("fixmatch", ema_teacher=0.5)
+    _, fresh = bn_net("fixmatch", ema_teacher=0.9)
     fresh.load_state_dict(state)
     assert all(torch.equal(fresh.terms[0][2].teacher[k], term.teacher[k]) for k in term.teacher)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_fixmatch_extra_forwards_leave_batchnorm_running_statistics_to_the_main_forward(ema):
+    net, method = bn_net("fixmatch", ema_teacher=ema)
+    method.prepare(net)
+    reference, _ = bn_net("fixmatch")
+    reference.load_state_dict(net.state_dict())
+    torch.manual_seed(1)
+    method.loss(net, BATCH, 0.5)
+    reference.forward_head(reference.forward_features(torch.cat([BATCH.x_s, BATCH.x_t])))  # the main forward only
+    for (k, v), ref in zip(net.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(v, ref), k
+    assert net.training
+
+
+def test_fixmatch_takes_pseudo_labels_from_the_teacher_above_the_relative_threshold():
+    net, method = make("fixmatch", ema_teacher=0.5, fixmatch_threshold=0.9)
+    method.prepare(net)
+    term = method.terms[0][2]
+    fw = forward(net, BATCH)
+    assert term(fw)[0] > 0 or term(fw)[1]["pseudo_kept"] == 0
+    for k in term.teacher:  # a teacher whose head predicts uniformly: no pseudo-label passes any threshold
+        if k.startswith("head."):
+            term.teacher[k].zero_()
+    loss, extra = term(forward(net, BATCH))
+    assert loss.item() == 0.0 and extra["pseudo_kept"].item() == 0.0
+    # relative threshold: 0.9 × the mean source confidence; a target confidence of 0.6 passes when the source's is 0.6
+    _, plain = make("fixmatch", fixmatch_threshold=0.9)
+    z_s = torch.log(torch.tensor([[0.6, 0.2, 0.2]])).repeat(4, 1)
+    z_t = torch.log(torch.tensor([[0.6, 0.3, 0.1]])).repeat(4, 1)
+    x = torch.randn(4, 4)
+    fw = Forward(net, Batch(x, torch.zeros(4, dtype=torch.int64), x), x, x, z_s, z_t, 0.5)
+    assert plain.terms[0][2](fw)[1]["pseudo_kept"].item() == 1.0
+    source_free = Forward(net, Batch(x[:0], torch.zeros(0, dtype=torch.int64), x), x[:0], x, z_s[:0], z_t, 0.5)
+    assert plain.terms[0][2](source_free)[1]["pseudo_kept"].item() == 0.0  # τ alone: 0.6 < 0.9
+
+
+@pytest.mark.parametrize(("name", "term"), [("cdan", "adv"), ("cdan_e", "adv"), ("mdd", "mdd")])
+def test_the_label_head_gets_no_gradient_from_a_conditional_or_margin_term(name, term):
+    """CDAN conditions on the predictions and MDD targets the head's argmax; neither may train the head."""
+    net, method = make(name)
+    _, _, t = method.terms[0]
+    t(forward(net, BATCH))[0].backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in net.head.parameters())
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in net.backbone.parameters())
+
+
+def test_shot_term_is_information_maximization_plus_beta_pseudo_label_ce():
+    net, method = make("shot", shot_beta=0.3)
+    fw = forward(net, BATCH)
+    value, extra = method.terms[0][2](fw)
+    p = torch.softmax(fw.z_t, 1)
+    p_mean = p.mean(0)
+    ent, div = -(p * p.log()).sum(1).mean(), -(p_mean * p_mean.log()).sum()
+    expected = ent - div + 0.3 * extra["pseudo_ce"]
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(extra["div"], div)
 
 
 @pytest.mark.parametrize("shape", [(8, 3, 12, 12), (8, 5)])

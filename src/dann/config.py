@@ -107,7 +107,7 @@ class MethodConfig:
     label_smoothing: float = 0.1  # of the source cross-entropy
     separate_forward: bool = False  # seed variant: two forward passes (per-domain BatchNorm statistics)
     regularizers: dict[str, float] = field(default_factory=dict)  # target terms added to any method, with weights
-    cdan_max_dim: int = 4096  # cdan: features x classes above this use the randomized multilinear map of this size
+    cdan_max_dim: int = 4096  # cdan: features x classes above this use the randomized multilinear map (1024 wide)
     mdd_margin: float = 4.0  # mdd: margin gamma of the disparity discrepancy
     mcc_temperature: float = 2.5  # mcc: temperature T of the target probabilities
     fixmatch_threshold: float = 0.9  # fixmatch: pseudo-label kept when confidence > this x mean source confidence

@@ -13,6 +13,8 @@ in checkpoints, so a resumed run continues it exactly."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -186,6 +188,23 @@ def grl_coeff(cfg: MethodConfig, progress: float) -> float:
 def entropy(p: torch.Tensor) -> torch.Tensor:
     """Row entropies (N,) of probabilities (N, K), in nats, with 0 log 0 = 0."""
     return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(net: nn.Module) -> Iterator[None]:
+    """BatchNorm layers still normalize with the batch's statistics (in train mode) but leave their running
+    statistics as they are: for an extra forward pass (a strongly augmented view) that must not shift what
+    evaluation normalizes with."""
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in layers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(layers, saved, strict=True):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
 
 
 def create_method(cfg: MethodConfig) -> Method:

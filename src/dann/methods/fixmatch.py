@@ -10,7 +10,9 @@ The relative threshold keeps the rule meaningful whatever the source confidence 
 1, so a fixed 0.95 could never be reached). The teacher is the model itself, or with ``method.ema_teacher = m > 0``
 an exponential moving average of its weights (w ← m w + (1 − m) w_model after each step; Tarvainen & Valpola, NeurIPS
 2017), kept in checkpoints. The strong view is ``dann.data.strong.strong_augment``; its forward is one extra pass
-over the target batch.
+over the target batch (two with a teacher). That forward normalizes with its own batch statistics but leaves
+BatchNorm's running statistics as the main forward set them; the teacher runs as evaluation does (running
+statistics, no dropout).
 
 ``fixmatch`` is a method (source cross-entropy + λ_adv · fixmatch) and a regularizer for any method that reads the
 target (``method.regularizers: {fixmatch: 1.0}`` on top of DANN); with ``model.init_from`` it is the second stage
@@ -26,7 +28,7 @@ from torch.func import functional_call
 
 from ..data.strong import strong_augment
 from ..models.network import DomainAdaptNet
-from .base import METHODS, REGULARIZERS, Forward, Method, Term
+from .base import METHODS, REGULARIZERS, Forward, Method, Term, frozen_batchnorm_statistics
 
 
 def pseudo_label_loss(z_strong: torch.Tensor, q_t: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,14 +63,26 @@ class SelfTraining(Term):
         if "teacher" in state:
             self.teacher = {k: v.clone() for k, v in state["teacher"].items()}
 
+    def teacher_logits(self, net: DomainAdaptNet, x_t: torch.Tensor) -> torch.Tensor:
+        """The EMA teacher's logits (B, K), as it would be evaluated: BatchNorm on its averaged running statistics,
+        no dropout, nothing of the student changed."""
+        training = net.training
+        net.eval()
+        try:
+            return functional_call(net, self.teacher, (x_t,))
+        finally:
+            net.train(training)
+
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         with torch.no_grad():
-            z_weak = fw.z_t if self.teacher is None else functional_call(fw.net, self.teacher, (fw.batch.x_t,))
+            z_weak = fw.z_t if self.teacher is None else self.teacher_logits(fw.net, fw.batch.x_t)
             q_t = torch.softmax(z_weak.detach().float(), 1)
             threshold = self.cfg.fixmatch_threshold
             if len(fw.z_s):
                 threshold = threshold * torch.softmax(fw.z_s.detach().float(), 1).max(1).values.mean()
-        loss, kept = pseudo_label_loss(fw.net(strong_augment(fw.batch.x_t)), q_t, threshold)
+        with frozen_batchnorm_statistics(fw.net):  # the strong view must not pull the running statistics
+            z_strong = fw.net(strong_augment(fw.batch.x_t))
+        loss, kept = pseudo_label_loss(z_strong, q_t, threshold)
         return loss, {"pseudo_kept": kept}
 
 

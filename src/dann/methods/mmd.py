@@ -2,8 +2,9 @@
 
 The squared maximum mean discrepancy between the source and target features f_s (B_s, F), f_t (B_t, F) under
 the mean of Gaussian kernels k_u(a, b) = exp(−‖a − b‖² / (m_u · σ²)), m_u ∈ {1/4, 1/2, 1, 2, 4}, where σ² is the
-mean squared distance between all pairs of the step's features (no gradient), as DAN sets its bandwidths
-(Eq. 3, the biased estimate over all pairs):
+mean squared distance over all pairs of the step's features, the diagonal included (no gradient), as DAN sets its
+bandwidths. DAN trains with a linear-time unbiased estimate; this is the quadratic biased one over all pairs (the
+batches are small), its Eq. 3:
 
     mmd = mean k(f_s, f_s') + mean k(f_t, f_t') − 2 mean k(f_s, f_t)"""
 

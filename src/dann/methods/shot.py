@@ -10,10 +10,11 @@ hypothesis) frozen, and trains the feature extractor on **target batches only**;
     shot = im + β · CE(z_t, ŷ_t)                   β = ``method.shot_beta`` (Eq. 7)
 
 The paper re-clusters the whole target set once per epoch: c_k is the prediction-weighted mean of the normalized
-target features, then once more the mean of the features labelled k. Here the centres follow the same two rounds
-on each batch, smoothed across steps by an exponential moving average (momentum 0.9), so no extra pass over the
-data is needed; the centres are kept in checkpoints, and under torchrun each step's sums are added over the
-processes."""
+target features, then once more the mean of the features labelled k. Here both rounds run on each batch: the soft
+centres are smoothed across batches by an exponential moving average (momentum 0.9, per micro-batch with
+``train.accumulate``), the hard round uses the batch alone; so no extra pass over the data is needed. The smoothed
+centres are kept in checkpoints (and never replaced by non-finite values), and under torchrun each batch's sums
+are added over the processes."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def cluster_labels(f: torch.Tensor, weights: torch.Tensor, previous: torch.Tenso
     sums = _summed(torch.cat([weights.T @ f, weights.sum(0)[:, None]], 1))
     soft = sums[:, :-1] / sums[:, -1:].clamp_min(1e-12)
     centres = soft if previous is None else CENTROID_MOMENTUM * previous + (1 - CENTROID_MOMENTUM) * soft
+    if previous is not None:  # a non-finite batch (skipped by train.on_nonfinite=skip) must not poison the centres
+        centres = torch.where(torch.isfinite(centres), centres, previous)
     labels = (f @ F.normalize(centres, dim=1).T).argmax(1)
     onehot = F.one_hot(labels, weights.shape[1]).to(f.dtype)
     sums = _summed(torch.cat([onehot.T @ f, onehot.sum(0)[:, None]], 1))
