@@ -1,6 +1,6 @@
-"""Command line: ``dann train | evaluate | predict | report | compare | download | demo | bench``. Each subcommand
-maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types print one
-line and return 2; data warnings print one line each."""
+"""Command line: ``dann train | tune | evaluate | predict | report | compare | download | demo | bench``. Each
+subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types
+print one line and return 2; data warnings print one line each."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .data.catalog import DATASETS
 from .distributed import World
 from .errors import DannError, DataWarning, RunDirError
 from .methods import METHODS
+from .tune import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS, tune
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -89,11 +90,43 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--no-report", action="store_true", help="skip report.html/report.md (see dann report)")
 
 
+def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("tune", help="methods x λ_adv x lr, chosen without target labels (see README)")
+    _add_data_options(parser)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="M",
+        help=f"methods to try, with regularizers after + (dann+mcc, dann+entropy:0.1); shot starts from the "
+        f"source-only control (default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--lambdas",
+        nargs="+",
+        type=float,
+        metavar="L",
+        help=f"λ_adv values (default: {' '.join(map(str, DEFAULT_LAMBDAS))})",
+    )
+    parser.add_argument(
+        "--lrs", nargs="+", type=float, metavar="LR", help="learning rates (default: the config's optim.lr)"
+    )
+    parser.add_argument(
+        "--guard",
+        type=float,
+        help="a run is eligible only if its source held-out accuracy is at most this many points below the "
+        f"source-only control's (default: {DEFAULT_GUARD:g})",
+    )
+    parser.add_argument("--out", required=True, help="tune folder: runs/<name> per run, tune.json, tune.md")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
+    parser.add_argument("--quiet", action="store_true", help="no line per run")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dann", description="Unsupervised domain adaptation with DANN.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_train_parser(sub)
+    _add_tune_parser(sub)
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
@@ -180,6 +213,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    given = {"methods": args.methods, "lambdas": args.lambdas, "lrs": args.lrs, "guard": args.guard}
+    options = {key: value for key, value in given.items() if value is not None}  # dann.tune's defaults otherwise
+    result = tune(_config(args), args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
+    print(result.summary())
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out_dir or Path(args.run) / "eval" / Path(args.data.rstrip("/")).name
     skip = True if args.skip_bad_images else None
@@ -261,6 +302,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _train,
+    "tune": _tune,
     "evaluate": _evaluate,
     "predict": _predict,
     "report": _report,
