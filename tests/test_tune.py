@@ -175,6 +175,12 @@ def test_a_rerun_with_another_grid_or_config_is_refused(tuned, tmp_path, fits):
     with pytest.raises(RunDirError, match=r"config.train.steps: 30 → 20"):
         dann.tune(load_config("moons", [*FAST, "train.steps=20"]), out, progress=False, **GRID)
     assert (out / "tune.json").read_text() == before and fits == []
+    judged = dann.tune(
+        load_config("moons", [*FAST, "selection.validator=dev"]), out, guard=50.0, progress=False, **GRID
+    )
+    assert fits == [] and judged.validator == "dev" and all(row["eligible"] for row in judged.rows)  # re-ranked only
+    dev = [json.loads(line) for line in (out / "runs" / NAMES[2] / "metrics.jsonl").read_text().splitlines()][-1]
+    assert by_name(judged)[NAMES[2]]["score"] == dev["validators"]["dev"]
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -208,6 +214,14 @@ def test_grid_mistakes_fail_before_anything_is_written(options, message, tmp_pat
 def test_method_strings():
     assert tune_module.parse_method("dann+mcc") == ("dann", {"mcc": 1.0})
     assert tune_module.parse_method("cdan+entropy:0.1+mcc") == ("cdan", {"entropy": 0.1, "mcc": 1.0})
+
+
+def test_a_choice_that_optimizes_the_validator_comes_with_a_caution():
+    caution = tune_module.caution
+    assert caution({"method": "dann", "regularizers": {"mcc": 1.0}}, "bnm").startswith("mcc trains the target")
+    assert caution({"method": "shot", "regularizers": {"entropy": 0.1}}, "im").startswith("entropy and shot train")
+    assert caution({"method": "mcc", "regularizers": {}}, "dev") is None  # dev reads source losses, not confidence
+    assert caution({"method": "dann", "regularizers": {}}, "bnm") is None
 
 
 def test_regularized_entries_and_shot_from_the_control(tmp_path):

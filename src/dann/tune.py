@@ -9,7 +9,8 @@ labels only fill a marked column and name the run they *would* have picked.
 
 Method strings: a method, then regularizers after ``+`` (``dann+mcc``: ``method.name=dann``, ``regularizers={mcc:
 1.0}``; ``dann+entropy:0.1`` gives a weight). ``shot`` starts from the control (``model.init_from``). The same
-arguments again continue a killed tune: finished runs are reused, an unfinished one resumes from its checkpoint."""
+arguments again continue a killed tune: finished runs are reused, an unfinished one resumes from its checkpoint.
+Another ``guard`` or ``selection.validator`` only re-ranks the runs (every validator is in each ``metrics.jsonl``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ CONTROL = "source_only"
 TUNE_JSON, TUNE_MD, COMPARE_HTML, RUNS = "tune.json", "tune.md", "compare.html", "runs"
 ORACLE_NOTE = "uses target labels, not used for the choice"
 DEFAULT_METHODS, DEFAULT_LAMBDAS, DEFAULT_GUARD = ("dann", "cdan_e", "mcc"), (0.3, 1.0), 2.0
+# these terms train the target predictions to be confident (and diverse), which these validators reward (README)
+CONFIDENT_TERMS, CONFIDENCE_VALIDATORS = {"mcc", "bnm", "entropy", "fixmatch", "shot"}, {"bnm", "entropy", "im"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class TuneResult:
     why: str
     oracle_pick: str | None  # the run target labels would have picked (uses target labels; not the choice)
     target: str = ""  # data.target, for the predict command
+    caution: str | None = None  # when the chosen run trains toward what the validator rewards
 
     @property
     def chosen_dir(self) -> Path:
@@ -63,6 +67,7 @@ class TuneResult:
 
     def summary(self) -> str:
         lines = [f"chosen: {self.chosen_dir}  ({self.why})", f"use it: {self.predict_command()}"]
+        lines += [f"caution: {self.caution}"] if self.caution else []
         if self.oracle_pick is not None:
             lines.append(f"target labels would have picked: {self.oracle_pick}  [{ORACLE_NOTE}]")
         files = ", ".join(str(self.out / f) for f in (TUNE_JSON, TUNE_MD, COMPARE_HTML))
@@ -240,6 +245,18 @@ def choose(rows: list[dict[str, Any]], validator: str) -> tuple[str, str]:
     return ranked[0]["name"], f"highest `{validator}` among runs within the guard of the control"
 
 
+def caution(row: dict[str, Any], validator: str) -> str | None:
+    """A warning when ``row``'s method or regularizers optimize what ``validator`` measures, else None."""
+    terms = sorted(CONFIDENT_TERMS & {row["method"], *row["regularizers"]})
+    if not terms or validator not in CONFIDENCE_VALIDATORS:
+        return None
+    return (
+        f"{' and '.join(terms)} train{'s' * (len(terms) == 1)} the target predictions to be confident (and diverse), "
+        f"which `{validator}` rewards, so the score is inflated against other methods'; weigh it against the best run "
+        "of another method, or rerun with --set selection.validator=NAME (the runs are reused, only re-ranked)"
+    )
+
+
 def _line(k: int, rows: list[dict[str, Any]], total: int, validator: str, reused: bool) -> str:
     row, fmt = rows[-1], (lambda x: "–" if x is None else f"{x:.4f}")
     best = min((r for r in rows if r["rank"] is not None), key=lambda r: r["rank"], default=None)
@@ -267,6 +284,7 @@ def _markdown(result: TuneResult, guard: float) -> str:
         f"score is finite and its source held-out accuracy is at most {guard:g} points below the source-only "
         "control's; the eligible run with the highest score is chosen, else the control.",
     ]
+    answer += [f"**Caution**: {result.caution}."] if result.caution else []
     if result.oracle_pick is not None:
         answer.append(f"Target labels would have picked `{result.oracle_pick}` ({ORACLE_NOTE}).")
     answer.append(f"`{COMPARE_HTML}`: the same runs side by side with curves; it ranks each run's `best.pt` step.")
@@ -282,7 +300,7 @@ def _write(result: TuneResult, spec: dict[str, Any], guard: float) -> None:
     oracle = None if result.oracle_pick is None else {"name": result.oracle_pick, "note": ORACLE_NOTE}
     chosen = {"name": result.chosen, "run_dir": f"{RUNS}/{result.chosen}", "why": result.why}
     record = {**spec, "status": "done", "validator": result.validator, "guard": guard, "control": CONTROL}
-    record |= {"chosen": chosen, "oracle_pick": oracle, "rows": rows}
+    record |= {"chosen": chosen, "caution": result.caution, "oracle_pick": oracle, "rows": rows}
     atomic_write_text(out / TUNE_JSON, json.dumps(record, indent=1) + "\n")
 
 
@@ -301,8 +319,9 @@ def tune(
     """Train the source-only control and every point of ``methods`` × ``lambdas`` (λ_adv) × ``lrs`` (default:
     ``cfg.optim.lr``) under ``out/runs/``, then choose without target labels (see the module's docstring). ``data``
     overrides ``cfg.data`` as in ``fit``. Writes ``tune.json``, ``tune.md`` and ``compare.html`` into ``out``. Run
-    again with the same arguments, it continues a killed tune; with others it refuses, unless ``overwrite`` (which
-    deletes ``out`` first). With ``progress`` one line per run as it finishes."""
+    again with the same arguments (``guard`` and ``selection.validator`` may change), it continues a killed tune;
+    with others it refuses, unless ``overwrite`` (which deletes ``out`` first). With ``progress``: one line per run
+    as it finishes."""
     if not (_finite(guard) and guard >= 0):
         raise ConfigError(f"guard must be a number of percentage points >= 0, got {guard!r}")
     out, cfg = Path(out), replace(cfg, train={"progress": False})
@@ -314,7 +333,9 @@ def tune(
         raise ConfigError("tune's collapse guard needs a labeled source held-out set: set data.val_fraction > 0")
     validator = cfg.selection.validator
     check_validator(validator, has_source_val=True)
-    spec = json.loads(json.dumps({"grid": grid, "config": cfg.to_dict(), "data": _fingerprint(data)}))
+    config = cfg.to_dict()
+    del config["selection"]["validator"]  # judging only: a rerun with another one re-ranks the same runs
+    spec = json.loads(json.dumps({"grid": grid, "config": config, "data": _fingerprint(data)}))
     _start(out, spec, overwrite)
     rows: list[dict[str, Any]] = []
     for k, point in enumerate(points, 1):
@@ -328,6 +349,7 @@ def tune(
     chosen, why = choose(rows, validator)
     labeled = [r for r in rows if r["oracle"] is not None]
     oracle = max(labeled, key=lambda r: r["oracle"]["target_acc"])["name"] if labeled else None
-    result = TuneResult(out, validator, rows, chosen, why, oracle, cfg.data.target)
+    warning = caution(next(r for r in rows if r["name"] == chosen), validator)
+    result = TuneResult(out, validator, rows, chosen, why, oracle, cfg.data.target, warning)
     _write(result, spec, guard)
     return result
