@@ -243,6 +243,16 @@ def test_regularized_entries_and_shot_from_the_control(tmp_path):
     assert not all(torch.equal(control["model"][k], shot["model"][k]) for k in control["model"])  # ... and adapts
 
 
+def test_a_diverged_grid_point_is_recorded_and_the_search_goes_on(tmp_path, capsys):
+    result = dann.tune(moons(), tmp_path / "t", methods=("dann+mcc",), lambdas=(1000.0,))  # NaN by step 15
+    diverged = by_name(result)["dann+mcc-l1000-lr0.05"]
+    assert diverged["failed"].startswith("non-finite loss at step") and diverged["step"] is None
+    assert not diverged["eligible"] and diverged["reason"] == f"training stopped: {diverged['failed']}"
+    assert result.chosen == "source_only" and result.why.startswith("no adapted run is eligible")
+    assert "[2/2] dann+mcc-l1000-lr0.05: bnm –, source held-out – " in capsys.readouterr().out
+    assert (tmp_path / "t" / "compare.html").is_file()  # built from the runs that have an evaluation
+
+
 def test_cli_round_trip(tuned, tmp_path, capsys):
     out = tmp_path / "copy"
     shutil.copytree(tuned.out, out)  # the same arguments as the fixture: every run is reused
