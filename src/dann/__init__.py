@@ -6,6 +6,7 @@ from .data import SOURCE, TARGET
 from .errors import CheckpointError, ConfigError, DannError, DataError, OutputError, RunDirError, UnsafeFileError
 from .methods import create_method
 from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
+from .tune import TuneResult, tune  # the function shadows its module: reach the module as sys.modules["dann.tune"]
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "OutputError",
     "RunDirError",
     "TrainedModel",
+    "TuneResult",
     "UnsafeFileError",
     "build_report",
     "compare",
@@ -50,4 +52,5 @@ __all__ = [
     "load_config",
     "load_run",
     "predict",
+    "tune",
 ]

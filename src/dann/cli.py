@@ -1,6 +1,6 @@
-"""Command line: ``dann train | evaluate | predict | report | compare | download | demo | bench``. Each subcommand
-maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types print one
-line and return 2; data warnings print one line each."""
+"""Command line: ``dann train | tune | evaluate | predict | report | compare | download | demo | bench``. Each
+subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types
+print one line and return 2; data warnings print one line each."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .config import load_config
+from .config import Config, load_config
 from .data import TASKS
 from .data.catalog import DATASETS
 from .distributed import World
 from .errors import DannError, DataWarning, RunDirError
 from .methods import METHODS
+from .tune import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS, tune
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -43,10 +44,10 @@ def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a model; writes a run directory")
-    train.add_argument("--config", help="YAML file, or a packaged preset name (moons, digits)")
-    train.add_argument(
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """What to train on and how: the options ``train`` and ``tune`` share."""
+    parser.add_argument("--config", help="YAML file, or a packaged preset name (moons, digits)")
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -54,22 +55,34 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=0.01 (repeatable)",
     )
-    train.add_argument("--task", help=f"embedded task: {' | '.join(TASKS.names())}")
-    train.add_argument(
+    parser.add_argument("--task", help=f"embedded task: {' | '.join(TASKS.names())}")
+    parser.add_argument(
         "--source", help="labeled source data: .npz (x, y), a folder of class subfolders, or a list file"
     )
-    train.add_argument(
+    parser.add_argument(
         "--target",
         help="unlabeled target data: .npz, a flat image folder, class subfolders or a list file "
         "(labels in it are used only to report accuracy)",
     )
-    train.add_argument("--target-eval", help="labeled target data used only to report accuracy")
-    train.add_argument("--backbone", help="lenet | lenet_conv | mlp | any timm model name (e.g. resnet50)")
+    parser.add_argument("--target-eval", help="labeled target data used only to report accuracy")
+    parser.add_argument("--backbone", help="lenet | lenet_conv | mlp | any timm model name (e.g. resnet50)")
+    parser.add_argument("--steps", type=int, help="training steps")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+
+
+def _config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
+    """The config the data options ask for: ``--config``, then the shortcut flags, ``extra``, then ``--set``."""
+    given = {flag: getattr(args, flag, None) for flag in SHORTCUTS}
+    shortcuts = [f"{SHORTCUTS[flag]}={value}" for flag, value in given.items() if value is not None]
+    return load_config(args.config, [*shortcuts, *extra, *args.overrides])
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a model; writes a run directory")
+    _add_data_options(train)
     train.add_argument("--method", help=f"{' | '.join(METHODS.names())} (default: dann)")
     train.add_argument("--init-from", metavar="RUN", help="start from this run's trained weights (shot needs it)")
-    train.add_argument("--steps", type=int, help="training steps")
-    train.add_argument("--seed", type=int, help="random seed")
-    train.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     train.add_argument("--out", required=True, help="run directory to create")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
@@ -77,11 +90,43 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--no-report", action="store_true", help="skip report.html/report.md (see dann report)")
 
 
+def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("tune", help="methods x λ_adv x lr, chosen without target labels (see README)")
+    _add_data_options(parser)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="M",
+        help=f"methods to try, with regularizers after + (dann+mcc, dann+entropy:0.1); shot starts from the "
+        f"source-only control (default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--lambdas",
+        nargs="+",
+        type=float,
+        metavar="L",
+        help=f"λ_adv values (default: {' '.join(map(str, DEFAULT_LAMBDAS))})",
+    )
+    parser.add_argument(
+        "--lrs", nargs="+", type=float, metavar="LR", help="learning rates (default: the config's optim.lr)"
+    )
+    parser.add_argument(
+        "--guard",
+        type=float,
+        help="a run is eligible only if its source held-out accuracy is at most this many points below the "
+        f"source-only control's (default: {DEFAULT_GUARD:g})",
+    )
+    parser.add_argument("--out", required=True, help="tune folder: runs/<name> per run, tune.json, tune.md")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
+    parser.add_argument("--quiet", action="store_true", help="no line per run")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dann", description="Unsupervised domain adaptation with DANN.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_train_parser(sub)
+    _add_tune_parser(sub)
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
@@ -145,11 +190,7 @@ def _train(args: argparse.Namespace) -> int:
             raise DannError(f"--resume continues the run with its saved config.yaml; drop {', '.join(given)}")
         result = api.fit(out=args.out, resume=True, report=not args.no_report)
     else:
-        shortcuts = [
-            f"{key}={getattr(args, flag)}" for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None
-        ]
-        quiet = ["train.progress=false"] if args.quiet else []
-        cfg = load_config(args.config, [*shortcuts, *quiet, *args.overrides])
+        cfg = _config(args, ["train.progress=false"] if args.quiet else [])
         result = api.fit(cfg, args.out, overwrite=args.overwrite, report=not args.no_report)
     if not World.from_env().main:  # under torchrun rank 0 speaks for the run
         return 0
@@ -169,6 +210,14 @@ def _train(args: argparse.Namespace) -> int:
         print(
             f"skipped {skipped['count']} unreadable image file(s) (data.skip_bad_images): {', '.join(skipped['first'])}"
         )
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    given = {"methods": args.methods, "lambdas": args.lambdas, "lrs": args.lrs, "guard": args.guard}
+    options = {key: value for key, value in given.items() if value is not None}  # dann.tune's defaults otherwise
+    result = tune(_config(args), args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
+    print(result.summary())
     return 0
 
 
@@ -253,6 +302,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _train,
+    "tune": _tune,
     "evaluate": _evaluate,
     "predict": _predict,
     "report": _report,

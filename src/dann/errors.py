@@ -22,6 +22,11 @@ class CheckpointError(RunDirError):
     back to the previous checkpoint."""
 
 
+class DivergedError(DannError):
+    """Training stopped because the loss or the weights became non-finite (``dann.nonfinite``): a property of the
+    hyper-parameters (too high a learning rate or λ_adv), not of the data. ``dann tune`` records it and goes on."""
+
+
 class UnsafeFileError(DannError):
     """A checkpoint or weight file holds pickled Python objects, which could run code when loaded, where only
     tensors and plain data belong. Refused outright, never worked around."""

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import DannError
+from .errors import DivergedError
 
 ADVICE = "try a lower optim.lr or optim.grad_clip=1.0"
 MAX_BAD_RUN = 100  # consecutive skipped steps that stop a run
@@ -57,7 +57,7 @@ class LossWatch:
         if bad and self.policy == "error":
             steps = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
             terms = [name for name, value in sums.items() if not math.isfinite(value)]
-            raise DannError(
+            raise DivergedError(
                 f"non-finite loss at step {bad[0]} (non-finite steps among {first}-{done}: {steps}); non-finite "
                 f"loss terms: {', '.join(terms) or 'total'}; nothing from step {bad[0]} on was saved, the last "
                 f"checkpoint is kept; {ADVICE}, or train.on_nonfinite=skip to skip such steps"
@@ -66,7 +66,7 @@ class LossWatch:
         trailing = next((i for i, ok in enumerate(reversed(flags)) if ok), len(flags))
         self.bad_run = self.bad_run + trailing if trailing == len(flags) else trailing
         if self.bad_run >= MAX_BAD_RUN:
-            raise DannError(
+            raise DivergedError(
                 f"the loss was non-finite for the last {self.bad_run} steps up to step {done}: skipping them "
                 f"(train.on_nonfinite=skip) cannot recover; the last checkpoint is kept; {ADVICE}"
             )
@@ -108,7 +108,7 @@ def check_weights(net: nn.Module, step: int) -> None:
     overflowed). One host sync; the trainer calls it before it evaluates or saves."""
     checks = [torch.isfinite(t).all() for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()]
     if checks and not bool(torch.stack(checks).all()):
-        raise DannError(
+        raise DivergedError(
             f"the weights became non-finite by step {step} although every loss was finite (the gradients "
             f"overflowed); nothing from that point on was saved, the last checkpoint is kept; {ADVICE}"
         )
