@@ -177,3 +177,18 @@ def test_folder_resume_with_gradient_accumulation_is_exact(shape_folders, tmp_pa
     full, resumed = dann.load_run(tmp_path / "full"), dann.load_run(tmp_path / "crashed")
     assert resumed.step == 6
     assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())
+
+
+@pytest.mark.parametrize("method", ["cdan_e", "mdd", "mcc", "mmd", "coral", "fixmatch", "shot", "dann+mcc"])
+def test_every_method_trains_on_image_folders(method, shape_folders, run, tmp_path):
+    """A timm backbone (BatchNorm, a bottleneck) on decoded, augmented image batches; shot starts from a trained run."""
+    name, _, regularizer = method.partition("+")
+    extra = ["--method", name, "--set", "train.steps=4", "--set", "train.eval_every=4"]
+    if regularizer:
+        extra += ["--set", f"method.regularizers={{{regularizer}: 1.0}}"]
+    if name == "shot":
+        extra += ["--init-from", str(run)]
+    assert train(shape_folders, tmp_path / method, *extra) == 0
+    model = dann.load_run(tmp_path / method)
+    assert model.config.method.name == name and model.step == 4
+    assert all(torch.isfinite(v).all() for v in model.net.state_dict().values() if v.is_floating_point())

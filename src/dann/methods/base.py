@@ -196,15 +196,17 @@ def frozen_batchnorm_statistics(net: nn.Module) -> Iterator[None]:
     statistics as they are: for an extra forward pass (a strongly augmented view) that must not shift what
     evaluation normalizes with."""
     layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in layers]
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    saved = [[getattr(m, name) for name in names] for m in layers]
+    for m, buffers in zip(layers, saved, strict=True):  # the forward updates copies (autograd may keep them)...
+        for name, buffer in zip(names, buffers, strict=True):
+            setattr(m, name, buffer.clone())
     try:
         yield
-    finally:
-        with torch.no_grad():
-            for m, (mean, var, count) in zip(layers, saved, strict=True):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
+    finally:  # ...and the layers get their own tensors back, untouched (never written in place: autograd saw them)
+        for m, buffers in zip(layers, saved, strict=True):
+            for name, buffer in zip(names, buffers, strict=True):
+                setattr(m, name, buffer)
 
 
 def create_method(cfg: MethodConfig) -> Method:
