@@ -32,6 +32,7 @@ def tiny_cfg():
     return load_config(
         values={
             "model": {"backbone": "mlp", "mlp_dims": [16], "discriminator_dims": [8]},
+            "method": {"name": "dann"},
             "train": {
                 "steps": 12,
                 "batch_size": 16,

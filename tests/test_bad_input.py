@@ -329,7 +329,7 @@ ROWS = [
     ),
     Row(
         "unknown regularizer",
-        lambda f: f.train("--set", "method.regularizers={entrpy: 1.0}"),
+        lambda f: f.train("--method", "dann", "--set", "method.regularizers={entrpy: 1.0}"),
         "unknown regularizer 'entrpy'; valid regularizers: bnm, entropy, fixmatch, mcc",
     ),
     Row(
