@@ -377,6 +377,11 @@ ROWS = [
     Row("text for a number", lambda f: f.train("--set", "optim.lr=fast"), "optim.lr must be a number, got 'fast'"),
     Row("NaN for a number", lambda f: f.train("--set", "optim.lr=.nan"), "optim.lr must be a finite number, got nan"),
     Row("fraction for an integer", lambda f: f.train("--set", "train.steps=1.5"), "train.steps must be an integer"),
+    Row(
+        "scientific notation for an integer",
+        lambda f: f.train("--set", "train.steps=1e3"),
+        "train.steps must be an integer, got '1e3'; write 1000",
+    ),
     Row("text for a flag option", lambda f: f.train("--steps", "ten"), "argument --steps: invalid int value: 'ten'"),
     Row(
         "number for true/false",

@@ -30,3 +30,11 @@ def test_dann_without_target_data_is_refused_and_source_only_is_allowed():
     with pytest.raises(ValueError, match="needs unlabeled target data"):
         DANNClassifier(backbone="mlp", max_steps=2).fit(x, y)
     DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, y)
+
+
+@pytest.mark.parametrize("config", [{"optim.weight_decay": 1e-05}, {"optim.lr": 3e-4, "method.grl_gamma": 1e1}])
+def test_config_floats_that_print_in_scientific_notation_are_numbers(config):
+    x, y = blobs(40, 0.0, 0)
+    x_t, _ = blobs(30, 1.0, 1)
+    est = DANNClassifier(backbone="mlp", max_steps=2, batch_size=8, config=config).fit(x, y, X_target=x_t)
+    assert est.predict(x_t).shape == (30,)
