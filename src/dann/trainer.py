@@ -155,6 +155,7 @@ class Trainer:
         source, target = batch_streams(cfg, data, method.uses_target, start, self.device, world)
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
+        watch.saved = start if self.resume and self.run_dir is not None else None  # resumed from that checkpoint
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
         self.events = EventLog(self.run_dir if self.writes else None, t.tensorboard)
         train_time, logged, clip = 0.0, {}, cfg.optim.grad_clip
@@ -182,12 +183,13 @@ class Trainer:
                 self.events.scalars(logged, done, "train")
             if evaluating:
                 world.sync_buffers(net)  # the model every rank evaluates is rank 0's, the one saved
-                check_weights(net, done)
+                check_weights(net, done, watch.saved)
                 train_time += time.perf_counter() - tic
                 record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
                 rng = world.gather_objects(rng_state(self.device))
                 self._save(net, optimizer, amp, data, record, done, rng)
+                watch.saved = done if self.run_dir is not None else None
                 tic = time.perf_counter()
         bar.close()
         self.events.close()
