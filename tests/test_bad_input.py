@@ -444,6 +444,13 @@ ROWS = [
         "config: model.mlp_dims must be positive widths, got (0,)",
     ),
     Row(
+        "a BatchNorm layer given one sample",
+        lambda f: f.train("--method", "source_only", "--set", "model.batchnorm=true", "--set", "train.batch_size=1"),
+        "train.batch_size=1 hands the network's BatchNorm layers (backbone.net.2, backbone.net.5) a single sample per "
+        "training forward: method source_only forwards only the source batch; BatchNorm needs at least 2, so set "
+        "train.batch_size=2 or more",
+    ),
+    Row(
         "image backbone on feature vectors",
         lambda f: f.train("--backbone", "lenet"),
         "backbone 'lenet' needs images of shape (C, H, W), but the data has samples of shape (4,); use "

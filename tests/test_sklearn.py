@@ -38,3 +38,10 @@ def test_config_floats_that_print_in_scientific_notation_are_numbers(config):
     x_t, _ = blobs(30, 1.0, 1)
     est = DANNClassifier(backbone="mlp", max_steps=2, batch_size=8, config=config).fit(x, y, X_target=x_t)
     assert est.predict(x_t).shape == (30,)
+
+
+def test_one_sample_for_a_batchnorm_layer_is_refused_before_training():
+    x, y = blobs(40, 0.0, 0)
+    est = DANNClassifier(backbone="mlp", method="source_only", batch_size=1, config={"model.batchnorm": True})
+    with pytest.raises(ValueError, match=r"train\.batch_size=1 hands the network's BatchNorm layers"):
+        est.fit(x, y)

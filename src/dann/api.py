@@ -32,6 +32,7 @@ from .runs import (
     load_checkpoint,
     prepare_run_dir,
 )
+from .steps import check_batchnorm_rows
 from .trainer import Trainer, resolve_device
 
 
@@ -73,6 +74,7 @@ def fit(
     net = create_network(cfg.model, data.input_shape, data.num_classes)
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
+    check_batchnorm_rows(net, method, cfg.train.batch_size, world.size)
     resolve_device(local_device(cfg.train.device, world))
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume

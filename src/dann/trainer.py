@@ -42,7 +42,7 @@ from .runs import (
 )
 from .schedules import LR_SCHEDULES
 from .selection import check_validator, evaluate_validators, running_best
-from .steps import Batches, MethodLoss, train_step
+from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
@@ -145,6 +145,7 @@ class Trainer:
         cfg, t, world = self.cfg, self.cfg.train, self.world
         # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
+        check_batchnorm_rows(net, method, t.batch_size, world.size)
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, t.channels_last)
         amp.prepare_model(net, t.compile)

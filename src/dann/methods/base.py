@@ -45,6 +45,18 @@ class Method:
     def loss(self, net: DomainAdaptNet, batch: Batch, progress: float) -> LossOutput:
         raise NotImplementedError
 
+    def forward_rows(self, rows: int) -> int:
+        """The fewest samples one training forward of the network sees when each domain's batch has ``rows``: both
+        domains' in one forward by default (``joint_features``); one domain's when the method reads no target or
+        ``method.separate_forward`` forwards each domain alone."""
+        return 2 * rows if self.uses_target and not self.cfg.separate_forward else rows
+
+    def forward_note(self) -> str:
+        """Why a training forward sees only one domain's rows (for messages); "" when it sees both."""
+        if not self.uses_target:
+            return f"method {self.cfg.name} forwards only the source batch"
+        return "method.separate_forward=true forwards each domain alone" if self.cfg.separate_forward else ""
+
 
 def weighted_mean(loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of per-sample losses (N,), or their weighted mean ``sum(w * l) / sum(w)`` when weights are given."""
