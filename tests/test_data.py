@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from dann.config import DataConfig
 from dann.data import Domain, build_data, load_npz, make_domain_data
 from dann.data.loaders import StepBatches, batch_indices, random_shift
-from dann.errors import DataError
+from dann.errors import DataError, DataWarning
 
 
 def test_batch_stream_covers_each_pass_once_and_is_a_pure_function_of_the_step():
@@ -114,3 +116,89 @@ def test_step_batches_follow_the_index_stream_across_passes():
     for step in [0, 1, 2, 3, 7, 2]:  # crossing pass boundaries, and going back
         x, y = batches.get(step)
         assert torch.equal(y, batch_indices(10, 4, step, seed=5)) and torch.equal(x[:, 0].long(), y)
+
+
+def rare_digits(tmp_path, counts=(10, 182, 1), classes=None):
+    """source.npz: scikit-learn digits, ``counts[d]`` images of digit d in digit order; target.npz: 30 others."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pick = np.concatenate([np.flatnonzero(bunch.target == d)[:n] for d, n in enumerate(counts)])
+    names = {} if classes is None else {"classes": np.array(classes)}
+    src = save(tmp_path / "source.npz", x=bunch.data[pick].astype(np.float32), y=bunch.target[pick], **names)
+    tgt = save(tmp_path / "target.npz", x=bunch.data[-30:].astype(np.float32))
+    return src, tgt
+
+
+def test_a_class_with_one_image_stays_in_training(tmp_path):
+    src, tgt = rare_digits(tmp_path)  # a plain random split with data.seed=10 held the only '2' out
+    data = build_data(DataConfig(source=src, target=tgt, seed=10, val_fraction=0.1))
+    assert torch.bincount(data.source_train.y).tolist() == [9, 164, 1]
+    assert torch.bincount(data.source_val.y, minlength=3).tolist() == [1, 18, 0]
+
+
+LABELINGS = [  # class sizes: rare classes, singletons, one large class, many classes
+    [10, 182, 1],
+    [1, 1, 1, 50],
+    [2, 2, 2, 2, 2],
+    [3, 1, 40, 7, 1, 1, 9],
+    [1, 100],
+    [25, 25],
+]
+
+
+@pytest.mark.parametrize("sizes", LABELINGS)
+@pytest.mark.parametrize("val_fraction", [0.1, 0.3, 0.6, 0.9])
+@pytest.mark.parametrize("seed", [0, 10, 123])
+def test_the_held_out_split_is_stratified_and_every_class_keeps_a_training_sample(sizes, val_fraction, seed):
+    from dann.data.domains import stratified_split
+
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 1))]
+    train, val = stratified_split(y, val_fraction, seed)
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(len(y)))  # disjoint, and together all samples
+    assert torch.equal(torch.unique(y[train]), torch.arange(len(sizes)))  # every class is trained on
+    held = torch.bincount(y[val], minlength=len(sizes))
+    room = torch.tensor(sizes) - 1
+    assert len(val) == min(round(val_fraction * len(y)), int(room.sum()))
+    assert torch.all(held <= room)
+    shares = val_fraction * torch.tensor(sizes, dtype=torch.float64)
+    if torch.all(shares.ceil() <= room):  # no class is capped: each holds out its share, rounded up or down
+        assert torch.all((held - shares).abs() < 1)
+    again = stratified_split(y, val_fraction, seed)
+    assert torch.equal(again[0], train) and torch.equal(again[1], val)
+
+
+@pytest.mark.parametrize(
+    ("y", "classes", "named"),
+    [
+        ([0, 2, 0, 2, 2], None, "label 1 (1 of 3 classes)"),
+        ([0, 1, 0, 4, 4, 1], None, "label 2, 3 (2 of 5 classes)"),
+        ([0, 1, 1], ["cat", "dog", "eel"], "label 2 ('eel') (1 of 3 classes)"),
+    ],
+)
+def test_a_class_index_without_a_source_sample_is_a_warning_naming_it(tmp_path, y, classes, named):
+    names = {} if classes is None else {"classes": np.array(classes)}
+    src = save(tmp_path / "s.npz", x=np.random.default_rng(0).normal(size=(len(y), 3)), y=np.array(y), **names)
+    with pytest.warns(DataWarning, match=rf"s\.npz: no source sample has {re.escape(named)}; the model gets an"):
+        data = build_data(DataConfig(source=src, target=src, val_fraction=0.0))
+    assert data.num_classes == len(classes or range(max(y) + 1))
+
+
+@pytest.mark.parametrize(
+    ("y", "classes", "label"),
+    [([0, 0, 0], None, "0"), ([1, 1], ["a", "b"], "1 ('b')"), ([0] * 5, ["only"], "0 ('only')")],
+)
+def test_a_single_class_source_is_an_error(tmp_path, y, classes, label):
+    names = {} if classes is None else {"classes": np.array(classes)}
+    src = save(tmp_path / "s.npz", x=np.ones((len(y), 3)), y=np.array(y), **names)
+    message = rf"s\.npz: every source sample has label {re.escape(label)}; a classifier needs labeled samples of at"
+    with pytest.raises(DataError, match=message):
+        build_data(DataConfig(source=src, target=src))
+
+
+def test_no_held_out_sample_when_every_class_has_one_is_a_warning(tmp_path):
+    src = save(tmp_path / "s.npz", x=np.ones((3, 2)), y=np.array([0, 1, 2]))
+    with pytest.warns(DataWarning, match=r"data.val_fraction=0.5 holds out no source sample for validation"):
+        data = build_data(DataConfig(source=src, target=src, val_fraction=0.5))
+    assert data.source_val is None and len(data.source_train) == 3

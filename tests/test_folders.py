@@ -265,3 +265,10 @@ def test_training_loaders_get_their_share_of_the_workers(shape_folders, tiny_cfg
         streams = [s for s in batch_streams(cfg, data, uses_target, 0, torch.device("cpu"), World()) if s is not None]
         assert [s._batches._num_workers for s in streams] == [expected] * len(streams)
         del streams  # stops the workers
+
+
+def test_a_source_folder_with_a_single_class_is_an_error(shape_folders, tmp_path):
+    only = tmp_path / "only"
+    shutil.copytree(shape_folders["source"] / "circle", only / "circle")
+    with pytest.raises(DataError, match=r"only: every source sample has label 0 \('circle'\); a classifier needs"):
+        build_data(folder_cfg(shape_folders, source=str(only), target=str(shape_folders["flat"])), TIMM)

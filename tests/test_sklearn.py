@@ -45,3 +45,9 @@ def test_one_sample_for_a_batchnorm_layer_is_refused_before_training():
     est = DANNClassifier(backbone="mlp", method="source_only", batch_size=1, config={"model.batchnorm": True})
     with pytest.raises(ValueError, match=r"train\.batch_size=1 hands the network's BatchNorm layers"):
         est.fit(x, y)
+
+
+def test_a_single_class_is_refused():
+    x, _ = blobs(20, 0.0, 0)
+    with pytest.raises(ValueError, match="every source sample has label 0 \\('7'\\); a classifier needs"):
+        DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, np.full(20, 7))
