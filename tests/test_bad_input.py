@@ -92,6 +92,7 @@ def _plant_pickle(run: Path) -> None:
 
 
 X4 = np.zeros((5, 4), np.float32)
+SRC10 = blobs(40, 0.0, 2)[0]  # features of 40 source samples, for 10 classes
 Y2 = np.array([0, 1, 0, 1, 0])
 PRESETS = "packaged presets: digits, moons"
 
@@ -510,6 +511,26 @@ WARNINGS = [  # the run goes on (exit code 0) and stderr has the line "dann <com
         lambda f: f.train("--source", f.npz("s", x=X4[:2], y=Y2[:2]), "--set", "data.val_fraction=0.9", "--no-report"),
         "TMP/s.npz: data.val_fraction=0.9 holds out no source sample for validation: every class keeps at least one "
         "training sample, and no class has two; validators that need a held-out set (source_acc, dev) get no score",
+    ),
+    Row(
+        "a target smaller than the number of classes",
+        lambda f: f.train("--source", f.npz("s", x=SRC10, y=np.arange(40) % 10), "--target", f.npz("t", x=f.x[:5])),
+        "validator class_ami cannot be computed on this data (k-means with k = 10 classes needs at least 10 target "
+        "samples, got 5); its score is null",
+    ),
+    Row(
+        "the selecting validator cannot be computed",
+        lambda f: f.train(
+            "--source",
+            f.npz("s", x=SRC10, y=np.arange(40) % 10),
+            "--target",
+            f.npz("t", x=f.x[:5]),
+            "--set",
+            "selection.validator=class_ami",
+            "--no-report",
+        ),
+        "selection.validator=class_ami has no score on this data, so best.pt is chosen by bnm: the first validator "
+        "with a score in the order of the README's selection benchmark",
     ),
 ]
 

@@ -11,6 +11,7 @@ loop runs in every process, with DistributedDataParallel and rank 0 writing: see
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from .config import Config, OptimConfig
 from .data.domains import DomainData
 from .data.loaders import step_batches
 from .distributed import World, local_device
-from .errors import DannError
+from .errors import DannError, DataWarning
 from .evaluate import evaluate_domain
 from .methods.base import Method
 from .models.network import DomainAdaptNet
@@ -41,7 +42,7 @@ from .runs import (
     truncate_metrics,
 )
 from .schedules import LR_SCHEDULES
-from .selection import check_validator, evaluate_validators, running_best
+from .selection import check_validator, evaluate_validators, running_best, selecting_validator
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
 
@@ -126,6 +127,7 @@ class Trainer:
         self.device = resolve_device(local_device(cfg.train.device, self.world))
         self.writes = self.run_dir is not None and self.world.main  # only rank 0 writes files
         self.events = EventLog(None)
+        self.warned: set[str] = set()  # what this run has warned about (validators without a score...), once each
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``.
@@ -237,7 +239,7 @@ class Trainer:
     ) -> dict[str, Any]:
         """One ``metrics.jsonl`` record: train terms, source held-out accuracy, validator scores (no target labels),
         the best step so far by ``selection.validator``, and under ``oracle`` the target accuracy (target labels)."""
-        bs, k, sel = self.cfg.train.eval_batch_size, data.num_classes, self.cfg.selection
+        bs, k = self.cfg.train.eval_batch_size, data.num_classes
         record: dict[str, Any] = {
             "step": step,
             "progress": step / self.cfg.train.steps,
@@ -249,10 +251,7 @@ class Trainer:
             record["processes"] = self.world.size
         if data.source_val is not None:
             record["source_val"] = {"acc": evaluate_domain(net, data.source_val, k, bs, self.world)["acc"]}
-        record["validators"] = evaluate_validators(net, data, sel.max_samples, bs, self.world)
-        best = running_best(
-            history[-1].get("selection") if history else None, step, record["validators"], sel.validator
-        )
+        record["validators"], best = self._validate(net, data, history[-1].get("selection") if history else None, step)
         if best is not None:
             record["selection"] = best
         if data.target_eval is not None:
@@ -269,6 +268,30 @@ class Trainer:
             append_jsonl(self.run_dir / METRICS_FILE, record)
         self.events.scalars({key: record[key] for key in ("source_val", "validators", "oracle") if key in record}, step)
         return record
+
+    def _validate(
+        self, net: DomainAdaptNet, data: DomainData, previous: dict[str, Any] | None, step: int
+    ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
+        """Every validator's score (None where one cannot be computed on this data, with one warning per validator
+        and run) and the best checkpoint so far, chosen by ``selection.validator`` or, when it has no score, by a
+        fallback (``selection.selecting_validator``; one warning says which)."""
+        sel, problems = self.cfg.selection, {}
+        scores = evaluate_validators(net, data, sel.max_samples, self.cfg.train.eval_batch_size, self.world, problems)
+        for name, problem in problems.items():
+            self._warn_once(name, f"validator {name} cannot be computed on this data ({problem}); its score is null")
+        chosen = selecting_validator(sel.validator, previous, scores)
+        if chosen != sel.validator:
+            self._warn_once(
+                "selection",
+                f"selection.validator={sel.validator} has no score on this data, so best.pt is chosen by {chosen}: "
+                "the first validator with a score in the order of the README's selection benchmark",
+            )
+        return scores, running_best(previous, step, scores, chosen)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, DataWarning, stacklevel=3)
 
     def _save(
         self,
