@@ -91,6 +91,15 @@ def _plant_pickle(run: Path) -> None:
     torch.save(state, run / runs.LAST_CHECKPOINT)
 
 
+def _image_list(f: Files) -> str:
+    """``ds/image_list/source.txt`` listing ``src/a/0.png 0``: entries relative to ``ds``, as other tools write them."""
+    for entry in ("src/a/0.png", "src/b/1.png"):
+        (f.tmp / "ds" / entry).parent.mkdir(parents=True, exist_ok=True)
+        (f.tmp / "ds" / entry).write_bytes(b"an image")
+    (f.tmp / "ds/image_list").mkdir()
+    return f.file("ds/image_list/source.txt", "src/a/0.png 0\nsrc/b/1.png 1\n")
+
+
 X4 = np.zeros((5, 4), np.float32)
 SRC10 = blobs(40, 0.0, 2)[0]  # features of 40 source samples, for 10 classes
 Y2 = np.array([0, 1, 0, 1, 0])
@@ -286,6 +295,13 @@ ROWS = [
         "a source with one class",
         lambda f: f.train("--source", f.npz("s", x=X4, y=Y2 * 0), "--target", f.npz("t", x=X4)),
         "TMP/s.npz: every source sample has label 0; a classifier needs labeled samples of at least two classes",
+    ),
+    Row(
+        "list entries relative to the dataset root",
+        lambda f: f.train("--source", (listed := _image_list(f)), "--target", listed),
+        "list file TMP/ds/image_list/source.txt names 2 missing file(s), e.g. TMP/ds/image_list/src/a/0.png, "
+        "TMP/ds/image_list/src/b/1.png; they exist under ds: set data.root=ds to read them from there, and name the "
+        "list relative to it (image_list/source.txt)",
     ),
     # data given to a trained run
     Row(

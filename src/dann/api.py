@@ -151,7 +151,7 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
         return domain
     if model.image is None:
         raise DataError(f"{data_path}: this run was trained on arrays; give it an .npz file, not image files")
-    images = read_images(data_path, recursive=not labeled)
+    images = read_images(data_path, recursive=not labeled, hint_root=False)
     y = encode_labels(images, model.classes, "the run") if labeled else None
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
