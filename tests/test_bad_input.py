@@ -102,6 +102,7 @@ def _image_list(f: Files) -> str:
 
 X4 = np.zeros((5, 4), np.float32)
 SRC10 = blobs(40, 0.0, 2)[0]  # features of 40 source samples, for 10 classes
+RAMP = np.arange(20).reshape(5, 4) * 10  # values 0 to 190, stored as float32 or uint8 by the rows below
 Y2 = np.array([0, 1, 0, 1, 0])
 PRESETS = "packaged presets: digits, moons"
 
@@ -303,6 +304,15 @@ ROWS = [
         "TMP/ds/image_list/src/b/1.png; they exist under ds: set data.root=ds to read them from there, and name the "
         "list relative to it (image_list/source.txt)",
     ),
+    Row(
+        "domains on different scales",
+        lambda f: f.train(
+            "--source", f.npz("s", x=RAMP.astype(np.float32), y=Y2), "--target", f.npz("t", x=RAMP.astype(np.uint8))
+        ),
+        "TMP/s.npz (float32, values 0 to 190) and TMP/t.npz (uint8, values 0 to 190, read as 0 to 0.745098) differ in "
+        "scale by 255x (mean |x| 95 vs 0.373); uint8 arrays are read as value/255, every other dtype as stored: store "
+        "all inputs on one scale",
+    ),
     # data given to a trained run
     Row(
         "evaluate: other sample shape",
@@ -324,6 +334,11 @@ ROWS = [
         "evaluate: other class names",
         lambda f: f.cmd("evaluate", f.npz("d", x=X4, y=Y2, classes=np.array(["a", "b"]))),
         "TMP/d.npz vs the run's classes: different class names (['a', 'b'] vs ['0', '1'])",
+    ),
+    Row(
+        "evaluate: data on another scale",
+        lambda f: f.cmd("evaluate", f.npz("d", x=RAMP * 100.0, y=Y2)),
+        "TMP/d.npz (float64, values 0 to 19000) differs in scale by 6350x from the run's training data",
     ),
     Row("predict: no samples", lambda f: f.cmd("predict", f.npz("d", x=X4[:0])), "TMP/d.npz: no samples"),
     Row(
@@ -527,6 +542,14 @@ WARNINGS = [  # the run goes on (exit code 0) and stderr has the line "dann <com
         lambda f: f.train("--source", f.npz("s", x=X4[:2], y=Y2[:2]), "--set", "data.val_fraction=0.9", "--no-report"),
         "TMP/s.npz: data.val_fraction=0.9 holds out no source sample for validation: every class keeps at least one "
         "training sample, and no class has two; validators that need a held-out set (source_acc, dev) get no score",
+    ),
+    Row(
+        "domains an order of magnitude apart",
+        lambda f: f.train(
+            "--source", f.npz("s", x=RAMP / 100, y=Y2), "--target", f.npz("t", x=RAMP / 5), "--no-report"
+        ),
+        "TMP/s.npz (float64, values 0 to 1.9) and TMP/t.npz (float64, values 0 to 38) differ in scale by 20x (mean |x| "
+        "0.95 vs 19); uint8 arrays are read as value/255, every other dtype as stored: store all inputs on one scale",
     ),
     Row(
         "a target smaller than the number of classes",

@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -202,3 +203,105 @@ def test_no_held_out_sample_when_every_class_has_one_is_a_warning(tmp_path):
     with pytest.warns(DataWarning, match=r"data.val_fraction=0.5 holds out no source sample for validation"):
         data = build_data(DataConfig(source=src, target=src, val_fraction=0.5))
     assert data.source_val is None and len(data.source_train) == 3
+
+
+def pixels(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 64) scikit-learn digits as 0-255 pixel values (float64) and their labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pick = np.random.default_rng(seed).permutation(len(bunch.target))[:n]
+    return bunch.data[pick] * 255 / 16, bunch.target[pick]
+
+
+def scaled(kind: str, x: np.ndarray) -> np.ndarray:
+    """The same 0-255 pixel values stored another way."""
+    stored = {
+        "uint8": lambda: np.rint(x).astype(np.uint8),
+        "float32 0-255": lambda: x.astype(np.float32),
+        "int64 0-255": lambda: np.rint(x).astype(np.int64),
+        "float32 0-1": lambda: (x / 255).astype(np.float32),
+        "float64 0-1000": lambda: x / 0.255,
+        "float32 0-20": lambda: (x / 12.75).astype(np.float32),
+        "float16 0-1": lambda: (x / 255).astype(np.float16),
+    }
+    return stored[kind]()
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "target_eval"),
+    [
+        ("float32 0-255", "uint8", None),
+        ("uint8", "float32 0-255", None),
+        ("int64 0-255", "uint8", None),
+        ("float32 0-1", "float64 0-1000", None),
+        ("uint8", "uint8", "float32 0-255"),
+        ("float32 0-255", "float32 0-255", "float32 0-1"),
+    ],
+)
+def test_domains_orders_of_magnitude_apart_are_refused_naming_files_dtypes_and_ranges(
+    tmp_path, source, target, target_eval
+):
+    (x_s, y_s), (x_t, y_t) = pixels(60, 0), pixels(40, 1)
+    files = [save(tmp_path / "s.npz", x=scaled(source, x_s), y=y_s), save(tmp_path / "t.npz", x=scaled(target, x_t))]
+    if target_eval:
+        files.append(save(tmp_path / "e.npz", x=scaled(target_eval, x_t), y=y_t))
+    odd = files[2] if target_eval else files[1]
+    kinds = {files[0]: source, files[1]: target} | ({files[2]: target_eval} if target_eval else {})
+    with pytest.raises(DataError, match=r"differ in scale by \d+x \(mean \|x\|") as error:
+        build_data(DataConfig(source=files[0], target=files[1], target_eval=files[2] if target_eval else ""))
+    message = str(error.value)
+    assert f"{odd} ({kinds[odd].split()[0]}, values " in message
+    assert "uint8 arrays are read as value/255, every other dtype as stored" in message
+    if "uint8" in kinds.values():
+        assert "(uint8, values 0 to 255, read as 0 to 1)" in message
+
+
+def test_domains_an_order_of_magnitude_apart_give_a_warning(tmp_path):
+    (x_s, y_s), (x_t, _) = pixels(60, 0), pixels(40, 1)
+    src = save(tmp_path / "s.npz", x=scaled("float32 0-1", x_s), y=y_s)
+    tgt = save(tmp_path / "t.npz", x=scaled("float32 0-20", x_t))
+    with pytest.warns(DataWarning, match=r"s\.npz \(float32, values 0 to 1\) and .*t\.npz \(float32, values 0 to 20\)"):
+        build_data(DataConfig(source=src, target=tgt))
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("uint8", "uint8"), ("float32 0-1", "uint8"), ("float16 0-1", "float32 0-1"), ("float32 0-255", "int64 0-255")],
+)
+def test_domains_on_one_scale_pass_without_a_word(tmp_path, source, target):
+    (x_s, y_s), (x_t, _) = pixels(60, 0), pixels(40, 1)
+    src, tgt = save(tmp_path / "s.npz", x=scaled(source, x_s), y=y_s), save(tmp_path / "t.npz", x=scaled(target, x_t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        build_data(DataConfig(source=src, target=tgt))
+    standardized = save(tmp_path / "z.npz", x=np.random.default_rng(0).normal(size=(40, 64)) + 1.5)  # a shift
+    build_data(
+        DataConfig(
+            source=save(tmp_path / "n.npz", x=np.random.default_rng(1).normal(size=(40, 64)), y=y_s[:40]),
+            target=standardized,
+        )
+    )
+    build_data(DataConfig(source=src, target=save(tmp_path / "zero.npz", x=np.zeros((5, 64)))))  # nothing to compare
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_refuse_data_on_another_scale_than_training(tiny_cfg, tmp_path, command):
+    import dann
+    from dann.config import replace
+
+    (x_s, y_s), (x_t, y_t) = pixels(60, 0), pixels(40, 1)
+    src = save(tmp_path / "s.npz", x=scaled("float32 0-255", x_s), y=y_s)
+    tgt = save(tmp_path / "t.npz", x=scaled("float32 0-255", x_t))
+    cfg = replace(tiny_cfg, data={"source": src, "target": tgt}, train={"steps": 2, "eval_every": 2})
+    dann.fit(cfg, tmp_path / "run")
+    same = save(tmp_path / "same.npz", x=scaled("int64 0-255", x_t), y=y_t)
+    other = save(tmp_path / "d.npz", x=scaled("uint8", x_t), y=y_t)
+    run = dann.api.evaluate if command == "evaluate" else lambda r, d: dann.api.predict(r, d, tmp_path / f"{d}.csv")
+    run(tmp_path / "run", same)
+    message = (
+        r"d\.npz \(uint8, values 0 to 255, read as 0 to 1\) differs in scale by \d+x from the run's training data, "
+        r".*s\.npz \(float32, values 0 to 255\)"
+    )
+    with pytest.raises(DataError, match=message):
+        run(tmp_path / "run", other)

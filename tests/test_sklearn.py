@@ -51,3 +51,11 @@ def test_a_single_class_is_refused():
     x, _ = blobs(20, 0.0, 0)
     with pytest.raises(ValueError, match="every source sample has label 0 \\('7'\\); a classifier needs"):
         DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, np.full(20, 7))
+
+
+def test_source_and_target_stored_on_other_scales_are_refused():
+    x, y = blobs(40, 0.0, 0)
+    pixels = np.abs(x) * 60  # float values up to about 255
+    est = DANNClassifier(backbone="mlp", max_steps=2, batch_size=8)
+    with pytest.raises(ValueError, match=r"X \(float32, values .*X_target \(uint8, .*\) differ in scale by \d+x"):
+        est.fit(pixels, y, X_target=np.clip(pixels, 0, 255).astype(np.uint8))

@@ -17,6 +17,7 @@ from .data import Domain, DomainData, ImageConfig, ImageDomain, build_data, chec
 from .data.domains import check_labels
 from .data.folders import encode_labels
 from .data.images import Pipeline
+from .data.scales import Scale, check_scales
 from .data.transforms import eval_transform
 from .distributed import World, local_device
 from .errors import DataError, DataWarning, RunDirError
@@ -107,6 +108,7 @@ class TrainedModel:
     input_shape: tuple[int, ...]
     step: int
     image: ImageConfig | None = None  # how image files become inputs, for runs trained on image files
+    scale: Scale | None = None  # how the source arrays were stored, for runs trained on arrays
 
     def check_input(self, x: torch.Tensor, path: str | Path) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
@@ -136,7 +138,8 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     net = create_network(offline.model, input_shape, len(classes))
     net.load_state_dict(state["model"])
     image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
-    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image)
+    scale = Scale.from_dict(meta.get("scale"))
+    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image, scale)
 
 
 def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad: bool | None) -> Domain | ImageDomain:
@@ -148,6 +151,7 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
             raise DataError(f"{data_path}: no samples")
         check_same_classes(model.classes, names, f"{data_path} vs the run's classes")
         model.check_input(domain.x, data_path)
+        check_scales([domain.scale], trained=model.scale)
         return domain
     if model.image is None:
         raise DataError(f"{data_path}: this run was trained on arrays; give it an .npz file, not image files")

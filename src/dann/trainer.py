@@ -322,6 +322,7 @@ class Trainer:
                 "classes": data.classes,
                 "input_shape": list(data.input_shape),
                 "image": data.image.to_dict() if data.image is not None else None,
+                "scale": data.scale.to_dict() if data.scale is not None else None,
             },
             "selection": record.get("selection"),
         }

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Union
 import torch
 
 from ..errors import DataError, DataWarning
+from .scales import Scale, check_scales
 
 if TYPE_CHECKING:
     from .images import ImageDomain
@@ -30,6 +31,7 @@ class Domain:
     y: torch.Tensor | None = None
 
     bad: frozenset[str] = field(default=frozenset(), repr=False)  # arrays have no unreadable files
+    scale: Scale | None = field(default=None, repr=False, compare=False)  # how x was stored (as_domain), if known
 
     def __len__(self) -> int:
         return len(self.x)
@@ -39,10 +41,10 @@ class Domain:
         return tuple(self.x.shape[1:])
 
     def subset(self, idx: torch.Tensor) -> Domain:
-        return Domain(self.x[idx], self.y[idx] if self.y is not None else None)
+        return Domain(self.x[idx], self.y[idx] if self.y is not None else None, scale=self.scale)
 
     def unlabeled(self) -> Domain:
-        return Domain(self.x, None)
+        return Domain(self.x, None, scale=self.scale)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(x (B, ...), indices (B,)) in order."""
@@ -69,6 +71,12 @@ class DomainData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def scale(self) -> Scale | None:
+        """How the source arrays were stored (None for image files and arrays of unknown origin); checkpoints keep
+        it, so ``evaluate`` and ``predict`` can compare new data with it."""
+        return getattr(self.source_train, "scale", None)
 
     def skipped_images(self) -> list[str]:
         """Unreadable image files skipped so far (``data.skip_bad_images``), over all domains, sorted."""
@@ -118,6 +126,7 @@ def make_domain_data(
         raise DataError(f"{names[2]}: the target evaluation data needs labels (array 'y'): it only serves to score")
     if target_eval is None and target.y is not None:
         target_eval = target
+    check_scales([getattr(d, "scale", None) for d in (source, target, target_eval) if d is not None])
     check_source_classes(source.y, list(classes), names[0])
     source_train, source_val = split_source(source, val_fraction, seed, names[0])
     return DomainData(source_train, source_val, target.unlabeled(), target_eval, list(classes), image)
