@@ -238,7 +238,8 @@ class Trainer:
         history: list[dict[str, Any]],
     ) -> dict[str, Any]:
         """One ``metrics.jsonl`` record: train terms, source held-out accuracy, validator scores (no target labels),
-        the best step so far by ``selection.validator``, and under ``oracle`` the target accuracy (target labels)."""
+        the best step so far by ``selection.validator`` (or its fallback, see ``_validate``), and under ``oracle``
+        the target accuracy (target labels)."""
         bs, k = self.cfg.train.eval_batch_size, data.num_classes
         record: dict[str, Any] = {
             "step": step,
