@@ -20,6 +20,14 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
         ("optimizer.lr=0.1", "unknown section 'optimizer'; valid sections: data, model, method, optim, train, sel"),
         ("train.steps=ten", "train.steps must be an integer, got 'ten'"),
         ("train.steps=1.5", "train.steps must be an integer"),
+        ("train.steps=1e3", "train.steps must be an integer, got '1e3'; write 1000"),
+        ("train.steps=1000.0", "train.steps must be an integer, got 1000.0; write 1000"),
+        ("optim.lr=1e-3x", "optim.lr must be a number, got '1e-3x'"),
+        ("optim.lr=0x10p-3", "optim.lr must be a number"),
+        ("optim.lr=nan", "optim.lr must be a finite number, got 'nan'"),
+        ("optim.lr=-Infinity", "optim.lr must be a finite number, got '-Infinity'"),
+        ("optim.lr=1e999", "optim.lr must be a finite number, got '1e999'"),
+        ("optim.lr=.inf", "optim.lr must be a finite number, got inf"),
         ("optim.lr=true", "optim.lr must be a number"),
         ("method.separate_forward=1", "method.separate_forward must be true or false"),
         ("model.mlp_dims=7", "model.mlp_dims must be a list"),
@@ -33,6 +41,38 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-3", 1e-3), ("3E-4", 3e-4), ("+5e-4", 5e-4), ("2.5e-2", 0.025), (".5E+1", 5.0), ("1_0e-2", 0.1), ("7", 7.0)],
+)
+def test_any_text_float_reads_is_a_number_in_overrides_yaml_and_values(text, value, tmp_path):
+    """YAML 1.1 reads ``1e-3`` as text (its floats need a dot and a signed exponent); float() reads it."""
+    assert load_config(overrides=[f"optim.lr={text}"]).optim.lr == value
+    path = tmp_path / "c.yaml"
+    path.write_text(f"optim:\n  lr: {text}\ndata:\n  crop_scale: [5e-1, 1E0]\n")
+    cfg = load_config(str(path))
+    assert cfg.optim.lr == value and cfg.data.crop_scale == (0.5, 1.0)
+    assert load_config(values={"optim": {"weight_decay": text}}).optim.weight_decay == value
+
+
+def test_numbers_are_taken_as_they_are_never_reread_from_text():
+    import numpy as np
+
+    tiny = 1e-300
+    cfg = load_config(values={"optim": {"lr": tiny, "weight_decay": np.float32(0.25)}, "train": {"steps": np.int64(9)}})
+    assert cfg.optim.lr == tiny and cfg.optim.weight_decay == 0.25 and cfg.train.steps == 9
+    assert type(cfg.train.steps) is int and type(cfg.optim.weight_decay) is float
+    with pytest.raises(ConfigError, match=r"train\.steps must be an integer, got np\.float64"):
+        load_config(values={"train": {"steps": np.float64(2.5)}})
+    with pytest.raises(ConfigError, match=r"optim\.nesterov must be true or false"):
+        load_config(values={"optim": {"nesterov": np.bool_(True)}})
+
+
+def test_integers_accept_text_int_reads():
+    assert load_config(overrides=["train.steps='1_000'"]).train.steps == 1000
+    assert load_config(values={"train": {"seed": " 12 "}}).train.seed == 12
 
 
 def test_optional_and_string_fields_accept_their_types():

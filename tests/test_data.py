@@ -1,3 +1,6 @@
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +8,7 @@ import torch
 from dann.config import DataConfig
 from dann.data import Domain, build_data, load_npz, make_domain_data
 from dann.data.loaders import StepBatches, batch_indices, random_shift
-from dann.errors import DataError
+from dann.errors import DataError, DataWarning
 
 
 def test_batch_stream_covers_each_pass_once_and_is_a_pure_function_of_the_step():
@@ -155,3 +158,191 @@ def test_array_shifts_scale_with_the_image_side(side, max_shift):
     rows, cols = (moved[:, 0] == 1).nonzero()[:, 1:].T
     shifts = torch.cat([rows, cols]) - side // 2
     assert len(rows) == 64 and shifts.abs().max() == max_shift
+
+
+def rare_digits(tmp_path, counts=(10, 182, 1), classes=None):
+    """source.npz: scikit-learn digits, ``counts[d]`` images of digit d in digit order; target.npz: 30 others."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pick = np.concatenate([np.flatnonzero(bunch.target == d)[:n] for d, n in enumerate(counts)])
+    names = {} if classes is None else {"classes": np.array(classes)}
+    src = save(tmp_path / "source.npz", x=bunch.data[pick].astype(np.float32), y=bunch.target[pick], **names)
+    tgt = save(tmp_path / "target.npz", x=bunch.data[-30:].astype(np.float32))
+    return src, tgt
+
+
+def test_a_class_with_one_image_stays_in_training(tmp_path):
+    src, tgt = rare_digits(tmp_path)  # a plain random split with data.seed=10 held the only '2' out
+    data = build_data(DataConfig(source=src, target=tgt, seed=10, val_fraction=0.1))
+    assert torch.bincount(data.source_train.y).tolist() == [9, 164, 1]
+    assert torch.bincount(data.source_val.y, minlength=3).tolist() == [1, 18, 0]
+
+
+LABELINGS = [  # class sizes: rare classes, singletons, one large class, many classes
+    [10, 182, 1],
+    [1, 1, 1, 50],
+    [2, 2, 2, 2, 2],
+    [3, 1, 40, 7, 1, 1, 9],
+    [1, 100],
+    [25, 25],
+]
+
+
+@pytest.mark.parametrize("sizes", LABELINGS)
+@pytest.mark.parametrize("val_fraction", [0.1, 0.3, 0.6, 0.9])
+@pytest.mark.parametrize("seed", [0, 10, 123])
+def test_the_held_out_split_is_stratified_and_every_class_keeps_a_training_sample(sizes, val_fraction, seed):
+    from dann.data.domains import stratified_split
+
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 1))]
+    train, val = stratified_split(y, val_fraction, seed)
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(len(y)))  # disjoint, and together all samples
+    assert torch.equal(torch.unique(y[train]), torch.arange(len(sizes)))  # every class is trained on
+    held = torch.bincount(y[val], minlength=len(sizes))
+    room = torch.tensor(sizes) - 1
+    assert len(val) == min(round(val_fraction * len(y)), int(room.sum()))
+    assert torch.all(held <= room)
+    shares = val_fraction * torch.tensor(sizes, dtype=torch.float64)
+    if torch.all(shares.ceil() <= room):  # no class is capped: each holds out its share, rounded up or down
+        assert torch.all((held - shares).abs() < 1)
+    again = stratified_split(y, val_fraction, seed)
+    assert torch.equal(again[0], train) and torch.equal(again[1], val)
+
+
+@pytest.mark.parametrize(
+    ("y", "classes", "named"),
+    [
+        ([0, 2, 0, 2, 2], None, "label 1 (1 of 3 classes)"),
+        ([0, 1, 0, 4, 4, 1], None, "label 2, 3 (2 of 5 classes)"),
+        ([0, 1, 1], ["cat", "dog", "eel"], "label 2 ('eel') (1 of 3 classes)"),
+    ],
+)
+def test_a_class_index_without_a_source_sample_is_a_warning_naming_it(tmp_path, y, classes, named):
+    names = {} if classes is None else {"classes": np.array(classes)}
+    src = save(tmp_path / "s.npz", x=np.random.default_rng(0).normal(size=(len(y), 3)), y=np.array(y), **names)
+    with pytest.warns(DataWarning, match=rf"s\.npz: no source sample has {re.escape(named)}; the model gets an"):
+        data = build_data(DataConfig(source=src, target=src, val_fraction=0.0))
+    assert data.num_classes == len(classes or range(max(y) + 1))
+
+
+@pytest.mark.parametrize(
+    ("y", "classes", "label"),
+    [([0, 0, 0], None, "0"), ([1, 1], ["a", "b"], "1 ('b')"), ([0] * 5, ["only"], "0 ('only')")],
+)
+def test_a_single_class_source_is_an_error(tmp_path, y, classes, label):
+    names = {} if classes is None else {"classes": np.array(classes)}
+    src = save(tmp_path / "s.npz", x=np.ones((len(y), 3)), y=np.array(y), **names)
+    message = rf"s\.npz: every source sample has label {re.escape(label)}; a classifier needs labeled samples of at"
+    with pytest.raises(DataError, match=message):
+        build_data(DataConfig(source=src, target=src))
+
+
+def test_no_held_out_sample_when_every_class_has_one_is_a_warning(tmp_path):
+    src = save(tmp_path / "s.npz", x=np.ones((3, 2)), y=np.array([0, 1, 2]))
+    with pytest.warns(DataWarning, match=r"data.val_fraction=0.5 holds out no source sample for validation"):
+        data = build_data(DataConfig(source=src, target=src, val_fraction=0.5))
+    assert data.source_val is None and len(data.source_train) == 3
+
+
+def pixels(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 64) scikit-learn digits as 0-255 pixel values (float64) and their labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pick = np.random.default_rng(seed).permutation(len(bunch.target))[:n]
+    return bunch.data[pick] * 255 / 16, bunch.target[pick]
+
+
+def scaled(kind: str, x: np.ndarray) -> np.ndarray:
+    """The same 0-255 pixel values stored another way."""
+    stored = {
+        "uint8": lambda: np.rint(x).astype(np.uint8),
+        "float32 0-255": lambda: x.astype(np.float32),
+        "int64 0-255": lambda: np.rint(x).astype(np.int64),
+        "float32 0-1": lambda: (x / 255).astype(np.float32),
+        "float64 0-1000": lambda: x / 0.255,
+        "float32 0-20": lambda: (x / 12.75).astype(np.float32),
+        "float16 0-1": lambda: (x / 255).astype(np.float16),
+    }
+    return stored[kind]()
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "target_eval"),
+    [
+        ("float32 0-255", "uint8", None),
+        ("uint8", "float32 0-255", None),
+        ("int64 0-255", "uint8", None),
+        ("float32 0-1", "float64 0-1000", None),
+        ("uint8", "uint8", "float32 0-255"),
+        ("float32 0-255", "float32 0-255", "float32 0-1"),
+    ],
+)
+def test_domains_orders_of_magnitude_apart_are_refused_naming_files_dtypes_and_ranges(
+    tmp_path, source, target, target_eval
+):
+    (x_s, y_s), (x_t, y_t) = pixels(60, 0), pixels(40, 1)
+    files = [save(tmp_path / "s.npz", x=scaled(source, x_s), y=y_s), save(tmp_path / "t.npz", x=scaled(target, x_t))]
+    if target_eval:
+        files.append(save(tmp_path / "e.npz", x=scaled(target_eval, x_t), y=y_t))
+    odd = files[2] if target_eval else files[1]
+    kinds = {files[0]: source, files[1]: target} | ({files[2]: target_eval} if target_eval else {})
+    with pytest.raises(DataError, match=r"differ in scale by \d+x \(mean \|x\|") as error:
+        build_data(DataConfig(source=files[0], target=files[1], target_eval=files[2] if target_eval else ""))
+    message = str(error.value)
+    assert f"{odd} ({kinds[odd].split()[0]}, values " in message
+    assert "uint8 arrays are read as value/255, every other dtype as stored" in message
+    if "uint8" in kinds.values():
+        assert "(uint8, values 0 to 255, read as 0 to 1)" in message
+
+
+def test_domains_an_order_of_magnitude_apart_give_a_warning(tmp_path):
+    (x_s, y_s), (x_t, _) = pixels(60, 0), pixels(40, 1)
+    src = save(tmp_path / "s.npz", x=scaled("float32 0-1", x_s), y=y_s)
+    tgt = save(tmp_path / "t.npz", x=scaled("float32 0-20", x_t))
+    with pytest.warns(DataWarning, match=r"s\.npz \(float32, values 0 to 1\) and .*t\.npz \(float32, values 0 to 20\)"):
+        build_data(DataConfig(source=src, target=tgt))
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("uint8", "uint8"), ("float32 0-1", "uint8"), ("float16 0-1", "float32 0-1"), ("float32 0-255", "int64 0-255")],
+)
+def test_domains_on_one_scale_pass_without_a_word(tmp_path, source, target):
+    (x_s, y_s), (x_t, _) = pixels(60, 0), pixels(40, 1)
+    src, tgt = save(tmp_path / "s.npz", x=scaled(source, x_s), y=y_s), save(tmp_path / "t.npz", x=scaled(target, x_t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        build_data(DataConfig(source=src, target=tgt))
+    standardized = save(tmp_path / "z.npz", x=np.random.default_rng(0).normal(size=(40, 64)) + 1.5)  # a shift
+    build_data(
+        DataConfig(
+            source=save(tmp_path / "n.npz", x=np.random.default_rng(1).normal(size=(40, 64)), y=y_s[:40]),
+            target=standardized,
+        )
+    )
+    build_data(DataConfig(source=src, target=save(tmp_path / "zero.npz", x=np.zeros((5, 64)))))  # nothing to compare
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_refuse_data_on_another_scale_than_training(tiny_cfg, tmp_path, command):
+    import dann
+    from dann.config import replace
+
+    (x_s, y_s), (x_t, y_t) = pixels(60, 0), pixels(40, 1)
+    src = save(tmp_path / "s.npz", x=scaled("float32 0-255", x_s), y=y_s)
+    tgt = save(tmp_path / "t.npz", x=scaled("float32 0-255", x_t))
+    cfg = replace(tiny_cfg, data={"source": src, "target": tgt}, train={"steps": 2, "eval_every": 2})
+    dann.fit(cfg, tmp_path / "run")
+    same = save(tmp_path / "same.npz", x=scaled("int64 0-255", x_t), y=y_t)
+    other = save(tmp_path / "d.npz", x=scaled("uint8", x_t), y=y_t)
+    run = dann.api.evaluate if command == "evaluate" else lambda r, d: dann.api.predict(r, d, tmp_path / f"{d}.csv")
+    run(tmp_path / "run", same)
+    message = (
+        r"d\.npz \(uint8, values 0 to 255, read as 0 to 1\) differs in scale by \d+x from the run's training data, "
+        r".*s\.npz \(float32, values 0 to 255\)"
+    )
+    with pytest.raises(DataError, match=message):
+        run(tmp_path / "run", other)

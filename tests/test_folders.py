@@ -1,5 +1,6 @@
 import dataclasses
 import os
+import re
 import shutil
 
 import pytest
@@ -266,3 +267,89 @@ def test_training_loaders_get_their_share_of_the_workers(shape_folders, tiny_cfg
         streams = [s for s in batch_streams(cfg, data, uses_target, 0, torch.device("cpu"), World()) if s is not None]
         assert [s._batches._num_workers for s in streams] == [expected] * len(streams)
         del streams  # stops the workers
+
+
+def test_a_source_folder_with_a_single_class_is_an_error(shape_folders, tmp_path):
+    only = tmp_path / "only"
+    shutil.copytree(shape_folders["source"] / "circle", only / "circle")
+    with pytest.raises(DataError, match=r"only: every source sample has label 0 \('circle'\); a classifier needs"):
+        build_data(folder_cfg(shape_folders, source=str(only), target=str(shape_folders["flat"])), TIMM)
+
+
+def image_list_layout(shape_folders, root, list_dir="image_list", prefix="", ext=".txt"):
+    """``root/src``, ``root/tgt`` (copies of the shape folders) and ``root/<list_dir>/{source,target}<ext>`` whose
+    entries are relative to ``root``, in the layout other DANN tools' ImageList reads: ``src/circle/0.png 0``."""
+    for name, folder in (("src", shape_folders["source"]), ("tgt", shape_folders["target"])):
+        shutil.copytree(folder, root / name)
+    lists = root / list_dir
+    lists.mkdir(parents=True, exist_ok=True)
+    for name, folder in (("source", "src"), ("target", "tgt")):
+        images = read_images(root / folder)
+        classes = sorted(set(images.labels))
+        rows = [
+            (f"{prefix}{os.path.relpath(p, root)}", str(classes.index(lab)))
+            for p, lab in zip(images.paths, images.labels, strict=True)
+        ]
+        if ext == ".csv":
+            text = "path,label\n" + "".join(f"{p},{lab}\n" for p, lab in rows)
+        else:
+            text = "".join(f"{p} {lab}\n" for p, lab in rows)
+        (lists / f"{name}{ext}").write_text(text)
+    return lists
+
+
+@pytest.mark.parametrize(
+    ("list_dir", "prefix", "ext"),
+    [("image_list", "", ".txt"), ("image_list", "./", ".csv"), ("lists/office/v2", "", ".txt"), (".", "", ".lst")],
+)
+def test_list_entries_resolve_against_data_root_when_it_is_set(shape_folders, tmp_path, list_dir, prefix, ext):
+    root = tmp_path / "ds"
+    lists = image_list_layout(shape_folders, root, list_dir, prefix, ext)
+    rel = os.path.relpath(lists, root)
+    cfg = folder_cfg(shape_folders, root=str(root), source=f"{rel}/source{ext}", target=f"{rel}/target{ext}")
+    data = build_data(cfg, TIMM)
+    assert data.classes == ["0", "1", "2"] and len(data.source_train) + len(data.source_val) == 24
+    assert all(p.startswith(str(root / "src")) for p in data.source_train.paths)
+    assert data.target_eval.y.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+
+
+@pytest.mark.parametrize("list_dir", ["image_list", "lists/office/v2"])
+def test_list_entries_found_under_a_parent_folder_name_it_and_the_setting(shape_folders, tmp_path, list_dir):
+    root = tmp_path / "ds"
+    lists = image_list_layout(shape_folders, root, list_dir)
+    source = lists / "source.txt"
+    cfg = folder_cfg(shape_folders, source=str(source), target=str(lists / "target.txt"))
+    message = (
+        rf"list file {re.escape(str(source))} names 24 missing file\(s\), e\.g\. {re.escape(str(lists / 'src'))}.*; "
+        rf"they exist under {re.escape(str(root))}: set data.root={re.escape(str(root))} to read them from there, "
+        rf"and name the list relative to it \({re.escape(list_dir)}/source\.txt\)$"
+    )
+    with pytest.raises(DataError, match=message):
+        build_data(cfg, TIMM)
+    rel = os.path.relpath(source, root)
+    fixed = folder_cfg(shape_folders, root=str(root), source=rel, target=os.path.relpath(lists / "target.txt", root))
+    assert len(build_data(fixed, TIMM).target_train) == 18  # what the message says works
+
+
+def test_list_entries_relative_to_the_list_with_data_root_set_say_where_they_are(shape_folders, tmp_path):
+    lists = image_list_layout(shape_folders, tmp_path / "ds", "image_list")
+    for name in ("source", "target"):  # entries relative to the list's own folder
+        text = (lists / f"{name}.txt").read_text()
+        (lists / f"{name}.txt").write_text(text.replace("src/", "../src/").replace("tgt/", "../tgt/"))
+    root = str(tmp_path / "ds")
+    cfg = folder_cfg(shape_folders, root=root, source="image_list/source.txt", target="image_list/target.txt")
+    message = rf"; they exist under {re.escape(str(lists))}: with data.root set, relative entries are read from it"
+    with pytest.raises(DataError, match=message):
+        build_data(cfg, TIMM)
+    (lists / "lost.txt").write_text("nowhere/a.png 0\nnowhere/b.png 1\n")
+    cfg = folder_cfg(shape_folders, root=root, source="image_list/lost.txt", target="image_list/target.txt")
+    with pytest.raises(
+        DataError, match=rf"missing file.*\(relative entries are read from {re.escape(root)}, data.root"
+    ):
+        build_data(cfg, TIMM)
+
+
+def test_lists_for_evaluate_and_predict_point_to_the_folder_they_are_read_from(shape_folders, tmp_path):
+    lists = image_list_layout(shape_folders, tmp_path / "ds", "image_list")
+    with pytest.raises(DataError, match=r"under .*ds: relative entries are read from the list file's folder; write"):
+        read_images(lists / "target.txt", hint_root=False)

@@ -59,7 +59,8 @@ def test_error_names_the_step_and_terms_and_keeps_the_last_good_checkpoint(
     tiny_cfg, tiny_data, tmp_path, log_every, eval_every, bad, last_good
 ):
     cfg = replace(tiny_cfg, train={"log_every": log_every, "eval_every": eval_every})
-    with pytest.raises(DannError, match=f"non-finite loss at step {bad} .*non-finite loss terms: cls, adv;"):
+    kept = f"the last checkpoint \\(step {last_good}\\) is kept" if last_good else "no checkpoint had been written yet"
+    with pytest.raises(DannError, match=f"non-finite loss at step {bad} .*non-finite loss terms: cls, adv;.*{kept};"):
         train(cfg, tiny_data, tmp_path / "run", bad={bad})
     records = read_jsonl(tmp_path / "run/metrics.jsonl")
     assert [r["step"] for r in records] == ([last_good] if last_good else [])
@@ -68,6 +69,20 @@ def test_error_names_the_step_and_terms_and_keeps_the_last_good_checkpoint(
         return
     state = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT)
     assert state["step"] == last_good and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("run_dir", [None, "run"])
+def test_a_first_step_that_is_already_non_finite_says_no_checkpoint_exists(tiny_cfg, tiny_data, tmp_path, run_dir):
+    with pytest.raises(DannError, match=r"at step 1 .*was saved; no checkpoint had been written yet;") as error:
+        train(tiny_cfg, tiny_data, tmp_path / run_dir if run_dir else None, bad={1})
+    assert "is kept" not in str(error.value)
+
+
+def test_a_resumed_run_names_the_checkpoint_it_resumed_from(tiny_cfg, tiny_data, tmp_path):
+    cfg = replace(tiny_cfg, train={"steps": 6, "eval_every": 3})
+    train(replace(cfg, train={"steps": 3}), tiny_data, tmp_path / "run")
+    with pytest.raises(DannError, match=r"at step 4 .*the last checkpoint \(step 3\) is kept;"):
+        train(cfg, tiny_data, tmp_path / "run", bad={4}, resume=True)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -156,9 +171,11 @@ def test_skip_gives_up_when_no_step_is_finite_any_more(tiny_cfg, tiny_data, monk
 
 def test_overflowing_gradients_behind_a_finite_loss_are_caught_before_saving(tiny_cfg, tiny_data, tmp_path):
     cfg = replace(tiny_cfg, train={"eval_every": 2, "log_every": 2})
-    with pytest.raises(DannError, match="weights became non-finite by step 4 although every loss was finite"):
+    with pytest.raises(DannError, match=r"non-finite by step 4 although every loss was finite.*\(step 2\) is kept"):
         train(cfg, tiny_data, tmp_path / "run", bad={4}, inf_grad=True)
     assert load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT)["step"] == 2
+    with pytest.raises(DannError, match=r"non-finite by step 2 .*saved; no checkpoint had been written yet;"):
+        train(cfg, tiny_data, tmp_path / "first", bad={2}, inf_grad=True)
 
 
 @pytest.mark.parametrize("policy", ["error", "skip"])

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -5,7 +6,8 @@ import torch
 
 import dann
 from dann.config import replace
-from dann.errors import ConfigError
+from dann.data import Domain, make_domain_data
+from dann.errors import ConfigError, DataWarning
 from dann.selection import (
     VALIDATORS,
     ValidationInputs,
@@ -146,3 +148,100 @@ def test_evaluations_and_validators_do_not_change_training(tiny_cfg, tiny_data):
     often = dann.fit(replace(tiny_cfg, train={"eval_every": 2}), data=tiny_data).net.state_dict()
     once = dann.fit(replace(tiny_cfg, train={"eval_every": 12}), data=tiny_data).net.state_dict()
     assert all(torch.equal(often[k], once[k]) for k in often)
+
+
+def small_inputs(n_t: int, n_sv: int, k: int, seed: int = 0) -> ValidationInputs:
+    """Network outputs on ``n_t`` target and ``n_sv`` source held-out samples of a ``k``-class model."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(max(n_sv, 1))[:n_sv] % k
+    return ValidationInputs(
+        torch.randn(20, 8, generator=g),
+        torch.randn(n_sv, 8, generator=g),
+        torch.randn(n_sv, k, generator=g),
+        y,
+        torch.randn(n_t, 8, generator=g),
+        torch.randn(n_t, k, generator=g),
+    )
+
+
+@pytest.mark.parametrize(
+    ("n_t", "n_sv", "k", "null"),
+    [
+        (5, 30, 10, {"class_ami"}),  # fewer target samples than classes: k-means cannot make k clusters
+        (9, 30, 10, {"class_ami"}),
+        (10, 30, 10, set()),
+        (1, 30, 3, {"class_ami", "snd"}),  # one target sample has no neighbours
+        (2, 1, 3, {"class_ami", "dev"}),  # one held-out source sample: no covariance for DEV's control variate
+        (4, 2, 2, set()),
+    ],
+)
+def test_a_validator_that_cannot_be_computed_scores_none_with_the_reason(n_t, n_sv, k, null):
+    problems = {}
+    scores = score_validators(small_inputs(n_t, n_sv, k), problems=problems)
+    assert set(scores) == set(VALIDATORS.names())
+    assert {name for name, score in scores.items() if score is None} == null == set(problems)
+    assert all(math.isfinite(score) for score in scores.values() if score is not None)
+    if "class_ami" in null:
+        assert problems["class_ami"] == f"k-means with k = {k} classes needs at least {k} target samples, got {n_t}"
+
+
+def test_a_validator_that_fails_or_returns_nan_scores_none(monkeypatch):
+    def broken(v):
+        raise RuntimeError("linalg.svd: the algorithm failed to converge")
+
+    monkeypatch.setitem(VALIDATORS._items, "bnm", broken)
+    monkeypatch.setitem(VALIDATORS._items, "im", lambda v: float("nan"))
+    problems = {}
+    scores = score_validators(good_inputs(), problems=problems)
+    assert scores["bnm"] is None and scores["im"] is None and math.isfinite(scores["entropy"])
+    assert problems == {"bnm": "linalg.svd: the algorithm failed to converge", "im": "its score is nan"}
+
+
+def test_selection_falls_back_to_the_first_validator_with_a_score_and_never_switches():
+    from dann.selection import FALLBACK_ORDER, selecting_validator
+
+    assert set(FALLBACK_ORDER) == set(VALIDATORS.names())
+    assert selecting_validator("class_ami", None, {"class_ami": None, "bnm": 0.5, "im": 0.1}) == "bnm"
+    assert selecting_validator("bnm", None, {"bnm": None, "im": float("nan"), "entropy": -0.3}) == "entropy"
+    assert selecting_validator("snd", None, {"snd": 2.0, "bnm": 0.5}) == "snd"
+    assert selecting_validator("class_ami", {"validator": "bnm", "step": 2, "score": 0.4}, {"class_ami": 0.9}) == "bnm"
+    assert selecting_validator("dev", None, {"dev": None}) == "dev"  # nothing has a score: no checkpoint wins
+
+
+def few_target_samples(n_t: int = 5, k: int = 10):
+    """A ``k``-class source of 60 feature vectors and a target of ``n_t`` (fewer than the classes)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % k
+    x = torch.randn(60, 4, generator=g) + y[:, None].float()
+    x_t = torch.randn(n_t, 4, generator=g) + torch.arange(n_t)[:, None].float()
+    return make_domain_data(Domain(x, y), Domain(x_t, torch.arange(n_t) % k), val_fraction=0.2)
+
+
+@pytest.mark.parametrize(("n_t", "k"), [(5, 10), (1, 3), (3, 4)])
+def test_training_on_a_target_smaller_than_the_classes_finishes_and_warns_once(tiny_cfg, tmp_path, n_t, k):
+    cfg = replace(tiny_cfg, selection={"validator": "class_ami"}, train={"eval_every": 4})
+    with pytest.warns(DataWarning) as caught:
+        result = dann.fit(cfg, tmp_path / "run", data=(data := few_target_samples(n_t, k)))
+    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(result.history) == 3 and all(r["validators"]["class_ami"] is None for r in result.history)
+    assert sum(m.startswith("validator class_ami cannot be computed on this data (k-means") for m in messages) == 1
+    fallback = [m for m in messages if m.startswith("selection.validator=class_ami has no score on this data")]
+    assert len(fallback) == 1 and "best.pt is chosen by bnm" in fallback[0]
+    assert all(r["selection"]["validator"] == "bnm" for r in result.history)
+    best = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
+    assert best["step"] == result.history[-1]["selection"]["step"]
+    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert all(r["validators"]["class_ami"] is None for r in records)  # null in the file
+    from dann.report import build_report, summarize
+
+    assert summarize(tmp_path / "run").validator == "bnm"  # the report follows the validator that chose best.pt
+    page = build_report(tmp_path / "run", data).with_suffix(".md").read_text()  # a tiny target leaves out the t-SNE
+    assert ("Feature diagnostics left out: the proxy A-distance and t-SNE need at least 4" in page) == (n_t < 4)
+
+
+def test_the_scikit_learn_estimator_fits_a_target_smaller_than_the_classes():
+    data = few_target_samples()
+    est = dann.DANNClassifier(backbone="mlp", max_steps=4, batch_size=8, config={"model.mlp_dims": [8]})
+    with pytest.warns(DataWarning, match="validator class_ami cannot be computed on this data"):
+        est.fit(data.source_train.x.numpy(), data.source_train.y.numpy(), X_target=data.target_train.x.numpy())
+    assert est.predict(data.target_train.x.numpy()).shape == (5,)

@@ -26,6 +26,7 @@ from .conftest import blobs
 README = Path(__file__).parents[1] / "README.md"
 TINY = {
     "backbone": "mlp",
+    "method": "dann",  # adapts (the recommended default is source-only: see the README's Results)
     "max_steps": 20,
     "batch_size": 16,
     "device": "cpu",
@@ -296,3 +297,39 @@ def test_config_takes_typed_values_and_the_method_is_checked_at_fit(domains):
     est = DANNClassifier(**TINY, method="nope")  # constructing never checks: scikit-learn's rule
     with pytest.raises(ConfigError, match="unknown method 'nope'; valid methods: "):
         est.fit(*domains[:2], X_target=domains[2])
+
+
+def test_dann_without_target_data_is_refused_and_source_only_is_allowed():
+    x, y = blobs(40, 0.0, 0)
+    with pytest.raises(ValueError, match="needs unlabeled target data"):
+        DANNClassifier(backbone="mlp", max_steps=2).fit(x, y)
+    DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, y)
+
+
+@pytest.mark.parametrize("config", [{"optim.weight_decay": 1e-05}, {"optim.lr": 3e-4, "method.grl_gamma": 1e1}])
+def test_config_floats_that_print_in_scientific_notation_are_numbers(config):
+    x, y = blobs(40, 0.0, 0)
+    x_t, _ = blobs(30, 1.0, 1)
+    est = DANNClassifier(backbone="mlp", max_steps=2, batch_size=8, config=config).fit(x, y, X_target=x_t)
+    assert est.predict(x_t).shape == (30,)
+
+
+def test_one_sample_for_a_batchnorm_layer_is_refused_before_training():
+    x, y = blobs(40, 0.0, 0)
+    est = DANNClassifier(backbone="mlp", method="source_only", batch_size=1, config={"model.batchnorm": True})
+    with pytest.raises(ValueError, match=r"train\.batch_size=1 hands the network's BatchNorm layers"):
+        est.fit(x, y)
+
+
+def test_a_single_class_is_refused():
+    x, _ = blobs(20, 0.0, 0)
+    with pytest.raises(ValueError, match="every source sample has label 0 \\('7'\\); a classifier needs"):
+        DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, np.full(20, 7))
+
+
+def test_source_and_target_stored_on_other_scales_are_refused():
+    x, y = blobs(40, 0.0, 0)
+    pixels = np.abs(x) * 60  # float values up to about 255
+    est = DANNClassifier(backbone="mlp", max_steps=2, batch_size=8)
+    with pytest.raises(ValueError, match=r"X \(float32, values .*X_target \(uint8, .*\) differ in scale by \d+x"):
+        est.fit(pixels, y, X_target=np.clip(pixels, 0, 255).astype(np.uint8))

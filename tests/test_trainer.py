@@ -6,7 +6,7 @@ import torch
 import dann
 from dann.config import replace
 from dann.data import Domain, make_domain_data
-from dann.errors import DannError, RunDirError
+from dann.errors import ConfigError, DannError, RunDirError
 
 
 def weights(net):
@@ -111,3 +111,75 @@ def test_tensorboard_events_mirror_the_metrics_when_installed(tiny_cfg, tiny_dat
     quiet = tmp_path / "quiet"
     dann.fit(replace(tiny_cfg, train={"tensorboard": False}), quiet, data=tiny_data)
     assert not (quiet / "tensorboard").exists()
+
+
+def tiny_images(n: int = 12, seed: int = 0):
+    """Source and target of ``n`` random 3×16×16 images, two classes."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    return make_domain_data(
+        Domain(torch.rand(n, 3, 16, 16, generator=g), y), Domain(torch.rand(n, 3, 16, 16, generator=g))
+    )
+
+
+ONE_SAMPLE = [  # (config changes, environment, what the message says): BatchNorm would get one sample per forward
+    ({"model": {"batchnorm": True}, "method": {"name": "source_only"}}, 1, 1, "method source_only forwards only"),
+    ({"model": {"batchnorm": True}, "method": {"separate_forward": True}}, 1, 1, "separate_forward=true forwards"),
+    ({"model": {"bottleneck_dim": 8}, "method": {"name": "source_only"}}, 1, 1, r"layers \(bottleneck\.1\)"),
+    ({"model": {"bottleneck_dim": 8}, "method": {"separate_forward": True}}, 1, 1, r"layers \(bottleneck\.1\)"),
+    ({"model": {"backbone": "lenet_conv", "batchnorm": True}, "method": {"name": "source_only"}}, 1, 1, "conv.1"),
+    ({"model": {"backbone": "test_resnet"}, "method": {"name": "source_only"}}, 1, 1, r"backbone\.conv1\.1, .*\.\.\."),
+    ({"model": {"batchnorm": True}, "method": {"name": "source_only"}}, 2, 2, r"=2 split over 2 processes \(1 per"),
+    ({"model": {"batchnorm": True}, "method": {"separate_forward": True}}, 4, 4, r"set train.batch_size=8 or more"),
+]
+
+
+@pytest.mark.parametrize(("changes", "batch_size", "processes", "says"), ONE_SAMPLE)
+def test_a_batchnorm_layer_never_gets_one_sample_and_the_run_directory_is_not_made(
+    tiny_cfg, tiny_data, tmp_path, monkeypatch, changes, batch_size, processes, says
+):
+    if processes > 1:  # torchrun's environment for rank 0: the check comes before the process group is joined
+        monkeypatch.setenv("WORLD_SIZE", str(processes))
+        monkeypatch.setenv("RANK", "0")
+    images = changes["model"].get("backbone", "mlp") != "mlp"
+    cfg = replace(tiny_cfg, train={"batch_size": batch_size}, **changes)
+    data = tiny_images() if images else tiny_data
+    with pytest.raises(ConfigError, match=says) as error:
+        dann.fit(cfg, tmp_path / "run", data=data)
+    message = str(error.value)
+    assert message.startswith(f"train.batch_size={batch_size} ") and "a single sample per training forward" in message
+    assert message.endswith(
+        f"BatchNorm needs at least 2, so set train.batch_size={2 * processes} or more"
+        + (" (2 per process)" if processes > 1 else "")
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"model": {"batchnorm": True}},  # DANN's joint forward: one source and one target sample
+        {"model": {"bottleneck_dim": 8, "mlp_dims": [16]}},
+        {"method": {"name": "source_only"}},  # no BatchNorm at all
+        {"method": {"separate_forward": True}},
+    ],
+)
+def test_one_sample_per_domain_trains_when_no_batchnorm_layer_sees_it_alone(tiny_cfg, tiny_data, changes):
+    cfg = replace(tiny_cfg, train={"batch_size": 1, "steps": 2, "eval_every": 2}, **changes)
+    assert dann.fit(cfg, data=tiny_data).history[-1]["step"] == 2
+
+
+def test_the_batchnorm_check_follows_the_rows_of_each_process(tiny_cfg, tiny_data):
+    from dann.methods import create_method
+    from dann.models import create_network
+    from dann.steps import check_batchnorm_rows
+
+    net = create_network(replace(tiny_cfg, model={"batchnorm": True}).model, (4,), 2)
+    joint, alone = (
+        create_method(tiny_cfg.method),
+        create_method(replace(tiny_cfg, method={"name": "source_only"}).method),
+    )
+    check_batchnorm_rows(net, joint, 2, processes=2)  # 1 row per domain and process, forwarded together: 2 samples
+    check_batchnorm_rows(net, alone, 4, processes=2)
+    with pytest.raises(ConfigError, match=r"split over 4 processes \(1 per process and domain\).*=8 or more \(2 per"):
+        check_batchnorm_rows(net, alone, 4, processes=4)

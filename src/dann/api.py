@@ -18,6 +18,7 @@ from .data import Domain, DomainData, ImageConfig, ImageDomain, build_data, chec
 from .data.domains import check_labels
 from .data.folders import encode_labels
 from .data.images import Pipeline
+from .data.scales import Scale, check_scales
 from .data.transforms import eval_transform
 from .distributed import World, local_device
 from .errors import ConfigError, DataError, DataWarning, RunDirError
@@ -34,6 +35,7 @@ from .runs import (
     load_checkpoint,
     prepare_run_dir,
 )
+from .steps import check_batchnorm_rows
 from .trainer import Trainer, resolve_device
 
 
@@ -84,6 +86,7 @@ def fit(
         init_from_run(net, cfg.model.init_from, data)
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
+    check_batchnorm_rows(net, method, cfg.train.batch_size, world.size)
     resolve_device(local_device(cfg.train.device, world))
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
@@ -146,6 +149,7 @@ class TrainedModel:
     input_shape: tuple[int, ...]
     step: int
     image: ImageConfig | None = None  # how image files become inputs, for runs trained on image files
+    scale: Scale | None = None  # how the source arrays were stored, for runs trained on arrays
 
     def check_input(self, x: torch.Tensor, path: str | Path) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
@@ -175,7 +179,8 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     net = build_network(offline.model, offline.method, input_shape, len(classes))
     net.load_state_dict(state["model"])
     image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
-    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image)
+    scale = Scale.from_dict(meta.get("scale"))
+    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image, scale)
 
 
 def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad: bool | None) -> Domain | ImageDomain:
@@ -187,10 +192,11 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
             raise DataError(f"{data_path}: no samples")
         check_same_classes(model.classes, names, f"{data_path} vs the run's classes")
         model.check_input(domain.x, data_path)
+        check_scales([domain.scale], trained=model.scale)
         return domain
     if model.image is None:
         raise DataError(f"{data_path}: this run was trained on arrays; give it an .npz file, not image files")
-    images = read_images(data_path, recursive=not labeled)
+    images = read_images(data_path, recursive=not labeled, hint_root=False)
     y = encode_labels(images, model.classes, "the run") if labeled else None
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad

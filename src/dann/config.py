@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -250,24 +251,56 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
+        return _integer(key, value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any float
-            number = math.inf
-        if not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return number
+        return _number(key, value)
     if hint is str:
         if value is None or isinstance(value, list | dict):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _integer(key: str, value: Any) -> int:
+    """An integer, or text ``int()`` reads. ``1e3`` or ``1000.0`` is refused, as ``int()`` refuses it, with the
+    integer to write instead."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    hint = ""
+    if not isinstance(value, bool) and isinstance(value, str | numbers.Real):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            number = math.nan
+        if math.isfinite(number) and number == int(number):
+            hint = f"; write {int(number)}"
+    raise ConfigError(f"{key} must be an integer, got {value!r}{hint}")
+
+
+def _number(key: str, value: Any) -> float:
+    """A finite float from a number, or from any text ``float()`` reads: YAML 1.1 (PyYAML) reads ``1e-3``,
+    ``3E-4`` or ``5e-4`` as text, since its floats need a dot and a signed exponent. A value that is already a
+    number is taken as it is, never re-read from text."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+    else:
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return number
 
 
 def _section_classes() -> dict[str, type]:

@@ -25,6 +25,12 @@ ADVICE = "try a lower optim.lr or optim.grad_clip=1.0"
 MAX_BAD_RUN = 100  # consecutive skipped steps that stop a run
 
 
+def kept(saved: int | None) -> str:
+    """What a stopped run keeps: ``saved`` is the step of its last checkpoint, None when it has none (stopped
+    before its first evaluation, or trained without a run directory)."""
+    return "no checkpoint had been written yet" if saved is None else f"the last checkpoint (step {saved}) is kept"
+
+
 class LossWatch:
     """Sums the loss terms and keeps the finiteness flags of the steps since the last ``check`` (at most
     ``window`` of them), all on the device."""
@@ -36,6 +42,7 @@ class LossWatch:
         self.count = 0  # steps recorded since the last check
         self.skipped = skipped  # skipped steps in the whole run (restored on resume)
         self.bad_run = 0  # consecutive non-finite steps up to the last check
+        self.saved: int | None = None  # step of the run's last checkpoint (the trainer keeps it up to date)
 
     def record(self, finite: torch.Tensor, terms: dict[str, torch.Tensor | float]) -> None:
         """One step: ``finite`` is a 0-dim bool tensor, ``terms`` the method's named terms. No host sync."""
@@ -59,8 +66,8 @@ class LossWatch:
             terms = [name for name, value in sums.items() if not math.isfinite(value)]
             raise DivergedError(
                 f"non-finite loss at step {bad[0]} (non-finite steps among {first}-{done}: {steps}); non-finite "
-                f"loss terms: {', '.join(terms) or 'total'}; nothing from step {bad[0]} on was saved, the last "
-                f"checkpoint is kept; {ADVICE}, or train.on_nonfinite=skip to skip such steps"
+                f"loss terms: {', '.join(terms) or 'total'}; nothing from step {bad[0]} on was saved; "
+                f"{kept(self.saved)}; {ADVICE}, or train.on_nonfinite=skip to skip such steps"
             )
         self.skipped += len(bad)
         trailing = next((i for i, ok in enumerate(reversed(flags)) if ok), len(flags))
@@ -68,7 +75,7 @@ class LossWatch:
         if self.bad_run >= MAX_BAD_RUN:
             raise DivergedError(
                 f"the loss was non-finite for the last {self.bad_run} steps up to step {done}: skipping them "
-                f"(train.on_nonfinite=skip) cannot recover; the last checkpoint is kept; {ADVICE}"
+                f"(train.on_nonfinite=skip) cannot recover; {kept(self.saved)}; {ADVICE}"
             )
         return {name: value / max(len(flags) - len(bad), 1) for name, value in sums.items()}
 
@@ -103,12 +110,13 @@ class SkipGuard:
                 t.copy_(torch.where(finite, t, old if old is not None else torch.zeros_like(t)))
 
 
-def check_weights(net: nn.Module, step: int) -> None:
+def check_weights(net: nn.Module, step: int, saved: int | None = None) -> None:
     """Refuse to go on with non-finite parameters or buffers at step ``step`` (a finite loss whose gradients
-    overflowed). One host sync; the trainer calls it before it evaluates or saves."""
+    overflowed); ``saved``: the step of the run's last checkpoint, if any. One host sync; the trainer calls it
+    before it evaluates or saves."""
     checks = [torch.isfinite(t).all() for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()]
     if checks and not bool(torch.stack(checks).all()):
         raise DivergedError(
             f"the weights became non-finite by step {step} although every loss was finite (the gradients "
-            f"overflowed); nothing from that point on was saved, the last checkpoint is kept; {ADVICE}"
+            f"overflowed); nothing from that point on was saved; {kept(saved)}; {ADVICE}"
         )

@@ -35,6 +35,7 @@ from .runs import (
 from .selection import VALIDATORS, select_record, subset
 
 REPORT_MD, REPORT_HTML, REPORT_JSON, FIGURE_DIR = "report.md", "report.html", "report.json", "report_files"
+MIN_DIAGNOSTIC_SAMPLES = 4  # per domain, for the proxy A-distance (two halves of a balanced sample) and t-SNE
 USES_LABELS = "uses target labels"
 
 
@@ -53,7 +54,8 @@ class RunSummary:
 
 
 def summarize(run_dir: str | Path, validator: str | None = None) -> RunSummary:
-    """Read ``config.yaml`` and ``metrics.jsonl``; ``validator`` defaults to the run's ``selection.validator``."""
+    """Read ``config.yaml`` and ``metrics.jsonl``; ``validator`` defaults to the one that chose the run's ``best.pt``
+    (``selection.validator``, or the fallback the trainer took when that had no score on the data)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunDirError(f"{run_dir} is not a run directory: {run_dir / CONFIG_FILE} does not exist")
@@ -61,7 +63,8 @@ def summarize(run_dir: str | Path, validator: str | None = None) -> RunSummary:
     history = read_jsonl(run_dir / METRICS_FILE)
     if not history:
         raise RunDirError(f"{run_dir / METRICS_FILE} has no evaluation yet: train to train.eval_every steps first")
-    validator = validator or cfg.selection.validator
+    chosen = [r["selection"]["validator"] for r in history if "selection" in r]  # a fallback, when it had no score
+    validator = validator or (chosen[-1] if chosen else cfg.selection.validator)
     VALIDATORS.get(validator)  # an unknown name fails listing the valid ones
     labeled = [r for r in history if "oracle" in r]
     oracle = max(labeled, key=lambda r: r["oracle"]["target_acc"]) if labeled else None
@@ -233,9 +236,17 @@ def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
     diag, note = None, ""
     try:
         data = data or build_data(run.config.data)
-        diag = feature_diagnostics(run, data)
     except DannError as e:
         note = f"Feature diagnostics left out: the run's data could not be loaded ({e})."
+    if data is not None:
+        n_s, n_t = len(data.source_train), len(data.target_train)
+        if min(n_s, n_t) >= MIN_DIAGNOSTIC_SAMPLES:
+            diag = feature_diagnostics(run, data)
+        else:
+            note = (
+                f"Feature diagnostics left out: the proxy A-distance and t-SNE need at least {MIN_DIAGNOSTIC_SAMPLES} "
+                f"training samples per domain, and the data has {n_s} source and {n_t} target samples."
+            )
     sections = [_answer(run, diag), Section("Checkpoints", [checkpoint_table(run)]), *_curve_sections(run)]
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
     sections.append(_config_section(run))

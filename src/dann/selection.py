@@ -105,6 +105,8 @@ def snd(v: ValidationInputs, temperature: float = 0.05) -> float:
     via Soft Neighborhood Density", ICCV 2021), in [0, ln(N − 1)]: the mean entropy of each target sample's
     softmax-normalized similarities (``temperature`` 0.05) to the other target samples, on L2-normalized class
     probabilities. High when samples sit in dense neighborhoods of like predictions."""
+    if len(v.logits_t) < 2:
+        raise ValueError(f"the neighbourhood of a target sample needs at least 2 target samples, got {len(v.logits_t)}")
     p = F.normalize(torch.softmax(v.logits_t.double(), 1), dim=1)
     sim = p @ p.T / temperature
     sim.fill_diagonal_(-math.inf)
@@ -131,6 +133,8 @@ def dev(v: ValidationInputs) -> float:
     Adaptation", ICML 2019), negated: a domain classifier on features (``density_ratio``) gives importance weights
     w = p_t/p_s of the source held-out samples; the target risk is their weighted cross-entropy with the paper's
     control variate, ``mean(w·ℓ) + η·mean(w) − η`` with ``η = −Cov(w·ℓ, w) / Var(w)``. Returns minus that risk."""
+    if len(v.f_sv) < 2:
+        raise ValueError(f"the control variate needs at least 2 source held-out samples, got {len(v.f_sv)}")
     w = density_ratio(v.f_s, v.f_t, v.f_sv)
     weighted = w * F.cross_entropy(v.logits_sv.double(), v.y_sv, reduction="none")
     cov = torch.cov(torch.stack([weighted, w]))  # (2, 2)
@@ -147,25 +151,64 @@ def class_ami(v: ValidationInputs) -> float:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score
 
-    k = v.logits_t.shape[1]
+    n, k = v.logits_t.shape
+    if n < k:
+        raise ValueError(f"k-means with k = {k} classes needs at least {k} target samples, got {n}")
     with warnings.catch_warnings():  # fewer distinct points than clusters: a legitimate, low score
         warnings.simplefilter("ignore")
         clusters = KMeans(k, n_init=3, random_state=0).fit_predict(F.normalize(v.f_t.double(), dim=1).numpy())
     return float(adjusted_mutual_info_score(clusters, v.logits_t.argmax(1).numpy()))
 
 
-def score_validators(inputs: ValidationInputs, names: Sequence[str] | None = None) -> dict[str, float]:
+FALLBACK_ORDER = ("bnm", "im", "entropy", "dev", "snd", "source_acc", "class_ami")
+"""Validators by the target accuracy of their pick over the README's moons grid, best first: when
+``selection.validator`` has no score on a run's data, the first of these that has one chooses ``best.pt``."""
+
+
+def score_one(name: str, inputs: ValidationInputs) -> tuple[float | None, str]:
+    """(score, "") or, when validator ``name`` cannot be computed on these inputs (too few samples for its
+    estimator, a degenerate covariance...), (None, the reason in one line)."""
+    try:
+        with warnings.catch_warnings():  # e.g. torch.cov of one sample: the NaN it returns is the report
+            warnings.simplefilter("ignore")
+            score = float(VALIDATORS.get(name)(inputs))
+    except (ValueError, RuntimeError, ArithmeticError) as e:
+        return None, " ".join(str(e).split()) or type(e).__name__
+    if not math.isfinite(score):
+        return None, f"its score is {score}"
+    return score, ""
+
+
+def score_validators(
+    inputs: ValidationInputs, names: Sequence[str] | None = None, problems: dict[str, str] | None = None
+) -> dict[str, float | None]:
     """``{name: score}`` for the given validators (default: all), skipping those that need a source held-out set
-    when there is none."""
+    when there is none. A validator that cannot be computed on the inputs scores None (null in ``metrics.jsonl``),
+    and ``problems`` (when given) gets ``{name: why}``."""
     from threadpoolctl import threadpool_limits
 
     names = VALIDATORS.names() if names is None else names
+    scores: dict[str, float | None] = {}
     with threadpool_limits(1):  # small problems: BLAS/OpenMP threads only contend (10x slower on a busy 2-core CPU)
-        return {
-            name: float(VALIDATORS.get(name)(inputs))
-            for name in names
-            if inputs.f_sv is not None or name not in _NEEDS_SOURCE_VAL
-        }
+        for name in names:
+            if inputs.f_sv is None and name in _NEEDS_SOURCE_VAL:
+                continue
+            scores[name], problem = score_one(name, inputs)
+            if problem and problems is not None:
+                problems[name] = problem
+    return scores
+
+
+def selecting_validator(configured: str, previous: dict[str, Any] | None, scores: dict[str, float | None]) -> str:
+    """The validator that chooses ``best.pt`` at this evaluation: the one that has chosen it so far in the run (a run
+    never switches); at the first choice, ``configured`` when it has a score, else the first of ``FALLBACK_ORDER``
+    (then any other validator) that has one."""
+    if previous is not None:
+        return previous["validator"]
+    if _finite(scores.get(configured)):
+        return configured
+    others = [*FALLBACK_ORDER, *(n for n in VALIDATORS.names() if n not in FALLBACK_ORDER)]
+    return next((n for n in others if n != configured and _finite(scores.get(n))), configured)
 
 
 def check_validator(name: str, has_source_val: bool) -> None:
@@ -201,10 +244,16 @@ def collect_inputs(
 
 
 def evaluate_validators(
-    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512, world: World | None = None
-) -> dict[str, float]:
-    """Every validator's score for ``net`` on ``data`` (see ``collect_inputs``)."""
-    return score_validators(collect_inputs(net, data, max_samples, batch_size, world))
+    net: DomainAdaptNet,
+    data: DomainData,
+    max_samples: int = 2000,
+    batch_size: int = 512,
+    world: World | None = None,
+    problems: dict[str, str] | None = None,
+) -> dict[str, float | None]:
+    """Every validator's score for ``net`` on ``data`` (see ``collect_inputs``); None, with the reason in
+    ``problems``, for those that cannot be computed on it (``score_validators``)."""
+    return score_validators(collect_inputs(net, data, max_samples, batch_size, world), problems=problems)
 
 
 def _finite(x: Any) -> bool:

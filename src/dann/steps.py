@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .errors import ConfigError
 from .methods.base import Batch, LossOutput, Method
 from .models.network import DomainAdaptNet
 from .precision import Precision
@@ -36,6 +37,24 @@ class MethodLoss(nn.Module):
 
     def forward(self, batch: Batch, progress: float) -> LossOutput:
         return self.method.loss(self.net, batch, progress)
+
+
+def check_batchnorm_rows(net: DomainAdaptNet, method: Method, batch_size: int, processes: int = 1) -> None:
+    """Refuse a ``train.batch_size`` that would hand a BatchNorm layer of ``net`` a single sample per training
+    forward (PyTorch stops at the first step with "Expected more than 1 value per channel", or normalizes one image
+    by its own pixels). Each of ``processes`` (torchrun) forwards ``batch_size / processes`` rows per domain."""
+    norms = [name for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    rows = batch_size // processes
+    if not norms or method.forward_rows(rows) >= 2:
+        return
+    need = processes * (1 if method.forward_rows(1) >= 2 else 2)
+    split = f" split over {processes} processes ({rows} per process and domain)" if processes > 1 else ""
+    per_process = f" ({need // processes} per process)" if processes > 1 else ""
+    raise ConfigError(
+        f"train.batch_size={batch_size}{split} hands the network's BatchNorm layers ({', '.join(norms[:3])}"
+        f"{', ...' if len(norms) > 3 else ''}) a single sample per training forward: {method.forward_note()}; "
+        f"BatchNorm needs at least 2, so set train.batch_size={need} or more{per_process}"
+    )
 
 
 def train_step(

@@ -11,6 +11,7 @@ loop runs in every process, with DistributedDataParallel and rank 0 writing: see
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from .config import Config, OptimConfig
 from .data.domains import DomainData
 from .data.loaders import step_batches
 from .distributed import World, local_device
-from .errors import DannError
+from .errors import DannError, DataWarning
 from .evaluate import evaluate_domain
 from .methods.base import Method
 from .models.network import DomainAdaptNet
@@ -41,8 +42,8 @@ from .runs import (
     truncate_metrics,
 )
 from .schedules import LR_SCHEDULES
-from .selection import check_validator, evaluate_validators, running_best
-from .steps import Batches, MethodLoss, train_step
+from .selection import check_validator, evaluate_validators, running_best, selecting_validator
+from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
@@ -133,6 +134,7 @@ class Trainer:
         self.device = resolve_device(local_device(cfg.train.device, self.world))
         self.writes = self.run_dir is not None and self.world.main  # only rank 0 writes files
         self.events = EventLog(None)
+        self.warned: set[str] = set()  # what this run has warned about (validators without a score...), once each
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``.
@@ -152,6 +154,7 @@ class Trainer:
         cfg, t, world = self.cfg, self.cfg.train, self.world
         # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
+        check_batchnorm_rows(net, method, t.batch_size, world.size)
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, t.channels_last)
         amp.prepare_model(net, t.compile)
@@ -165,6 +168,7 @@ class Trainer:
         )
         lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
+        watch.saved = start if self.resume and self.run_dir is not None else None  # resumed from that checkpoint
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
         self.events = EventLog(self.run_dir if self.writes else None, t.tensorboard)
         train_time, logged, clip = 0.0, {}, cfg.optim.grad_clip
@@ -193,12 +197,13 @@ class Trainer:
                 self.events.scalars(logged, done, "train")
             if evaluating:
                 world.sync_buffers(net)  # the model every rank evaluates is rank 0's, the one saved
-                check_weights(net, done)
+                check_weights(net, done, watch.saved)
                 train_time += time.perf_counter() - tic
                 record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
                 rng = world.gather_objects(rng_state(self.device))
                 self._save(net, optimizer, amp, data, record, done, rng, method)
+                watch.saved = done if self.run_dir is not None else None
                 tic = time.perf_counter()
         bar.close()
         self.events.close()
@@ -245,8 +250,9 @@ class Trainer:
         history: list[dict[str, Any]],
     ) -> dict[str, Any]:
         """One ``metrics.jsonl`` record: train terms, source held-out accuracy, validator scores (no target labels),
-        the best step so far by ``selection.validator``, and under ``oracle`` the target accuracy (target labels)."""
-        bs, k, sel = self.cfg.train.eval_batch_size, data.num_classes, self.cfg.selection
+        the best step so far by ``selection.validator`` (or its fallback, see ``_validate``), and under ``oracle``
+        the target accuracy (target labels)."""
+        bs, k = self.cfg.train.eval_batch_size, data.num_classes
         record: dict[str, Any] = {
             "step": step,
             "progress": step / self.cfg.train.steps,
@@ -258,10 +264,7 @@ class Trainer:
             record["processes"] = self.world.size
         if data.source_val is not None:
             record["source_val"] = {"acc": evaluate_domain(net, data.source_val, k, bs, self.world)["acc"]}
-        record["validators"] = evaluate_validators(net, data, sel.max_samples, bs, self.world)
-        best = running_best(
-            history[-1].get("selection") if history else None, step, record["validators"], sel.validator
-        )
+        record["validators"], best = self._validate(net, data, history[-1].get("selection") if history else None, step)
         if best is not None:
             record["selection"] = best
         if data.target_eval is not None:
@@ -278,6 +281,30 @@ class Trainer:
             append_jsonl(self.run_dir / METRICS_FILE, record)
         self.events.scalars({key: record[key] for key in ("source_val", "validators", "oracle") if key in record}, step)
         return record
+
+    def _validate(
+        self, net: DomainAdaptNet, data: DomainData, previous: dict[str, Any] | None, step: int
+    ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
+        """Every validator's score (None where one cannot be computed on this data, with one warning per validator
+        and run) and the best checkpoint so far, chosen by ``selection.validator`` or, when it has no score, by a
+        fallback (``selection.selecting_validator``; one warning says which)."""
+        sel, problems = self.cfg.selection, {}
+        scores = evaluate_validators(net, data, sel.max_samples, self.cfg.train.eval_batch_size, self.world, problems)
+        for name, problem in problems.items():
+            self._warn_once(name, f"validator {name} cannot be computed on this data ({problem}); its score is null")
+        chosen = selecting_validator(sel.validator, previous, scores)
+        if chosen != sel.validator:
+            self._warn_once(
+                "selection",
+                f"selection.validator={sel.validator} has no score on this data, so best.pt is chosen by {chosen}: "
+                "the first validator with a score in the order of the README's selection benchmark",
+            )
+        return scores, running_best(previous, step, scores, chosen)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, DataWarning, stacklevel=3)
 
     def _save(
         self,
@@ -310,6 +337,7 @@ class Trainer:
                 "classes": data.classes,
                 "input_shape": list(data.input_shape),
                 "image": data.image.to_dict() if data.image is not None else None,
+                "scale": data.scale.to_dict() if data.scale is not None else None,
             },
             "selection": record.get("selection"),
         }

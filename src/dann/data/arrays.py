@@ -11,13 +11,14 @@ import torch
 
 from ..errors import DataError
 from .domains import Domain
+from .scales import Scale
 
 MAGIC = (b"PK", b"\x93NUMPY")  # how a .npz (a zip archive) or a .npy file starts; np.load would try pickle otherwise
 
 
 def as_domain(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None, what: str = "array") -> Domain:
     """Validate and convert: float32 features/images (uint8 images are scaled to [0, 1]), int64 labels."""
-    x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    x = stored = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if x.ndim not in (2, 4):
         raise DataError(f"{what}: x must have shape (N, D) or (N, C, H, W), got {x.shape}")
     if 0 in x.shape[1:]:
@@ -37,7 +38,7 @@ def as_domain(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None 
         if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
             raise DataError(f"{what}: y must hold integer class indices, got dtype {y.dtype}")
         labels = torch.from_numpy(y.astype(np.int64))
-    return Domain(torch.from_numpy(np.ascontiguousarray(x)), labels)
+    return Domain(torch.from_numpy(np.ascontiguousarray(x)), labels, scale=Scale.measure(stored, x, what))
 
 
 def load_npz(path: str | Path) -> tuple[Domain, list[str] | None]:

@@ -6,13 +6,15 @@ A domain is either a ``Domain`` (tensors in memory) or an ``ImageDomain`` (image
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
+from .scales import Scale, check_scales
 
 if TYPE_CHECKING:
     from .images import ImageDomain
@@ -29,6 +31,7 @@ class Domain:
     y: torch.Tensor | None = None
 
     bad: frozenset[str] = field(default=frozenset(), repr=False)  # arrays have no unreadable files
+    scale: Scale | None = field(default=None, repr=False, compare=False)  # how x was stored (as_domain), if known
 
     def __len__(self) -> int:
         return len(self.x)
@@ -38,10 +41,10 @@ class Domain:
         return tuple(self.x.shape[1:])
 
     def subset(self, idx: torch.Tensor) -> Domain:
-        return Domain(self.x[idx], self.y[idx] if self.y is not None else None)
+        return Domain(self.x[idx], self.y[idx] if self.y is not None else None, scale=self.scale)
 
     def unlabeled(self) -> Domain:
-        return Domain(self.x, None)
+        return Domain(self.x, None, scale=self.scale)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(x (B, ...), indices (B,)) in order."""
@@ -68,6 +71,12 @@ class DomainData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def scale(self) -> Scale | None:
+        """How the source arrays were stored (None for image files and arrays of unknown origin); checkpoints keep
+        it, so ``evaluate`` and ``predict`` can compare new data with it."""
+        return getattr(self.source_train, "scale", None)
 
     def skipped_images(self) -> list[str]:
         """Unreadable image files skipped so far (``data.skip_bad_images``), over all domains, sorted."""
@@ -117,13 +126,72 @@ def make_domain_data(
         raise DataError(f"{names[2]}: the target evaluation data needs labels (array 'y'): it only serves to score")
     if target_eval is None and target.y is not None:
         target_eval = target
-    perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))
-    n_val = round(val_fraction * len(source))
-    if n_val >= len(source):
-        raise DataError(
-            f"{names[0]}: data.val_fraction={val_fraction} holds out all {len(source)} source samples for validation, "
-            "leaving none to train on; lower data.val_fraction"
+    check_scales([getattr(d, "scale", None) for d in (source, target, target_eval) if d is not None])
+    check_source_classes(source.y, list(classes), names[0])
+    source_train, source_val = split_source(source, val_fraction, seed, names[0])
+    return DomainData(source_train, source_val, target.unlabeled(), target_eval, list(classes), image)
+
+
+def split_source(source: AnyDomain, val_fraction: float, seed: int, what: str) -> tuple[AnyDomain, AnyDomain | None]:
+    """(training part, held-out part or None) of a labeled source, by ``stratified_split``."""
+    train_idx, val_idx = stratified_split(source.y, val_fraction, seed)
+    if len(val_idx) == 0 and round(val_fraction * len(source)) > 0:
+        warnings.warn(
+            f"{what}: data.val_fraction={val_fraction} holds out no source sample for validation: every class keeps "
+            "at least one training sample, and no class has two; validators that need a held-out set (source_acc, "
+            "dev) get no score",
+            DataWarning,
+            stacklevel=3,
         )
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    source_val = source.subset(val_idx) if n_val else None
-    return DomainData(source.subset(train_idx), source_val, target.unlabeled(), target_eval, list(classes), image)
+    return source.subset(train_idx), source.subset(val_idx) if len(val_idx) else None
+
+
+def _class_name(classes: list[str], index: int) -> str:
+    return str(index) if classes[index] == str(index) else f"{index} ({classes[index]!r})"
+
+
+def check_source_classes(y: torch.Tensor, classes: list[str], what: str) -> None:
+    """A source must hold samples of two classes at least (error); a class with no sample gets a warning naming it,
+    since the model has an output for it that nothing trains."""
+    counts = torch.bincount(y, minlength=len(classes))
+    present = torch.nonzero(counts).squeeze(1).tolist()
+    if len(present) < 2:
+        raise DataError(
+            f"{what}: every source sample has label {_class_name(classes, present[0])}; a classifier needs "
+            "labeled samples of at least two classes"
+        )
+    empty = torch.nonzero(counts == 0).squeeze(1).tolist()
+    if empty:
+        listed = ", ".join(_class_name(classes, i) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")
+        warnings.warn(
+            f"{what}: no source sample has label {listed} ({len(empty)} of {len(classes)} classes); the model "
+            "gets an output for each that no sample trains, so it will rarely predict them",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def stratified_split(y: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, held-out indices) of labels ``y`` (N,): ``round(val_fraction · N)`` samples held out,
+    shared among the classes in proportion to their sizes (largest remainders first), each class's drawn in the
+    order of a permutation seeded by ``seed``. Every class keeps at least one training sample: a class with a single
+    sample stays in training, and the held-out set is smaller when nothing else can give."""
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    counts = torch.bincount(y)
+    room = (counts - 1).clamp_min(0)
+    share = val_fraction * counts.double()
+    take = torch.minimum(share.floor().long(), room)
+    left = round(val_fraction * len(y)) - int(take.sum())
+    order = sorted(range(len(counts)), key=lambda c: (-float(share[c] - take[c]), c))  # largest remainder first
+    while left > 0 and bool((take < room).any()):
+        for c in order:
+            if left > 0 and take[c] < room[c]:
+                take[c] += 1
+                left -= 1
+    y_perm = y[perm]
+    by_class = torch.argsort(y_perm, stable=True)  # positions in perm, grouped by class, in perm order
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(perm)
+    rank[by_class] = torch.arange(len(y)) - starts[y_perm[by_class]]  # place of each sample within its class
+    held_out = rank < take[y_perm]
+    return perm[~held_out], perm[held_out]

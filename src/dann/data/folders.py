@@ -3,8 +3,9 @@
 - a folder of class subfolders, ``root/<class>/**/*.png``: labeled (subfolders are searched recursively);
 - a flat folder of images, ``root/*.jpg``: unlabeled;
 - a list file, ``.csv`` (``path,label`` or ``path``; an optional header row ``path,label``) or ``.txt``/``.lst``
-  (``path label`` or ``path`` per line, split at the last whitespace): relative paths are resolved against the
-  list file's folder.
+  (``path label`` or ``path`` per line, split at the last whitespace): relative paths are resolved against
+  ``data.root`` when it is set (the layout of other tools' ImageList: ``root/image_list/a.txt`` listing
+  ``domain_a/class/1.jpg``), else against the list file's folder.
 
 Classes are matched by name. The source's classes, sorted, are the model's classes; a labeled target with a class
 the source lacks is an error naming both; source classes absent from the target are allowed, with a warning."""
@@ -88,8 +89,11 @@ def _list_rows(path: Path) -> list[list[str]]:
     return [r for r in rows if r and any(r)]
 
 
-def read_list(path: Path) -> ImageList:
-    """A ``.csv``/``.txt``/``.lst`` list of ``path[,label]`` rows; every listed file must exist."""
+def read_list(path: Path, root: str = "", hint_root: bool = True) -> ImageList:
+    """A ``.csv``/``.txt``/``.lst`` list of ``path[,label]`` rows; every listed file must exist. Relative entries
+    resolve against ``root`` (``data.root``) when it is given, else against the list file's folder. Missing entries
+    that exist under another folder are named in the error, with the setting that reads them (``hint_root``: the
+    caller takes ``data.root``)."""
     try:
         rows = _list_rows(path)
     except (OSError, UnicodeDecodeError) as e:
@@ -102,18 +106,51 @@ def read_list(path: Path) -> ImageList:
     for number, row in enumerate(rows, 1):
         if len(row) != width or width > 2:
             raise DataError(f"list file {path}, row {number}: expected {min(width, 2)} columns (path,label), got {row}")
-    paths = [os.path.normpath(os.path.join(path.parent, row[0])) for row in rows]  # absolute paths stay
-    missing = [p for p in paths if not os.path.isfile(p)]
+    base = root or str(path.parent)
+    paths = [os.path.normpath(os.path.join(base, row[0])) for row in rows]  # absolute paths stay
+    missing = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
     if missing:
-        raise DataError(f"list file {path} names {len(missing)} missing file(s), e.g. {', '.join(missing[:3])}")
+        found = _found_under(path, root, [rows[i][0] for i in missing[:20]])
+        raise DataError(
+            f"list file {path} names {len(missing)} missing file(s), e.g. {', '.join(paths[i] for i in missing[:3])}"
+            f"{_where_hint(path, root, found, hint_root)}"
+        )
     return ImageList(paths, [row[1] for row in rows] if width == 2 else None, str(path))
 
 
-def read_images(path: str | Path, recursive: bool = False) -> ImageList:
-    """The images a path names: a list file, or a folder (``recursive``: every image below it, unlabeled)."""
+def _found_under(path: Path, root: str, entries: list[str]) -> str:
+    """A folder other than the one ``entries`` were resolved against (the list's own, or one above it) under which
+    every relative entry of ``entries`` exists, shown relative to the working folder when it lies below it; ""
+    when there is none."""
+    relative = [e for e in entries if not os.path.isabs(e)]
+    folder = path.absolute().parent
+    tried = os.path.abspath(root) if root else str(folder)
+    for candidate in [folder, *folder.parents]:
+        if str(candidate) != tried and relative and all(os.path.isfile(candidate / e) for e in relative):
+            shown = os.path.relpath(candidate)
+            return str(candidate) if shown.startswith("..") else shown
+    return ""
+
+
+def _where_hint(path: Path, root: str, found: str, hint_root: bool) -> str:
+    """The end of a missing-entries error: where the entries are, and which setting reads them from there."""
+    if not found:
+        return f" (relative entries are read from {root}, data.root)" if root else ""
+    where = f"; they exist under {found}"
+    if root:
+        return f"{where}: with data.root set, relative entries are read from it ({root}), not from the list's folder"
+    if not hint_root:
+        return f"{where}: relative entries are read from the list file's folder; write them relative to it"
+    listed = os.path.relpath(path.absolute(), os.path.abspath(found))
+    return f"{where}: set data.root={found} to read them from there, and name the list relative to it ({listed})"
+
+
+def read_images(path: str | Path, recursive: bool = False, root: str = "", hint_root: bool = True) -> ImageList:
+    """The images a path names: a list file (relative entries read from ``root`` when given, see ``read_list``), or
+    a folder (``recursive``: every image below it, unlabeled)."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-        return read_list(path)
+        return read_list(path, root, hint_root)
     if path.is_file():
         raise DataError(f"{path} is neither a folder of images nor a list file ({', '.join(LIST_EXTENSIONS)})")
     if not path.is_dir():
@@ -161,7 +198,7 @@ def make_pipeline(cfg: DataConfig, image: ImageConfig) -> Pipeline:
 
 def build_folder_data(cfg: DataConfig, image: ImageConfig, paths: tuple[str, str, str]) -> DomainData:
     """DomainData of image folders or list files: ``paths`` are (source, target, target_eval or "")."""
-    source = read_images(paths[0])
+    source = read_images(paths[0], root=cfg.root)
     if source.labels is None:
         raise DataError(f"source {source.origin} needs labels: class subfolders, or a list file with path,label rows")
     classes = sorted(set(source.labels))
@@ -170,8 +207,8 @@ def build_folder_data(cfg: DataConfig, image: ImageConfig, paths: tuple[str, str
     def domain(images: ImageList) -> ImageDomain:
         return ImageDomain(images.paths, encode_labels(images, classes, source.origin), pipeline, images.origin)
 
-    target = domain(read_images(paths[1]))
-    target_eval = domain(read_images(paths[2])) if paths[2] else None
+    target = domain(read_images(paths[1], root=cfg.root))
+    target_eval = domain(read_images(paths[2], root=cfg.root)) if paths[2] else None
     return make_domain_data(
         domain(source), target, target_eval, classes, cfg.val_fraction, cfg.seed, names=paths, image=image
     )

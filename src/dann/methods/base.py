@@ -69,6 +69,7 @@ class Term:
     """One named loss over a step's ``Forward``. ``__call__`` returns (value, extra named values to log)."""
 
     uses_discriminator: ClassVar[bool] = False  # reads net.domain_logits (DDP must otherwise skip its parameters)
+    forwards_target_alone: ClassVar[bool] = False  # runs the network on the target batch alone (a strong view)
 
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
@@ -153,6 +154,26 @@ class Method:
         for name, _, term in self.terms:
             if name in state:
                 term.load_state_dict(state[name])
+
+    def forward_rows(self, rows: int) -> int:
+        """The fewest samples one training forward of the network sees when each domain's batch has ``rows``: both
+        domains' in one forward by default (``joint_features``); one domain's when the method reads only one domain,
+        when ``method.separate_forward`` forwards each domain alone, or when a term forwards the target batch again
+        (FixMatch's strong view)."""
+        one = not (self.uses_source and self.uses_target) or self.cfg.separate_forward
+        one = one or any(term.forwards_target_alone for _, _, term in self.terms)
+        return rows if one else 2 * rows
+
+    def forward_note(self) -> str:
+        """Why a training forward sees only one domain's rows (for messages); "" when it sees both."""
+        if not self.uses_target:
+            return f"method {self.cfg.name} forwards only the source batch"
+        if not self.uses_source:
+            return f"method {self.cfg.name} forwards only the target batch"
+        if self.cfg.separate_forward:
+            return "method.separate_forward=true forwards each domain alone"
+        alone = [name for name, _, term in self.terms if term.forwards_target_alone]
+        return f"{alone[0]} forwards the target batch alone" if alone else ""
 
 
 def weighted_mean(loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -40,6 +40,7 @@ def pseudo_label_loss(z_strong: torch.Tensor, q_t: torch.Tensor, threshold: floa
 
 @REGULARIZERS.register("fixmatch")
 class SelfTraining(Term):
+    forwards_target_alone = True
     teacher: dict[str, torch.Tensor] | None = None
 
     def prepare(self, net: DomainAdaptNet) -> None:
