@@ -88,7 +88,7 @@ def test_no_target_rows_trains_the_source_only_model_and_warns_once(domains):
     assert len(caught) == 1 and est.config_.method.name == "source_only"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # asking for the source-only model is no surprise
-        control = DANNClassifier(**TINY, method="source_only").fit(x_s, y_s)
+        control = DANNClassifier(**{**TINY, "method": "source_only"}).fit(x_s, y_s)
     assert same_weights(est.net_, control.net_)
 
 
@@ -294,19 +294,12 @@ def test_config_takes_typed_values_and_the_method_is_checked_at_fit(domains):
         DANNClassifier(config={"train.steps": 5})._config()
     with pytest.raises(ConfigError, match=re.escape("must look like section.key")):
         DANNClassifier(config={"steps": 5})._config()
-    est = DANNClassifier(**TINY, method="nope")  # constructing never checks: scikit-learn's rule
+    est = DANNClassifier(**{**TINY, "method": "nope"})  # constructing never checks: scikit-learn's rule
     with pytest.raises(ConfigError, match="unknown method 'nope'; valid methods: "):
         est.fit(*domains[:2], X_target=domains[2])
 
 
-def test_dann_without_target_data_is_refused_and_source_only_is_allowed():
-    x, y = blobs(40, 0.0, 0)
-    with pytest.raises(ValueError, match="needs unlabeled target data"):
-        DANNClassifier(backbone="mlp", max_steps=2).fit(x, y)
-    DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, y)
-
-
-@pytest.mark.parametrize("config", [{"optim.weight_decay": 1e-05}, {"optim.lr": 3e-4, "method.grl_gamma": 1e1}])
+@pytest.mark.parametrize("config", [{"optim.weight_decay": 1e-05}, {"optim.momentum": 9e-1, "method.grl_gamma": 1e1}])
 def test_config_floats_that_print_in_scientific_notation_are_numbers(config):
     x, y = blobs(40, 0.0, 0)
     x_t, _ = blobs(30, 1.0, 1)
@@ -323,7 +316,7 @@ def test_one_sample_for_a_batchnorm_layer_is_refused_before_training():
 
 def test_a_single_class_is_refused():
     x, _ = blobs(20, 0.0, 0)
-    with pytest.raises(ValueError, match="every source sample has label 0 \\('7'\\); a classifier needs"):
+    with pytest.raises(ValueError, match=r"the labeled rows hold only one class \(7\): 2 classes are needed"):
         DANNClassifier(backbone="mlp", method="source_only", max_steps=2, batch_size=8).fit(x, np.full(20, 7))
 
 
