@@ -49,3 +49,33 @@ def test_the_paper_preset_is_the_seeds_exact_dann_on_any_data():
     assert cfg.method.name == "dann" and cfg.method.regularizers == {} and cfg.method.grl_schedule == "ganin"
     assert (cfg.model.backbone, cfg.model.head_dims, cfg.model.bottleneck_dim) == ("lenet_conv", (100, 100), 0)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.lr_schedule) == ("sgd", 0.01, "ganin")
+
+
+def test_the_summary_names_the_method_and_regularizers_need_a_named_method(tmp_path, capsys):
+    quick = ["--steps", "4", "--quiet", "--no-report", "--set", "train.device=cpu", "--set", "train.eval_every=4"]
+    assert main(["train", "--task", "moons", *quick, "--out", str(tmp_path / "a")]) == 0
+    assert f"method: {RECIPE['name']} (method.name=recommended, the default" in capsys.readouterr().out
+    assert main(["train", "--task", "moons", "--method", "dann", *quick, "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "method: dann\n" in out
+    regularized = ["--set", "method.regularizers={mcc: 1.0}", "--out", str(tmp_path / "c")]
+    if RECIPE["name"] == "source_only":
+        assert main(["train", "--task", "moons", *quick, *regularized]) == 2
+        assert "the default method.name=recommended is source_only" in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
+
+
+def test_runs_on_embedded_tasks_record_the_data_scale_that_evaluate_compares(tmp_path):
+    from dann.errors import DataError, DataWarning
+
+    cfg = load_config("cancer", ["train.steps=4", "train.eval_every=4", "train.device=cpu", "train.progress=false"])
+    dann.fit(cfg, tmp_path / "run")
+    from sklearn.datasets import load_breast_cancer
+
+    raw = load_breast_cancer()  # the table as stored, not standardized like the task: about 80x off
+    np.savez(tmp_path / "raw.npz", x=raw.data.astype(np.float32), y=raw.target)
+    with pytest.warns(DataWarning, match="differs in scale"):
+        dann.evaluate(tmp_path / "run", tmp_path / "raw.npz")
+    np.savez(tmp_path / "raw100.npz", x=100 * raw.data.astype(np.float32), y=raw.target)
+    with pytest.raises(DataError, match="differs in scale"):
+        dann.evaluate(tmp_path / "run", tmp_path / "raw100.npz")

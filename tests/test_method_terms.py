@@ -316,3 +316,28 @@ def test_strong_augmentation_changes_every_sample_and_is_seeded(shape):
     assert torch.equal(a, b)
     assert ((a - x).flatten(1).abs().amax(1) > 1e-3).all()
     assert not torch.equal(strong_augment(x), a)
+
+
+@pytest.mark.parametrize(
+    ("method", "unused"),
+    [
+        ({"name": "dann", "ema_teacher": 0.5}, "method.ema_teacher"),
+        ({"name": "cdan", "shot_beta": 5.0, "mdd_margin": 2.0}, "method.mdd_margin, method.shot_beta"),
+        ({"name": "source_only", "mcc_temperature": 1.0}, "method.mcc_temperature"),
+    ],
+)
+def test_a_setting_that_only_other_methods_read_is_named_in_a_warning(method, unused):
+    from dann.errors import DataWarning
+
+    with pytest.warns(DataWarning, match=f"does not read {unused}: those settings have no effect"):
+        create_method(MethodConfig(**method))
+
+
+def test_settings_the_method_reads_give_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_method(MethodConfig(name="fixmatch", ema_teacher=0.5, fixmatch_threshold=0.8))
+        create_method(MethodConfig(name="dann", regularizers={"mcc": 1.0}, mcc_temperature=2.0))
+        create_method(MethodConfig(name="cdan_e", cdan_max_dim=100))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .config import Config, load_config
+from .config import RECIPE, RECOMMENDED, Config, load_config
 from .data import TASKS
 from .data.catalog import DATASETS
 from .distributed import World
@@ -81,7 +81,10 @@ def _config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model; writes a run directory")
     _add_data_options(train)
-    train.add_argument("--method", help=f"{' | '.join(METHODS.names())} (default: dann)")
+    train.add_argument(
+        "--method",
+        help=f"recommended (the default: {RECIPE['name']}; see the README's Results) | {' | '.join(METHODS.names())}",
+    )
     train.add_argument("--init-from", metavar="RUN", help="start from this run's trained weights (shot needs it)")
     train.add_argument("--out", required=True, help="run directory to create")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -184,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    recommended = False
     if args.resume:
         given = [flag for flag in ("config", *SHORTCUTS) if getattr(args, flag) is not None] + args.overrides
         if given:
@@ -191,11 +195,14 @@ def _train(args: argparse.Namespace) -> int:
         result = api.fit(out=args.out, resume=True, report=not args.no_report)
     else:
         cfg = _config(args, ["train.progress=false"] if args.quiet else [])
+        recommended = cfg.method.name == RECOMMENDED
         result = api.fit(cfg, args.out, overwrite=args.overwrite, report=not args.no_report)
     if not World.from_env().main:  # under torchrun rank 0 speaks for the run
         return 0
     last = result.history[-1]
     print(f"run: {result.run_dir}  (model: {result.run_dir}/checkpoints/last.pt)")
+    default = " (method.name=recommended, the default; --method NAME to adapt)" if recommended else ""
+    print(f"method: {result.config.method.name}{default}")
     if "source_val" in last:
         print(f"source held-out accuracy: {last['source_val']['acc']:.4f}")
     if "selection" in last:

@@ -219,6 +219,11 @@ def resolve_method(cfg: MethodConfig) -> MethodConfig:
     any other method unchanged. Runs save the resolved config, so they keep meaning what they trained."""
     if cfg.name != RECOMMENDED:
         return cfg
+    if cfg.regularizers and RECIPE["name"] == "source_only":
+        raise ConfigError(
+            f"method.regularizers {dict(cfg.regularizers)} need a method that reads the target batch, and the default "
+            "method.name=recommended is source_only (see the README's Results): name one, e.g. --method dann"
+        )
     regularizers = {**RECIPE["regularizers"], **cfg.regularizers}
     return dataclasses.replace(cfg, name=RECIPE["name"], regularizers=regularizers)
 

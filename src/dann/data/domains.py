@@ -126,10 +126,22 @@ def make_domain_data(
         raise DataError(f"{names[2]}: the target evaluation data needs labels (array 'y'): it only serves to score")
     if target_eval is None and target.y is not None:
         target_eval = target
+    target_before = target
+    source, target = _measured(source, names[0]), _measured(target, names[1])
+    target_eval = target if target_eval is target_before else _measured(target_eval, names[2])
     check_scales([getattr(d, "scale", None) for d in (source, target, target_eval) if d is not None])
     check_source_classes(source.y, list(classes), names[0])
     source_train, source_val = split_source(source, val_fraction, seed, names[0])
     return DomainData(source_train, source_val, target.unlabeled(), target_eval, list(classes), image)
+
+
+def _measured(domain: AnyDomain | None, what: str) -> AnyDomain | None:
+    """A ``Domain`` built in memory (an embedded task, arrays passed to ``make_domain_data``) gets its scale measured
+    here, so its runs record it and ``evaluate``/``predict`` can compare new data with it; others are unchanged."""
+    if not isinstance(domain, Domain) or domain.scale is not None:
+        return domain
+    x = domain.x.detach().cpu().float().numpy()
+    return Domain(domain.x, domain.y, scale=Scale.measure(x, x, what))
 
 
 def split_source(source: AnyDomain, val_fraction: float, seed: int, what: str) -> tuple[AnyDomain, AnyDomain | None]:

@@ -14,6 +14,7 @@ in checkpoints, so a resumed run continues it exactly."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -24,7 +25,7 @@ from torch import nn
 
 from ..config import MethodConfig, ModelConfig, resolve_method
 from ..data.domains import SOURCE, TARGET  # noqa: F401 -- re-exported for methods
-from ..errors import ConfigError
+from ..errors import ConfigError, DataWarning
 from ..models.heads import DomainDiscriminator
 from ..models.network import DomainAdaptNet
 from ..registry import Registry
@@ -69,6 +70,7 @@ class Term:
     """One named loss over a step's ``Forward``. ``__call__`` returns (value, extra named values to log)."""
 
     uses_discriminator: ClassVar[bool] = False  # reads net.domain_logits (DDP must otherwise skip its parameters)
+    options: ClassVar[tuple[str, ...]] = ()  # the method.* keys only this term reads (warned about when unused)
     forwards_target_alone: ClassVar[bool] = False  # runs the network on the target batch alone (a strong view)
 
     def __init__(self, cfg: MethodConfig) -> None:
@@ -119,6 +121,25 @@ class Method:
             if name in {n for n, _, _ in self.terms}:
                 raise ConfigError(f"method.regularizers.{name}: {name!r} is already method {cfg.name!r}'s own term")
             self.terms.append((name, weight, REGULARIZERS.get(name)(cfg)))
+        self._warn_unused_options()
+
+    def _warn_unused_options(self) -> None:
+        """A method.* key that only other methods read, set away from its default, is named in one warning: the
+        run would otherwise record a setting that had no effect."""
+        read = {key for _, _, term in self.terms for key in term.options}
+        terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
+        owners = [t for t in terms if t is not None]
+        defaults = MethodConfig()
+        unused = sorted(
+            {k for t in owners for k in t.options if k not in read and getattr(self.cfg, k) != getattr(defaults, k)}
+        )
+        if unused:
+            warnings.warn(
+                f"method {self.cfg.name!r} does not read {', '.join(f'method.{k}' for k in unused)}: "
+                "those settings have no effect on this run",
+                DataWarning,
+                stacklevel=3,
+            )
 
     @property
     def uses_discriminator(self) -> bool:

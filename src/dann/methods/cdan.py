@@ -50,6 +50,7 @@ class MultilinearDiscriminator(nn.Module):
 
 
 class ConditionalAdversarial(Term):
+    options = ("cdan_max_dim",)
     uses_discriminator = True
     entropy_weights = False
 

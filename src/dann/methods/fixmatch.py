@@ -40,6 +40,7 @@ def pseudo_label_loss(z_strong: torch.Tensor, q_t: torch.Tensor, threshold: floa
 
 @REGULARIZERS.register("fixmatch")
 class SelfTraining(Term):
+    options = ("fixmatch_threshold", "ema_teacher")
     forwards_target_alone = True
     teacher: dict[str, torch.Tensor] | None = None
 

@@ -30,6 +30,8 @@ def mcc_loss(z_t: torch.Tensor, temperature: float) -> torch.Tensor:
 
 @REGULARIZERS.register("mcc")
 class ClassConfusion(Term):
+    options = ("mcc_temperature",)
+
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         return mcc_loss(fw.z_t, self.cfg.mcc_temperature), {}
 

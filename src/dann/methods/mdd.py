@@ -30,6 +30,7 @@ def mdd_loss(z_adv_s: torch.Tensor, z_adv_t: torch.Tensor, y_s: torch.Tensor, y_
 
 
 class MarginDisparity(Term):
+    options = ("mdd_margin",)
     uses_discriminator = True
 
     @classmethod

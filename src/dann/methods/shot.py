@@ -59,6 +59,7 @@ def cluster_labels(f: torch.Tensor, weights: torch.Tensor, previous: torch.Tenso
 
 
 class HypothesisTransfer(Term):
+    options = ("shot_beta",)
     centres: torch.Tensor | None = None
 
     def prepare(self, net: DomainAdaptNet) -> None:
