@@ -24,6 +24,7 @@ from .data.domains import SOURCE, TARGET, DomainData
 from .distributed import World
 from .errors import ConfigError
 from .evaluate import embed
+from .methods.base import entropy as _entropy  # row entropies; `entropy` here is the validator
 from .models.network import DomainAdaptNet
 from .registry import Registry
 
@@ -56,11 +57,6 @@ def validator(needs_source_val: bool = False) -> Callable[[Validator], Validator
         return VALIDATORS.register()(fn)
 
     return wrap
-
-
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    """Row entropies (N,) of probabilities (N, K), with 0 log 0 = 0."""
-    return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
 
 @validator(needs_source_val=True)
