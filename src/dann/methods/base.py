@@ -251,6 +251,17 @@ def frozen_batchnorm_statistics(net: nn.Module) -> Iterator[None]:
                 setattr(m, name, buffer)
 
 
+class FeatureDistance(Term):
+    """A term that is a distance between the source and target features (MMD, CORAL): ``distance(f_s, f_t)``."""
+
+    @staticmethod
+    def distance(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        return self.distance(fw.f_s, fw.f_t), {}
+
+
 def create_method(cfg: MethodConfig) -> Method:
     """The method ``cfg.name`` names (``recommended``: the recommended recipe, ``dann.config.RECIPE``)."""
     cfg = resolve_method(cfg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import METHODS, Forward, Method, Term
+from .base import METHODS, FeatureDistance, Method
 
 
 def covariance(f: torch.Tensor) -> torch.Tensor:
@@ -26,9 +26,8 @@ def coral_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     return (covariance(f_s.float()) - covariance(f_t.float())).square().sum() / (4 * d * d)
 
 
-class CorrelationAlignment(Term):
-    def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        return coral_loss(fw.f_s, fw.f_t), {}
+class CorrelationAlignment(FeatureDistance):
+    distance = staticmethod(coral_loss)
 
 
 @METHODS.register("coral")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import METHODS, Forward, Method, Term
+from .base import METHODS, FeatureDistance, Method
 
 BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -27,9 +27,8 @@ def mmd_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
-class MultiKernelMMD(Term):
-    def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        return mmd_loss(fw.f_s, fw.f_t), {}
+class MultiKernelMMD(FeatureDistance):
+    distance = staticmethod(mmd_loss)
 
 
 @METHODS.register("mmd")
