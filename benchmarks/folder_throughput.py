@@ -33,7 +33,7 @@ from dann.data.loaders import LoaderBatches
 from dann.methods import create_method
 from dann.methods.base import Batch
 from dann.models import create_network
-from dann.trainer import build_optimizer
+from dann.training.trainer import build_optimizer
 
 
 def make_photos(root: Path, count: int, size: tuple[int, int], seed: int = 0) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import dann
-from dann.trainer import Trainer
+from dann.training.trainer import Trainer
 
 
 def rss_mb() -> float:

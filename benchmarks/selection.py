@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 import dann
 from dann.config import load_config
-from dann.selection import VALIDATORS, select_record
+from dann.selection.validators import VALIDATORS, select_record
 
 ORACLE, LAST = "oracle (uses target labels)", "last checkpoint"
 

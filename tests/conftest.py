@@ -4,7 +4,7 @@ import torch
 
 from dann.config import load_config
 from dann.data import as_domain, make_domain_data
-from dann.trainer import Trainer
+from dann.training.trainer import Trainer
 
 # The suite trains tiny models: one intra-op thread is faster for them, and it keeps the suite's time steady on a
 # loaded machine (a busy 2-core box makes torch's spinning thread pool many times slower).

@@ -1,7 +1,7 @@
 import json
 
-from dann.bench import run_bench
 from dann.cli import main
+from dann.training.bench import run_bench
 
 KEYS = {"supervised_img_s", "dann_img_s", "ratio", "data_wait_fraction", "peak_memory_mb", "device"}
 

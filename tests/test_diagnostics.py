@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dann.diagnostics import proxy_a_distance, tsne_2d
+from dann.evaluation.diagnostics import proxy_a_distance, tsne_2d
 
 
 def two_clouds(shift: float, n: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,13 +18,13 @@ from dann.cli import main
 from dann.config import load_config, replace
 from dann.data import Domain, build_data
 from dann.data.loaders import LoaderBatches, StepBatches
-from dann.distributed import World, local_device
 from dann.errors import ConfigError, DannError, DataWarning
-from dann.evaluate import embed, evaluate_domain
+from dann.evaluation.metrics import embed, evaluate_domain
 from dann.models import create_network
 from dann.runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, load_checkpoint, read_jsonl
-from dann.selection import evaluate_validators
-from dann.trainer import batch_streams
+from dann.selection.validators import evaluate_validators
+from dann.training.distributed import World, local_device
+from dann.training.trainer import batch_streams
 
 from .test_folders import TIMM, folder_cfg
 from .test_kill_resume import ENV  # one CPU thread per process, this checkout's dann on the path

@@ -13,9 +13,9 @@ from dann.data import images as images_module
 from dann.data.images import default_workers, to_rgb
 from dann.data.loaders import ClassBalance, LoaderBatches, StepBatches, batch_indices
 from dann.data.transforms import ToNormalizedTensor, resolve_image_config
-from dann.distributed import World
 from dann.errors import ConfigError, DataError, DataWarning
-from dann.trainer import batch_streams
+from dann.training.distributed import World
+from dann.training.trainer import batch_streams
 
 TIMM = ModelConfig(backbone="test_resnet")
 

@@ -16,12 +16,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dann import api
 from dann.cli import main
-from dann.config import Config, load_config, parse_override
+from dann.config import Config, load_config, parse_override, replace
 from dann.data import build_data, load_npz
 from dann.errors import ConfigError, DannError, DataError
-from dann.trainer import Trainer
+from dann.training.trainer import Trainer
 
 from .conftest import blobs
 
@@ -215,7 +214,7 @@ def one_step(monkeypatch):
     fit = Trainer.fit
 
     def short_fit(self, net, method, data):
-        self.cfg = api.replace(self.cfg, train={"steps": 1, "batch_size": min(self.cfg.train.batch_size, 8)})
+        self.cfg = replace(self.cfg, train={"steps": 1, "batch_size": min(self.cfg.train.batch_size, 8)})
         return fit(self, net, method, data)
 
     monkeypatch.setattr(Trainer, "fit", short_fit)

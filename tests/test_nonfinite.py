@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from dann import nonfinite
 from dann.config import Config, replace
 from dann.errors import DannError
 from dann.methods import Batch, Method, create_method
 from dann.models import create_network
 from dann.runs import LAST_CHECKPOINT, PREV_CHECKPOINT, load_checkpoint, prepare_run_dir, read_jsonl
-from dann.trainer import Trainer
+from dann.training import nonfinite
+from dann.training.trainer import Trainer
 
 from .test_trainer import assert_same
 

@@ -9,7 +9,7 @@ from dann.errors import ConfigError
 from dann.methods import create_method
 from dann.methods.base import Batch
 from dann.models import create_network
-from dann.precision import Precision
+from dann.training.precision import Precision
 
 
 def weights(net):

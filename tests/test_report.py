@@ -7,8 +7,8 @@ import torch
 
 import dann
 from dann.cli import main
-from dann.report import initial_network, summarize
-from dann.trainer import Trainer
+from dann.reporting.report import initial_network, summarize
+from dann.training.trainer import Trainer
 
 from .conftest import blobs
 
@@ -111,7 +111,7 @@ def test_the_initial_network_is_the_one_training_started_from(tiny_cfg, tiny_dat
 
 
 def test_the_loss_panel_draws_every_term_the_method_logged():
-    from dann.plots import loss_terms
+    from dann.reporting.plots import loss_terms
 
     history = [
         {"step": 5, "train": {"cls": 1.0, "adv": 0.6, "lr": 0.01, "grl_lambda": 0.2, "domain_acc": 0.5}},

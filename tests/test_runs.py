@@ -17,7 +17,7 @@ from dann.runs import (
     read_jsonl,
     save_checkpoint,
 )
-from dann.trainer import Trainer
+from dann.training.trainer import Trainer
 
 from .test_trainer import assert_same, weights
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dann.schedules import GRL_SCHEDULES, LR_SCHEDULES, cosine_lr, grl_lambda, lr_factor, warm_start_grl
+from dann.training.schedules import GRL_SCHEDULES, LR_SCHEDULES, cosine_lr, grl_lambda, lr_factor, warm_start_grl
 
 
 def test_paper_grl_schedule_endpoints_and_midpoint():

@@ -8,7 +8,7 @@ import dann
 from dann.config import replace
 from dann.data import Domain, make_domain_data
 from dann.errors import ConfigError, DataWarning
-from dann.selection import (
+from dann.selection.validators import (
     VALIDATORS,
     ValidationInputs,
     check_validator,
@@ -198,7 +198,7 @@ def test_a_validator_that_fails_or_returns_nan_scores_none(monkeypatch):
 
 
 def test_selection_falls_back_to_the_first_validator_with_a_score_and_never_switches():
-    from dann.selection import FALLBACK_ORDER, selecting_validator
+    from dann.selection.validators import FALLBACK_ORDER, selecting_validator
 
     assert set(FALLBACK_ORDER) == set(VALIDATORS.names())
     assert selecting_validator("class_ami", None, {"class_ami": None, "bnm": 0.5, "im": 0.1}) == "bnm"
@@ -232,7 +232,7 @@ def test_training_on_a_target_smaller_than_the_classes_finishes_and_warns_once(t
     assert best["step"] == result.history[-1]["selection"]["step"]
     records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert all(r["validators"]["class_ami"] is None for r in records)  # null in the file
-    from dann.report import build_report, summarize
+    from dann.reporting.report import build_report, summarize
 
     assert summarize(tmp_path / "run").validator == "bnm"  # the report follows the validator that chose best.pt
     page = build_report(tmp_path / "run", data).with_suffix(".md").read_text()  # a tiny target leaves out the t-SNE

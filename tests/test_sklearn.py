@@ -17,8 +17,8 @@ from dann import DANNClassifier
 from dann.config import load_config
 from dann.data import build_task
 from dann.errors import ConfigError, DataError, DataWarning
-from dann.evaluate import embed
-from dann.selection import VALIDATORS, ValidationInputs, bnm
+from dann.evaluation.metrics import embed
+from dann.selection.validators import VALIDATORS, ValidationInputs, bnm
 from dann.sklearn import EXPECTED_FAILED_CHECKS, SourceKFold, make_validator_scorer
 
 from .conftest import blobs

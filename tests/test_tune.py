@@ -16,9 +16,9 @@ from dann.config import load_config
 from dann.data import Domain, build_data
 from dann.errors import ConfigError, RunDirError
 from dann.runs import LAST_CHECKPOINT, load_checkpoint
-from dann.trainer import Trainer
+from dann.training.trainer import Trainer
 
-tune_module = importlib.import_module("dann.tune")  # `dann.tune` is the function; the module lives in sys.modules
+tune_module = importlib.import_module("dann.selection.tune")  # `dann.tune` is the function; this is its module
 
 FAST = ["train.steps=30", "train.eval_every=15", "train.device=cpu"]
 GRID = {"methods": ("cdan_e",), "lambdas": (1.0, 1000.0)}  # λ_adv = 1000 makes cdan_e collapse on moons

@@ -6,7 +6,7 @@ from .data import SOURCE, TARGET
 from .errors import CheckpointError, ConfigError, DannError, DataError, OutputError, RunDirError, UnsafeFileError
 from .methods import create_method
 from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
-from .tune import TuneResult, tune  # the function shadows its module: reach the module as sys.modules["dann.tune"]
+from .selection.tune import TuneResult, tune
 
 __version__ = "0.1.0"
 

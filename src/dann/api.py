@@ -13,21 +13,20 @@ from typing import Any
 
 import torch
 
-from .config import Config, config_from_dict, load_config, replace, resolve_method
-from .data import Domain, DomainData, ImageConfig, ImageDomain, build_data, check_same_classes, load_npz, read_images
+from .config import Config, load_config, resolve_method
+from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.domains import check_labels
 from .data.folders import encode_labels
 from .data.images import Pipeline
-from .data.scales import Scale, check_scales
+from .data.scales import check_scales
 from .data.transforms import eval_transform
-from .distributed import World, local_device
 from .errors import ConfigError, DataError, DataWarning, RunDirError
-from .evaluate import classification_metrics, confusion_csv, predict_batches
+from .evaluation.loading import TrainedModel, checkpoint_path, load_run
+from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
 from .methods import build_network, create_method
 from .models import DomainAdaptNet
 from .models.network import resolve_model
 from .runs import (
-    BEST_CHECKPOINT,
     CONFIG_FILE,
     LAST_CHECKPOINT,
     atomic_write_bytes,
@@ -35,8 +34,9 @@ from .runs import (
     load_checkpoint,
     prepare_run_dir,
 )
-from .steps import check_batchnorm_rows
-from .trainer import Trainer, resolve_device
+from .training.distributed import World, local_device
+from .training.steps import check_batchnorm_rows
+from .training.trainer import Trainer, resolve_device
 
 
 @dataclass
@@ -62,7 +62,7 @@ def fit(
     there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in memory). With
     ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does; ``dann.report`` rebuilds it
     at any time. Under torchrun every process calls it and gets the same history; only rank 0 writes files
-    (``dann.distributed``)."""
+    (``dann.training.distributed``)."""
     if resume:
         if out is None:
             raise RunDirError("resume needs the run directory (--out)")
@@ -129,58 +129,16 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
 def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
     """Write ``report.html``, ``report.md`` and ``report.json`` into a run directory from its files (``data``
     defaults to the data its config names); returns the HTML path."""
-    from .report import build_report as build  # matplotlib loads only when a report is asked for
+    from .reporting.report import build_report as build  # matplotlib loads only when a report is asked for
 
     return build(run_dir, data)
 
 
 def compare(run_dirs: list[str | Path], out: str | Path | None = None, validator: str | None = None) -> str:
     """Runs side by side, ranked by one validator: a Markdown table; with ``out`` also one HTML page."""
-    from .report import compare_runs
+    from .reporting.report import compare_runs
 
     return compare_runs(run_dirs, out, validator)
-
-
-@dataclass
-class TrainedModel:
-    config: Config
-    net: DomainAdaptNet  # in eval mode, on the CPU
-    classes: list[str]
-    input_shape: tuple[int, ...]
-    step: int
-    image: ImageConfig | None = None  # how image files become inputs, for runs trained on image files
-    scale: Scale | None = None  # how the source arrays were stored, for runs trained on arrays
-
-    def check_input(self, x: torch.Tensor, path: str | Path) -> None:
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise DataError(
-                f"{path}: samples have shape {tuple(x.shape[1:])}, but the model was trained on {self.input_shape}"
-            )
-
-
-CHECKPOINTS = {"last": LAST_CHECKPOINT, "best": BEST_CHECKPOINT}
-
-
-def checkpoint_path(name: str) -> str:
-    """``last`` (the end of training) or ``best`` (chosen by ``selection.validator``, no target labels) → its path
-    inside a run directory."""
-    if name not in CHECKPOINTS:
-        raise RunDirError(f"unknown checkpoint {name!r}; valid: {', '.join(CHECKPOINTS)}")
-    return CHECKPOINTS[name]
-
-
-def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedModel:
-    """The trained model of a run directory, rebuilt from its checkpoint alone (config and class names included)."""
-    state = load_checkpoint(Path(run_dir) / checkpoint)
-    cfg = config_from_dict(state["config"])
-    offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
-    meta = state["meta"]
-    classes, input_shape = list(meta["classes"]), tuple(meta["input_shape"])
-    net = build_network(offline.model, offline.method, input_shape, len(classes))
-    net.load_state_dict(state["model"])
-    image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
-    scale = Scale.from_dict(meta.get("scale"))
-    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image, scale)
 
 
 def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad: bool | None) -> Domain | ImageDomain:
@@ -241,7 +199,7 @@ def evaluate(
     if files:
         atomic_write_text(files[0], json.dumps(metrics, indent=1) + "\n")
         atomic_write_text(files[1], confusion_csv(metrics["confusion"], model.classes))
-        from .plots import confusion_plot  # matplotlib only when a picture is asked for
+        from .reporting.plots import confusion_plot  # matplotlib only when a picture is asked for
 
         title = f"{Path(data_path).name}, step {model.step}"
         atomic_write_bytes(files[2], confusion_plot(metrics["confusion"], model.classes, title))

@@ -16,10 +16,10 @@ from . import api
 from .config import RECIPE, RECOMMENDED, Config, load_config
 from .data import TASKS
 from .data.catalog import DATASETS
-from .distributed import World
 from .errors import DannError, DataWarning, RunDirError
 from .methods import METHODS
-from .tune import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS, tune
+from .selection.tune import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS, tune
+from .training.distributed import World
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -286,8 +286,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import format_bench, run_bench
     from .config import PRECISIONS
+    from .training.bench import format_bench, run_bench
 
     if args.precision not in PRECISIONS:
         raise DannError(f"--precision must be {' | '.join(PRECISIONS)}, got {args.precision!r}")

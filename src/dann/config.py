@@ -18,12 +18,12 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .schedules import GRL_SCHEDULES, LR_SCHEDULES
+from .training.schedules import GRL_SCHEDULES, LR_SCHEDULES
 
 SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
-ON_NONFINITE = ("error", "skip")  # see dann.nonfinite
+ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
-PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.precision
+PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.training.precision
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
@@ -191,7 +191,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    validator: str = "bnm"  # picks checkpoints/best.pt without target labels; see dann.selection
+    validator: str = "bnm"  # picks checkpoints/best.pt without target labels; see dann.selection.validators
     max_samples: int = 2000  # per domain, scored by the validators at each evaluation (a fixed random subset)
 
     def __post_init__(self) -> None:

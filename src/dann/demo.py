@@ -11,7 +11,7 @@ import torch
 from .api import fit
 from .config import MethodConfig, load_config, resolve_method
 from .data import build_task
-from .evaluate import predict_proba
+from .evaluation.metrics import predict_proba
 from .models import DomainAdaptNet
 from .runs import atomic_write_bytes
 
@@ -30,7 +30,7 @@ def demo_methods() -> dict[str, list[str]]:
 def _plot_moons(nets: dict[str, DomainAdaptNet], out: Path) -> Path:
     from matplotlib.figure import Figure
 
-    from .plots import png
+    from .reporting.plots import png
 
     data = build_task("moons")
     xs, ys, xt, yt = data.source_train.x, data.source_train.y, data.target_eval.x, data.target_eval.y
@@ -58,7 +58,7 @@ def _plot_moons(nets: dict[str, DomainAdaptNet], out: Path) -> Path:
 def _plot_digits(out: Path) -> Path:
     from matplotlib.figure import Figure
 
-    from .plots import png
+    from .reporting.plots import png
 
     data = build_task("digits")
     fig = Figure(figsize=(10, 2.3), layout="tight")

@@ -23,7 +23,7 @@ class CheckpointError(RunDirError):
 
 
 class DivergedError(DannError):
-    """Training stopped because the loss or the weights became non-finite (``dann.nonfinite``): a property of the
+    """Training stopped because the loss or the weights became non-finite (``training.nonfinite``): a property of the
     hyper-parameters (too high a learning rate or λ_adv), not of the data. ``dann tune`` records it and goes on."""
 
 

@@ -17,17 +17,10 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError, DataWarning
 from ..registry import Registry
+from .archives import Archive
 from .folders import walk_images
 
 DATASETS: Registry = Registry("dataset")
-
-
-@dataclass(frozen=True)
-class Archive:
-    filename: str  # saved under --root with this name
-    url: str = ""  # "": no direct public address; the user puts the file in --root (see the dataset's homepage)
-    checksum: str = ""  # "sha256:<hex>" or "md5:<hex>" from a published source; "": unknown, --no-verify needed
-    extract: bool = True  # .zip / .tar(.gz): unpacked into --root
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from .archives import Archive
 
 
 def _write_pngs(images: Iterable[np.ndarray], labels: Iterable[int], folder: Path) -> None:
@@ -77,8 +78,6 @@ def prepare_mnistm(root: Path) -> None:
 
 
 def _archives(name: str, files: Iterable[tuple[str, str, str]]) -> tuple:
-    from .catalog import Archive
-
     return tuple(Archive(f"{name}/raw/{f}", url, f"md5:{md5}", extract=False) for f, url, md5 in files)
 
 
@@ -101,8 +100,6 @@ HOMEPAGES = {
 
 def benchmarks() -> list[tuple]:
     """(name, domain folders → image counts, archives, prepare) of each digit benchmark."""
-    from .catalog import Archive
-
     return [
         (
             "mnist",

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
-from .catalog import DATASETS, Archive, check_dataset
+from .archives import Archive
+from .catalog import DATASETS, check_dataset
 
 CHUNK = 1 << 20
 

@@ -7,7 +7,7 @@ Arrays in memory are batched on the device (``StepBatches``); image files stream
 sampler yields the same step-indexed batches (``LoaderBatches``), with per-sample augmentation seeds, so workers,
 prefetching and resume change nothing in what a step sees.
 
-Under torchrun (``dann.distributed``) ``batch_size`` stays the global batch and ``rows = (lo, hi)`` picks this
+Under torchrun (``dann.training.distributed``) ``batch_size`` stays the global batch and ``rows = (lo, hi)`` picks this
 process's rows of it: the indices and augmentation of those rows are the ones the single-process batch has."""
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataWarning
 from ..models.heads import DomainDiscriminator
 from ..models.network import DomainAdaptNet
 from ..registry import Registry
-from ..schedules import GRL_SCHEDULES
+from ..training.schedules import GRL_SCHEDULES
 
 METHODS: Registry = Registry("method")
 REGULARIZERS: Registry = Registry("regularizer")
@@ -223,7 +223,7 @@ def joint_features(net: DomainAdaptNet, batch: Batch, separate: bool) -> tuple[t
 
 
 def grl_coeff(cfg: MethodConfig, progress: float) -> float:
-    """The GRL coefficient at ``progress`` per ``method.grl_schedule`` (``dann.schedules``)."""
+    """The GRL coefficient at ``progress`` per ``method.grl_schedule`` (``dann.training.schedules``)."""
     return GRL_SCHEDULES.get(cfg.grl_schedule)(progress, cfg.grl_lo, cfg.grl_hi, cfg.grl_gamma)
 
 

@@ -1,4 +1,4 @@
-"""Model selection without target labels, the scikit-learn way: the validators of ``dann.selection`` as scorers for
+"""Model selection without target labels, the scikit-learn way: the validators (``selection.validators``) as scorers for
 ``GridSearchCV(scoring=...)``, and a splitter that keeps the unlabeled target rows in every fold."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import torch
 from sklearn.model_selection import BaseCrossValidator, StratifiedKFold
 from sklearn.utils.validation import column_or_1d
 
-from .data.rows import unlabeled_mask
-from .selection import VALIDATORS, ValidationInputs, score_validators
+from ..data.rows import unlabeled_mask
+from ..selection.validators import VALIDATORS, ValidationInputs, score_validators
 
 
 def make_validator_scorer(name: str) -> Callable[[Any, Any, Any], float]:
-    """A scorer for ``GridSearchCV(..., scoring=...)``: validator ``name`` of ``dann.selection`` (higher is better)
+    """A scorer for ``GridSearchCV(..., scoring=...)``: validator ``name`` (``selection.validators``, higher is better)
     of the fitted estimator (a ``DANNClassifier``, or a ``Pipeline`` ending in one) on the unlabeled target rows
     (``y == -1``) of the evaluation fold, without target labels (the fold has none). ``source_acc`` and ``dev``
     also read the fold's labeled source rows (``dev`` estimates its density ratio on them). Use with ``SourceKFold``,

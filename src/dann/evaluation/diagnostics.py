@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .data.domains import SOURCE, TARGET
+from ..data.domains import SOURCE, TARGET
 
 
 def proxy_a_distance(f_s: torch.Tensor, f_t: torch.Tensor, seed: int = 0) -> float:

@@ -1,12 +1,12 @@
 """The only training loop. Steps, not epochs: progress ``p = step / steps`` drives every schedule.
 
-Per step (``dann.steps``): one batch per domain per micro-batch (a pure function of the step), ``method.loss`` under
-autocast (``dann.precision``), backward, optimizer step. No
+Per step (``steps``): one batch per domain per micro-batch (a pure function of the step), ``method.loss`` under
+autocast (``precision``), backward, optimizer step. No
 host-device synchronization except every ``log_every`` steps (progress bar, non-finite check) and ``eval_every``
 steps (non-finite check → evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
 checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the ``selection.validator``
-score is the best so far; see ``selection.py``). Non-finite losses: see ``dann.nonfinite``. Under torchrun the same
-loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``dann.distributed``."""
+score is the best so far; see ``selection.validators``). Non-finite losses: see ``nonfinite``. Under torchrun the
+same loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``distributed``."""
 
 from __future__ import annotations
 
@@ -18,17 +18,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, OptimConfig
-from .data.domains import DomainData
-from .data.loaders import step_batches
-from .distributed import World, local_device
-from .errors import DannError, DataWarning
-from .evaluate import evaluate_domain
-from .methods.base import Method
-from .models.network import DomainAdaptNet
-from .nonfinite import LossWatch, SkipGuard, check_weights
-from .precision import Precision
-from .runs import (
+from ..config import Config, OptimConfig
+from ..data.domains import DomainData
+from ..data.loaders import step_batches
+from ..errors import DannError, DataWarning
+from ..evaluation.metrics import evaluate_domain
+from ..methods.base import Method
+from ..models.network import DomainAdaptNet
+from ..runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
     LAST_CHECKPOINT,
@@ -41,8 +38,11 @@ from .runs import (
     save_checkpoint,
     truncate_metrics,
 )
+from ..selection.validators import check_validator, evaluate_validators, running_best, selecting_validator
+from .distributed import World, local_device
+from .nonfinite import LossWatch, SkipGuard, check_weights
+from .precision import Precision
 from .schedules import LR_SCHEDULES
-from .selection import check_validator, evaluate_validators, running_best, selecting_validator
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
 
@@ -108,9 +108,9 @@ def batch_streams(
     uses_source: bool = True,
 ) -> tuple[Batches | None, Batches | None]:
     """The source and target batch streams of a run resumed at step ``start`` (None for a domain the method does not
-    read): this process's rows of each step's global batch (``dann.distributed``)."""
+    read): this process's rows of each step's global batch (``dann.training.distributed``)."""
     t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, uses_source + uses_target
-    first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.steps
+    first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.training.steps
     source = target = None
     if uses_source:
         source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows, share)

@@ -10,7 +10,7 @@ The unlabeled target rows can be given three equivalent ways (target labels are 
   are ignored (skada masks them with ``-1``).
 
 Without target rows the source-only model is trained, with a ``DataWarning``. Model selection without target labels:
-``make_validator_scorer`` and ``SourceKFold`` (in ``dann.sklearn_selection``, re-exported here).
+``make_validator_scorer`` and ``SourceKFold`` (in ``dann.sklearn.selection``, re-exported by ``dann.sklearn``).
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ from sklearn.utils import Tags, TransformerTags, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import SEED_LIMIT, Config, load_config, replace, resolve_method
-from .data.arrays import as_domain
-from .data.domains import make_domain_data
-from .data.rows import UNLABELED, split_domains
-from .errors import ConfigError, DataWarning
-from .evaluate import embed
-from .methods import METHODS
-from .sklearn_selection import SourceKFold, make_validator_scorer
+from ..config import SEED_LIMIT, Config, load_config, replace, resolve_method
+from ..data.arrays import as_domain
+from ..data.domains import make_domain_data
+from ..data.rows import UNLABELED, split_domains
+from ..errors import ConfigError, DataWarning
+from ..evaluation.metrics import embed
+from ..methods import METHODS
 
-__all__ = ["EXPECTED_FAILED_CHECKS", "UNLABELED", "DANNClassifier", "SourceKFold", "make_validator_scorer"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "UNLABELED", "DANNClassifier"]
 
 # config keys that have their own parameter: ``config`` may not set them (two places for one value)
 PARAMETER_KEYS = {
@@ -139,7 +138,7 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
     def fit(self, X: Any, y: Any, X_target: Any | None = None, sample_domain: Any | None = None) -> DANNClassifier:
         """Train on the labeled source rows and the unlabeled target rows, given by ``X_target``, by ``y == -1``, or
         by ``sample_domain`` (see the module's docstring); ``y`` of (N,) labels of any type."""
-        from .api import fit
+        from ..api import fit
 
         X, y = validate_data(self, X, y, allow_nd=True, dtype="numeric")
         self.input_shape_ = tuple(X.shape[1:])

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .data.domains import Domain
-from .distributed import World
-from .models.network import DomainAdaptNet
+from ..data.domains import Domain
+from ..models.network import DomainAdaptNet
+from ..training.distributed import World
 
 if TYPE_CHECKING:
-    from .data.domains import AnyDomain
+    from ..data.domains import AnyDomain
 
 
 @torch.no_grad()
@@ -71,7 +71,7 @@ def embed(
     samples (N, ...) or a domain (arrays or image files; unreadable files skipped under ``data.skip_bad_images``
     are absent from the indices). Computed in eval mode without gradients; the mode is restored afterwards.
 
-    With a ``world`` of several processes (``dann.distributed``), every process must call this with the same data:
+    With a ``world`` of several processes (``training.distributed``), every process must call this with the same data:
     each computes a contiguous 1/N of it and all get the gathered result, in order."""
     domain = Domain(data) if isinstance(data, torch.Tensor) else data
     return _domain_outputs(net, domain, batch_size, device, world, features=True)

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .data.domains import SOURCE, TARGET, DomainData
-from .distributed import World
-from .errors import ConfigError
-from .evaluate import embed
-from .methods.base import entropy as _entropy  # row entropies; `entropy` here is the validator
-from .models.network import DomainAdaptNet
-from .registry import Registry
+from ..data.domains import SOURCE, TARGET, DomainData
+from ..errors import ConfigError
+from ..evaluation.metrics import embed
+from ..methods.base import entropy as _entropy  # row entropies; `entropy` here is the validator
+from ..models.network import DomainAdaptNet
+from ..registry import Registry
+from ..training.distributed import World
 
 
 @dataclass

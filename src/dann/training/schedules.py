@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .registry import Registry
+from ..registry import Registry
 
 GRL_SCHEDULES: Registry = Registry("GRL schedule")
 LR_SCHEDULES: Registry = Registry("learning-rate schedule")

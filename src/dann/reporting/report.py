@@ -14,16 +14,15 @@ from typing import Any
 import torch
 import yaml
 
-from . import plots
-from .config import Config, config_from_dict
-from .data import SOURCE, TARGET, DomainData, build_data
-from .diagnostics import proxy_a_distance, tsne_2d
-from .errors import DannError, RunDirError
-from .evaluate import classification_metrics, embed
-from .methods import build_network
-from .models import DomainAdaptNet
-from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
-from .runs import (
+from ..config import Config, config_from_dict
+from ..data import SOURCE, TARGET, DomainData, build_data
+from ..errors import DannError, RunDirError
+from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
+from ..evaluation.loading import load_run
+from ..evaluation.metrics import classification_metrics, embed
+from ..methods import build_network
+from ..models import DomainAdaptNet
+from ..runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
     LAST_CHECKPOINT,
@@ -32,7 +31,9 @@ from .runs import (
     atomic_write_text,
     read_jsonl,
 )
-from .selection import VALIDATORS, select_record, subset
+from ..selection.validators import VALIDATORS, select_record, subset
+from . import plots
+from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 
 REPORT_MD, REPORT_HTML, REPORT_JSON, FIGURE_DIR = "report.md", "report.html", "report.json", "report_files"
 MIN_DIAGNOSTIC_SAMPLES = 4  # per domain, for the proxy A-distance (two halves of a balanced sample) and t-SNE
@@ -108,8 +109,6 @@ def initial_network(cfg: Config, data: DomainData) -> DomainAdaptNet:
 
 
 def _networks(run: RunSummary, data: DomainData) -> dict[str, DomainAdaptNet]:
-    from .api import load_run
-
     nets = {} if run.config.model.pretrained else {"initialization": initial_network(run.config, data)}
     nets["last"] = load_run(run.run_dir).net
     if (run.run_dir / BEST_CHECKPOINT).is_file():

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import ConfigError
-from .methods.base import Batch, LossOutput, Method
-from .models.network import DomainAdaptNet
+from ..errors import ConfigError
+from ..methods.base import Batch, LossOutput, Method
+from ..models.network import DomainAdaptNet
 from .precision import Precision
 
 
@@ -28,7 +28,7 @@ class MethodLoss(nn.Module):
     """The network and a method's loss as one module: ``forward(batch, progress)`` is ``method.loss(net, batch,
     progress)``. Methods call the network's parts (``forward_features``, ``domain_logits``...), not its
     ``forward``; wrapping this module instead of the network lets DistributedDataParallel see the whole step
-    (``dann.distributed``). Its parameters are the network's, under the same objects."""
+    (``dann.training.distributed``). Its parameters are the network's, under the same objects."""
 
     def __init__(self, net: DomainAdaptNet, method: Method) -> None:
         super().__init__()

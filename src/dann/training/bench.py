@@ -3,7 +3,7 @@
 - (a) a plain supervised step (``source_only``) on 2B source images, and
 - (b) the DANN step on B source + B target images,
 
-with the same backbone, batch, precision and memory layout, both through ``dann.steps.train_step`` (the trainer's
+with the same backbone, batch, precision and memory layout, both through ``steps.train_step`` (the trainer's
 own step). By default the data are random tensors held on the device and batched by the trainer's ``StepBatches``,
 so the data-wait fraction is the share of step time spent fetching the batch (indexing + augmentation), not disk
 reads. With ``images`` (a folder of class subfolders) both domains stream from those files through the trainer's
@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from .config import DataConfig, MethodConfig, ModelConfig, OptimConfig
-from .data import build_data
-from .data.domains import AnyDomain, Domain
-from .data.images import ImageDomain, default_workers
-from .data.loaders import step_batches
-from .errors import DannError
-from .methods import create_method
-from .models import create_network
+from ..config import DataConfig, MethodConfig, ModelConfig, OptimConfig
+from ..data import build_data
+from ..data.domains import AnyDomain, Domain
+from ..data.images import ImageDomain, default_workers
+from ..data.loaders import step_batches
+from ..errors import DannError
+from ..methods import create_method
+from ..models import create_network
 from .precision import Precision
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import api
-from .config import Config, replace
-from .data import DomainData, build_data
-from .errors import CheckpointError, ConfigError, DivergedError, RunDirError
-from .methods import METHODS, REGULARIZERS, create_method
-from .nonfinite import ADVICE
-from .pages import Section, Table, to_markdown
-from .runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, atomic_write_text, load_checkpoint, read_jsonl
-from .selection import check_validator
+from .. import api
+from ..config import Config, replace
+from ..data import DomainData, build_data
+from ..errors import CheckpointError, ConfigError, DivergedError, RunDirError
+from ..methods import METHODS, REGULARIZERS, create_method
+from ..reporting.pages import Section, Table, to_markdown
+from ..runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, atomic_write_text, load_checkpoint, read_jsonl
+from ..training.nonfinite import ADVICE
+from .validators import check_validator
 
 CONTROL = "source_only"
 TUNE_JSON, TUNE_MD, COMPARE_HTML, RUNS = "tune.json", "tune.md", "compare.html", "runs"

@@ -11,7 +11,7 @@ one, for which everything here is a no-op. The rules:
   together *are* the one-process batch, so N processes follow the one-process run (up to float summation order;
   BatchNorm, which normalizes each shard with its own statistics as usual under DDP, and dropout masks, drawn per
   process, make the runs differ), and a run can resume on a different N.
-- **Gradients.** DDP wraps ``MethodLoss`` (the network plus the method's loss, ``dann.steps``), so its hooks see
+- **Gradients.** DDP wraps ``MethodLoss`` (the network plus the method's loss, ``steps``), so its hooks see
   the whole forward and average the gradients over the ranks during backward; with ``train.accumulate`` the
   reduction runs once per optimizer step (``no_sync`` on the other micro-batches). Every rank starts from the same
   weights (seeded, or loaded from the checkpoint) and so keeps the same parameters as the others. Each rank has its
@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import ConfigError, DannError
+from ..errors import ConfigError, DannError
 
 _STOPS = 0  # process groups left so far: each ``stop`` waits on its own store key
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import DannError
+from ..errors import DannError
 
 # the autocast dtype of each of config.PRECISIONS
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

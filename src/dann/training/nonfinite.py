@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import DivergedError
+from ..errors import DivergedError
 
 ADVICE = "try a lower optim.lr or optim.grad_clip=1.0"
 MAX_BAD_RUN = 100  # consecutive skipped steps that stop a run
