@@ -1,7 +1,8 @@
-"""The bad-input catalogue: every row of the README's "Bad input and what you get" table, through the CLI.
+"""The bad-input catalogue: every row of the "Bad input and what you get" tables in docs/reliability.md, through the
+CLI.
 
 Each row gives what is wrong, the command line (built in a temporary folder ``TMP``) and the exact error the user
-gets: exit code 2 and one line on stderr, never a traceback. A test also checks the README lists every row."""
+gets: exit code 2 and one line on stderr, never a traceback. A test also checks the docs page lists every row."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dann.cli import main
 
 from .conftest import blobs
 
-README = Path(__file__).parents[1] / "README.md"
+PAGE = Path(__file__).parents[1] / "docs" / "reliability.md"
 SECTION = "## Bad input and what you get"
 
 
@@ -70,7 +71,7 @@ class Files:
 
 @dataclass
 class Row:
-    what: str  # the README's first column
+    what: str  # the docs table's first column
     argv: Callable[[Files], list[str]]
     error: str  # what stderr says, after "dann <command>: error: "; TMP/ stands for the temporary folder
 
@@ -638,9 +639,9 @@ def _no_space(fd: int) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def test_the_readme_table_lists_every_row():
-    table = README.read_text().split(SECTION)[1].split("\n## ")[0]
+def test_the_docs_table_lists_every_row():
+    table = PAGE.read_text().split(SECTION)[1].split("\n## ")[0]
     for row in ROWS + WARNINGS:
         line = next((line for line in table.splitlines() if line.startswith(f"| {row.what} |")), None)
-        assert line is not None, f"README table lacks the row {row.what!r}"
+        assert line is not None, f"{PAGE.name} table lacks the row {row.what!r}"
         assert row.error.replace("TMP/", "") in line.replace("\\|", "|"), row.what

@@ -179,7 +179,7 @@ def test_folder_resume_with_gradient_accumulation_is_exact(shape_folders, tmp_pa
     assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())
 
 
-@pytest.mark.parametrize("method", ["cdan_e", "mdd", "mcc", "mmd", "coral", "fixmatch", "shot", "dann+mcc"])
+@pytest.mark.parametrize("method", ["dann", "cdan_e", "mdd", "mcc", "mmd", "coral", "fixmatch", "shot", "dann+mcc"])
 def test_every_method_trains_on_image_folders(method, shape_folders, run, tmp_path):
     """A timm backbone (BatchNorm, a bottleneck) on decoded, augmented image batches; shot starts from a trained run."""
     name, _, regularizer = method.partition("+")

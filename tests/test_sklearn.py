@@ -23,10 +23,11 @@ from dann.sklearn import EXPECTED_FAILED_CHECKS, SourceKFold, make_validator_sco
 
 from .conftest import blobs
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+README, ARRAYS_PAGE = ROOT / "README.md", ROOT / "docs" / "arrays.md"
 TINY = {
     "backbone": "mlp",
-    "method": "dann",  # adapts (the recommended default is source-only: see the README's Results)
+    "method": "dann",  # adapts (the recommended default is source-only: see docs/benchmarks.md)
     "max_steps": 20,
     "batch_size": 16,
     "device": "cpu",
@@ -234,31 +235,52 @@ def test_source_kfold_keeps_every_target_row_in_every_fold():
         next(SourceKFold(2).split(np.zeros((4, 1)), np.array([0, 1, 0, 1])))
 
 
-def readme_examples() -> str:
-    section = README.read_text().split("### scikit-learn: `DANNClassifier`")[1].split("\n## ")[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
-    assert len(blocks) == 2
-    return "\n".join(blocks)
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
 
 
-def test_readme_examples_run_a_pipeline_and_a_grid_search_on_moons():
+@pytest.fixture(scope="module")
+def moons_arrays() -> dict[str, np.ndarray]:
+    """The names the documented examples use, bound to the moons task."""
     moons = build_task("moons", val_fraction=0.0)
-    arrays = {
+    return {
         "X_source": moons.source_train.x.numpy(),
         "y_source": moons.source_train.y.numpy(),
         "X_target": moons.target_train.x.numpy(),
         "X_test": moons.target_eval.x.numpy()[:200],
         "y_test": moons.target_eval.y.numpy()[:200],
     }
-    code, n = re.subn(r"max_steps=\d+", "max_steps=20", readme_examples())  # a few steps: the calls, not accuracy
-    assert n == 2
+
+
+def run_example(code: str, filename: str, arrays: dict[str, np.ndarray], fits: int) -> dict:
+    """Execute a documented example with the arrays bound, at a few steps (the calls, not accuracy); its names."""
+    code, n = re.subn(r"max_steps=\d+", "max_steps=20", code)
+    assert n == fits
     names = dict(arrays)
-    exec(compile(code, "README.md", "exec"), names)
+    exec(compile(code, filename, "exec"), names)
+    return names
+
+
+def test_the_docs_examples_run_a_pipeline_and_a_grid_search_on_moons(moons_arrays):
+    section = ARRAYS_PAGE.read_text().split("## scikit-learn: `DANNClassifier`")[1].split("\n## ")[0]
+    blocks = python_blocks(section)
+    assert len(blocks) == 2
+    names = run_example("\n".join(blocks), "docs/arrays.md", moons_arrays, fits=2)
     search = names["search"]
     assert search.best_params_["dann__lambda_adv"] in (0.1, 1.0) and len(search.cv_results_["params"]) == 2
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert search.best_estimator_[-1].config_.method.name == "dann"
-    assert names["features"].shape == (len(arrays["X_target"]), names["clf"].net_.num_features)
+    assert names["features"].shape == (len(moons_arrays["X_target"]), names["clf"].net_.num_features)
+
+
+def test_the_readme_example_runs(moons_arrays, capsys):
+    (code,) = python_blocks(README.read_text())
+    names = run_example(code, "README.md", moons_arrays, fits=1)
+    clf, n_target = names["clf"], len(moons_arrays["X_target"])
+    assert clf.config_.method.name == "dann"
+    assert names["y_pred"].shape == (n_target,) and set(names["y_pred"]) <= set(clf.classes_)
+    assert names["features"].shape == (n_target, clf.net_.num_features)
+    assert 0.0 <= float(capsys.readouterr().out) <= 1.0  # the printed score
 
 
 def test_defaults_are_the_clis_for_the_same_data(npz_files):

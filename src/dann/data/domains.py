@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from .images import ImageDomain
     from .transforms import ImageConfig
 
-SOURCE, TARGET = 0, 1  # domain labels, defined once for the whole package
+# domain labels, defined once for the whole package (one name per line: the API reference reads each docstring)
+SOURCE = 0
+"""Domain label of source samples: the domain discriminator's BCE target for them (a negative logit says source)."""
+TARGET = 1
+"""Domain label of target samples: the discriminator's BCE target for them (a positive logit says target)."""
 
 
 @dataclass
