@@ -41,6 +41,10 @@ from .training.trainer import Trainer, resolve_device
 
 @dataclass
 class FitResult:
+    """What ``fit`` returns: the trained network (on the training device, in eval mode), the resolved config (every
+    ``auto``/``recommended`` replaced by its concrete value), the class names in label order, one record per
+    evaluation, and the run directory (``None`` when the run was not saved)."""
+
     net: DomainAdaptNet
     config: Config
     classes: list[str]

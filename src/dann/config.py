@@ -200,6 +200,11 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """A whole run's settings, frozen: one section per dataclass (``data``, ``model``, ``method``, ``optim``,
+    ``train``, ``selection``). Built by ``load_config`` (defaults, then a YAML file or preset, then ``key=value``
+    overrides) and changed with ``replace``; every key is listed in ``configs/defaults.yaml``. Raises
+    ``ConfigError`` on an unknown key or a value of the wrong type or range."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)

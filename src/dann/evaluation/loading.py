@@ -19,6 +19,10 @@ from ..runs import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 
 @dataclass
 class TrainedModel:
+    """A run rebuilt from one checkpoint: the config it trained with, the network (eval mode, CPU), the class names
+    in label order, the per-sample input shape (C, H, W) or (D,), the checkpoint's step, and how files or arrays
+    were prepared for it (``image`` for image files, ``scale`` for arrays)."""
+
     config: Config
     net: DomainAdaptNet  # in eval mode, on the CPU
     classes: list[str]

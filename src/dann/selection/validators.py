@@ -157,7 +157,7 @@ def class_ami(v: ValidationInputs) -> float:
 
 
 FALLBACK_ORDER = ("bnm", "im", "entropy", "dev", "snd", "source_acc", "class_ami")
-"""Validators by the target accuracy of their pick over the README's moons grid, best first: when
+"""Validators by the target accuracy of their pick over the moons grid of docs/selection.md, best first: when
 ``selection.validator`` has no score on a run's data, the first of these that has one chooses ``best.pt``."""
 
 

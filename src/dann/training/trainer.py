@@ -297,7 +297,7 @@ class Trainer:
             self._warn_once(
                 "selection",
                 f"selection.validator={sel.validator} has no score on this data, so best.pt is chosen by {chosen}: "
-                "the first validator with a score in the order of the README's selection benchmark",
+                "the first validator with a score in the order of the selection benchmark (docs/selection.md)",
             )
         return scores, running_best(previous, step, scores, chosen)
 
