@@ -37,7 +37,7 @@ TUNE_JSON, TUNE_MD, COMPARE_HTML, RUNS = "tune.json", "tune.md", "compare.html",
 ORACLE_NOTE = "uses target labels, not used for the choice"
 # methods that do not optimize what the default validator (bnm) rewards, so their scores compare fairly
 DEFAULT_METHODS, DEFAULT_LAMBDAS, DEFAULT_GUARD = ("dann", "cdan_e", "mdd"), (0.3, 1.0), 2.0
-# these terms train the target predictions to be confident (and diverse), which these validators reward (docs/selection.md)
+# these terms train the target predictions to be confident (and diverse), which these validators reward
 CONFIDENT_TERMS, CONFIDENCE_VALIDATORS = {"mcc", "bnm", "entropy", "fixmatch", "shot"}, {"bnm", "entropy", "im"}
 
 
