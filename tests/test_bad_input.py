@@ -590,7 +590,7 @@ WARNINGS = [  # the run goes on (exit code 0) and stderr has the line "dann <com
             "--no-report",
         ),
         "selection.validator=class_ami has no score on this data, so best.pt is chosen by bnm: the first validator "
-        "with a score in the order of the README's selection benchmark",
+        "with a score in the order of the selection benchmark (docs/selection.md)",
     ),
 ]
 

@@ -41,7 +41,7 @@ def test_train_evaluate_predict_on_folders(run, shape_folders, tmp_path, capsys)
     assert main(["evaluate", "--run", str(run), "--data", str(shape_folders["target"]), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 18 and metrics["acc"] == pytest.approx(records[-1]["oracle"]["target_acc"])
-    out_dir = run / "eval" / "target"
+    out_dir = run / "eval" / "target-last"
     assert (out_dir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.reader((out_dir / "confusion.csv").open()))
     assert rows[0] == ["true \\ predicted", "circle", "square", "triangle"]
@@ -60,6 +60,32 @@ def test_train_evaluate_predict_on_folders(run, shape_folders, tmp_path, capsys)
         probs = [float(r[f"prob_{j}"]) for j in (1, 2, 3)]
         assert r["class_1"] == r["predicted_class"] and probs == sorted(probs, reverse=True)
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)  # three classes: the top 3 are all of them
+
+
+def test_evaluate_counts_target_classes_unknown_to_the_model(run, shape_folders, tmp_path, capsys):
+    folder = tmp_path / "target"
+    shutil.copytree(shape_folders["target"], folder)
+    shutil.copytree(folder / "circle", folder / "star")  # a class the source never had
+    shutil.copytree(folder / "circle", folder / "moon")
+    (next((folder / "moon").iterdir())).unlink()
+    out = tmp_path / "eval"
+    args = ["evaluate", "--run", str(run), "--images", str(folder), "--out-dir", str(out), "--checkpoint", "best"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "11 image(s) of 2 class(es) unknown to the model (moon: 5, star: 6)" in captured.err
+    assert "computed on the 18 images of its classes" in captured.err
+    assert "  star: unknown to the model (6 images, left out of the accuracy; predicted as" in captured.out
+    metrics = json.loads((out / "metrics.json").read_text())
+    known = dann.evaluate(run, shape_folders["target"], checkpoint="best")
+    assert metrics["n"] == 18 and metrics["acc"] == known["acc"] and metrics["confusion"] == known["confusion"]
+    assert {name: v["n"] for name, v in metrics["unknown_to_model"].items()} == {"moon": 5, "star": 6}
+    assert sum(metrics["unknown_to_model"]["star"]["predicted"].values()) == 6
+    rows = {r[0]: r[1:] for r in csv.reader((out / "confusion.csv").open())}
+    assert sum(map(int, rows["star (unknown to the model)"])) == 6
+    for name in ("circle", "square", "triangle"):
+        shutil.rmtree(folder / name)
+    assert main([*args, "--overwrite"]) == 2
+    assert "none of its classes (moon, star) is a class of the run" in capsys.readouterr().err
 
 
 def test_predict_top_k_is_capped_and_flat_folders_work(run, shape_folders, tmp_path):

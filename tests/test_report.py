@@ -81,7 +81,7 @@ def test_compare_puts_runs_side_by_side(runs, tmp_path, capsys):
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert len(table) == 3 and "source_only" in table[2] and "uses target labels" in table[0]
-    assert "Highest `" in out and "the choice without target labels" in out
+    assert "by `bnm` (no target labels)" in out and all(" ± " in row for row in table[1:])  # scores with their bands
     assert 'src="data:image/png;base64,' in page.read_text()
     assert main(["compare", str(runs["dann"]), "--out", str(page)]) == 2
     assert "already exists" in capsys.readouterr().err

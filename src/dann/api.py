@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from .config import Config, load_config, resolve_method
+from .config import Config, load_config, replace, resolve_method
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.domains import check_labels
-from .data.folders import encode_labels
+from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
 from .data.images import Pipeline
 from .data.scales import check_scales
 from .data.transforms import eval_transform
@@ -26,9 +26,11 @@ from .evaluation.metrics import classification_metrics, confusion_csv, predict_b
 from .methods import build_network, create_method
 from .models import DomainAdaptNet
 from .models.network import resolve_model
+from .reporting.verdicts import CONTROL_DIR, CONTROL_METHOD
 from .runs import (
     CONFIG_FILE,
     LAST_CHECKPOINT,
+    PREV_CHECKPOINT,
     atomic_write_bytes,
     atomic_write_text,
     load_checkpoint,
@@ -51,6 +53,7 @@ class FitResult:
     history: list[dict[str, Any]]  # one record per evaluation, as in metrics.jsonl
     run_dir: Path | None
     report: Path | None = None  # report.html, when asked for
+    control: FitResult | None = None  # the source-only control, with ``control=True``: in run_dir/control
 
 
 def fit(
@@ -61,12 +64,18 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     report: bool = False,
+    control: bool = False,
 ) -> FitResult:
     """Train per ``cfg`` (or, with ``resume``, per the run's saved ``config.yaml``). With ``out`` the run's files go
     there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in memory). With
     ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does; ``dann.report`` rebuilds it
-    at any time. Under torchrun every process calls it and gets the same history; only rank 0 writes files
-    (``dann.training.distributed``)."""
+    at any time. With ``control`` (and ``out``) the source-only control then trains on the same data, with the same
+    seed and steps, into ``out/control`` (``FitResult.control``; resumed with the run), and the report answers "did
+    adaptation help?" from both. Under torchrun every process calls it and gets the same history; only rank 0 writes
+    files (``dann.training.distributed``). Raises ``ConfigError`` for ``control`` without ``out`` or on a source-only
+    run."""
+    if control and out is None:
+        raise ConfigError("control=True trains the source-only control into out/control: give the run directory (out)")
     if resume:
         if out is None:
             raise RunDirError("resume needs the run directory (--out)")
@@ -78,6 +87,8 @@ def fit(
     data = data or build_data(cfg.data, cfg.model)
     # "auto" network and the "recommended" method become concrete values, the ones config.yaml records
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, data.input_shape), method=resolve_method(cfg.method))
+    if control and cfg.method.name == CONTROL_METHOD:
+        raise ConfigError(f"this run is the source-only control already (method.name={CONTROL_METHOD}): drop control")
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
@@ -96,8 +107,19 @@ def fit(
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)
     history = Trainer(cfg, run_dir, resume, world).fit(net, method, data)
+    baseline = fit_control(cfg, run_dir, data, resume) if control and run_dir is not None else None
     page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
-    return FitResult(net, cfg, data.classes, history, run_dir, page)
+    return FitResult(net, cfg, data.classes, history, run_dir, page, baseline)
+
+
+def fit_control(cfg: Config, run_dir: Path, data: DomainData, resume: bool = False) -> FitResult:
+    """Train the source-only control of the run in ``run_dir`` into ``run_dir/control``: ``cfg`` with
+    ``method.name=source_only`` (no regularizers), on ``data``, with the same seed, steps and network. With ``resume``
+    a control that has a checkpoint continues (a finished one is left as it is); else it starts afresh."""
+    where = run_dir / CONTROL_DIR
+    if resume and any((where / name).is_file() for name in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
+        return fit(out=where, data=data, resume=True)
+    return fit(replace(cfg, method={"name": CONTROL_METHOD, "regularizers": {}}), where, data=data, overwrite=True)
 
 
 def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) -> None:
@@ -130,24 +152,38 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
     net.load_state_dict(fits, strict=False)
 
 
-def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
+def build_report(run_dir: str | Path, data: DomainData | None = None, control: str | Path | None = None) -> Path:
     """Write ``report.html``, ``report.md`` and ``report.json`` into a run directory from its files (``data``
-    defaults to the data its config names); returns the HTML path."""
+    defaults to the data its config names; ``control``, the source-only control's run directory, to
+    ``run_dir/control`` when it exists); returns the HTML path. See ``dann.reporting.report.build_report``."""
     from .reporting.report import build_report as build  # matplotlib loads only when a report is asked for
 
-    return build(run_dir, data)
+    return build(run_dir, data, control)
 
 
-def compare(run_dirs: list[str | Path], out: str | Path | None = None, validator: str | None = None) -> str:
-    """Runs side by side, ranked by one validator: a Markdown table; with ``out`` also one HTML page."""
+def compare(
+    run_dirs: list[str | Path],
+    out: str | Path | None = None,
+    validator: str | None = None,
+    data: DomainData | None = None,
+    different_targets: bool = False,
+) -> str:
+    """Runs side by side, ranked by one validator with 95 % noise bands ("no clear difference" when they overlap): a
+    Markdown table and each run's sanity flags; with ``out`` also one HTML page. ``data``: the data of runs trained
+    on arrays in memory. Runs that adapted to different target data raise ``RunDirError`` unless
+    ``different_targets`` (then they are shown unranked). See ``dann.reporting.report.compare_runs``."""
     from .reporting.report import compare_runs
 
-    return compare_runs(run_dirs, out, validator)
+    return compare_runs(run_dirs, out, validator, data, different_targets)
 
 
-def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad: bool | None) -> Domain | ImageDomain:
+def _domain(
+    model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad: bool | None
+) -> tuple[Domain | ImageDomain, list[str]]:
     """The samples of ``data_path`` prepared for ``model``: an ``.npz`` file, or image files (a folder: its class
-    subfolders when ``labeled``, else every image below it; or a list file), with the run's evaluation transform."""
+    subfolders when ``labeled``, else every image below it; or a list file), with the run's evaluation transform;
+    and the names of their classes unknown to the model (labeled image files only: their labels are ``K + j``, j the
+    place of the name in that list)."""
     if str(data_path).endswith(".npz"):
         domain, names = load_npz(data_path)
         if len(domain) == 0:
@@ -155,22 +191,55 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
         check_same_classes(model.classes, names, f"{data_path} vs the run's classes")
         model.check_input(domain.x, data_path)
         check_scales([domain.scale], trained=model.scale)
-        return domain
+        return domain, []
     if model.image is None:
         raise DataError(f"{data_path}: this run was trained on arrays; give it an .npz file, not image files")
     images = read_images(data_path, recursive=not labeled, hint_root=False)
-    y = encode_labels(images, model.classes, "the run") if labeled else None
+    y = encode_labels(images, model.classes, "the run", unknown_ok=True) if labeled else None
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
     transform = eval_transform(model.image)
     pipeline = Pipeline(model.image, transform, transform, d.num_workers, d.pin_memory, False, skip)
-    return ImageDomain(images.paths, y, pipeline, images.origin)
+    unknown = unknown_classes(images, model.classes) if labeled else []
+    return ImageDomain(images.paths, y, pipeline, images.origin), unknown
 
 
 def _report_skipped(domain: Domain | ImageDomain) -> None:
     if domain.bad:
         bad = sorted(domain.bad)
         warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad[:5])}", DataWarning, stacklevel=3)
+
+
+def _load(run_dir: str | Path, checkpoint: str) -> TrainedModel:
+    """``load_run`` of checkpoint ``last`` or ``best``, with a warning when the run has not finished training."""
+    model = load_run(run_dir, checkpoint_path(checkpoint))
+    if not model.progress.finished:
+        warnings.warn(
+            f"{run_dir} has not finished training: {model.checkpoint} is at {model.progress}; its outputs come from a "
+            f"model still in training (continue it: dann train --out {run_dir} --resume)",
+            DataWarning,
+            stacklevel=3,
+        )
+    return model
+
+
+def default_eval_dir(run_dir: str | Path, data_path: str | Path, checkpoint: str = "last") -> Path:
+    """Where ``dann evaluate`` writes by default: ``run_dir/eval/<data name>-<checkpoint>`` (the data's folder name,
+    or its file name without ``.npz``/``.csv``...), one folder per data and checkpoint, so the results of ``last``
+    and ``best`` are both kept."""
+    path = Path(str(data_path).rstrip("/"))
+    name = path.stem if path.suffix.lower() in (".npz", *LIST_EXTENSIONS) else path.name
+    return Path(run_dir) / "eval" / f"{name}-{checkpoint}"
+
+
+def _unknown_to_model(y: torch.Tensor, pred: torch.Tensor, unknown: list[str], classes: list[str]) -> dict[str, Any]:
+    """Per class unknown to the model (labels ``K + j``, see ``_domain``): ``{"n": images, "predicted": {class:
+    images}}``, what the model took its images for."""
+    k, out = len(classes), {}
+    for j, name in enumerate(unknown):
+        counts = torch.bincount(pred[y == k + j], minlength=k).tolist()
+        out[name] = {"n": sum(counts), "predicted": {classes[i]: c for i, c in enumerate(counts) if c}}
+    return out
 
 
 def evaluate(
@@ -181,33 +250,57 @@ def evaluate(
     skip_bad: bool | None = None,
     checkpoint: str = "last",
 ) -> dict[str, Any]:
-    """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's model on labeled data (``.npz``,
-    class folders or a list file with labels). With ``out_dir``: writes metrics.json, confusion.csv and
-    confusion.png there (existing files are replaced only with ``overwrite``)."""
+    """Accuracy, per-class accuracy, macro-F1 and confusion matrix of the run's ``checkpoint`` (``last`` or ``best``)
+    on labeled data (``.npz``, class folders or a list file with labels), with the checkpoint, its step and the run's
+    progress (``progress``: e.g. "step 400 of 1000 (unfinished)", with a warning). Images of classes unknown to the
+    model are counted apart (``unknown_to_model``: per class, its images and what they were predicted as) and left
+    out of the metrics, with a warning. With ``out_dir`` (``default_eval_dir`` is the CLI's): writes metrics.json,
+    confusion.csv (unknown classes as extra rows) and confusion.png there (existing files are replaced only with
+    ``overwrite``). Raises ``DataError`` for unlabeled data or data without an image of the model's classes."""
     files = [Path(out_dir) / name for name in ("metrics.json", "confusion.csv", "confusion.png")] if out_dir else []
     if any(f.exists() for f in files) and not overwrite:
         raise RunDirError(f"{out_dir} already holds evaluation files; pass --overwrite to replace them")
-    model = load_run(run_dir, checkpoint_path(checkpoint))
-    domain = _domain(model, data_path, labeled=True, skip_bad=skip_bad)
+    model = _load(run_dir, checkpoint)
+    domain, unknown = _domain(model, data_path, labeled=True, skip_bad=skip_bad)
     if domain.y is None:
         raise DataError(
             f"{data_path}: evaluation needs labels (class subfolders, path,label rows or array 'y'); "
             "use predict for unlabeled data"
         )
     k = len(model.classes)
-    check_labels(domain.y, k, str(data_path))
+    check_labels(domain.y, k + len(unknown), str(data_path))
     probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
-    metrics = classification_metrics(domain.y[index], probs.argmax(1), k)
+    y, pred = domain.y[index], probs.argmax(1)
+    if not bool((y < k).any()):
+        raise DataError(f"{data_path}: none of its classes ({', '.join(unknown[:5])}) is a class of the run")
+    metrics = classification_metrics(y[y < k], pred[y < k], k)
     _report_skipped(domain)
+    apart = _unknown_to_model(y, pred, unknown, model.classes)
+    if apart:
+        counted = ", ".join(f"{name}: {v['n']}" for name, v in apart.items())
+        warnings.warn(
+            f"{data_path}: {sum(v['n'] for v in apart.values())} image(s) of {len(apart)} class(es) unknown to the "
+            f"model ({counted}) are left out of the accuracy, computed on the {metrics['n']} images of its classes",
+            DataWarning,
+            stacklevel=2,
+        )
+    done = model.progress
     metrics |= {"classes": model.classes, "step": model.step, "skipped_images": len(domain.bad)}
+    metrics |= {"checkpoint": model.checkpoint, "steps": done.steps, "finished": done.finished, "progress": str(done)}
+    metrics |= {"unknown_to_model": apart}
     if files:
-        atomic_write_text(files[0], json.dumps(metrics, indent=1) + "\n")
-        atomic_write_text(files[1], confusion_csv(metrics["confusion"], model.classes))
-        from .reporting.plots import confusion_plot  # matplotlib only when a picture is asked for
-
-        title = f"{Path(data_path).name}, step {model.step}"
-        atomic_write_bytes(files[2], confusion_plot(metrics["confusion"], model.classes, title))
+        _write_evaluation(files, metrics, f"{Path(data_path).name}, {model.checkpoint}, {done}")
     return metrics
+
+
+def _write_evaluation(files: list[Path], metrics: dict[str, Any], title: str) -> None:
+    """metrics.json, confusion.csv (classes unknown to the model as extra rows) and confusion.png (``title``)."""
+    rows = {f"{name} (unknown to the model)": v["predicted"] for name, v in metrics["unknown_to_model"].items()}
+    atomic_write_text(files[0], json.dumps(metrics, indent=1) + "\n")
+    atomic_write_text(files[1], confusion_csv(metrics["confusion"], metrics["classes"], rows))
+    from .reporting.plots import confusion_plot  # matplotlib only when a picture is asked for
+
+    atomic_write_bytes(files[2], confusion_plot(metrics["confusion"], metrics["classes"], title))
 
 
 def predict(
@@ -221,12 +314,13 @@ def predict(
 ) -> Path:
     """Write ``out`` (CSV), one row per sample. ``.npz``: index, predicted_class, confidence. Image files (a folder,
     searched recursively, or a list file): path, predicted_class, confidence, then class_i, prob_i for the
-    ``top_k`` most probable classes (fewer when the model has fewer classes)."""
+    ``top_k`` most probable classes (fewer when the model has fewer classes). A run that has not finished training
+    gets a warning naming its step ("step 400 of 1000 (unfinished)")."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
-    model = load_run(run_dir, checkpoint_path(checkpoint))
-    domain = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
+    model = _load(run_dir, checkpoint)
+    domain, _ = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
     probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
     _report_skipped(domain)
     buffer = io.StringIO()

@@ -91,6 +91,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-report", action="store_true", help="skip report.html/report.md (see dann report)")
+    train.add_argument(
+        "--control",
+        action="store_true",
+        help="also train the source-only control (same data, seed and steps) into OUT/control; the report then says "
+        "whether adaptation helped, without target labels",
+    )
 
 
 def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
@@ -133,9 +139,12 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
-    evaluate.add_argument("--data", required=True, help="labeled data: .npz (x, y), class subfolders or a list file")
+    labeled = evaluate.add_mutually_exclusive_group(required=True)
+    labeled.add_argument("--data", help="labeled data: .npz (x, y), class subfolders or a list file")
+    labeled.add_argument("--images", help="labeled image files: a folder of class subfolders or a path,label list file")
     evaluate.add_argument(
-        "--out-dir", help="where metrics.json, confusion.csv and confusion.png go (default: RUN/eval/<data name>)"
+        "--out-dir",
+        help="where metrics.json, confusion.csv and confusion.png go (default: RUN/eval/<data name>-<checkpoint>)",
     )
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing evaluation files")
     evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files, counting them")
@@ -160,12 +169,18 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="(re)build report.html and report.md of a run from its files")
     report.add_argument("--run", required=True, help="run directory")
+    report.add_argument("--control", help="the source-only control's run directory (default: RUN/control if there)")
 
     compare = sub.add_parser("compare", help="several runs side by side, ranked by a validator")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     compare.add_argument("--out", help="also write one HTML page (table and curves) to this file")
     compare.add_argument("--validator", help="rank by this validator (default: the first run's selection.validator)")
     compare.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    compare.add_argument(
+        "--different-targets",
+        action="store_true",
+        help="show runs that adapted to different target data side by side, unranked (refused otherwise)",
+    )
 
     demo = sub.add_parser("demo", help="source-only vs DANN on the embedded tasks, in a few minutes on a CPU")
     demo.add_argument("--out", help="where runs and pictures go (default: a new folder under runs/demo)")
@@ -192,11 +207,11 @@ def _train(args: argparse.Namespace) -> int:
         given = [flag for flag in ("config", *SHORTCUTS) if getattr(args, flag) is not None] + args.overrides
         if given:
             raise DannError(f"--resume continues the run with its saved config.yaml; drop {', '.join(given)}")
-        result = api.fit(out=args.out, resume=True, report=not args.no_report)
+        result = api.fit(out=args.out, resume=True, report=not args.no_report, control=args.control)
     else:
         cfg = _config(args, ["train.progress=false"] if args.quiet else [])
         recommended = cfg.method.name == RECOMMENDED
-        result = api.fit(cfg, args.out, overwrite=args.overwrite, report=not args.no_report)
+        result = api.fit(cfg, args.out, overwrite=args.overwrite, report=not args.no_report, control=args.control)
     if not World.from_env().main:  # under torchrun rank 0 speaks for the run
         return 0
     last = result.history[-1]
@@ -210,8 +225,13 @@ def _train(args: argparse.Namespace) -> int:
         print(f"selected: {best} (step {sel['step']}, by {sel['validator']}; no target labels)")
     if "oracle" in last:
         print(f"target accuracy: {last['oracle']['target_acc']:.4f}  [uses target labels: evaluation only]")
+    if result.control is not None:
+        print(f"control: {result.control.run_dir} (source_only: same data, seed and steps)")
     if result.report is not None:
         print(f"report: {result.report}")
+        _print_verdicts(result.run_dir)
+    elif result.control is not None:
+        print(f"did adaptation help? dann report --run {result.run_dir} answers it")
     if "skipped_images" in last:
         skipped = last["skipped_images"]
         print(
@@ -228,19 +248,37 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_verdicts(run_dir: str | Path) -> None:
+    """The sanity flags and the control's verdict of a run, from the ``report.json`` its report wrote."""
+    summary = json.loads((Path(run_dir) / "report.json").read_text())
+    for flag in summary.get("flags", []):
+        print(f"flag: {flag['name']}: {flag['what']} Try: {flag['advice']}")
+    verdict = summary.get("verdict")
+    if verdict:
+        print(
+            f"did adaptation help? {verdict['answer']} (by {verdict['validator']} with 95% noise bands, no target "
+            f"labels; control: {verdict['control']})"
+        )
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    out_dir = args.out_dir or Path(args.run) / "eval" / Path(args.data.rstrip("/")).name
+    if args.images and args.images.endswith(".npz"):
+        raise DannError(f"--images {args.images}: an .npz file is arrays, not image files; pass it with --data")
+    data = args.data or args.images
+    out_dir = args.out_dir or api.default_eval_dir(args.run, data, args.checkpoint)
     skip = True if args.skip_bad_images else None
-    metrics = api.evaluate(
-        args.run, args.data, out_dir, overwrite=args.overwrite, skip_bad=skip, checkpoint=args.checkpoint
-    )
+    metrics = api.evaluate(args.run, data, out_dir, overwrite=args.overwrite, skip_bad=skip, checkpoint=args.checkpoint)
     if args.json:
         print(json.dumps(metrics))
         return 0
+    print(f"checkpoint: {Path(args.run) / metrics['checkpoint']}, {metrics['progress']}")
     print(f"accuracy: {metrics['acc']:.4f}  macro-F1: {metrics['macro_f1']:.4f}  samples: {metrics['n']}")
     for name, acc in zip(metrics["classes"], metrics["per_class_acc"], strict=True):
         print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
-    print(f"confusion matrix: {out_dir}/confusion.csv, {out_dir}/confusion.png")
+    for name, apart in metrics["unknown_to_model"].items():
+        taken = ", ".join(f"{c} {n}" for c, n in apart["predicted"].items()) or "none readable"
+        print(f"  {name}: unknown to the model ({apart['n']} images, left out of the accuracy; predicted as {taken})")
+    print(f"metrics: {out_dir}/metrics.json; confusion matrix: {out_dir}/confusion.csv, {out_dir}/confusion.png")
     return 0
 
 
@@ -265,14 +303,15 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    print(f"wrote {api.build_report(args.run)} and report.md")
+    print(f"wrote {api.build_report(args.run, control=args.control)} and report.md")
+    _print_verdicts(args.run)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise RunDirError(f"{args.out} already exists; pass --overwrite to replace it")
-    print(api.compare(args.runs, args.out, args.validator))
+    print(api.compare(args.runs, args.out, args.validator, different_targets=args.different_targets))
     if args.out:
         print(f"wrote {args.out}")
     return 0

@@ -163,13 +163,20 @@ def read_images(path: str | Path, recursive: bool = False, root: str = "", hint_
     return scan_folder(path)
 
 
-def encode_labels(images: ImageList, classes: list[str], source: str) -> torch.Tensor | None:
-    """Class names → indices into ``classes``; a name outside them is an error naming both origins."""
+def unknown_classes(images: ImageList, classes: list[str]) -> list[str]:
+    """The class names of ``images`` outside ``classes``, sorted."""
+    return sorted(set(images.labels or ()) - set(classes))
+
+
+def encode_labels(images: ImageList, classes: list[str], source: str, unknown_ok: bool = False) -> torch.Tensor | None:
+    """Class names → indices into ``classes``; a name outside them is an error naming both origins, or with
+    ``unknown_ok`` becomes ``len(classes) + j``, j its place in ``unknown_classes`` (for ``evaluate``, which counts
+    them apart)."""
     if images.labels is None:
         return None
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(images.labels) - set(index))
-    if unknown:
+    unknown = unknown_classes(images, classes)
+    index = {c: i for i, c in enumerate([*classes, *unknown])}
+    if unknown and not unknown_ok:
         raise DataError(
             f"class {unknown[0]!r} of {images.origin} is not a class of {source} "
             f"({len(unknown)} unknown: {', '.join(unknown[:5])}); known classes: {', '.join(classes[:20])}"

@@ -14,7 +14,42 @@ from ..data.scales import Scale
 from ..errors import DataError, RunDirError
 from ..methods import build_network
 from ..models import DomainAdaptNet
-from ..runs import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
+from ..runs import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, load_checkpoint, read_jsonl
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a checkpoint, and the run it belongs to, got: the checkpoint's ``step``, the run's last evaluated
+    step ``trained`` and its ``train.steps``. A run is unfinished while ``trained < steps`` (still training, killed,
+    or stopped by a non-finite loss)."""
+
+    step: int
+    trained: int
+    steps: int
+
+    @property
+    def finished(self) -> bool:
+        return self.trained >= self.steps
+
+    def __str__(self) -> str:
+        """``step 400 of 1000 (unfinished)``; for an earlier checkpoint of an unfinished run, ``step 200 of 1000
+        (unfinished run, trained to step 400 so far)``; ``step 1000 of 1000`` once finished."""
+        text = f"step {self.step} of {self.steps}"
+        if self.finished:
+            return text
+        if self.step >= self.trained:
+            return f"{text} (unfinished)"
+        return f"{text} (unfinished run, trained to step {self.trained} so far)"
+
+    def to_dict(self) -> dict[str, int | bool]:
+        return {"step": self.step, "steps": self.steps, "trained_steps": self.trained, "finished": self.finished}
+
+
+def run_progress(run_dir: str | Path, step: int, steps: int) -> Progress:
+    """The ``Progress`` of a checkpoint at ``step`` of a run of ``steps`` (``train.steps``), the run's last step read
+    from its ``metrics.jsonl`` (the checkpoint's own step when that file is missing)."""
+    records = read_jsonl(Path(run_dir) / METRICS_FILE)
+    return Progress(step, max(step, int(records[-1]["step"])) if records else step, steps)
 
 
 @dataclass
@@ -30,6 +65,8 @@ class TrainedModel:
     step: int
     image: ImageConfig | None = None  # how image files become inputs, for runs trained on image files
     scale: Scale | None = None  # how the source arrays were stored, for runs trained on arrays
+    checkpoint: str = LAST_CHECKPOINT  # the file inside the run directory the weights came from
+    progress: Progress | None = None  # how far the checkpoint and its run got (load_run sets it)
 
     def check_input(self, x: torch.Tensor, path: str | Path) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
@@ -60,4 +97,6 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     net.load_state_dict(state["model"])
     image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
     scale = Scale.from_dict(meta.get("scale"))
-    return TrainedModel(cfg, net.eval(), classes, input_shape, int(state["step"]), image, scale)
+    step = int(state["step"])
+    progress = run_progress(run_dir, step, cfg.train.steps)
+    return TrainedModel(cfg, net.eval(), classes, input_shape, step, image, scale, checkpoint, progress)

@@ -130,11 +130,16 @@ def evaluate_domain(
     return classification_metrics(domain.y[index], logits.argmax(1), num_classes)
 
 
-def confusion_csv(confusion: list[list[int]], classes: list[str]) -> str:
-    """The confusion matrix as CSV: one row per true class, one column per predicted class."""
+def confusion_csv(
+    confusion: list[list[int]], classes: list[str], extra: dict[str, dict[str, int]] | None = None
+) -> str:
+    """The confusion matrix as CSV: one row per true class, one column per predicted class; then one row per entry
+    of ``extra`` (row name → {predicted class: count}), e.g. the classes of the data unknown to the model."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["true \\ predicted", *classes])
     for name, row in zip(classes, confusion, strict=True):
         writer.writerow([name, *row])
+    for name, counts in (extra or {}).items():
+        writer.writerow([name, *(counts.get(c, 0) for c in classes)])
     return buffer.getvalue()

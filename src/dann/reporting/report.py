@@ -7,14 +7,12 @@ marked as such; the checkpoint recommendation never uses them."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from ..config import Config, config_from_dict
+from ..config import Config
 from ..data import SOURCE, TARGET, DomainData, build_data
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
@@ -26,50 +24,29 @@ from ..runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
     LAST_CHECKPOINT,
-    METRICS_FILE,
     atomic_write_bytes,
     atomic_write_text,
-    read_jsonl,
 )
-from ..selection.validators import VALIDATORS, select_record, subset
+from ..selection.bands import Band, checkpoint_band
+from ..selection.validators import subset
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
+from .summary import RunSummary, summarize
+from .verdicts import (
+    CONTROL_DIR,
+    USES_LABELS,
+    Flag,
+    check_targets,
+    control_verdict,
+    num_classes,
+    progress,
+    ranking,
+    run_bands,
+    run_flags,
+)
 
 REPORT_MD, REPORT_HTML, REPORT_JSON, FIGURE_DIR = "report.md", "report.html", "report.json", "report_files"
 MIN_DIAGNOSTIC_SAMPLES = 4  # per domain, for the proxy A-distance (two halves of a balanced sample) and t-SNE
-USES_LABELS = "uses target labels"
-
-
-@dataclass
-class RunSummary:
-    """A run read from its files: the last record, the one ``validator`` selects, and the best by target accuracy
-    (``oracle``: uses target labels; None when the run has none)."""
-
-    run_dir: Path
-    config: Config
-    history: list[dict[str, Any]]
-    validator: str
-    last: dict[str, Any]
-    selected: dict[str, Any] | None
-    oracle: dict[str, Any] | None
-
-
-def summarize(run_dir: str | Path, validator: str | None = None) -> RunSummary:
-    """Read ``config.yaml`` and ``metrics.jsonl``; ``validator`` defaults to the one that chose the run's ``best.pt``
-    (``selection.validator``, or the fallback the trainer took when that had no score on the data)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirError(f"{run_dir} is not a run directory: {run_dir / CONFIG_FILE} does not exist")
-    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
-    history = read_jsonl(run_dir / METRICS_FILE)
-    if not history:
-        raise RunDirError(f"{run_dir / METRICS_FILE} has no evaluation yet: train to train.eval_every steps first")
-    chosen = [r["selection"]["validator"] for r in history if "selection" in r]  # a fallback, when it had no score
-    validator = validator or (chosen[-1] if chosen else cfg.selection.validator)
-    VALIDATORS.get(validator)  # an unknown name fails listing the valid ones
-    labeled = [r for r in history if "oracle" in r]
-    oracle = max(labeled, key=lambda r: r["oracle"]["target_acc"]) if labeled else None
-    return RunSummary(run_dir, cfg, history, validator, history[-1], select_record(history, validator), oracle)
 
 
 def _pct(record: dict[str, Any] | None, *path: str) -> str:
@@ -138,12 +115,14 @@ def feature_diagnostics(run: RunSummary, data: DomainData, max_points: int = 100
     return out | {"classes": data.classes}
 
 
-def _answer(run: RunSummary, diag: dict | None) -> Section:
-    """The short answer: which checkpoint to use, and what says whether adaptation helped (no target labels)."""
-    sel = run.selected
+def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list[str] | None) -> Section:
+    """The short answer: which checkpoint to use, the sanity flags, and whether adaptation helped (no target labels;
+    ``verdict``: the comparison with the source-only control, when there is one)."""
+    sel, done = run.selected, progress(run)
+    end = "the end of training" if done.finished else "training has not finished: see the flags below"
     blocks: list = []
     blocks.append(
-        f"**Checkpoint to use: `{LAST_CHECKPOINT}`** (step {run.last['step']}, the end of training): in the selection "
+        f"**Checkpoint to use: `{LAST_CHECKPOINT}`** ({done}, {end}): in the selection "
         "benchmark (README), no validator's pick within one run beat the last checkpoint on average."
     )
     if sel is not None:
@@ -161,11 +140,15 @@ def _answer(run: RunSummary, diag: dict | None) -> Section:
         )
     acc = _pct(run.last, "source_val", "acc")
     blocks.append(f"**Source held-out accuracy** at the last step: {acc}; a large drop would mean adaptation hurt.")
-    blocks.append(
-        f"**Did adaptation help?** Train the control with the same config (`--method source_only`) and run "
-        f"`dann compare RUN_DIR CONTROL_DIR`: it ranks both by `{run.validator}` on the same target data, without "
-        "target labels."
-    )
+    blocks += [f"**Flag: {f.name}**. {f}" for f in flags] or ["**Sanity flags**: none."]
+    if verdict:
+        blocks += [f"**Did adaptation help?** {verdict[0]}", *verdict[1:]]
+    else:
+        blocks.append(
+            "**Did adaptation help?** Train with `--control` (`dann train ... --control`, or `dann.fit(..., "
+            f"control=True)`): the source-only control trains on the same data, and this report compares both by "
+            f"`{run.validator}` with noise bands, without target labels."
+        )
     if run.oracle is not None:
         last, chosen, best = (_pct(r, "oracle", "target_acc") for r in (run.last, sel, run.oracle))
         blocks.append(
@@ -227,14 +210,44 @@ def _feature_sections(diag: dict) -> list[Section]:
     return sections
 
 
-def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
+def _verdict(
+    run: RunSummary, control_dir: Path | None, data: DomainData | None, note: str
+) -> tuple[list[str] | None, dict[str, Any] | None]:
+    """ "Did adaptation help?" against the source-only control in ``control_dir`` (None: no control), both at their
+    last checkpoint, with noise bands on ``data`` (the run's; ``note`` says why it is None)."""
+    if control_dir is None:
+        return None, None
+    control = summarize(control_dir, run.validator)
+    check_targets([run, control])  # a control of another target is refused
+    bands: tuple = (None, None)
+    problem = note or "the run's data could not be loaded"
+    if data is not None:
+        (mine, why), (theirs, why_not) = (
+            checkpoint_band(r.run_dir, LAST_CHECKPOINT, run.validator, data) for r in (run, control)
+        )
+        bands, problem = (mine, theirs), why or why_not
+    return control_verdict(run, control, bands, problem)
+
+
+def find_control(run_dir: Path, control: str | Path | None = None) -> Path | None:
+    """The source-only control to compare a run with: ``control`` when given, else ``run_dir/control`` (where
+    ``dann train --control`` puts it) when that is a run directory, else None."""
+    if control is not None:
+        return Path(control)
+    default = run_dir / CONTROL_DIR
+    return default if (default / CONFIG_FILE).is_file() else None
+
+
+def build_report(run_dir: str | Path, data: DomainData | None = None, control: str | Path | None = None) -> Path:
     """Write ``report.md`` (figures in ``report_files/``), ``report.html`` (self-contained) and ``report.json``;
     returns the HTML path. ``data`` defaults to the data named in the run's config; without it the feature
-    diagnostics (A-distance, t-SNE, confusion matrix) are left out with a note."""
+    diagnostics (A-distance, t-SNE, confusion matrix) and the noise bands are left out with a note. ``control``: the
+    source-only control's run directory (default: ``run_dir/control`` when it exists), for the verdict "did adaptation
+    help?". Raises ``RunDirError`` for a control that adapted to other target data."""
     run = summarize(run_dir)
     diag, note = None, ""
     try:
-        data = data or build_data(run.config.data)
+        data = data or build_data(run.config.data, run.config.model)
     except DannError as e:
         note = f"Feature diagnostics left out: the run's data could not be loaded ({e})."
     if data is not None:
@@ -246,7 +259,10 @@ def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
                 f"Feature diagnostics left out: the proxy A-distance and t-SNE need at least {MIN_DIAGNOSTIC_SAMPLES} "
                 f"training samples per domain, and the data has {n_s} source and {n_t} target samples."
             )
-    sections = [_answer(run, diag), Section("Checkpoints", [checkpoint_table(run)]), *_curve_sections(run)]
+    flags = run_flags(run, data.num_classes if data else num_classes(run.run_dir), diag and diag["a_distance"])
+    verdict, verdict_summary = _verdict(run, find_control(run.run_dir, control), data, note)
+    sections = [_answer(run, diag, flags, verdict), Section("Checkpoints", [checkpoint_table(run)])]
+    sections += _curve_sections(run)
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
     sections.append(_config_section(run))
     title = f"dann run report: {run.run_dir.name}"
@@ -258,51 +274,77 @@ def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
         "validator": run.validator,
         "selected_step": run.selected["step"] if run.selected else None,
         "last_step": run.last["step"],
+        "progress": progress(run).to_dict(),
         "a_distance": diag["a_distance"] if diag else None,
+        "flags": [f.to_dict() for f in flags],
+        "verdict": verdict_summary,
     }
     atomic_write_text(run.run_dir / REPORT_JSON, json.dumps(summary, indent=1) + "\n")
     return run.run_dir / REPORT_HTML
 
 
+def _saved_a_distance(run: RunSummary) -> dict[str, float]:
+    """The proxy A-distances of ``report.json``, when a report was built ({} otherwise)."""
+    path = run.run_dir / REPORT_JSON
+    try:
+        return json.loads(path.read_text()).get("a_distance") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def _a_distance(run: RunSummary) -> str:
     """The selected (else last) checkpoint's proxy A-distance, from ``report.json`` when a report was built."""
-    path = run.run_dir / REPORT_JSON
-    pad = (json.loads(path.read_text()).get("a_distance") or {}) if path.is_file() else {}
+    pad = _saved_a_distance(run)
     value = pad.get("selected", pad.get("last"))
     return "–" if value is None else f"{value:.2f}"
 
 
-def compare_table(runs: list[RunSummary]) -> Table:
-    validator = runs[0].validator
-    header = ["run", "method", "λ_adv", "lr", "steps", "selected step", f"`{validator}`", "source held-out acc"]
-    header += ["A-distance", f"target acc, selected / last / best step ({USES_LABELS})"]
+def compare_table(runs: list[RunSummary], bands: dict[str, Band] | None = None) -> Table:
+    """One row per run; the validator's score of the selected step with its 95 % noise band (``bands``: run → band)
+    where there is one."""
+    validator, bands = runs[0].validator, bands or {}
+    header = ["run", "method", "λ_adv", "lr", "step", "selected step", f"`{validator}` ± 95 % band"]
+    header += ["source held-out acc", "A-distance", f"target acc, selected / last / best step ({USES_LABELS})"]
     rows = []
     for run in runs:
-        cfg, sel = run.config, run.selected
+        cfg, sel, band = run.config, run.selected, bands.get(str(run.run_dir))
         targets = " / ".join(_pct(r, "oracle", "target_acc") for r in (sel, run.last, run.oracle))
-        method = [cfg.method.name, f"{cfg.method.lambda_adv:g}", f"{cfg.optim.lr:g}", str(cfg.train.steps)]
-        selected = [str(sel["step"]) if sel else "–", _score(sel, validator), _pct(sel, "source_val", "acc")]
+        done = str(progress(run)).removeprefix("step ")
+        method = [cfg.method.name, f"{cfg.method.lambda_adv:g}", f"{cfg.optim.lr:g}", done]
+        score = str(band) if band is not None else _score(sel, validator)
+        selected = [str(sel["step"]) if sel else "–", score, _pct(sel, "source_val", "acc")]
         rows.append([f"`{run.run_dir}`", *method, *selected, _a_distance(run), targets])
     return Table(header, rows)
 
 
-def compare_runs(run_dirs: list[str | Path], out_html: str | Path | None = None, validator: str | None = None) -> str:
+def compare_runs(
+    run_dirs: list[str | Path],
+    out_html: str | Path | None = None,
+    validator: str | None = None,
+    data: DomainData | None = None,
+    different_targets: bool = False,
+) -> str:
     """Runs side by side: returns a Markdown table; with ``out_html`` also writes one HTML page with the table and
-    the validator and target-accuracy curves. Every run is ranked by one validator (default: the first run's
-    ``selection.validator``), whose scores compare across runs scored on the same target data."""
+    the validator and target-accuracy curves. Every run is scored by one validator (default: the first run's
+    ``selection.validator``) at its selected checkpoint, with a 95 % noise band recomputed on the data its config
+    names (or ``data``, for runs trained on arrays in memory): a run is named the choice only when its band clears
+    every other's, else "no clear difference". Each run's sanity flags follow. Runs that adapted to different target
+    data raise ``RunDirError``; with ``different_targets`` they are shown, unranked, with a warning."""
     if not run_dirs:
         raise RunDirError("compare needs at least one run directory")
     first = summarize(run_dirs[0], validator)
     runs = [first, *(summarize(d, first.validator) for d in run_dirs[1:])]
-    scored = [r for r in runs if r.selected is not None]
-    blocks: list = [compare_table(runs)]
-    if scored:
-        best = max(scored, key=lambda r: r.selected["validators"][first.validator])
-        blocks.append(
-            f"Highest `{first.validator}` score, the choice without target labels: **`{best.run_dir}`** at step "
-            f"{best.selected['step']}. A-distance: the selected checkpoint's, from each run's `report.json` (– until "
-            "`dann report` has run)."
-        )
+    bands: dict[str, Band] = {}
+    if check_targets(runs, different_targets):
+        bands, problems = run_bands(runs, first.validator, data)
+        choice = ranking(bands, problems, first.validator)
+    else:
+        choice = "**Not ranked**: the runs adapted to different target data, so their scores do not compare."
+    note = "A-distance: the selected checkpoint's, from each run's `report.json` (– until `dann report` has run)."
+    blocks: list = [compare_table(runs, bands), choice, note]
+    for run in runs:
+        flags = run_flags(run, num_classes(run.run_dir), _saved_a_distance(run))
+        blocks += [f"`{run.run_dir}`: **flag: {f.name}**. {f}" for f in flags]
     runs_section = Section("Runs", blocks)
     if out_html is not None:
         histories = {str(r.run_dir): r.history for r in runs}

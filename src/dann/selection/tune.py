@@ -30,15 +30,13 @@ from ..methods import METHODS, REGULARIZERS, create_method
 from ..reporting.pages import Section, Table, to_markdown
 from ..runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, atomic_write_text, load_checkpoint, read_jsonl
 from ..training.nonfinite import ADVICE
-from .validators import check_validator
+from .validators import CONFIDENCE_VALIDATORS, CONFIDENT_TERMS, check_validator
 
 CONTROL = "source_only"
 TUNE_JSON, TUNE_MD, COMPARE_HTML, RUNS = "tune.json", "tune.md", "compare.html", "runs"
 ORACLE_NOTE = "uses target labels, not used for the choice"
 # methods that do not optimize what the default validator (bnm) rewards, so their scores compare fairly
 DEFAULT_METHODS, DEFAULT_LAMBDAS, DEFAULT_GUARD = ("dann", "cdan_e", "mdd"), (0.3, 1.0), 2.0
-# these terms train the target predictions to be confident (and diverse), which these validators reward
-CONFIDENT_TERMS, CONFIDENCE_VALIDATORS = {"mcc", "bnm", "entropy", "fixmatch", "shot"}, {"bnm", "entropy", "im"}
 
 
 @dataclass(frozen=True)
@@ -295,11 +293,12 @@ def _markdown(result: TuneResult, guard: float) -> str:
     return to_markdown("dann tune", [Section("Answer", answer), Section("Ranking", [Table(header, body)])], "")
 
 
-def _write(result: TuneResult, spec: dict[str, Any], guard: float) -> None:
-    """``compare.html`` (``dann compare`` over every run), ``tune.md``, then ``tune.json`` marked done."""
+def _write(result: TuneResult, spec: dict[str, Any], guard: float, data: DomainData) -> None:
+    """``compare.html`` (``dann compare`` over every run, noise bands on ``data``), ``tune.md``, then ``tune.json``
+    marked done."""
     out, rows = result.out, result.rows
     evaluated = [out / r["run_dir"] for r in rows if r["step"] is not None]  # a run may stop before its first
-    api.compare(evaluated, out / COMPARE_HTML, result.validator)
+    api.compare(evaluated, out / COMPARE_HTML, result.validator, data)
     atomic_write_text(out / TUNE_MD, _markdown(result, guard))
     oracle = None if result.oracle_pick is None else {"name": result.oracle_pick, "note": ORACLE_NOTE}
     chosen = {"name": result.chosen, "run_dir": f"{RUNS}/{result.chosen}", "why": result.why}
@@ -355,5 +354,5 @@ def tune(
     oracle = max(labeled, key=lambda r: r["oracle"]["target_acc"])["name"] if labeled else None
     warning = caution(next(r for r in rows if r["name"] == chosen), validator)
     result = TuneResult(out, validator, rows, chosen, why, oracle, cfg.data.target, warning)
-    _write(result, spec, guard)
+    _write(result, spec, guard, data)
     return result

@@ -156,6 +156,9 @@ def class_ami(v: ValidationInputs) -> float:
     return float(adjusted_mutual_info_score(clusters, v.logits_t.argmax(1).numpy()))
 
 
+# these terms train the target predictions to be confident (and diverse), which these validators reward (README)
+CONFIDENT_TERMS, CONFIDENCE_VALIDATORS = {"mcc", "bnm", "entropy", "fixmatch", "shot"}, {"bnm", "entropy", "im"}
+
 FALLBACK_ORDER = ("bnm", "im", "entropy", "dev", "snd", "source_acc", "class_ami")
 """Validators by the target accuracy of their pick over the moons grid of docs/selection.md, best first: when
 ``selection.validator`` has no score on a run's data, the first of these that has one chooses ``best.pt``."""
@@ -223,15 +226,30 @@ def subset(n: int, cap: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:cap] if n > cap else torch.arange(n)
 
 
+def needs_source(name: str) -> bool:
+    """Whether validator ``name`` reads source outputs (``f_s``, the source held-out set), not only the target's."""
+    return name in _NEEDS_SOURCE_VAL
+
+
 def collect_inputs(
-    net: DomainAdaptNet, data: DomainData, max_samples: int = 2000, batch_size: int = 512, world: World | None = None
+    net: DomainAdaptNet,
+    data: DomainData,
+    max_samples: int = 2000,
+    batch_size: int = 512,
+    world: World | None = None,
+    source: bool = True,
 ) -> ValidationInputs:
     """Network outputs on fixed subsets (at most ``max_samples`` per set) of the source training, source held-out
     and unlabeled target data, in eval mode without gradients. Reads ``data.target_train``, never target labels.
-    With a ``world`` of several processes, they compute the outputs together (``evaluate.embed``)."""
-    source, target = data.source_train, data.target_train
-    f_s, _, _ = embed(net, source.subset(subset(len(source), max_samples)), batch_size, world=world)
+    With a ``world`` of several processes, they compute the outputs together (``evaluate.embed``). Without
+    ``source`` only the target outputs are computed (``f_s`` is (0, F), no held-out set): enough for the validators
+    that ``needs_source`` says read only the target."""
+    target = data.target_train
     f_t, logits_t, _ = embed(net, target.subset(subset(len(target), max_samples)), batch_size, world=world)
+    if not source:
+        return ValidationInputs(f_t[:0], None, None, None, f_t, logits_t)
+    train = data.source_train
+    f_s, _, _ = embed(net, train.subset(subset(len(train), max_samples)), batch_size, world=world)
     if data.source_val is None:
         return ValidationInputs(f_s, None, None, None, f_t, logits_t)
     val = data.source_val.subset(subset(len(data.source_val), max_samples))

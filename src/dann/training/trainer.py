@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config, OptimConfig
 from ..data.domains import DomainData
+from ..data.fingerprint import write_data_fingerprint
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning
 from ..evaluation.metrics import evaluate_domain
@@ -161,6 +162,8 @@ class Trainer:
         method.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
         start, skipped, history = self._restore(net, optimizer, amp, method)
+        if self.writes:  # beside config.yaml: what the run adapts to, so that runs can be compared (data.fingerprint)
+            write_data_fingerprint(self.run_dir, data, cfg.data.target or cfg.data.task)
         # a method that never runs the discriminator: DDP must be told some parameters get no gradient
         model = world.wrap(MethodLoss(net, method), self.device, find_unused_parameters=not method.uses_discriminator)
         source, target = batch_streams(

@@ -1,0 +1,47 @@
+"""A run read back from its files (``config.yaml``, ``metrics.jsonl``): what the report, ``dann compare`` and the
+verdicts read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, config_from_dict
+from ..errors import RunDirError
+from ..runs import CONFIG_FILE, METRICS_FILE, read_jsonl
+from ..selection.validators import VALIDATORS, select_record
+
+
+@dataclass
+class RunSummary:
+    """A run read from its files: the last record, the one ``validator`` selects, and the best by target accuracy
+    (``oracle``: uses target labels; None when the run has none)."""
+
+    run_dir: Path
+    config: Config
+    history: list[dict[str, Any]]
+    validator: str
+    last: dict[str, Any]
+    selected: dict[str, Any] | None
+    oracle: dict[str, Any] | None
+
+
+def summarize(run_dir: str | Path, validator: str | None = None) -> RunSummary:
+    """Read ``config.yaml`` and ``metrics.jsonl``; ``validator`` defaults to the one that chose the run's ``best.pt``
+    (``selection.validator``, or the fallback the trainer took when that had no score on the data)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunDirError(f"{run_dir} is not a run directory: {run_dir / CONFIG_FILE} does not exist")
+    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
+    history = read_jsonl(run_dir / METRICS_FILE)
+    if not history:
+        raise RunDirError(f"{run_dir / METRICS_FILE} has no evaluation yet: train to train.eval_every steps first")
+    chosen = [r["selection"]["validator"] for r in history if "selection" in r]  # a fallback, when it had no score
+    validator = validator or (chosen[-1] if chosen else cfg.selection.validator)
+    VALIDATORS.get(validator)  # an unknown name fails listing the valid ones
+    labeled = [r for r in history if "oracle" in r]
+    oracle = max(labeled, key=lambda r: r["oracle"]["target_acc"]) if labeled else None
+    return RunSummary(run_dir, cfg, history, validator, history[-1], select_record(history, validator), oracle)
