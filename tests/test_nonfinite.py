@@ -7,6 +7,7 @@ from dann.methods import Batch, Method, create_method
 from dann.models import create_network
 from dann.runs import LAST_CHECKPOINT, PREV_CHECKPOINT, load_checkpoint, prepare_run_dir, read_jsonl
 from dann.training import nonfinite
+from dann.training.seeds import derive_seed
 from dann.training.trainer import Trainer
 
 from .test_trainer import assert_same
@@ -44,7 +45,7 @@ class Poisoned(Method):
 
 
 def train(cfg: Config, data, run_dir=None, bad=(), inf_grad=False, resume=False):
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     net = create_network(cfg.model, data.input_shape, data.num_classes)
     run_dir = prepare_run_dir(run_dir, resume) if run_dir else None
     history = Trainer(cfg, run_dir, resume).fit(net, Poisoned(cfg, set(bad), inf_grad), data)
@@ -110,7 +111,7 @@ def test_skip_without_a_non_finite_step_trains_exactly_as_error(tiny_cfg, tiny_d
 
 def test_a_skipped_first_step_leaves_the_initial_weights(tiny_cfg, tiny_data):
     cfg = replace(tiny_cfg, train={"steps": 1, "on_nonfinite": "skip"})
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     initial = create_network(cfg.model, tiny_data.input_shape, tiny_data.num_classes).state_dict()
     net, history = train(cfg, tiny_data, bad={1})
     assert_same(initial, net.state_dict())

@@ -10,6 +10,7 @@ from dann.methods import create_method
 from dann.methods.base import Batch
 from dann.models import create_network
 from dann.training.precision import Precision
+from dann.training.seeds import derive_seed
 
 
 def weights(net):
@@ -18,7 +19,7 @@ def weights(net):
 
 def test_bf16_trains_on_the_cpu_with_finite_losses_close_to_fp32(tiny_cfg, tiny_data):
     one = replace(tiny_cfg, train={"steps": 1, "eval_every": 1, "log_every": 1})
-    torch.manual_seed(one.train.seed)
+    torch.manual_seed(derive_seed(one.train.seed, "init"))
     init = weights(create_network(one.model, tiny_data.input_shape, tiny_data.num_classes))
     fp32 = weights(dann.fit(one, data=tiny_data).net)
     bf16_run = dann.fit(replace(one, train={"precision": "bf16"}), data=tiny_data)

@@ -35,6 +35,7 @@ from .runs import (
     prepare_run_dir,
 )
 from .training.distributed import World, local_device
+from .training.seeds import derive_seed
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer, resolve_device
 
@@ -74,7 +75,7 @@ def fit(
     data = data or build_data(cfg.data, cfg.model)
     # "auto" network and the "recommended" method become concrete values, the ones config.yaml records
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, data.input_shape), method=resolve_method(cfg.method))
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
     if method.needs_init and not cfg.model.init_from:

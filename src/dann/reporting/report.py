@@ -32,6 +32,7 @@ from ..runs import (
     read_jsonl,
 )
 from ..selection.validators import VALIDATORS, select_record, subset
+from ..training.seeds import derive_seed
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 
@@ -102,9 +103,10 @@ def checkpoint_table(run: RunSummary) -> Table:
 
 
 def initial_network(cfg: Config, data: DomainData) -> DomainAdaptNet:
-    """The network as training started: ``fit`` seeds torch with ``train.seed`` right before building it."""
+    """The network as training started: ``fit`` seeds torch with the ``init`` seed (``training.seeds``) right before
+    building it."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(derive_seed(cfg.train.seed, "init"))
         return build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
 
 

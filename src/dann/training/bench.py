@@ -34,11 +34,13 @@ from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
 from .precision import Precision
+from .seeds import derive_seed
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
 INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
 NUM_CLASSES = 10
+SEED = 0  # train.seed of every benchmarked network and stream
 
 
 class TimedBatches:
@@ -73,7 +75,7 @@ class Mode:
         images: ImageDomain | None = None,
     ) -> None:
         shape = images.input_shape if images is not None else INPUTS[backbone]
-        torch.manual_seed(0)
+        torch.manual_seed(derive_seed(SEED, "init"))
         self.net = create_network(ModelConfig(backbone=backbone), shape, NUM_CLASSES).to(device).train()
         amp.prepare_model(self.net)
         self.method = create_method(MethodConfig(name=method))
@@ -94,9 +96,10 @@ class Mode:
         """Fresh batch streams from the current step (for image files: new DataLoaders and workers)."""
         self.close()
         share = 2 if self.method.uses_target else 1  # as the trainer does: the streams share the CPUs' workers
-        streams = [step_batches(self.domain, self.per_domain, 0, self.device, self.step, share=share)]
+        seed = derive_seed(SEED, "data")  # source; the target stream takes seed + 1, as in the trainer
+        streams = [step_batches(self.domain, self.per_domain, seed, self.device, self.step, share=share)]
         if self.method.uses_target:
-            streams.append(step_batches(self.domain, self.per_domain, 1, self.device, self.step, share=share))
+            streams.append(step_batches(self.domain, self.per_domain, seed + 1, self.device, self.step, share=share))
         timed = [TimedBatches(s, self.device) for s in streams]
         self.source, self.target = timed[0], (timed[1] if len(timed) > 1 else None)
 

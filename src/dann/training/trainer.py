@@ -43,13 +43,11 @@ from .distributed import World, local_device
 from .nonfinite import LossWatch, SkipGuard, check_weights
 from .precision import Precision
 from .schedules import LR_SCHEDULES
+from .seeds import derive_seed
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
-
-
-RANK_SEED_STRIDE = 1_000_003  # rank r of a torchrun launch seeds its RNG with train.seed + r * this
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
@@ -111,11 +109,11 @@ def batch_streams(
     read): this process's rows of each step's global batch (``dann.training.distributed``)."""
     t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, uses_source + uses_target
     first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.training.steps
-    source = target = None
+    seed, source, target = derive_seed(t.seed, "data"), None, None
     if uses_source:
-        source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows, share)
+        source = step_batches(data.source_train, t.batch_size, seed, device, first, augment, balanced, rows, share)
     if uses_target:
-        target = step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share)
+        target = step_batches(data.target_train, t.batch_size, seed + 1, device, first, augment, False, rows, share)
     return source, target
 
 
@@ -216,7 +214,7 @@ class Trainer:
         """Set up the run directory; on resume load model, optimizer, GradScaler (fp16), the method's state (an EMA
         teacher, cluster centres) and RNG states from the newest complete checkpoint (in every process). Returns
         (step, skipped steps so far, evaluation records up to that step)."""
-        torch.manual_seed(self.cfg.train.seed + RANK_SEED_STRIDE * self.world.rank)  # rank 0: the one-process seed
+        torch.manual_seed(derive_seed(self.cfg.train.seed, "train", self.world.rank))  # not the init stream
         if self.run_dir is None:
             return 0, 0, []
         if not self.resume:
