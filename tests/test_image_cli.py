@@ -160,6 +160,20 @@ def test_folder_resume_reproduces_the_uninterrupted_run(shape_folders, run, tmp_
     assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())
 
 
+def test_folder_resume_is_exact_when_training_draws_from_the_global_generator(
+    shape_folders, tmp_path, crash_after_first_checkpoint
+):
+    """Dropout draws from the global generator, which the checkpoint restores; nothing else may draw from it in
+    between (a DataLoader iterator takes its workers' base seed from its own generator, not the global one)."""
+    dropout = ("--method", "dann", "--set", "model.dropout=0.5", "--set", "model.discriminator_dims=[16]")
+    assert train(shape_folders, tmp_path / "full", *dropout) == 0
+    crash_after_first_checkpoint(train, shape_folders, tmp_path / "crashed", *dropout)
+    assert main(["train", "--out", str(tmp_path / "crashed"), "--resume"]) == 0
+    full, resumed = dann.load_run(tmp_path / "full"), dann.load_run(tmp_path / "crashed")
+    assert resumed.step == 6 and resumed.config.model.dropout == 0.5
+    assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())
+
+
 def test_arrays_run_refuses_image_files(npz_files, shape_folders, tmp_path, capsys):
     args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"])]
     assert main([*args, "--out", str(tmp_path / "r"), "--backbone", "mlp", "--steps", "2", "--quiet"]) == 0

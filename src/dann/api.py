@@ -19,7 +19,7 @@ from .data.domains import check_labels
 from .data.folders import encode_labels
 from .data.images import Pipeline
 from .data.scales import check_scales
-from .data.transforms import eval_transform
+from .data.transforms import Unaugmented, eval_transform
 from .errors import ConfigError, DataError, DataWarning, RunDirError
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
@@ -160,7 +160,7 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
     transform = eval_transform(model.image)
-    pipeline = Pipeline(model.image, transform, transform, d.num_workers, d.pin_memory, False, skip)
+    pipeline = Pipeline(model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip)
     return ImageDomain(images.paths, y, pipeline, images.origin)
 
 

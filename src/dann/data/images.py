@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from .transforms import ImageConfig, Transform
+from .transforms import ImageConfig, TrainTransform, Transform
 
 Sample = tuple[torch.Tensor | None, int, int, str]  # (image (3, H, W) or None, label or -1, index, error)
 
@@ -66,7 +66,7 @@ class Pipeline:
     """What every image domain of one dataset shares: transforms, loader settings, the bad-file policy."""
 
     image: ImageConfig
-    train: Transform
+    train: TrainTransform
     eval: Transform
     num_workers: int | None = 0  # None: auto, see default_workers
     pin_memory: bool = False
@@ -108,9 +108,10 @@ def default_workers(requested: int | None, share: int = 1) -> int:
 class ImageDomain(Dataset):
     """Image files of one domain: ``paths`` (N) and labels ``y`` (N,) int64 or None, decoded on demand.
 
-    ``self[i]`` is the evaluation view of file ``i``; ``self[(i, seed)]`` its training view, augmented with torch's
-    generator seeded by ``seed`` (the batch sampler derives it from the step), so an augmented batch is a pure
-    function of (seed, step) whichever worker decodes it. Subsets share one set of skipped (bad) files."""
+    ``self[i]`` is the evaluation view of file ``i``; ``self[(i, seed)]`` its training view, augmented with a
+    ``torch.Generator`` of its own seeded by ``seed`` (the batch sampler derives it from the step), so an augmented
+    batch is a pure function of (seed, step) whichever worker decodes it, and torch's global generators (CPU, CUDA)
+    are neither read nor moved. Subsets share one set of skipped (bad) files."""
 
     def __init__(
         self,
@@ -146,15 +147,17 @@ class ImageDomain(Dataset):
             return None, label, i, error
         if seed is None:
             return self.pipeline.eval(img), label, i, ""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.pipeline.train(img), label, i, ""
+        return self.pipeline.train(img, torch.Generator().manual_seed(seed)), label, i, ""  # global RNGs untouched
 
     def __getstate__(self) -> dict[str, Any]:  # workers get the data, not the main process's loaders
         return {k: v for k, v in self.__dict__.items() if k != "_loaders"} | {"_loaders": {}}
 
     def loader(self, pin_memory: bool, persistent: bool = False, share: int = 1, **kwargs: Any) -> DataLoader:
-        """A DataLoader over this domain; ``share``: how many loaders stream at once (see ``default_workers``)."""
+        """A DataLoader over this domain; ``share``: how many loaders stream at once (see ``default_workers``).
+
+        It has a generator of its own: each iterator a DataLoader starts draws its workers' base seed from it, which
+        would otherwise be a draw from the global generator, so that building the training streams on resume, or an
+        evaluation pass, would move the random stream training draws from (dropout) and break exact resume."""
         p = self.pipeline
         workers = default_workers(p.num_workers, share)
         if workers:
@@ -168,6 +171,7 @@ class ImageDomain(Dataset):
             pin_memory=pin_memory and p.pin_memory,
             persistent_workers=persistent and workers > 0,
             collate_fn=collate,
+            generator=torch.Generator().manual_seed(0),  # workers seed their own global generators from it
             **kwargs,
         )
 
