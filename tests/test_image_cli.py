@@ -2,6 +2,7 @@
 predict; a local pretrained file; each bad input gets one line naming the file or folder (exit 2)."""
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -11,7 +12,8 @@ from PIL import Image
 
 import dann
 from dann.cli import main
-from dann.data import read_images
+from dann.data import build_data, read_images
+from dann.errors import DataError
 
 FAST = [
     "--backbone", "test_resnet", "--steps", "6", "--quiet",
@@ -101,6 +103,30 @@ def test_unreadable_and_oversized_images_are_named(run, shape_folders, tmp_path,
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     assert main(["evaluate", "--run", str(run), "--data", str(folder), "--out-dir", str(tmp_path / "e")]) == 2
     assert "refused by Pillow's decompression-bomb guard" in capsys.readouterr().err
+
+
+def test_an_evaluation_batch_of_only_unreadable_files_is_skipped(run, shape_folders, tmp_path):
+    """18 files in batches of 4: the last batch holds two files, both corrupt. Evaluation (the trainer's, evaluate's)
+    skips it as training skips bad files, instead of running the network on an empty batch."""
+    from dann.evaluation.metrics import evaluate_domain, predict_batches
+
+    folder = tmp_path / "target"
+    shutil.copytree(shape_folders["target"], folder)
+    bad = sorted((folder / "triangle").iterdir())[-2:]
+    for path in bad:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n corrupt")
+    cfg = dataclasses.replace(dann.load_run(run).config.data, target=str(folder), skip_bad_images=True)
+    domain = build_data(cfg, dann.load_run(run).config.model).target_eval
+    assert [str(p) for p in bad] == domain.paths[-2:]
+    net = dann.load_run(run).net
+    metrics = evaluate_domain(net, domain, 3, batch_size=4)
+    assert metrics["n"] == 16 and sorted(domain.bad) == [str(p) for p in bad]
+    _, index = predict_batches(net, domain.batches(4))
+    assert index.tolist() == list(range(16))
+    for path in folder.rglob("*.*"):
+        path.write_bytes(b"corrupt")
+    with pytest.raises(DataError, match=f"{folder}: none of its 18 image file\\(s\\) could be read, e.g. {folder}/"):
+        dann.predict(run, folder, tmp_path / "p.csv", skip_bad=True)
 
 
 def test_training_skips_and_counts_unreadable_files(shape_folders, tmp_path, capsys):

@@ -164,10 +164,18 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
     return ImageDomain(images.paths, y, pipeline, images.origin)
 
 
-def _report_skipped(domain: Domain | ImageDomain) -> None:
-    if domain.bad:
-        bad = sorted(domain.bad)
+def _predictions(
+    model: TrainedModel, domain: Domain | ImageDomain, data_path: str | Path
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (M, K) and sample indices (M,) of the readable samples; one warning names the skipped
+    files. Raises ``DataError`` when none could be read."""
+    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
+    bad = sorted(domain.bad)
+    if bad and len(index) == 0:
+        raise DataError(f"{data_path}: none of its {len(domain)} image file(s) could be read, e.g. {bad[0]}")
+    if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad[:5])}", DataWarning, stacklevel=3)
+    return probs, index
 
 
 def evaluate(
@@ -193,9 +201,8 @@ def evaluate(
         )
     k = len(model.classes)
     check_labels(domain.y, k, str(data_path))
-    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
+    probs, index = _predictions(model, domain, data_path)
     metrics = classification_metrics(domain.y[index], probs.argmax(1), k)
-    _report_skipped(domain)
     metrics |= {"classes": model.classes, "step": model.step, "skipped_images": len(domain.bad)}
     if files:
         atomic_write_text(files[0], json.dumps(metrics, indent=1) + "\n")
@@ -224,8 +231,7 @@ def predict(
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
     model = load_run(run_dir, checkpoint_path(checkpoint))
     domain = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
-    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
-    _report_skipped(domain)
+    probs, index = _predictions(model, domain, data_path)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if isinstance(domain, Domain):

@@ -183,13 +183,15 @@ class ImageDomain(Dataset):
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Evaluation batches in file order: (x (B, 3, H, W), indices (B,)); unreadable files are left out (with
-        ``skip_bad``), so ``indices`` says which files the rows are. The loader (and its workers) is kept."""
+        ``skip_bad``), so ``indices`` says which files the rows are, and a batch of only unreadable files is not
+        yielded at all. The loader (and its workers) is kept."""
         if batch_size not in self._loaders:
             pin = torch.cuda.is_available()
             self._loaders[batch_size] = self.loader(pin, self.pipeline.persistent_workers, batch_size=batch_size)
         for x, _, idx, bad in self._loaders[batch_size]:
             self.check(bad)
-            yield x, idx
+            if len(idx):
+                yield x, idx
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
