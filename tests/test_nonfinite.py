@@ -69,7 +69,7 @@ def test_error_names_the_step_and_terms_and_keeps_the_last_good_checkpoint(
         assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
         return
     state = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT)
-    assert state["step"] == last_good and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert state.step == last_good and all(torch.isfinite(v).all() for v in state.model.values())
 
 
 @pytest.mark.parametrize("run_dir", [None, "run"])
@@ -96,10 +96,10 @@ def test_skip_discards_exactly_the_poisoned_update(tiny_cfg, tiny_data, tmp_path
     )
     train(cfg, tiny_data, tmp_path / "run", bad={3})
     before, after = (load_checkpoint(tmp_path / "run" / name) for name in (PREV_CHECKPOINT, LAST_CHECKPOINT))
-    assert (before["step"], after["step"]) == (2, 3)
-    assert_same(before["model"], after["model"])
-    for k, state in before["optimizer"]["state"].items():
-        assert_same(state, after["optimizer"]["state"][k])
+    assert (before.step, after.step) == (2, 3)
+    assert_same(before.model, after.model)
+    for k, state in before.optimizer["state"].items():
+        assert_same(state, after.optimizer["state"][k])
     assert [r["skipped_steps"] for r in read_jsonl(tmp_path / "run/metrics.jsonl")] == [0, 0, 1]
 
 
@@ -174,7 +174,7 @@ def test_overflowing_gradients_behind_a_finite_loss_are_caught_before_saving(tin
     cfg = replace(tiny_cfg, train={"eval_every": 2, "log_every": 2})
     with pytest.raises(DannError, match=r"non-finite by step 4 although every loss was finite.*\(step 2\) is kept"):
         train(cfg, tiny_data, tmp_path / "run", bad={4}, inf_grad=True)
-    assert load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT)["step"] == 2
+    assert load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT).step == 2
     with pytest.raises(DannError, match=r"non-finite by step 2 .*saved; no checkpoint had been written yet;"):
         train(cfg, tiny_data, tmp_path / "first", bad={2}, inf_grad=True)
 

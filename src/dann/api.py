@@ -105,7 +105,7 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
     if not path.is_file():
         raise ConfigError(f"{where}: no trained run there ({path} does not exist)")
     state = load_checkpoint(path)
-    meta = state["meta"]
+    meta = state.meta
     if list(meta["classes"]) != list(data.classes):
         raise ConfigError(f"{where}: its classes {list(meta['classes'])} differ from this data's {list(data.classes)}")
     if tuple(meta["input_shape"]) != tuple(data.input_shape):
@@ -113,7 +113,7 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
             f"{where}: it was trained on inputs of shape {tuple(meta['input_shape'])}, this data has "
             f"{tuple(data.input_shape)}"
         )
-    own, saved = net.state_dict(), state["model"]
+    own, saved = net.state_dict(), state.model
     fits = {k: v for k, v in saved.items() if k in own and v.shape == own[k].shape}
     wrong = [k for k in own if not k.startswith("discriminator.") and k not in fits]
     if wrong:

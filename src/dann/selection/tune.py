@@ -163,7 +163,7 @@ def _train(point: GridPoint, run_dir: Path, data: DomainData) -> tuple[list[dict
     steps, history = point.cfg.train.steps, read_jsonl(run_dir / METRICS_FILE)
     if history and history[-1].get("step") == steps:
         try:
-            if load_checkpoint(run_dir / LAST_CHECKPOINT)["step"] == steps:
+            if load_checkpoint(run_dir / LAST_CHECKPOINT).step == steps:
                 return history, True, None
         except CheckpointError:
             pass  # torn while it was written: resume falls back to prev.pt
