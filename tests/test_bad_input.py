@@ -371,7 +371,7 @@ ROWS = [
     Row(
         "shot without a trained start",
         lambda f: f.train("--method", "shot"),
-        "method 'shot' adapts a trained source model: name its run directory with model.init_from (--init-from RUN)",
+        "method 'shot' adapts a trained source model: name its run directory with model.init_from",
     ),
     Row(
         "--init-from a folder with no run",

@@ -49,7 +49,7 @@ def test_train_evaluate_predict_on_folders(run, shape_folders, tmp_path, capsys)
     assert rows[0] == ["true \\ predicted", "circle", "square", "triangle"]
     assert [sum(map(int, r[1:])) for r in rows[1:]] == [6, 6, 6]
     assert main(["evaluate", "--run", str(run), "--data", str(shape_folders["target"])]) == 2
-    assert "already holds evaluation files; pass --overwrite" in capsys.readouterr().err
+    assert f"{out_dir / 'metrics.json'} already exists; pass --overwrite to replace it" in capsys.readouterr().err
 
     preds = tmp_path / "preds.csv"
     assert main(["predict", "--run", str(run), "--images", str(shape_folders["target"]), "--out", str(preds)]) == 0

@@ -8,7 +8,7 @@ import torch
 
 import dann
 from dann.config import replace
-from dann.errors import CheckpointError, OutputError, RunDirError
+from dann.errors import CheckpointError, OutputError, OutputExistsError, RunDirError
 from dann.runs import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
@@ -17,6 +17,7 @@ from dann.runs import (
     PREV_CHECKPOINT,
     Checkpoint,
     atomic_write_text,
+    guard_output,
     load_checkpoint,
     load_latest_checkpoint,
     read_jsonl,
@@ -152,6 +153,19 @@ def test_resume_makes_best_pt_agree_with_the_records_it_keeps(tiny_cfg, tiny_dat
             f"and the records kept choose {'step 6 by im' if chosen else 'no step yet'}; best.pt is written again "
             "at the next step the validator prefers"
         ]
+
+
+def test_the_output_guard_refuses_existing_files_and_non_empty_folders_unless_asked(tmp_path):
+    (tmp_path / "empty").mkdir()
+    guard_output([tmp_path / "empty", tmp_path / "missing.csv"], overwrite=False)  # nothing to lose: no refusal
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a").write_text("x")
+    (tmp_path / "p.csv").write_text("x")
+    for path, says in ((tmp_path / "full", "already exists and is not empty"), (tmp_path / "p.csv", "already exists")):
+        with pytest.raises(OutputExistsError, match=f"^{path} {says}; pass `overwrite=True` to replace it$"):
+            guard_output([tmp_path / "missing.csv", path], overwrite=False)
+        guard_output([path], overwrite=True)
+    assert (tmp_path / "p.csv").read_text() == "x"  # the guard only refuses; replacing is the caller's work
 
 
 def test_a_torn_last_metrics_line_is_dropped_and_other_bad_lines_are_named(tmp_path):

@@ -80,7 +80,7 @@ def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_p
     assert {"cls", "adv", "domain_acc", "grl_lambda", "lr"} <= set(records[-1]["train"])
     assert "target labels" in records[-1]["oracle"]["note"]
     before = (run / "checkpoints/last.pt").read_bytes()
-    with pytest.raises(RunDirError, match="already exists and is not empty; pass --resume"):
+    with pytest.raises(RunDirError, match="already exists and is not empty; pass `resume=True` to continue it"):
         dann.fit(tiny_cfg, run, data=tiny_data)
     assert (run / "checkpoints/last.pt").read_bytes() == before  # nothing already written is lost
     dann.fit(tiny_cfg, run, data=tiny_data, overwrite=True)

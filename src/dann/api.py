@@ -31,6 +31,7 @@ from .runs import (
     LAST_CHECKPOINT,
     atomic_write_bytes,
     atomic_write_text,
+    guard_output,
     load_checkpoint,
     prepare_run_dir,
 )
@@ -66,7 +67,7 @@ def fit(
     (``dann.training.distributed``)."""
     if resume:
         if out is None:
-            raise RunDirError("resume needs the run directory (--out)")
+            raise RunDirError("`resume=True` needs the run directory, `out`")
         saved = Path(out) / CONFIG_FILE
         if not saved.is_file():
             raise RunDirError(f"cannot resume: {saved} does not exist")
@@ -81,7 +82,7 @@ def fit(
     if method.needs_init and not cfg.model.init_from:
         raise ConfigError(
             f"method {cfg.method.name!r} adapts a trained source model: name its run directory with "
-            "model.init_from (--init-from RUN), e.g. a source_only run on the same classes"
+            "model.init_from, e.g. a source_only run on the same classes"
         )
     if cfg.model.init_from and not resume:
         init_from_run(net, cfg.model.init_from, data)
@@ -135,10 +136,15 @@ def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
     return build(run_dir, data)
 
 
-def compare(run_dirs: list[str | Path], out: str | Path | None = None, validator: str | None = None) -> str:
-    """Runs side by side, ranked by one validator: a Markdown table; with ``out`` also one HTML page."""
+def compare(
+    run_dirs: list[str | Path], out: str | Path | None = None, validator: str | None = None, overwrite: bool = False
+) -> str:
+    """Runs side by side, ranked by one validator: a Markdown table; with ``out`` also one HTML page (an existing
+    ``out`` is replaced only with ``overwrite``: ``OutputExistsError``)."""
     from .reporting.report import compare_runs
 
+    if out is not None:
+        guard_output([out], overwrite)
     return compare_runs(run_dirs, out, validator)
 
 
@@ -190,8 +196,7 @@ def evaluate(
     class folders or a list file with labels). With ``out_dir``: writes metrics.json, confusion.csv and
     confusion.png there (existing files are replaced only with ``overwrite``)."""
     files = [Path(out_dir) / name for name in ("metrics.json", "confusion.csv", "confusion.png")] if out_dir else []
-    if any(f.exists() for f in files) and not overwrite:
-        raise RunDirError(f"{out_dir} already holds evaluation files; pass --overwrite to replace them")
+    guard_output(files, overwrite)
     model = load_run(run_dir, checkpoint_path(checkpoint))
     domain = _domain(model, data_path, labeled=True, skip_bad=skip_bad)
     if domain.y is None:
@@ -227,8 +232,7 @@ def predict(
     searched recursively, or a list file): path, predicted_class, confidence, then class_i, prob_i for the
     ``top_k`` most probable classes (fewer when the model has fewer classes)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
+    guard_output([out], overwrite)
     model = load_run(run_dir, checkpoint_path(checkpoint))
     domain = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
     probs, index = _predictions(model, domain, data_path)

@@ -13,13 +13,14 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError, DannError, OutputError, RunDirError, UnsafeFileError
+from .errors import CheckpointError, DannError, OutputError, OutputExistsError, RunDirError, UnsafeFileError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -241,12 +242,27 @@ def reconcile_best(run_dir: str | Path, resumed: Checkpoint, selection: dict[str
     )
 
 
+def guard_output(
+    paths: Sequence[str | Path], overwrite: bool, label: str = "", advice: str = "pass `overwrite=True` to replace it"
+) -> None:
+    """The one guard of every command that writes (train's run directory, evaluate, predict, compare): unless
+    ``overwrite``, refuse when any of ``paths`` exists, a file or a folder with anything in it. Raises
+    ``OutputExistsError`` naming the first such path (after ``label``), then ``advice``. Call it before any work."""
+    if overwrite:
+        return
+    for path in map(Path, paths):
+        if path.is_dir() and any(path.iterdir()):
+            raise OutputExistsError(f"{label}{path} already exists and is not empty; {advice}")
+        if path.exists() and not path.is_dir():
+            raise OutputExistsError(f"{label}{path} already exists; {advice}")
+
+
 def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Create (or check, on resume) a run directory. An existing non-empty directory is refused unless
     ``resume`` (continue it) or ``overwrite`` (delete it first) is given."""
     path = Path(path)
     if resume and overwrite:
-        raise RunDirError("--resume and --overwrite exclude each other")
+        raise RunDirError("`resume=True` and `overwrite=True` exclude each other")
     if resume:
         if not any((path / name).is_file() for name in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
             raise RunDirError(f"cannot resume: {path / LAST_CHECKPOINT} does not exist")
@@ -255,12 +271,9 @@ def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = Fa
         return path
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {path} exists and is not a directory")
+    advice = "pass `resume=True` to continue it, `overwrite=True` to replace it, or choose another `out`"
+    guard_output([path], overwrite, "run directory ", advice)
     if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {path} already exists and is not empty; pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out"
-            )
         shutil.rmtree(path)
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -144,10 +144,7 @@ def _answer(run: RunSummary, diag: dict | None) -> Section:
     """The short answer: which checkpoint to use, and what says whether adaptation helped (no target labels)."""
     sel = run.selected
     blocks: list = []
-    blocks.append(
-        f"**Checkpoint to use: `{LAST_CHECKPOINT}`** (step {run.last['step']}, the end of training): in the selection "
-        "benchmark (README), no validator's pick within one run beat the last checkpoint on average."
-    )
+    blocks.append(f"**Checkpoint to use: `{LAST_CHECKPOINT}`** (step {run.last['step']}, the end of training).")
     if sel is not None:
         blocks.append(
             f"The `{run.validator}` validator (no target labels) prefers step {sel['step']}, kept as "

@@ -139,15 +139,15 @@ def image_domain(folder: str, backbone: str, workers: int | None = None) -> Imag
     """The images of ``folder`` (class subfolders), at the backbone's bench input size, with the default loader
     settings (``data.pin_memory``; ``data.num_workers`` unless ``workers`` is given)."""
     if not Path(folder).is_dir():
-        raise DannError(f"dann bench: --images {folder} is not a folder (expected class subfolders of images)")
+        raise DannError(f"`images` {folder} is not a folder (expected class subfolders of images)")
     if workers is not None and workers < 0:
-        raise DannError(f"dann bench: --workers must be >= 0, got {workers}")
+        raise DannError(f"`workers` must be >= 0, got {workers}")
     cfg = DataConfig(
         source=folder, target=folder, val_fraction=0.0, image_size=INPUTS[backbone][1], num_workers=workers
     )
     domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
     if not isinstance(domain, ImageDomain):
-        raise DannError(f"dann bench: --images {folder} holds no image files")
+        raise DannError(f"`images` {folder} holds no image files")
     return domain
 
 
@@ -173,9 +173,9 @@ def run_bench(
     ``images``: a folder of class subfolders to stream both domains from (at the backbone's input size), instead of
     tensors in memory, with ``workers`` DataLoader workers per loader (None: the trainer's default)."""
     if backbone not in INPUTS:
-        raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
+        raise DannError(f"unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0:
-        raise DannError("dann bench: --batch-size, --steps and --rounds must be >= 1 and --warmup >= 0")
+        raise DannError("`batch_size`, `steps` and `rounds` must be >= 1 and `warmup` >= 0")
     dev = resolve_device(device)
     amp = Precision(precision, dev, channels_last)
     folder = image_domain(images, backbone, workers) if images else None
