@@ -9,6 +9,7 @@ from dann.errors import ConfigError
 from dann.methods import create_method
 from dann.methods.base import Batch
 from dann.models import create_network
+from dann.reporting.report import initial_network
 from dann.runs import load_checkpoint
 from dann.training.precision import Precision
 from dann.training.seeds import derive_seed
@@ -100,3 +101,49 @@ def test_channels_last_gives_the_contiguous_loss():
 def test_speed_options_are_validated(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+def test_fp16_gradients_are_unscaled_before_they_are_clipped(tiny_cfg, tiny_data, monkeypatch):
+    """optim.grad_clip under fp16: the GradScaler multiplies the loss by 2**16, so clipping must come after
+    unscaling. One plain SGD step moves the weights by exactly lr × grad_clip when the gradient is larger than that;
+    clipping the scaled gradient would move them 2**16 times less, not clipping at all far more."""
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        norm = clip(params, max_norm, *args, **kwargs)
+        norms.append(norm.item())
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    cfg = replace(
+        tiny_cfg,
+        optim={"grad_clip": 1e-3, "lr": 0.5, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
+        train={"precision": "fp16", "steps": 1, "eval_every": 1},
+    )
+    result = dann.fit(cfg, data=tiny_data)
+    init = weights(initial_network(result.config, tiny_data))  # the network fit started from
+    step = torch.cat([(value - init[key]).flatten() for key, value in weights(result.net).items()])
+    assert len(norms) == 1 and 1e-3 < norms[0] < 100  # the unscaled gradient norm: about 1, not 2**16 times that
+    assert step.norm().item() == pytest.approx(0.5 * 1e-3, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_compiling_the_backbone_trains_the_same_weights_under_the_same_names(tiny_cfg, tiny_data, monkeypatch):
+    """train.compile=true compiles the MLP backbone in place (TorchDynamo; the AOTAutograd backend here, which
+    compiles forward and backward like the default one without spending a minute generating C++): training runs
+    through the compiled module, the checkpoint's parameter names are the plain ones, and the weights match."""
+    compile_module, compiled = torch.nn.Module.compile, []
+
+    def cheaper(self, *args, **kwargs):
+        compiled.append(self)
+        return compile_module(self, *args, **(kwargs | {"backend": "aot_eager"}))
+
+    monkeypatch.setattr(torch.nn.Module, "compile", cheaper)
+    cfg = replace(tiny_cfg, train={"steps": 6, "eval_every": 6})
+    fast = dann.fit(replace(cfg, train={"compile": True}), data=tiny_data).net
+    assert compiled == [fast.backbone] and fast.backbone._compiled_call_impl is not None
+    plain = weights(dann.fit(cfg, data=tiny_data).net)
+    assert weights(fast).keys() == plain.keys()  # no "_orig_mod." prefix: checkpoints load either way
+    for key, value in weights(fast).items():
+        torch.testing.assert_close(value, plain[key], rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ import dann
 from dann.config import replace
 from dann.data import Domain, make_domain_data
 from dann.errors import ConfigError, DannError, RunDirError
+from dann.training import trainer as trainer_module
 
 
 def weights(net):
@@ -88,10 +89,47 @@ def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_p
         dann.fit(out=tmp_path / "other", data=tiny_data, resume=True)
 
 
-def test_lr_follows_the_schedule_and_backbone_multiplier(tiny_cfg, tiny_data):
+def optimizers_of(monkeypatch) -> list[torch.optim.Optimizer]:
+    """The optimizers the trainer builds from now on (to read their parameter groups after training)."""
+    built, build = [], trainer_module.build_optimizer
+
+    def spy(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", spy)
+    return built
+
+
+def test_lr_follows_the_schedule_and_backbone_multiplier(tiny_cfg, tiny_data, monkeypatch):
+    """The learning rates the optimizer used at the last step, not the logged one: the paper's annealing of lr at
+    p = 11/12, times 0.5 on exactly the backbone's parameters."""
+    built = optimizers_of(monkeypatch)
     cfg = replace(tiny_cfg, optim={"backbone_lr_mult": 0.5, "lr": 0.1}, train={"log_every": 12, "eval_every": 12})
-    last = dann.fit(cfg, data=tiny_data).history[-1]["train"]
-    assert last["lr"] == pytest.approx(0.1 / (1 + 10 * 11 / 12) ** 0.75)
+    result = dann.fit(cfg, data=tiny_data)
+    lr = 0.1 / (1 + 10 * 11 / 12) ** 0.75
+    assert result.history[-1]["train"]["lr"] == pytest.approx(lr)
+    backbone, rest = built[0].param_groups
+    assert backbone["lr"] == pytest.approx(0.5 * lr) and rest["lr"] == pytest.approx(lr)
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in result.net.backbone.parameters()}
+    assert len(backbone["params"]) + len(rest["params"]) == len(list(result.net.parameters()))
+
+
+@pytest.mark.filterwarnings("ignore::dann.errors.DataWarning")  # one held-out sample: no dev score
+def test_a_pretrained_backbone_learns_at_a_tenth_of_the_rate_by_default(tiny_cfg, monkeypatch, tmp_path):
+    """optim.backbone_lr_mult=null (the default): 0.1 for a backbone that starts from weights (model.pretrained or
+    model.pretrained_file), 1 for one that starts at random."""
+    import timm
+
+    torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), tmp_path / "w.pth")
+    built = optimizers_of(monkeypatch)
+    one_step = replace(tiny_cfg, model={"backbone": "test_resnet"}, train={"steps": 1, "eval_every": 1})
+    assert one_step.optim.backbone_lr_mult is None
+    for weights in (str(tmp_path / "w.pth"), ""):
+        dann.fit(replace(one_step, model={"pretrained_file": weights}), data=tiny_images(8))
+    (pretrained, fresh) = built
+    assert [g["lr"] for g in pretrained.param_groups] == pytest.approx([0.1 * one_step.optim.lr, one_step.optim.lr])
+    assert [g["lr"] for g in fresh.param_groups] == pytest.approx([one_step.optim.lr, one_step.optim.lr])
 
 
 def test_non_finite_loss_stops_with_the_steps_named(tiny_cfg, tiny_data):
