@@ -57,7 +57,7 @@ def test_fp16_gradscaler_state_is_checkpointed_and_resume_is_exact(
 
 def test_fp32_checkpoints_hold_no_scaler(tiny_cfg, tiny_data, tmp_path):
     dann.fit(replace(tiny_cfg, train={"steps": 6}), tmp_path / "run", data=tiny_data)
-    assert torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)["scaler"] is None
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt").scaler is None
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch(tiny_cfg, tiny_data):

@@ -9,6 +9,7 @@ import dann
 from dann.cli import main
 from dann.errors import OutputExistsError
 from dann.reporting.report import initial_network, summarize
+from dann.runs import load_checkpoint
 from dann.training.trainer import Trainer
 
 from .conftest import blobs
@@ -48,8 +49,8 @@ def test_train_ends_with_a_self_contained_report(runs, capsys):
     for figure in re.findall(r"\]\((report_files/\w+\.png)\)", md):
         assert (run / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((run / "report.json").read_text())
-    best = torch.load(run / "checkpoints/best.pt", weights_only=True)
-    assert summary["selected_step"] == best["step"] == summarize(run).selected["step"]
+    best = load_checkpoint(run / "checkpoints/best.pt")
+    assert summary["selected_step"] == best.step == summarize(run).selected["step"]
     assert set(summary["a_distance"]) == {"initialization", "last", "selected"}
 
 

@@ -8,6 +8,7 @@ import dann
 from dann.config import replace
 from dann.data import Domain, make_domain_data
 from dann.errors import ConfigError, DataWarning
+from dann.runs import load_checkpoint
 from dann.selection.validators import (
     VALIDATORS,
     ValidationInputs,
@@ -139,8 +140,8 @@ def test_training_records_every_validator_and_keeps_the_selected_checkpoint(tiny
         "step": chosen["step"],
         "score": chosen["validators"]["im"],
     }
-    best = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
-    assert best["step"] == chosen["step"] and best["selection"]["validator"] == "im"
+    best = load_checkpoint(tmp_path / "run/checkpoints/best.pt")
+    assert best.step == chosen["step"] and best.selection["validator"] == "im"
     assert dann.load_run(tmp_path / "run", "checkpoints/best.pt").step == chosen["step"]
 
 
@@ -240,8 +241,8 @@ def test_training_on_a_target_smaller_than_the_classes_finishes_and_warns_once(t
     fallback = [m for m in messages if m.startswith("selection.validator=class_ami has no score on this data")]
     assert len(fallback) == 1 and "best.pt is chosen by bnm" in fallback[0]
     assert all(r["selection"]["validator"] == "bnm" for r in result.history)
-    best = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
-    assert best["step"] == result.history[-1]["selection"]["step"]
+    best = load_checkpoint(tmp_path / "run/checkpoints/best.pt")
+    assert best.step == result.history[-1]["selection"]["step"]
     records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert all(r["validators"]["class_ami"] is None for r in records)  # null in the file
     from dann.reporting.report import build_report, summarize

@@ -7,6 +7,7 @@ import dann
 from dann.config import replace
 from dann.data import Domain, make_domain_data
 from dann.errors import ConfigError, DannError, RunDirError
+from dann.runs import load_checkpoint
 from dann.training import trainer as trainer_module
 
 
@@ -61,15 +62,15 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(
 ):
     full = dann.fit(tiny_cfg, tmp_path / "full", data=tiny_data)
     crash_after_first_checkpoint(dann.fit, tiny_cfg, tmp_path / "crashed", data=tiny_data)
-    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["step"] == 6
+    assert load_checkpoint(tmp_path / "crashed/checkpoints/last.pt").step == 6
     resumed = dann.fit(out=tmp_path / "crashed", data=tiny_data, resume=True)
     assert_same(weights(full.net), weights(resumed.net))
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed/metrics.jsonl").read_text().splitlines()]
     assert steps == [6, 12]
     assert resumed.history[-1]["oracle"] == full.history[-1]["oracle"]
     assert resumed.history[-1]["selection"] == full.history[-1]["selection"]  # best.pt survives the crash
-    best = torch.load(tmp_path / "crashed/checkpoints/best.pt", weights_only=True)
-    assert best["step"] == full.history[-1]["selection"]["step"]
+    best = load_checkpoint(tmp_path / "crashed/checkpoints/best.pt")
+    assert best.step == full.history[-1]["selection"]["step"]
 
 
 def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_path):
