@@ -166,7 +166,9 @@ def _domain(model: TrainedModel, data_path: str | Path, labeled: bool, skip_bad:
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
     transform = eval_transform(model.image)
-    pipeline = Pipeline(model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip)
+    pipeline = Pipeline(
+        model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip, "pass `skip_bad=True`"
+    )
     return ImageDomain(images.paths, y, pipeline, images.origin)
 
 

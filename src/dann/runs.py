@@ -117,7 +117,8 @@ def refused_as_unsafe(error: Exception) -> bool:
     """Whether ``torch.load(weights_only=True)`` refused a file because it holds pickled objects other than tensors
     and plain data (a file that could run code), rather than because its bytes are damaged. The one place that reads
     torch's wording (``RISKY_PICKLE``)."""
-    return isinstance(error, pickle.UnpicklingError) and bool(RISKY_PICKLE.search(str(error)))
+    unpickler_says = str(error).split("WeightsUnpickler error:")[-1]  # after torch's general advice, if any
+    return isinstance(error, pickle.UnpicklingError) and bool(RISKY_PICKLE.search(unpickler_says))
 
 
 def load_weights_only(

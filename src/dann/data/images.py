@@ -72,6 +72,7 @@ class Pipeline:
     pin_memory: bool = False
     persistent_workers: bool = False
     skip_bad: bool = False
+    skip_hint: str = "set data.skip_bad_images=true"  # how to skip unreadable files where this pipeline is used
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
@@ -178,7 +179,7 @@ class ImageDomain(Dataset):
     def check(self, bad: list[tuple[int, str]]) -> None:
         """Raise for the first unreadable file of a batch, or with ``skip_bad`` remember them all."""
         if bad and not self.pipeline.skip_bad:
-            raise DataError(f"{bad[0][1]}; set data.skip_bad_images=true to skip unreadable files")
+            raise DataError(f"{bad[0][1]}; {self.pipeline.skip_hint} to skip unreadable files")
         self.bad.update(self.paths[i] for i, _ in bad)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
