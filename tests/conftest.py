@@ -19,15 +19,13 @@ def blobs(n: int, shift: float, seed: int, dims: int = 4) -> tuple[np.ndarray, n
     return x.astype(np.float32), y
 
 
-@pytest.fixture
-def tiny_data():
+def tiny_domains():
     x_s, y_s = blobs(80, 0.0, 0)
     x_t, y_t = blobs(60, 1.5, 1)
     return make_domain_data(as_domain(x_s, y_s), as_domain(x_t, y_t), val_fraction=0.2)
 
 
-@pytest.fixture
-def tiny_cfg():
+def tiny_config():
     """A config that trains the `mlp` backbone for a few steps on the CPU."""
     return load_config(
         values={
@@ -43,6 +41,16 @@ def tiny_cfg():
             },
         }
     )
+
+
+@pytest.fixture
+def tiny_data():
+    return tiny_domains()
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config()
 
 
 @pytest.fixture

@@ -372,7 +372,7 @@ ROWS = [
     Row(
         "shot without a trained start",
         lambda f: f.train("--method", "shot"),
-        "method 'shot' adapts a trained source model: name its run directory with model.init_from (--init-from RUN)",
+        "method 'shot' adapts a trained source model: name its run directory with model.init_from",
     ),
     Row(
         "--init-from a folder with no run",
@@ -527,15 +527,13 @@ ROWS = [
     Row(
         "truncated checkpoint",
         lambda f: ["evaluate", "--run", f.run(lambda r: _truncate(r / runs.LAST_CHECKPOINT)), "--data", f.tgt],
-        "checkpoint TMP/done/checkpoints/last.pt is truncated or corrupt (PytorchStreamReader failed reading zip "
-        "archive: failed finding central directory)",
+        "checkpoint TMP/done/checkpoints/last.pt is truncated or corrupt (",  # then torch's words, whatever they are
     ),
     Row(
         "checkpoint carrying a pickled object",
         lambda f: ["evaluate", "--run", f.run(_plant_pickle), "--data", f.tgt],
         "refused to load checkpoint TMP/done/checkpoints/last.pt: it holds Python objects other than tensors and "
-        "plain data, which could run code when loaded (Unsupported global: GLOBAL exec was not an allowed "
-        "global by default); nothing in it was run",
+        "plain data, which could run code when loaded (",  # then torch's words; test_safe_loading checks the rest
     ),
     Row(
         "foreign checkpoint",

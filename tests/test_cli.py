@@ -126,3 +126,23 @@ def test_evaluate_and_predict_can_use_the_validator_selected_checkpoint(npz_file
         == 0
     )
     assert len(list(csv.DictReader(preds.open()))) == 60
+
+
+def test_library_errors_name_parameters_and_the_cli_prints_its_flags(tmp_path, capsys):
+    """The Python API's errors speak of its parameters; the CLI says the same with its flags, once."""
+    from dann.cli import as_flags
+    from dann.runs import prepare_run_dir
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("x")
+    with pytest.raises(Exception, match="pass `resume=True` to continue it, `overwrite=True` to replace it") as error:
+        prepare_run_dir(tmp_path / "run")
+    assert as_flags(str(error.value)).endswith(
+        "pass --resume to continue it, --overwrite to replace it, or choose another --out"
+    )
+    assert as_flags("`bnm` score; `batch_size` and `verify=False`") == "`bnm` score; --batch-size and --no-verify"
+    assert main(["bench", "--images", str(tmp_path / "nowhere"), "--steps", "1"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"dann bench: error: --images {tmp_path / 'nowhere'} is not a folder (expected class subfolders of images)\n"
+    )

@@ -20,12 +20,23 @@ def test_batch_stream_covers_each_pass_once_and_is_a_pure_function_of_the_step()
     assert len(batch_indices(3, 8, 0, seed=0)) == 8  # batches larger than the domain wrap around
 
 
-def test_random_shift_moves_whole_images():
-    x = torch.zeros(2, 1, 6, 6)
-    x[:, :, 2, 3] = 1.0
+def test_random_shift_moves_whole_images_by_uniform_independent_offsets():
+    """Each image moves as a whole by (dy, dx), each uniform on {-2, ..., 2} and independent: on 5000 images every
+    one of the 25 offsets is drawn near 1/25 of the time, and the lit pixel lands where its offset says."""
+    n, side, at = 5000, 9, 4
+    x = torch.zeros(n, 2, side, side)
+    x[:, :, at, at] = 1.0  # one lit pixel in the centre of both channels: where it lands is the shift
     out = random_shift(x, 2, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and torch.all(out.sum((1, 2, 3)) == 1.0)
-    assert StepBatches(Domain(x, None), 2, 0, torch.device("cpu"), augment=True).get(0)[0].shape == (2, 1, 6, 6)
+    assert out.shape == x.shape and torch.all(out.sum((2, 3)) == 1.0)  # moved, never cut: the pixel stays inside
+    assert torch.equal(out[:, 0], out[:, 1])  # the channels of an image move together
+    rows, cols = (out[:, 0] == 1).nonzero()[:, 1:].T
+    offsets = (rows - at + 2) * 5 + (cols - at + 2)  # which of the 25 (dy, dx) each image got
+    counts = torch.bincount(offsets, minlength=25).double()
+    assert counts.min() > 0  # every offset, including the diagonal corners
+    chi2 = ((counts - n / 25) ** 2 / (n / 25)).sum().item()
+    assert chi2 < 52.6  # the 99.9% quantile of chi-square with 24 degrees of freedom: uniform, independent offsets
+    assert (rows != at).float().mean().item() == pytest.approx(0.8, abs=0.03)  # 4 of the 5 vertical offsets move
+    assert StepBatches(Domain(x[:2], None), 2, 0, torch.device("cpu"), augment=True).get(0)[0].shape == (2, 2, 9, 9)
 
 
 def test_make_domain_data_strips_target_labels_and_splits_source():

@@ -1,11 +1,29 @@
+import re
+
 from dann.cli import main
+from dann.demo import demo_methods
+from dann.runs import METRICS_FILE, read_jsonl
 
 
-def test_demo_on_moons_prints_the_table_and_draws_the_boundaries(tmp_path, capsys):
+def test_demo_on_moons_prints_each_runs_own_numbers_and_draws_the_boundaries(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--tasks", "moons"]) == 0
     out = capsys.readouterr().out
-    assert "source_only" in out and "gain" in out and "target labels are used only" in out
+    methods = list(demo_methods())
+    assert [line.split()[:2] for line in out.splitlines() if line.endswith(" s") and "done in" in line] == [
+        ["moons", m] for m in methods
+    ]
+    row = re.compile(r"moons +(\w+) +([\d.]+)% +(?:([+-][\d.]+) pts)? +([\d.]+)% +(\d+) +\d+$")
+    printed = {m.group(1): m for m in map(row.match, out.splitlines()) if m}
+    assert list(printed) == methods
+    last = {m: read_jsonl(tmp_path / f"moons-{m}" / METRICS_FILE)[-1] for m in methods}  # what each run recorded
+    for method, m in printed.items():
+        assert m.group(2) == f"{100 * last[method]['oracle']['target_acc']:.1f}"
+        assert m.group(4) == f"{100 * last[method]['source_val']['acc']:.1f}"
+        assert int(m.group(5)) == last[method]["step"]
+        gain = last[method]["oracle"]["target_acc"] - last["source_only"]["oracle"]["target_acc"]
+        assert m.group(3) == (None if method == "source_only" else f"{100 * gain:+.1f}")
+    assert "target labels are used only to compute this column" in out
     picture = tmp_path / "moons_boundaries.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
-    assert (tmp_path / "moons-dann/checkpoints/last.pt").is_file()
+    assert f"pictures: {picture}" in out
     assert main(["demo", "--out", str(tmp_path), "--tasks", "moons"]) == 2  # never overwrites earlier runs

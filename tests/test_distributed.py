@@ -49,7 +49,7 @@ def torchrun(*args: str, processes: int = 2, ok: bool = True) -> subprocess.Comp
 
 
 def model_weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(run / LAST_CHECKPOINT)["model"]
+    return load_checkpoint(run / LAST_CHECKPOINT).model
 
 
 def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -93,7 +93,7 @@ def resume_from_step_10(run: Path, copy: Path) -> Path:
     """A copy of ``run`` as it was after its first checkpoint, as if it had died there."""
     shutil.copytree(run, copy)
     shutil.move(copy / PREV_CHECKPOINT, copy / LAST_CHECKPOINT)
-    assert load_checkpoint(copy / LAST_CHECKPOINT)["step"] == 10
+    assert load_checkpoint(copy / LAST_CHECKPOINT).step == 10
     return copy
 
 
@@ -115,13 +115,13 @@ def test_batchnorm_and_dropout_under_two_processes_evaluate_what_is_saved_and_re
     run = tmp_path / "two"
     torchrun(*args, "--out", str(run))
     state = load_checkpoint(run / LAST_CHECKPOINT)
-    rng = state["rng_ranks"]  # each process has its own RNG stream, and the checkpoint keeps all of them
+    rng = state.rng_ranks  # each process has its own RNG stream, and the checkpoint keeps all of them
     assert len(rng) == 2 and not torch.equal(rng[0]["cpu"], rng[1]["cpu"])
     # the recorded metrics are those of last.pt scored in one process (rank 0's BatchNorm statistics everywhere)
     cfg = load_config(str(run / "config.yaml"))
     data = build_data(cfg.data, cfg.model)
     net = create_network(cfg.model, data.input_shape, data.num_classes)
-    net.load_state_dict(state["model"])
+    net.load_state_dict(state.model)
     last = read_jsonl(run / METRICS_FILE)[-1]
     scores = evaluate_validators(net, data, cfg.selection.max_samples, cfg.train.eval_batch_size)
     assert last["validators"] == pytest.approx(scores, rel=1e-5, abs=1e-6)
@@ -160,7 +160,7 @@ def test_batch_level_and_source_free_methods_run_under_two_processes(tmp_path):
     torchrun(*MOONS, "--method", "shot", "--init-from", str(tmp_path / "source"), "--out", str(tmp_path / "shot"))
     for run in ("mcc", "shot"):
         assert all(torch.isfinite(v).all() for v in model_weights(tmp_path / run).values() if v.is_floating_point())
-    assert load_checkpoint(tmp_path / "shot" / LAST_CHECKPOINT)["method"]["shot"]["centres"].shape == (2, 15)
+    assert load_checkpoint(tmp_path / "shot" / LAST_CHECKPOINT).method["shot"]["centres"].shape == (2, 15)
 
 
 class ThisRankOnly(World):

@@ -221,6 +221,47 @@ def test_workers_deliver_the_same_batches(shape_folders):
         assert torch.equal(xa, xb)
 
 
+def test_a_training_view_neither_seeds_nor_moves_the_global_generators(shape_folders, monkeypatch):
+    """Augmentation draws from a generator of its own: seeding torch's global one would also seed every GPU's (and
+    leave them seeded), changing what dropout draws on the device after each image."""
+    domain = build_data(folder_cfg(shape_folders, color_jitter=0.4, vflip=0.5), TIMM).source_train
+    calls = []
+    for name in ("manual_seed", "seed", "set_rng_state"):
+        monkeypatch.setattr(torch, name, lambda *a, name=name, **k: calls.append(f"torch.{name}"))
+    for name in ("manual_seed", "manual_seed_all", "seed", "seed_all", "set_rng_state"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, name=name, **k: calls.append(f"torch.cuda.{name}"))
+    before = torch.get_rng_state()
+    views = [domain[(i, 1000 + i)][0] for i in range(6)]
+    assert calls == [] and torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(view, domain[(i, 1000 + i)][0]) for i, view in enumerate(views))  # a pure function of seed
+    assert not torch.equal(views[0], domain[(0, 999)][0])
+
+
+@pytest.mark.parametrize("keys", [{}, {"color_jitter": 0.4, "vflip": 0.5, "hflip": 0.3}, {"crop_scale": (0.05, 0.1)}])
+def test_augmentation_equals_torchvisions_transforms_seeded_the_same_way(shape_folders, keys):
+    """The crop, flips and jitter are torchvision's, with their parameters drawn as torchvision draws them: from a
+    local generator here, from the (seeded) global one in torchvision."""
+    from torchvision.transforms import v2
+
+    from dann.data.images import load_rgb
+    from dann.data.transforms import ToNormalizedTensor, train_transform
+
+    cfg = folder_cfg(shape_folders, **keys)
+    image = resolve_image_config(cfg, TIMM)
+    ops = [v2.RandomResizedCrop(image.size, scale=cfg.crop_scale, antialias=True)]
+    ops += [v2.RandomHorizontalFlip(cfg.hflip)] if cfg.hflip else []
+    ops += [v2.RandomVerticalFlip(cfg.vflip)] if cfg.vflip else []
+    ops += [v2.ColorJitter(cfg.color_jitter, cfg.color_jitter, cfg.color_jitter)] if cfg.color_jitter else []
+    reference = v2.Compose([*ops, ToNormalizedTensor(image.mean, image.std)])
+    ours = train_transform(image, cfg)
+    img = load_rgb(read_images(shape_folders["source"]).paths[0])
+    for seed in range(20):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            expected = reference(img)
+        assert torch.equal(ours(img, torch.Generator().manual_seed(seed)), expected), seed
+
+
 def test_class_balanced_batches():
     y = torch.tensor([0] * 90 + [1] * 10)
     balance = ClassBalance(y)

@@ -2,6 +2,7 @@
 predict; a local pretrained file; each bad input gets one line naming the file or folder (exit 2)."""
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -11,7 +12,8 @@ from PIL import Image
 
 import dann
 from dann.cli import main
-from dann.data import read_images
+from dann.data import build_data, read_images
+from dann.errors import DataError
 
 FAST = [
     "--backbone", "test_resnet", "--steps", "6", "--quiet",
@@ -47,7 +49,7 @@ def test_train_evaluate_predict_on_folders(run, shape_folders, tmp_path, capsys)
     assert rows[0] == ["true \\ predicted", "circle", "square", "triangle"]
     assert [sum(map(int, r[1:])) for r in rows[1:]] == [6, 6, 6]
     assert main(["evaluate", "--run", str(run), "--data", str(shape_folders["target"])]) == 2
-    assert "already holds evaluation files; pass --overwrite" in capsys.readouterr().err
+    assert f"{out_dir / 'metrics.json'} already exists; pass --overwrite to replace it" in capsys.readouterr().err
 
     preds = tmp_path / "preds.csv"
     assert main(["predict", "--run", str(run), "--images", str(shape_folders["target"]), "--out", str(preds)]) == 0
@@ -120,13 +122,40 @@ def test_unreadable_and_oversized_images_are_named(run, shape_folders, tmp_path,
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     args = ["predict", "--run", str(run), "--images", str(folder), "--out", str(tmp_path / "p.csv")]
     assert main(args) == 2
-    assert f"{bad}: cannot read this image file" in capsys.readouterr().err
+    assert f"{bad}: cannot read this image file (" in (err := capsys.readouterr().err)
+    assert err.endswith("; pass --skip-bad-images to skip unreadable files\n")  # a flag of predict, not a config key
+    with pytest.raises(DataError, match=r"; pass `skip_bad=True` to skip unreadable files$"):  # the API's parameter
+        dann.predict(run, folder, tmp_path / "p.csv")
     assert main([*args, "--skip-bad-images"]) == 0
     assert f"skipped 1 unreadable image file(s): {bad}" in capsys.readouterr().err
     assert len(list(csv.DictReader((tmp_path / "p.csv").open()))) == 17
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     assert main(["evaluate", "--run", str(run), "--data", str(folder), "--out-dir", str(tmp_path / "e")]) == 2
     assert "refused by Pillow's decompression-bomb guard" in capsys.readouterr().err
+
+
+def test_an_evaluation_batch_of_only_unreadable_files_is_skipped(run, shape_folders, tmp_path):
+    """18 files in batches of 4: the last batch holds two files, both corrupt. Evaluation (the trainer's, evaluate's)
+    skips it as training skips bad files, instead of running the network on an empty batch."""
+    from dann.evaluation.metrics import evaluate_domain, predict_batches
+
+    folder = tmp_path / "target"
+    shutil.copytree(shape_folders["target"], folder)
+    bad = sorted((folder / "triangle").iterdir())[-2:]
+    for path in bad:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n corrupt")
+    cfg = dataclasses.replace(dann.load_run(run).config.data, target=str(folder), skip_bad_images=True)
+    domain = build_data(cfg, dann.load_run(run).config.model).target_eval
+    assert [str(p) for p in bad] == domain.paths[-2:]
+    net = dann.load_run(run).net
+    metrics = evaluate_domain(net, domain, 3, batch_size=4)
+    assert metrics["n"] == 16 and sorted(domain.bad) == [str(p) for p in bad]
+    _, index = predict_batches(net, domain.batches(4))
+    assert index.tolist() == list(range(16))
+    for path in folder.rglob("*.*"):
+        path.write_bytes(b"corrupt")
+    with pytest.raises(DataError, match=f"{folder}: none of its 18 image file\\(s\\) could be read, e.g. {folder}/"):
+        dann.predict(run, folder, tmp_path / "p.csv", skip_bad=True)
 
 
 def test_training_skips_and_counts_unreadable_files(shape_folders, tmp_path, capsys):
@@ -183,6 +212,20 @@ def test_folder_resume_reproduces_the_uninterrupted_run(shape_folders, run, tmp_
     assert main(["train", "--out", str(tmp_path / "crashed"), "--resume"]) == 0
     full, resumed = dann.load_run(run), dann.load_run(tmp_path / "crashed")
     assert resumed.step == 6 and full.net.state_dict().keys() == resumed.net.state_dict().keys()
+    assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())
+
+
+def test_folder_resume_is_exact_when_training_draws_from_the_global_generator(
+    shape_folders, tmp_path, crash_after_first_checkpoint
+):
+    """Dropout draws from the global generator, which the checkpoint restores; nothing else may draw from it in
+    between (a DataLoader iterator takes its workers' base seed from its own generator, not the global one)."""
+    dropout = ("--method", "dann", "--set", "model.dropout=0.5", "--set", "model.discriminator_dims=[16]")
+    assert train(shape_folders, tmp_path / "full", *dropout) == 0
+    crash_after_first_checkpoint(train, shape_folders, tmp_path / "crashed", *dropout)
+    assert main(["train", "--out", str(tmp_path / "crashed"), "--resume"]) == 0
+    full, resumed = dann.load_run(tmp_path / "full"), dann.load_run(tmp_path / "crashed")
+    assert resumed.step == 6 and resumed.config.model.dropout == 0.5
     assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in full.net.state_dict().items())
 
 

@@ -74,9 +74,9 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_weights(
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, f"{note}\n{err.decode()}"
     a, b = load_checkpoint(full / LAST_CHECKPOINT), load_checkpoint(crashed / LAST_CHECKPOINT)
-    assert a["step"] == b["step"] == STEPS, note
-    assert_same(a["model"], b["model"])
-    for k, state in a["optimizer"]["state"].items():
-        assert_same(state, b["optimizer"]["state"][k])
+    assert a.step == b.step == STEPS, note
+    assert_same(a.model, b.model)
+    for k, state in a.optimizer["state"].items():
+        assert_same(state, b.optimizer["state"][k])
     assert [r["step"] for r in read_jsonl(crashed / METRICS_FILE)] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
     assert not list((crashed / "checkpoints").glob(".*.tmp")), "a temporary file was left behind"

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -46,6 +47,27 @@ def test_dann_loss_equals_hand_computed_reference(weights, separate):
     torch.testing.assert_close(out.total, hand_dann_loss(net, batch, eps=0.2, lambda_adv=0.7))
     assert set(out.terms) == {"cls", "adv", "domain_acc", "grl_lambda"}
     assert out.terms["grl_lambda"] == pytest.approx(2 / (1 + math.exp(-4)) - 1)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_joint_forward_normalizes_the_mixed_batch_and_separate_forwards_each_domain(separate):
+    """With BatchNorm the two forwards differ: one forward over cat(x_s, x_t) updates the running mean once, with
+    the mixed batch's mean; two forwards update it twice, source then target (momentum 0.1 from zero)."""
+    torch.manual_seed(0)
+    net = build_network(dataclasses.replace(MODEL, batchnorm=True), MethodConfig(name="dann"), (4,), 3).train()
+    norm = next(m for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    seen = []
+    norm.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    cfg = MethodConfig(name="dann", separate_forward=separate)
+    create_method(cfg).loss(net, make_batch(), progress=0.4)
+    if separate:
+        assert [len(x) for x in seen] == [5, 7]
+        expected = 0.9 * 0.1 * seen[0].mean(0) + 0.1 * seen[1].mean(0)  # the target batch, last, weighs most
+    else:
+        assert [len(x) for x in seen] == [12]
+        expected = 0.1 * seen[0].mean(0)  # the mixed batch's mean
+    torch.testing.assert_close(norm.running_mean, expected)
+    assert norm.num_batches_tracked.item() == 1 + separate
 
 
 def test_sample_weights_change_the_classification_loss_as_a_weighted_mean():
@@ -98,17 +120,29 @@ def test_source_only_never_forwards_the_target_batch():
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_gives_a_finite_scalar_and_gradients(name):
+def test_every_method_reads_exactly_the_batches_it_declares_and_trains_the_backbone(name):
+    """The loss is a function of the source samples and labels when the method declares ``uses_source``, of the
+    target samples when it declares ``uses_target``, and of nothing else; its gradient reaches the backbone."""
     net, batch = make_net(method=name), make_batch()
     method = create_method(MethodConfig(name=name))
     if not method.uses_source:
         batch = Batch(batch.x_s[:0], batch.y_s[:0], batch.x_t)
     method.prepare(net)
-    out = method.loss(net, batch, 0.3)
-    assert out.total.shape == () and torch.isfinite(out.total)
-    out.total.backward()
+
+    def total(b: Batch) -> torch.Tensor:
+        torch.manual_seed(1)  # the same random draws (strong augmentation) for every variant of the batch
+        return method.loss(net, b, 0.3).total
+
+    out = total(batch)
+    assert out.shape == () and torch.isfinite(out)
+    moved_t = total(Batch(batch.x_s, batch.y_s, batch.x_t + 1.0))
+    assert (not torch.equal(moved_t, out)) == method.uses_target
+    if method.uses_source:
+        assert not torch.equal(total(Batch(batch.x_s + 1.0, batch.y_s, batch.x_t)), out)
+        assert not torch.equal(total(Batch(batch.x_s, (batch.y_s + 1) % 3, batch.x_t)), out)
+    out.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.backbone.parameters())
-    assert ("cls" in out.terms) == method.uses_source
+    assert ("cls" in method.loss(net, batch, 0.3).terms) == method.uses_source
 
 
 def test_unknown_method_lists_valid_names():

@@ -7,6 +7,7 @@ from dann.methods import Batch, Method, create_method
 from dann.models import create_network
 from dann.runs import LAST_CHECKPOINT, PREV_CHECKPOINT, load_checkpoint, prepare_run_dir, read_jsonl
 from dann.training import nonfinite
+from dann.training.seeds import derive_seed
 from dann.training.trainer import Trainer
 
 from .test_trainer import assert_same
@@ -44,7 +45,7 @@ class Poisoned(Method):
 
 
 def train(cfg: Config, data, run_dir=None, bad=(), inf_grad=False, resume=False):
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     net = create_network(cfg.model, data.input_shape, data.num_classes)
     run_dir = prepare_run_dir(run_dir, resume) if run_dir else None
     history = Trainer(cfg, run_dir, resume).fit(net, Poisoned(cfg, set(bad), inf_grad), data)
@@ -68,7 +69,7 @@ def test_error_names_the_step_and_terms_and_keeps_the_last_good_checkpoint(
         assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
         return
     state = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT)
-    assert state["step"] == last_good and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert state.step == last_good and all(torch.isfinite(v).all() for v in state.model.values())
 
 
 @pytest.mark.parametrize("run_dir", [None, "run"])
@@ -95,10 +96,10 @@ def test_skip_discards_exactly_the_poisoned_update(tiny_cfg, tiny_data, tmp_path
     )
     train(cfg, tiny_data, tmp_path / "run", bad={3})
     before, after = (load_checkpoint(tmp_path / "run" / name) for name in (PREV_CHECKPOINT, LAST_CHECKPOINT))
-    assert (before["step"], after["step"]) == (2, 3)
-    assert_same(before["model"], after["model"])
-    for k, state in before["optimizer"]["state"].items():
-        assert_same(state, after["optimizer"]["state"][k])
+    assert (before.step, after.step) == (2, 3)
+    assert_same(before.model, after.model)
+    for k, state in before.optimizer["state"].items():
+        assert_same(state, after.optimizer["state"][k])
     assert [r["skipped_steps"] for r in read_jsonl(tmp_path / "run/metrics.jsonl")] == [0, 0, 1]
 
 
@@ -110,7 +111,7 @@ def test_skip_without_a_non_finite_step_trains_exactly_as_error(tiny_cfg, tiny_d
 
 def test_a_skipped_first_step_leaves_the_initial_weights(tiny_cfg, tiny_data):
     cfg = replace(tiny_cfg, train={"steps": 1, "on_nonfinite": "skip"})
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     initial = create_network(cfg.model, tiny_data.input_shape, tiny_data.num_classes).state_dict()
     net, history = train(cfg, tiny_data, bad={1})
     assert_same(initial, net.state_dict())
@@ -173,7 +174,7 @@ def test_overflowing_gradients_behind_a_finite_loss_are_caught_before_saving(tin
     cfg = replace(tiny_cfg, train={"eval_every": 2, "log_every": 2})
     with pytest.raises(DannError, match=r"non-finite by step 4 although every loss was finite.*\(step 2\) is kept"):
         train(cfg, tiny_data, tmp_path / "run", bad={4}, inf_grad=True)
-    assert load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT)["step"] == 2
+    assert load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT).step == 2
     with pytest.raises(DannError, match=r"non-finite by step 2 .*saved; no checkpoint had been written yet;"):
         train(cfg, tiny_data, tmp_path / "first", bad={2}, inf_grad=True)
 

@@ -9,7 +9,10 @@ from dann.errors import ConfigError
 from dann.methods import create_method
 from dann.methods.base import Batch
 from dann.models import create_network
+from dann.reporting.report import initial_network
+from dann.runs import load_checkpoint
 from dann.training.precision import Precision
+from dann.training.seeds import derive_seed
 
 
 def weights(net):
@@ -18,7 +21,7 @@ def weights(net):
 
 def test_bf16_trains_on_the_cpu_with_finite_losses_close_to_fp32(tiny_cfg, tiny_data):
     one = replace(tiny_cfg, train={"steps": 1, "eval_every": 1, "log_every": 1})
-    torch.manual_seed(one.train.seed)
+    torch.manual_seed(derive_seed(one.train.seed, "init"))
     init = weights(create_network(one.model, tiny_data.input_shape, tiny_data.num_classes))
     fp32 = weights(dann.fit(one, data=tiny_data).net)
     bf16_run = dann.fit(replace(one, train={"precision": "bf16"}), data=tiny_data)
@@ -40,19 +43,21 @@ def test_fp16_gradscaler_state_is_checkpointed_and_resume_is_exact(
 ):
     cfg = replace(tiny_cfg, train={"precision": "fp16", "accumulate": 2})
     full = dann.fit(cfg, tmp_path / "full", data=tiny_data)
-    scaler = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=True)["scaler"]
-    assert scaler["scale"] > 0 and scaler["_growth_tracker"] == 12  # 12 steps without overflow
+    scaler = load_checkpoint(tmp_path / "full/checkpoints/last.pt").scaler
+    restored = torch.amp.GradScaler("cpu")
+    restored.load_state_dict(scaler)
+    assert restored.get_scale() == torch.amp.GradScaler("cpu").get_scale()  # 12 steps without an overflow
     crash_after_first_checkpoint(dann.fit, cfg, tmp_path / "crashed", data=tiny_data)
-    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["scaler"]["_growth_tracker"] == 6
+    assert load_checkpoint(tmp_path / "crashed/checkpoints/last.pt").scaler != scaler  # 6 steps of growth count, not 12
     resumed = dann.fit(out=tmp_path / "crashed", data=tiny_data, resume=True)
-    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["scaler"] == scaler  # restored
+    assert load_checkpoint(tmp_path / "crashed/checkpoints/last.pt").scaler == scaler  # restored, then counted on
     for key, value in weights(full.net).items():
         assert torch.equal(value, weights(resumed.net)[key]), key
 
 
 def test_fp32_checkpoints_hold_no_scaler(tiny_cfg, tiny_data, tmp_path):
     dann.fit(replace(tiny_cfg, train={"steps": 6}), tmp_path / "run", data=tiny_data)
-    assert torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)["scaler"] is None
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt").scaler is None
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch(tiny_cfg, tiny_data):
@@ -96,3 +101,49 @@ def test_channels_last_gives_the_contiguous_loss():
 def test_speed_options_are_validated(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+def test_fp16_gradients_are_unscaled_before_they_are_clipped(tiny_cfg, tiny_data, monkeypatch):
+    """optim.grad_clip under fp16: the GradScaler multiplies the loss by 2**16, so clipping must come after
+    unscaling. One plain SGD step moves the weights by exactly lr × grad_clip when the gradient is larger than that;
+    clipping the scaled gradient would move them 2**16 times less, not clipping at all far more."""
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        norm = clip(params, max_norm, *args, **kwargs)
+        norms.append(norm.item())
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    cfg = replace(
+        tiny_cfg,
+        optim={"grad_clip": 1e-3, "lr": 0.5, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
+        train={"precision": "fp16", "steps": 1, "eval_every": 1},
+    )
+    result = dann.fit(cfg, data=tiny_data)
+    init = weights(initial_network(result.config, tiny_data))  # the network fit started from
+    step = torch.cat([(value - init[key]).flatten() for key, value in weights(result.net).items()])
+    assert len(norms) == 1 and 1e-3 < norms[0] < 100  # the unscaled gradient norm: about 1, not 2**16 times that
+    assert step.norm().item() == pytest.approx(0.5 * 1e-3, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_compiling_the_backbone_trains_the_same_weights_under_the_same_names(tiny_cfg, tiny_data, monkeypatch):
+    """train.compile=true compiles the MLP backbone in place (TorchDynamo; the AOTAutograd backend here, which
+    compiles forward and backward like the default one without spending a minute generating C++): training runs
+    through the compiled module, the checkpoint's parameter names are the plain ones, and the weights match."""
+    compile_module, compiled = torch.nn.Module.compile, []
+
+    def cheaper(self, *args, **kwargs):
+        compiled.append(self)
+        return compile_module(self, *args, **(kwargs | {"backend": "aot_eager"}))
+
+    monkeypatch.setattr(torch.nn.Module, "compile", cheaper)
+    cfg = replace(tiny_cfg, train={"steps": 6, "eval_every": 6})
+    fast = dann.fit(replace(cfg, train={"compile": True}), data=tiny_data).net
+    assert compiled == [fast.backbone] and fast.backbone._compiled_call_impl is not None
+    plain = weights(dann.fit(cfg, data=tiny_data).net)
+    assert weights(fast).keys() == plain.keys()  # no "_orig_mod." prefix: checkpoints load either way
+    for key, value in weights(fast).items():
+        torch.testing.assert_close(value, plain[key], rtol=1e-5, atol=1e-6)

@@ -7,7 +7,9 @@ import torch
 
 import dann
 from dann.cli import main
+from dann.errors import OutputExistsError
 from dann.reporting.report import initial_network, summarize
+from dann.runs import load_checkpoint
 from dann.training.trainer import Trainer
 
 from .conftest import blobs
@@ -39,6 +41,7 @@ def test_train_ends_with_a_self_contained_report(runs, capsys):
     assert not re.search(r"<script|src=\"http|href=\"http", html)
     for text in ("Checkpoint to use", "checkpoints/best.pt", "proxy A-distance", "t-SNE", "Configuration"):
         assert text in html
+    assert "README" not in html  # a report speaks of its run, not of conclusions drawn elsewhere
     assert (
         "best target accuracy: uses target labels" in html and "Target accuracy by class (uses target labels)" in html
     )
@@ -46,8 +49,8 @@ def test_train_ends_with_a_self_contained_report(runs, capsys):
     for figure in re.findall(r"\]\((report_files/\w+\.png)\)", md):
         assert (run / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((run / "report.json").read_text())
-    best = torch.load(run / "checkpoints/best.pt", weights_only=True)
-    assert summary["selected_step"] == best["step"] == summarize(run).selected["step"]
+    best = load_checkpoint(run / "checkpoints/best.pt")
+    assert summary["selected_step"] == best.step == summarize(run).selected["step"]
     assert set(summary["a_distance"]) == {"initialization", "last", "selected"}
 
 
@@ -87,6 +90,16 @@ def test_compare_puts_runs_side_by_side(runs, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["compare", str(runs["dann"]), "--validator", "nope"]) == 2
     assert "unknown validator 'nope'" in capsys.readouterr().err
+
+
+def test_compare_refuses_to_replace_its_page_unless_asked(runs, tmp_path):
+    page = tmp_path / "compare.html"
+    page.write_text("mine")
+    with pytest.raises(OutputExistsError, match=f"{page} already exists; pass `overwrite=True` to replace it"):
+        dann.compare([runs["dann"]], out=page)
+    assert page.read_text() == "mine"
+    dann.compare([runs["dann"]], out=page, overwrite=True)
+    assert page.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_a_run_trained_on_arrays_in_memory_reports_without_the_feature_diagnostics(tiny_cfg, tiny_data, tmp_path):

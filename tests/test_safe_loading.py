@@ -1,20 +1,21 @@
 """Files from elsewhere never run code: checkpoints and weight files carrying pickled objects are refused, YAML is
 read with safe_load, .npz without pickle. The payload here would create a marker file if anything unpickled it."""
 
-import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import dann
 from dann.config import load_config
-from dann.errors import ConfigError, UnsafeFileError
+from dann.data import load_npz
+from dann.errors import ConfigError, DataError, UnsafeFileError
 from dann.models.backbones import load_pretrained_file
-from dann.runs import LAST_CHECKPOINT, PREV_CHECKPOINT
+from dann.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, PREV_CHECKPOINT
 
-SRC = Path(dann.__file__).parent
+from .conftest import blobs, tiny_config, tiny_domains
 
 
 class Payload:
@@ -76,17 +77,73 @@ def test_yaml_python_tags_are_never_constructed(tmp_path):
     assert not marker.exists()
 
 
-def test_every_loader_in_the_source_is_a_safe_one():
-    """An audit that fails when someone adds an unsafe load: every torch.load passes weights_only=True, YAML goes
-    through safe_load, np.load through allow_pickle=False, and pickle is never used to read."""
-    shutil.rmtree(SRC / "__pycache__", ignore_errors=True)
-    code = {path: path.read_text() for path in SRC.rglob("*.py")}
-    calls = {name: [] for name in ("torch.load", "np.load", "yaml")}
-    for path, text in code.items():
-        calls["torch.load"] += [(path, c) for c in re.findall(r"torch\.load\((.*?)\)", text, re.S)]
-        calls["np.load"] += [(path, c) for c in re.findall(r"np\.load\((.*?)\)", text, re.S)]
-        calls["yaml"] += [(path, c) for c in re.findall(r"yaml\.(\w*load\w*)\(", text)]
-        assert not re.search(r"pickle\.loads?\(|weights_only=False|allow_pickle=True", text), path
-    assert calls["torch.load"] and all("weights_only=True" in c for _, c in calls["torch.load"]), calls
-    assert calls["np.load"] and all("allow_pickle=False" in c for _, c in calls["np.load"]), calls
-    assert calls["yaml"] and all(c == "safe_load" for _, c in calls["yaml"]), calls
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished run (last.pt, prev.pt, best.pt), copied before any file is tampered with."""
+    return dann.fit(tiny_config(), tmp_path_factory.mktemp("runs") / "run", data=tiny_domains()).run_dir
+
+
+def _tampered_run(run: Path, tmp_path: Path, marker: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for name in (LAST_CHECKPOINT, PREV_CHECKPOINT, BEST_CHECKPOINT):
+        plant(copy / name, marker)
+    return copy
+
+
+def _pickled_npz(path: Path, marker: Path) -> Path:
+    np.savez(path, x=np.array([Payload(marker)], dtype=object))  # an object array: np.save pickles it
+    return path
+
+
+LOADERS = {  # every way a file from elsewhere gets read: (what raises, the call)
+    "load_run": (UnsafeFileError, lambda run, tmp, m, data: dann.load_run(run)),
+    "load_run best": (UnsafeFileError, lambda run, tmp, m, data: dann.load_run(run, BEST_CHECKPOINT)),
+    "resume": (UnsafeFileError, lambda run, tmp, m, data: dann.fit(out=run, data=data, resume=True)),
+    "init_from": (
+        UnsafeFileError,
+        lambda run, tmp, m, data: dann.fit(load_config(overrides=[f"model.init_from={run}"]), data=data),
+    ),
+    "evaluate": (UnsafeFileError, lambda run, tmp, m, data: dann.evaluate(run, _clean_npz(tmp))),
+    "predict": (UnsafeFileError, lambda run, tmp, m, data: dann.predict(run, _clean_npz(tmp), tmp / "p.csv")),
+    "report": (UnsafeFileError, lambda run, tmp, m, data: dann.build_report(run, data)),
+    "data .npz": (DataError, lambda run, tmp, m, data: load_npz(_pickled_npz(tmp / "x.npz", m))),
+    "data .npy": (DataError, lambda run, tmp, m, data: load_npz(_npy(tmp / "x.npy", m))),
+    "evaluate .npz": (
+        DataError,
+        lambda run, tmp, m, data: dann.evaluate(tmp / "clean", _pickled_npz(tmp / "x.npz", m)),
+    ),
+    "weights file": (
+        UnsafeFileError,
+        lambda run, tmp, m, data: load_pretrained_file(torch.nn.Linear(3, 2), _pth(tmp, m)),
+    ),
+}
+
+
+def _clean_npz(tmp: Path) -> Path:
+    x, y = blobs(10, 0.0, 0)
+    np.savez(tmp / "clean.npz", x=x, y=y)
+    return tmp / "clean.npz"
+
+
+def _npy(path: Path, marker: Path) -> Path:
+    np.save(path, np.array([Payload(marker)], dtype=object), allow_pickle=True)  # the attacker's side
+    return path
+
+
+def _pth(tmp: Path, marker: Path) -> str:
+    torch.save({"weight": torch.zeros(2, 3), "bias": Payload(marker)}, tmp / "w.pth")
+    return str(tmp / "w.pth")
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_every_loader_refuses_a_pickled_payload_without_running_it(name, finished, tiny_data, tmp_path):
+    """Behaviour, not a reading of the source: each entry point that reads a checkpoint, a weight file or an array
+    file is handed one carrying a pickled object whose unpickling would create ``marker``."""
+    marker = tmp_path / "PWNED"
+    error, load = LOADERS[name]
+    shutil.copytree(finished, tmp_path / "clean")
+    run = _tampered_run(finished, tmp_path, marker)
+    with pytest.raises(error):
+        load(run, tmp_path, marker, tiny_data)
+    assert not marker.exists()

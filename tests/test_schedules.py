@@ -36,3 +36,27 @@ def test_grl_schedules_are_monotone(name):
 def test_progress_outside_unit_interval_is_refused(p):
     with pytest.raises(ValueError, match="progress"):
         grl_lambda(p)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "hi", "gamma"), [("ganin", 1.0, 10.0), ("ganin", 0.5, 5.0), ("constant", 0.3, 10.0)]
+)
+def test_the_trainer_applies_the_grl_schedule_at_each_steps_progress(tiny_cfg, tiny_data, schedule, hi, gamma):
+    """The λ each step's loss used, as logged (one step per log window), against the paper's formula written out:
+    step s of S runs at progress p = s / S, and λ(p) = hi · (2 / (1 + exp(−γ p)) − 1) (the schedule of Ganin et
+    al., JMLR 2016, scaled by grl_hi), or hi throughout for the constant schedule."""
+    import dann
+    from dann.config import replace
+
+    steps = 6
+    cfg = replace(
+        tiny_cfg,
+        method={"grl_schedule": schedule, "grl_hi": hi, "grl_gamma": gamma},
+        train={"steps": steps, "eval_every": 1, "log_every": 1},
+    )
+    history = dann.fit(cfg, data=tiny_data).history
+    for record in history:
+        p = (record["step"] - 1) / steps
+        expected = hi * (2 / (1 + math.exp(-gamma * p)) - 1) if schedule == "ganin" else hi
+        assert record["train"]["grl_lambda"] == pytest.approx(expected, rel=1e-6, abs=1e-9), record["step"]
+    assert [r["step"] for r in history] == list(range(1, steps + 1))

@@ -212,6 +212,17 @@ def test_validator_scorers_read_the_unlabeled_target_rows_of_the_fold(fitted, do
         scorer(fitted, x_s, y_s)
 
 
+def test_scorers_equal_what_the_estimators_public_outputs_say(fitted, domains):
+    """Computed without the validator machinery: ``source_acc`` is scikit-learn's accuracy on the fold's source
+    rows, ``entropy`` minus the mean entropy of ``predict_proba`` on its target rows."""
+    x_s, y_s, x_t = domains
+    X, y = stacked(x_s[:30], y_s[:30], x_t)
+    assert make_validator_scorer("source_acc")(fitted, X, y) == pytest.approx(fitted.score(x_s[:30], y_s[:30]))
+    p = fitted.predict_proba(x_t)
+    expected = np.mean(np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=1))
+    assert make_validator_scorer("entropy")(fitted, X, y) == pytest.approx(expected, rel=1e-5)
+
+
 def test_a_scorer_is_its_validator_on_the_target_rows(fitted, domains):
     x_s, y_s, x_t = domains
     f_t, logits_t, _ = embed(fitted.net_, torch.from_numpy(x_t))

@@ -7,6 +7,8 @@ import dann
 from dann.config import replace
 from dann.data import Domain, make_domain_data
 from dann.errors import ConfigError, DannError, RunDirError
+from dann.runs import load_checkpoint
+from dann.training import trainer as trainer_module
 
 
 def weights(net):
@@ -60,15 +62,15 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(
 ):
     full = dann.fit(tiny_cfg, tmp_path / "full", data=tiny_data)
     crash_after_first_checkpoint(dann.fit, tiny_cfg, tmp_path / "crashed", data=tiny_data)
-    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["step"] == 6
+    assert load_checkpoint(tmp_path / "crashed/checkpoints/last.pt").step == 6
     resumed = dann.fit(out=tmp_path / "crashed", data=tiny_data, resume=True)
     assert_same(weights(full.net), weights(resumed.net))
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed/metrics.jsonl").read_text().splitlines()]
     assert steps == [6, 12]
     assert resumed.history[-1]["oracle"] == full.history[-1]["oracle"]
     assert resumed.history[-1]["selection"] == full.history[-1]["selection"]  # best.pt survives the crash
-    best = torch.load(tmp_path / "crashed/checkpoints/best.pt", weights_only=True)
-    assert best["step"] == full.history[-1]["selection"]["step"]
+    best = load_checkpoint(tmp_path / "crashed/checkpoints/best.pt")
+    assert best.step == full.history[-1]["selection"]["step"]
 
 
 def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_path):
@@ -80,7 +82,7 @@ def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_p
     assert {"cls", "adv", "domain_acc", "grl_lambda", "lr"} <= set(records[-1]["train"])
     assert "target labels" in records[-1]["oracle"]["note"]
     before = (run / "checkpoints/last.pt").read_bytes()
-    with pytest.raises(RunDirError, match="already exists and is not empty; pass --resume"):
+    with pytest.raises(RunDirError, match="already exists and is not empty; pass `resume=True` to continue it"):
         dann.fit(tiny_cfg, run, data=tiny_data)
     assert (run / "checkpoints/last.pt").read_bytes() == before  # nothing already written is lost
     dann.fit(tiny_cfg, run, data=tiny_data, overwrite=True)
@@ -88,10 +90,47 @@ def test_run_directory_files_and_refusal_to_overwrite(tiny_cfg, tiny_data, tmp_p
         dann.fit(out=tmp_path / "other", data=tiny_data, resume=True)
 
 
-def test_lr_follows_the_schedule_and_backbone_multiplier(tiny_cfg, tiny_data):
+def optimizers_of(monkeypatch) -> list[torch.optim.Optimizer]:
+    """The optimizers the trainer builds from now on (to read their parameter groups after training)."""
+    built, build = [], trainer_module.build_optimizer
+
+    def spy(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", spy)
+    return built
+
+
+def test_lr_follows_the_schedule_and_backbone_multiplier(tiny_cfg, tiny_data, monkeypatch):
+    """The learning rates the optimizer used at the last step, not the logged one: the paper's annealing of lr at
+    p = 11/12, times 0.5 on exactly the backbone's parameters."""
+    built = optimizers_of(monkeypatch)
     cfg = replace(tiny_cfg, optim={"backbone_lr_mult": 0.5, "lr": 0.1}, train={"log_every": 12, "eval_every": 12})
-    last = dann.fit(cfg, data=tiny_data).history[-1]["train"]
-    assert last["lr"] == pytest.approx(0.1 / (1 + 10 * 11 / 12) ** 0.75)
+    result = dann.fit(cfg, data=tiny_data)
+    lr = 0.1 / (1 + 10 * 11 / 12) ** 0.75
+    assert result.history[-1]["train"]["lr"] == pytest.approx(lr)
+    backbone, rest = built[0].param_groups
+    assert backbone["lr"] == pytest.approx(0.5 * lr) and rest["lr"] == pytest.approx(lr)
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in result.net.backbone.parameters()}
+    assert len(backbone["params"]) + len(rest["params"]) == len(list(result.net.parameters()))
+
+
+@pytest.mark.filterwarnings("ignore::dann.errors.DataWarning")  # one held-out sample: no dev score
+def test_a_pretrained_backbone_learns_at_a_tenth_of_the_rate_by_default(tiny_cfg, monkeypatch, tmp_path):
+    """optim.backbone_lr_mult=null (the default): 0.1 for a backbone that starts from weights (model.pretrained or
+    model.pretrained_file), 1 for one that starts at random."""
+    import timm
+
+    torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), tmp_path / "w.pth")
+    built = optimizers_of(monkeypatch)
+    one_step = replace(tiny_cfg, model={"backbone": "test_resnet"}, train={"steps": 1, "eval_every": 1})
+    assert one_step.optim.backbone_lr_mult is None
+    for weights in (str(tmp_path / "w.pth"), ""):
+        dann.fit(replace(one_step, model={"pretrained_file": weights}), data=tiny_images(8))
+    (pretrained, fresh) = built
+    assert [g["lr"] for g in pretrained.param_groups] == pytest.approx([0.1 * one_step.optim.lr, one_step.optim.lr])
+    assert [g["lr"] for g in fresh.param_groups] == pytest.approx([one_step.optim.lr, one_step.optim.lr])
 
 
 def test_non_finite_loss_stops_with_the_steps_named(tiny_cfg, tiny_data):

@@ -149,7 +149,7 @@ def test_a_killed_tune_continues_where_it_stopped(tuned, tmp_path, monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         dann.tune(moons(), out, progress=False, **GRID)
     assert fits == [(NAMES[1], False), (NAMES[2], False)]  # the control is reused; NAMES[1] trained afresh
-    assert load_checkpoint(out / "runs" / NAMES[2] / LAST_CHECKPOINT)["step"] == 15
+    assert load_checkpoint(out / "runs" / NAMES[2] / LAST_CHECKPOINT).step == 15
     monkeypatch.setattr(Trainer, "_save", save)
     fits.clear()
     result = dann.tune(moons(), out, **GRID)
@@ -237,10 +237,10 @@ def test_regularized_entries_and_shot_from_the_control(tmp_path):
     control, shot = (
         load_checkpoint(out / "runs" / name / LAST_CHECKPOINT) for name in ("source_only", "shot-l0.3-lr0.05")
     )
-    assert shot["config"]["model"]["init_from"] == str((out / "runs" / "source_only").resolve())
-    heads = [k for k in control["model"] if k.startswith("head.")]
-    assert heads and all(torch.equal(control["model"][k], shot["model"][k]) for k in heads)  # SHOT keeps its head
-    assert not all(torch.equal(control["model"][k], shot["model"][k]) for k in control["model"])  # ... and adapts
+    assert shot.config["model"]["init_from"] == str((out / "runs" / "source_only").resolve())
+    heads = [k for k in control.model if k.startswith("head.")]
+    assert heads and all(torch.equal(control.model[k], shot.model[k]) for k in heads)  # SHOT keeps its head
+    assert not all(torch.equal(control.model[k], shot.model[k]) for k in control.model)  # ... and adapts
 
 
 def test_a_diverged_grid_point_is_recorded_and_the_search_goes_on(tmp_path, capsys):

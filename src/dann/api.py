@@ -19,7 +19,7 @@ from .data.domains import check_labels
 from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
 from .data.images import Pipeline
 from .data.scales import check_scales
-from .data.transforms import eval_transform
+from .data.transforms import Unaugmented, eval_transform
 from .errors import ConfigError, DataError, DataWarning, RunDirError
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
@@ -33,10 +33,12 @@ from .runs import (
     PREV_CHECKPOINT,
     atomic_write_bytes,
     atomic_write_text,
+    guard_output,
     load_checkpoint,
     prepare_run_dir,
 )
 from .training.distributed import World, local_device
+from .training.seeds import derive_seed
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer, resolve_device
 
@@ -75,10 +77,10 @@ def fit(
     files (``dann.training.distributed``). Raises ``ConfigError`` for ``control`` without ``out`` or on a source-only
     run."""
     if control and out is None:
-        raise ConfigError("control=True trains the source-only control into out/control: give the run directory (out)")
+        raise ConfigError("`control=True` trains the control into out/control: give the run directory `out`")
     if resume:
         if out is None:
-            raise RunDirError("resume needs the run directory (--out)")
+            raise RunDirError("`resume=True` needs the run directory, `out`")
         saved = Path(out) / CONFIG_FILE
         if not saved.is_file():
             raise RunDirError(f"cannot resume: {saved} does not exist")
@@ -89,13 +91,13 @@ def fit(
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, data.input_shape), method=resolve_method(cfg.method))
     if control and cfg.method.name == CONTROL_METHOD:
         raise ConfigError(f"this run is the source-only control already (method.name={CONTROL_METHOD}): drop control")
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
     if method.needs_init and not cfg.model.init_from:
         raise ConfigError(
             f"method {cfg.method.name!r} adapts a trained source model: name its run directory with "
-            "model.init_from (--init-from RUN), e.g. a source_only run on the same classes"
+            "model.init_from, e.g. a source_only run on the same classes"
         )
     if cfg.model.init_from and not resume:
         init_from_run(net, cfg.model.init_from, data)
@@ -130,7 +132,7 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
     if not path.is_file():
         raise ConfigError(f"{where}: no trained run there ({path} does not exist)")
     state = load_checkpoint(path)
-    meta = state["meta"]
+    meta = state.meta
     if list(meta["classes"]) != list(data.classes):
         raise ConfigError(f"{where}: its classes {list(meta['classes'])} differ from this data's {list(data.classes)}")
     if tuple(meta["input_shape"]) != tuple(data.input_shape):
@@ -138,7 +140,7 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
             f"{where}: it was trained on inputs of shape {tuple(meta['input_shape'])}, this data has "
             f"{tuple(data.input_shape)}"
         )
-    own, saved = net.state_dict(), state["model"]
+    own, saved = net.state_dict(), state.model
     fits = {k: v for k, v in saved.items() if k in own and v.shape == own[k].shape}
     wrong = [k for k in own if not k.startswith("discriminator.") and k not in fits]
     if wrong:
@@ -167,13 +169,17 @@ def compare(
     validator: str | None = None,
     data: DomainData | None = None,
     different_targets: bool = False,
+    overwrite: bool = False,
 ) -> str:
     """Runs side by side, ranked by one validator with 95 % noise bands ("no clear difference" when they overlap): a
-    Markdown table and each run's sanity flags; with ``out`` also one HTML page. ``data``: the data of runs trained
-    on arrays in memory. Runs that adapted to different target data raise ``RunDirError`` unless
-    ``different_targets`` (then they are shown unranked). See ``dann.reporting.report.compare_runs``."""
+    Markdown table and each run's sanity flags; with ``out`` also one HTML page (an existing ``out`` is replaced only
+    with ``overwrite``: ``OutputExistsError``). ``data``: the data of runs trained on arrays in memory. Runs that
+    adapted to different target data raise ``RunDirError`` unless ``different_targets`` (then they are shown
+    unranked). See ``dann.reporting.report.compare_runs``."""
     from .reporting.report import compare_runs
 
+    if out is not None:
+        guard_output([out], overwrite)
     return compare_runs(run_dirs, out, validator, data, different_targets)
 
 
@@ -199,15 +205,25 @@ def _domain(
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
     transform = eval_transform(model.image)
-    pipeline = Pipeline(model.image, transform, transform, d.num_workers, d.pin_memory, False, skip)
+    pipeline = Pipeline(
+        model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip, "pass `skip_bad=True`"
+    )
     unknown = unknown_classes(images, model.classes) if labeled else []
     return ImageDomain(images.paths, y, pipeline, images.origin), unknown
 
 
-def _report_skipped(domain: Domain | ImageDomain) -> None:
-    if domain.bad:
-        bad = sorted(domain.bad)
+def _predictions(
+    model: TrainedModel, domain: Domain | ImageDomain, data_path: str | Path
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (M, K) and sample indices (M,) of the readable samples; one warning names the skipped
+    files. Raises ``DataError`` when none could be read."""
+    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
+    bad = sorted(domain.bad)
+    if bad and len(index) == 0:
+        raise DataError(f"{data_path}: none of its {len(domain)} image file(s) could be read, e.g. {bad[0]}")
+    if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad[:5])}", DataWarning, stacklevel=3)
+    return probs, index
 
 
 def _load(run_dir: str | Path, checkpoint: str) -> TrainedModel:
@@ -258,8 +274,7 @@ def evaluate(
     confusion.csv (unknown classes as extra rows) and confusion.png there (existing files are replaced only with
     ``overwrite``). Raises ``DataError`` for unlabeled data or data without an image of the model's classes."""
     files = [Path(out_dir) / name for name in ("metrics.json", "confusion.csv", "confusion.png")] if out_dir else []
-    if any(f.exists() for f in files) and not overwrite:
-        raise RunDirError(f"{out_dir} already holds evaluation files; pass --overwrite to replace them")
+    guard_output(files, overwrite)
     model = _load(run_dir, checkpoint)
     domain, unknown = _domain(model, data_path, labeled=True, skip_bad=skip_bad)
     if domain.y is None:
@@ -269,12 +284,11 @@ def evaluate(
         )
     k = len(model.classes)
     check_labels(domain.y, k + len(unknown), str(data_path))
-    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
+    probs, index = _predictions(model, domain, data_path)
     y, pred = domain.y[index], probs.argmax(1)
     if not bool((y < k).any()):
         raise DataError(f"{data_path}: none of its classes ({', '.join(unknown[:5])}) is a class of the run")
     metrics = classification_metrics(y[y < k], pred[y < k], k)
-    _report_skipped(domain)
     apart = _unknown_to_model(y, pred, unknown, model.classes)
     if apart:
         counted = ", ".join(f"{name}: {v['n']}" for name, v in apart.items())
@@ -317,12 +331,10 @@ def predict(
     ``top_k`` most probable classes (fewer when the model has fewer classes). A run that has not finished training
     gets a warning naming its step ("step 400 of 1000 (unfinished)")."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
+    guard_output([out], overwrite)
     model = _load(run_dir, checkpoint)
     domain, _ = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
-    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
-    _report_skipped(domain)
+    probs, index = _predictions(model, domain, data_path)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if isinstance(domain, Domain):

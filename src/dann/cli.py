@@ -1,6 +1,7 @@
 """Command line: ``dann train | tune | evaluate | predict | report | compare | download | demo | bench``. Each
 subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types
-print one line and return 2; data warnings print one line each."""
+print one line and return 2; data warnings print one line each. The library's messages name its parameters
+(`overwrite=True`); they are printed with the flags that set them (--overwrite): see ``as_flags``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from . import api
 from .config import RECIPE, RECOMMENDED, Config, load_config
 from .data import TASKS
 from .data.catalog import DATASETS
-from .errors import DannError, DataWarning, RunDirError
+from .errors import DannError, DataWarning
 from .methods import METHODS
 from .selection.tune import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS, tune
 from .training.distributed import World
@@ -33,6 +34,33 @@ SHORTCUTS = {  # flag -> config key
     "seed": "train.seed",
     "device": "train.device",
 }
+
+
+FLAGS = {  # how library messages name API parameters (in backquotes) → the flags that set them
+    "overwrite=True": "--overwrite",
+    "resume=True": "--resume",
+    "control=True": "--control",
+    "different_targets=True": "--different-targets",
+    "verify=False": "--no-verify",
+    "skip_bad=True": "--skip-bad-images",
+    "out": "--out",
+    "lambdas": "--lambdas",
+    "lrs": "--lrs",
+    "images": "--images",
+    "workers": "--workers",
+    "batch_size": "--batch-size",
+    "steps": "--steps",
+    "rounds": "--rounds",
+    "warmup": "--warmup",
+}
+
+
+def as_flags(message: str) -> str:
+    """A library message in the CLI's words: each parameter it names in backquotes (``FLAGS``) becomes its flag;
+    anything else in backquotes (a validator's name, a command) is left as it is."""
+    for parameter, flag in FLAGS.items():
+        message = message.replace(f"`{parameter}`", flag)
+    return message
 
 
 def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
@@ -309,18 +337,26 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise RunDirError(f"{args.out} already exists; pass --overwrite to replace it")
-    print(api.compare(args.runs, args.out, args.validator, different_targets=args.different_targets))
+    print(
+        api.compare(
+            args.runs, args.out, args.validator, different_targets=args.different_targets, overwrite=args.overwrite
+        )
+    )
     if args.out:
         print(f"wrote {args.out}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import format_table, run_demo
 
-    run_demo(args.out, tuple(args.tasks))
+    def done(row: dict[str, Any]) -> None:
+        print(f"  {row['task']:7s} {row['method']:12s} done in {row['seconds']:.0f} s", flush=True)
+
+    result = run_demo(args.out, tuple(args.tasks), on_run=done)
+    print(format_table(result.rows))
+    print("pictures:", *(str(p) for p in result.pictures))
+    print(f"runs: {result.root}/<task>-<method>  (each has config.yaml, metrics.jsonl, checkpoints/last.pt)")
     return 0
 
 
@@ -368,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if issubclass(category, DataWarning):
             if not World.from_env().main:  # under torchrun rank 0 speaks for the run
                 return
-            print(f"dann {args.command}: warning: {message}", file=sys.stderr)
+            print(f"dann {args.command}: warning: {as_flags(str(message))}", file=sys.stderr)
         else:
             original(message, category, *rest, **kwargs)
 
@@ -378,5 +414,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return COMMANDS[args.command](args)
         except DannError as e:
-            print(f"dann {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+            print(f"dann {args.command}: error: {as_flags(' '.join(str(e).split()))}", file=sys.stderr)  # one line
             return 2

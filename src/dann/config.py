@@ -227,7 +227,7 @@ def resolve_method(cfg: MethodConfig) -> MethodConfig:
     if cfg.regularizers and RECIPE["name"] == "source_only":
         raise ConfigError(
             f"method.regularizers {dict(cfg.regularizers)} need a method that reads the target batch, and the default "
-            "method.name=recommended is source_only (see the README's Results): name one, e.g. --method dann"
+            "method.name=recommended is source_only (see the README's Results): name one, e.g. method.name=dann"
         )
     regularizers = {**RECIPE["regularizers"], **cfg.regularizers}
     return dataclasses.replace(cfg, name=RECIPE["name"], regularizers=regularizers)

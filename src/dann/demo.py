@@ -4,7 +4,10 @@ pictures, in minutes on a CPU."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,9 +76,22 @@ def _plot_digits(out: Path) -> Path:
     return path
 
 
-def run_demo(out: str | Path | None = None, tasks: tuple[str, ...] = ("moons", "digits")) -> list[dict]:
+@dataclass
+class DemoResult:
+    rows: list[dict[str, Any]]  # one per run: task, method, target_acc, source_val_acc, steps_per_s, seconds, steps
+    pictures: list[Path]  # moons_boundaries.png, digits_samples.png
+    root: Path  # the folder of the runs, <root>/<task>-<method>
+
+
+def run_demo(
+    out: str | Path | None = None,
+    tasks: tuple[str, ...] = ("moons", "digits"),
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> DemoResult:
     """Train source-only, the seed's DANN and the recommended recipe on each task with its packaged preset (the
-    recipe's row is left out when it is the seed's DANN), print the table, write pictures."""
+    recipe's row is left out when it is the seed's DANN) and write pictures; ``on_run`` gets each row as its run
+    ends. Prints nothing: ``dann demo`` prints the rows (``format_table``). Existing runs in ``out`` are never
+    replaced (``OutputExistsError``)."""
     root = Path(out) if out else Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")
     rows, pictures = [], []
     for task in tasks:
@@ -97,15 +113,13 @@ def run_demo(out: str | Path | None = None, tasks: tuple[str, ...] = ("moons", "
                 }
             )
             nets[method] = result.net.cpu()
-            print(f"  {task:7s} {method:12s} done in {rows[-1]['seconds']:.0f} s", flush=True)
+            if on_run is not None:
+                on_run(rows[-1])
         if task == "moons":
             pictures.append(_plot_moons(nets, root))
         if task == "digits":
             pictures.append(_plot_digits(root))
-    print(format_table(rows))
-    print("pictures:", *(str(p) for p in pictures))
-    print(f"runs: {root}/<task>-<method>  (each has config.yaml, metrics.jsonl, checkpoints/last.pt)")
-    return rows
+    return DemoResult(rows, pictures, root)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -2,7 +2,8 @@
 
 
 class DannError(Exception):
-    """Base class; the CLI prints these as one clear line instead of a traceback."""
+    """Base class; the CLI prints these as one clear line instead of a traceback. Messages name the Python API's
+    parameters in backquotes (`overwrite=True`, `out`); the CLI prints them as its flags (--overwrite, --out)."""
 
 
 class ConfigError(DannError, ValueError):
@@ -34,6 +35,11 @@ class UnsafeFileError(DannError):
 
 class OutputError(DannError):
     """An output file cannot be written (no space left, a read-only or missing folder)."""
+
+
+class OutputExistsError(OutputError, RunDirError):
+    """An output (a file, or a run directory with files in it) already exists and replacing it was not asked for
+    (``overwrite``); see ``dann.runs.guard_output``."""
 
 
 class DataWarning(UserWarning):

@@ -13,20 +13,22 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError, DannError, OutputError, RunDirError, UnsafeFileError
+from .errors import CheckpointError, DannError, OutputError, OutputExistsError, RunDirError, UnsafeFileError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "checkpoints/last.pt"
 PREV_CHECKPOINT = "checkpoints/prev.pt"
-CHECKPOINT_KEYS = ("step", "model", "optimizer", "rng", "config", "meta")
+CHECKPOINT_FORMAT = 1  # the layout of Checkpoint.to_dict(); written in every checkpoint since the first version
 # what torch's weights-only unpickler says when a file asks for an object it does not allow (any other refusal, such
-# as an unknown opcode, means damaged bytes)
+# as an unknown opcode, means damaged bytes); read only by refused_as_unsafe
 RISKY_PICKLE = re.compile(r"GLOBAL|reduce|new object|Can only build")
 BEST_CHECKPOINT = "checkpoints/best.pt"  # the best step by the run's selection.validator (no target labels)
 
@@ -111,6 +113,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], previous: str | Pat
     _fsync_dir(path.parent)
 
 
+def refused_as_unsafe(error: Exception) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a file because it holds pickled objects other than tensors
+    and plain data (a file that could run code), rather than because its bytes are damaged. The one place that reads
+    torch's wording (``RISKY_PICKLE``)."""
+    unpickler_says = str(error).split("WeightsUnpickler error:")[-1]  # after torch's general advice, if any
+    return isinstance(error, pickle.UnpicklingError) and bool(RISKY_PICKLE.search(unpickler_says))
+
+
 def load_weights_only(
     path: Path, what: str, corrupt: type[DannError] = CheckpointError, map_location: str | torch.device = "cpu"
 ) -> Any:
@@ -124,7 +134,7 @@ def load_weights_only(
         problem = re.split(r"\. |\n", problem, maxsplit=1)[0]
         if not isinstance(e, RuntimeError | pickle.UnpicklingError):  # e.g. EOFError, KeyError: name the type
             problem = f"{type(e).__name__}: {problem}" if problem else type(e).__name__
-        if isinstance(e, pickle.UnpicklingError) and RISKY_PICKLE.search(problem):
+        if refused_as_unsafe(e):
             raise UnsafeFileError(
                 f"refused to load {what} {path}: it holds Python objects other than tensors and plain data, which "
                 f"could run code when loaded ({problem}); nothing in it was run"
@@ -132,20 +142,70 @@ def load_weights_only(
         raise corrupt(f"{what} {path} is truncated or corrupt ({problem})") from None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a run's checkpoint safely (``load_weights_only``). Raises ``UnsafeFileError`` for a file carrying
-    pickled objects and ``CheckpointError`` for a missing, truncated, corrupt or foreign file."""
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue, and everything ``load_run`` needs to rebuild its model: the one type for
+    ``last.pt``, ``prev.pt`` and ``best.pt``. Only tensors and plain data, so it loads with ``weights_only=True``.
+
+    ``rng`` is rank 0's CPU generator state (``torch.get_rng_state()``), ``rng_cuda`` its GPU generator's (None on
+    CPUs), ``rng_ranks`` every rank's ``{"cpu", "cuda"}`` states under torchrun; ``meta`` holds ``classes``,
+    ``input_shape``, ``image`` (how image files become inputs) and ``scale`` (how arrays were stored)."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: torch.Tensor
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    rng_cuda: torch.Tensor | None = None
+    rng_ranks: list[dict[str, torch.Tensor | None]] | None = None
+    scaler: dict[str, Any] | None = None  # the GradScaler's state under train.precision=fp16, else None
+    method: dict[str, Any] = field(default_factory=dict)  # state a method keeps across steps (EMA teacher, centres)
+    skipped_steps: int = 0  # steps whose update was discarded (train.on_nonfinite=skip), whole run
+    selection: dict[str, Any] | None = None  # the best step so far by selection.validator, as in metrics.jsonl
+    format: int = CHECKPOINT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict that is saved (no copies of the tensors)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, state: Any, path: str | Path) -> Checkpoint:
+        """Check what a file held: a dict with every required key, of a format this version reads. Raises
+        ``CheckpointError`` naming ``path``: a foreign file (missing keys, or no ``format``, which every dann
+        checkpoint has), or one of a newer format than ``CHECKPOINT_FORMAT``. Keys of no field are ignored."""
+        names = [f.name for f in fields(cls)]
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in state] if isinstance(state, dict) else required
+        missing = missing or (["format"] if "format" not in state else [])
+        if missing:
+            raise CheckpointError(f"{path} is not a dann checkpoint (missing: {', '.join(missing)})")
+        version = state["format"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CheckpointError(f"checkpoint {path} has an unknown format {version!r}; it was not written by dann")
+        if version > CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"checkpoint {path} has format {version}, newer than this version of dann reads (format "
+                f"{CHECKPOINT_FORMAT}); load it with the dann version that wrote it, or a newer one"
+            )
+        return cls(**{k: v for k, v in state.items() if k in names})
+
+    def save(self, path: str | Path, previous: str | Path | None = None) -> None:
+        """Write atomically (``save_checkpoint``; with ``previous``, the replaced file is kept there)."""
+        save_checkpoint(path, self.to_dict(), previous)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a run's checkpoint safely (``load_weights_only``, then ``Checkpoint.from_dict``). Raises
+    ``UnsafeFileError`` for a file carrying pickled objects and ``CheckpointError`` for a missing, truncated, corrupt,
+    foreign or newer-format file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; was the run trained to its first evaluation?")
-    state = load_weights_only(path, "checkpoint", CheckpointError, map_location)
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
-    if missing:
-        raise CheckpointError(f"{path} is not a dann checkpoint (missing: {', '.join(missing)})")
-    return state
+    return Checkpoint.from_dict(load_weights_only(path, "checkpoint", CheckpointError, map_location), path)
 
 
-def load_latest_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_latest_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """The newest complete checkpoint of a run: ``last.pt``, or, when that is missing, truncated or corrupt (a
     crash while it was written), ``prev.pt`` with a warning. An unsafe file is refused, never skipped over."""
     run_dir = Path(run_dir)
@@ -158,12 +218,52 @@ def load_latest_checkpoint(run_dir: str | Path, map_location: str | torch.device
         return load_checkpoint(run_dir / PREV_CHECKPOINT, map_location)
 
 
+def reconcile_best(run_dir: str | Path, resumed: Checkpoint, selection: dict[str, Any] | None) -> None:
+    """On resume from ``resumed``, make ``best.pt`` agree with ``selection``, the best step of the evaluation records
+    kept (those up to ``resumed.step``; None: no step chosen yet). A crash can leave a ``best.pt`` written after the
+    checkpoint resumed from (``best.pt`` is written before ``last.pt``, and a damaged ``last.pt`` resumes from
+    ``prev.pt``): its step is then in no kept record. Such a file is replaced by ``resumed`` when the best step is
+    the resumed one, else removed with a warning (the best step's weights are lost; the next step the validator
+    prefers writes ``best.pt`` again)."""
+    path = Path(run_dir) / BEST_CHECKPOINT
+    if selection is not None and selection["step"] == resumed.step:
+        resumed.save(path)
+        return
+    if not path.is_file():
+        return
+    step = load_checkpoint(path).step
+    if selection is not None and step == selection["step"]:
+        return
+    path.unlink()
+    kept = f"step {selection['step']} by {selection['validator']}" if selection else "no step yet"
+    warnings.warn(
+        f"removed {path} (step {step}): it was written after the checkpoint resumed from (step {resumed.step}), and "
+        f"the records kept choose {kept}; best.pt is written again at the next step the validator prefers",
+        stacklevel=2,
+    )
+
+
+def guard_output(
+    paths: Sequence[str | Path], overwrite: bool, label: str = "", advice: str = "pass `overwrite=True` to replace it"
+) -> None:
+    """The one guard of every command that writes (train's run directory, evaluate, predict, compare): unless
+    ``overwrite``, refuse when any of ``paths`` exists, a file or a folder with anything in it. Raises
+    ``OutputExistsError`` naming the first such path (after ``label``), then ``advice``. Call it before any work."""
+    if overwrite:
+        return
+    for path in map(Path, paths):
+        if path.is_dir() and any(path.iterdir()):
+            raise OutputExistsError(f"{label}{path} already exists and is not empty; {advice}")
+        if path.exists() and not path.is_dir():
+            raise OutputExistsError(f"{label}{path} already exists; {advice}")
+
+
 def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Create (or check, on resume) a run directory. An existing non-empty directory is refused unless
     ``resume`` (continue it) or ``overwrite`` (delete it first) is given."""
     path = Path(path)
     if resume and overwrite:
-        raise RunDirError("--resume and --overwrite exclude each other")
+        raise RunDirError("`resume=True` and `overwrite=True` exclude each other")
     if resume:
         if not any((path / name).is_file() for name in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
             raise RunDirError(f"cannot resume: {path / LAST_CHECKPOINT} does not exist")
@@ -172,12 +272,9 @@ def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = Fa
         return path
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {path} exists and is not a directory")
+    advice = "pass `resume=True` to continue it, `overwrite=True` to replace it, or choose another `out`"
+    guard_output([path], overwrite, "run directory ", advice)
     if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {path} already exists and is not empty; pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out"
-            )
         shutil.rmtree(path)
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)

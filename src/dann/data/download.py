@@ -60,7 +60,7 @@ def verify_checksum(path: Path, checksum: str, required: bool = True) -> str:
     if required:
         raise DataError(
             f"{path}: no published checksum is known for this file (its sha256 is {actual}); "
-            "check it against the dataset's homepage and pass --no-verify to use it"
+            "check it against the dataset's homepage and pass `verify=False` to use it"
         )
     return f"{path}: sha256 {actual} (not verified: --no-verify)"
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from .transforms import ImageConfig, Transform
+from .transforms import ImageConfig, TrainTransform, Transform
 
 Sample = tuple[torch.Tensor | None, int, int, str]  # (image (3, H, W) or None, label or -1, index, error)
 
@@ -66,12 +66,13 @@ class Pipeline:
     """What every image domain of one dataset shares: transforms, loader settings, the bad-file policy."""
 
     image: ImageConfig
-    train: Transform
+    train: TrainTransform
     eval: Transform
     num_workers: int | None = 0  # None: auto, see default_workers
     pin_memory: bool = False
     persistent_workers: bool = False
     skip_bad: bool = False
+    skip_hint: str = "set data.skip_bad_images=true"  # how to skip unreadable files where this pipeline is used
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
@@ -108,9 +109,10 @@ def default_workers(requested: int | None, share: int = 1) -> int:
 class ImageDomain(Dataset):
     """Image files of one domain: ``paths`` (N) and labels ``y`` (N,) int64 or None, decoded on demand.
 
-    ``self[i]`` is the evaluation view of file ``i``; ``self[(i, seed)]`` its training view, augmented with torch's
-    generator seeded by ``seed`` (the batch sampler derives it from the step), so an augmented batch is a pure
-    function of (seed, step) whichever worker decodes it. Subsets share one set of skipped (bad) files."""
+    ``self[i]`` is the evaluation view of file ``i``; ``self[(i, seed)]`` its training view, augmented with a
+    ``torch.Generator`` of its own seeded by ``seed`` (the batch sampler derives it from the step), so an augmented
+    batch is a pure function of (seed, step) whichever worker decodes it, and torch's global generators (CPU, CUDA)
+    are neither read nor moved. Subsets share one set of skipped (bad) files."""
 
     def __init__(
         self,
@@ -146,15 +148,17 @@ class ImageDomain(Dataset):
             return None, label, i, error
         if seed is None:
             return self.pipeline.eval(img), label, i, ""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.pipeline.train(img), label, i, ""
+        return self.pipeline.train(img, torch.Generator().manual_seed(seed)), label, i, ""  # global RNGs untouched
 
     def __getstate__(self) -> dict[str, Any]:  # workers get the data, not the main process's loaders
         return {k: v for k, v in self.__dict__.items() if k != "_loaders"} | {"_loaders": {}}
 
     def loader(self, pin_memory: bool, persistent: bool = False, share: int = 1, **kwargs: Any) -> DataLoader:
-        """A DataLoader over this domain; ``share``: how many loaders stream at once (see ``default_workers``)."""
+        """A DataLoader over this domain; ``share``: how many loaders stream at once (see ``default_workers``).
+
+        It has a generator of its own: each iterator a DataLoader starts draws its workers' base seed from it, which
+        would otherwise be a draw from the global generator, so that building the training streams on resume, or an
+        evaluation pass, would move the random stream training draws from (dropout) and break exact resume."""
         p = self.pipeline
         workers = default_workers(p.num_workers, share)
         if workers:
@@ -168,24 +172,27 @@ class ImageDomain(Dataset):
             pin_memory=pin_memory and p.pin_memory,
             persistent_workers=persistent and workers > 0,
             collate_fn=collate,
+            generator=torch.Generator().manual_seed(0),  # workers seed their own global generators from it
             **kwargs,
         )
 
     def check(self, bad: list[tuple[int, str]]) -> None:
         """Raise for the first unreadable file of a batch, or with ``skip_bad`` remember them all."""
         if bad and not self.pipeline.skip_bad:
-            raise DataError(f"{bad[0][1]}; set data.skip_bad_images=true to skip unreadable files")
+            raise DataError(f"{bad[0][1]}; {self.pipeline.skip_hint} to skip unreadable files")
         self.bad.update(self.paths[i] for i, _ in bad)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Evaluation batches in file order: (x (B, 3, H, W), indices (B,)); unreadable files are left out (with
-        ``skip_bad``), so ``indices`` says which files the rows are. The loader (and its workers) is kept."""
+        ``skip_bad``), so ``indices`` says which files the rows are, and a batch of only unreadable files is not
+        yielded at all. The loader (and its workers) is kept."""
         if batch_size not in self._loaders:
             pin = torch.cuda.is_available()
             self._loaders[batch_size] = self.loader(pin, self.pipeline.persistent_workers, batch_size=batch_size)
         for x, _, idx, bad in self._loaders[batch_size]:
             self.check(bad)
-            yield x, idx
+            if len(idx):
+                yield x, idx
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:

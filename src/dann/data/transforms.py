@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -117,22 +117,83 @@ def eval_transform(image: ImageConfig) -> Transform:
     return v2.Compose([resize, v2.CenterCrop(image.size), *_to_tensor(image)])
 
 
-def train_transform(image: ImageConfig, data: DataConfig) -> Transform:
-    """Random resized crop (area share in ``data.crop_scale``), flips, colour jitter, then normalize; the evaluation
-    transform when ``data.augment`` is false. Randomness comes from torch's global generator, which the dataset
-    seeds per sample and step (see ``ImageDomain``), so batches are reproducible and resume exactly."""
-    if not data.augment:
-        return eval_transform(image)
-    from torchvision.transforms import v2
+class TrainTransform(Protocol):
+    """Training view of an image: ``(RGB image, generator) -> (3, size, size)`` float32; every random number is drawn
+    from ``generator``, never from torch's global generators."""
 
-    mode = v2.InterpolationMode[image.interpolation.upper()]
-    ops: list[Transform] = [
-        v2.RandomResizedCrop(image.size, scale=tuple(data.crop_scale), interpolation=mode, antialias=True)
-    ]
-    if data.hflip:
-        ops.append(v2.RandomHorizontalFlip(data.hflip))
-    if data.vflip:
-        ops.append(v2.RandomVerticalFlip(data.vflip))
-    if data.color_jitter:
-        ops.append(v2.ColorJitter(data.color_jitter, data.color_jitter, data.color_jitter))
-    return v2.Compose([*ops, *_to_tensor(image)])
+    def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class Unaugmented:
+    """The evaluation transform where a training transform is expected (``data.augment=false``): draws nothing."""
+
+    def __init__(self, transform: Transform) -> None:
+        self.transform = transform
+
+    def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        return self.transform(img)
+
+
+class Augment:
+    """Random resized crop (area share in ``crop_scale``, aspect ratio in [3/4, 4/3]), horizontal and vertical flips
+    (probabilities ``hflip``, ``vflip``), colour jitter (brightness, contrast, saturation factors uniform in
+    ``[max(0, 1 - j), 1 + j]``, applied in a random order), then normalize.
+
+    The operations are torchvision's (``transforms.v2.functional``); their random parameters are drawn from the
+    generator passed with each image, in the order and with the formulas of torchvision's ``RandomResizedCrop``,
+    ``RandomHorizontalFlip``, ``RandomVerticalFlip`` and ``ColorJitter`` (which would draw them from the global
+    generator): the result equals those transforms run on a global generator seeded like ``generator``."""
+
+    RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+    def __init__(self, image: ImageConfig, data: DataConfig) -> None:
+        from torchvision.transforms import v2
+
+        self.size, self.scale = [image.size, image.size], tuple(data.crop_scale)
+        self.mode = v2.InterpolationMode[image.interpolation.upper()]
+        self.log_ratio = torch.log(torch.tensor(self.RATIO))
+        self.hflip, self.vflip, self.jitter = data.hflip, data.vflip, data.color_jitter
+        self.normalize = ToNormalizedTensor(image.mean, image.std)
+
+    def crop_box(self, height: int, width: int, g: torch.Generator) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the crop: torchvision's ``RandomResizedCrop`` parameters, drawn from ``g``."""
+        area = height * width
+        for _ in range(10):
+            target_area = area * torch.empty(1).uniform_(*self.scale, generator=g).item()
+            lo, hi = float(self.log_ratio[0]), float(self.log_ratio[1])
+            aspect = torch.exp(torch.empty(1).uniform_(lo, hi, generator=g)).item()
+            w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, size=(1,), generator=g).item())
+                left = int(torch.randint(0, width - w + 1, size=(1,), generator=g).item())
+                return top, left, h, w
+        ratio = width / height  # ten misses: the central crop of the nearest allowed aspect ratio
+        w = width if ratio <= max(self.RATIO) else round(height * max(self.RATIO))
+        h = height if ratio >= min(self.RATIO) else round(width / min(self.RATIO))
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        width, height = img.size
+        top, left, h, w = self.crop_box(height, width, generator)
+        img = F.resized_crop(img, top, left, h, w, self.size, interpolation=self.mode, antialias=True)
+        for p, flip in ((self.hflip, F.horizontal_flip), (self.vflip, F.vertical_flip)):
+            if p and torch.rand(1, generator=generator).item() < p:
+                img = flip(img)
+        if self.jitter:
+            order = torch.randperm(4, generator=generator).tolist()  # index 3, hue, is never jittered
+            lo, hi = max(0.0, 1.0 - self.jitter), 1.0 + self.jitter
+            factors = [float(torch.empty(1).uniform_(lo, hi, generator=generator).item()) for _ in range(3)]
+            adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation)
+            for i in order:
+                if i < 3:
+                    img = adjust[i](img, factors[i])
+        return self.normalize(img)
+
+
+def train_transform(image: ImageConfig, data: DataConfig) -> TrainTransform:
+    """``Augment`` per the ``data`` section; the evaluation transform when ``data.augment`` is false. Randomness comes
+    from the generator the dataset passes, seeded per sample and step (see ``ImageDomain``), so batches are
+    reproducible, resume exactly, and never move torch's global generators."""
+    return Augment(image, data) if data.augment else Unaugmented(eval_transform(image))

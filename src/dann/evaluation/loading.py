@@ -89,14 +89,14 @@ def checkpoint_path(name: str) -> str:
 def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedModel:
     """The trained model of a run directory, rebuilt from its checkpoint alone (config and class names included)."""
     state = load_checkpoint(Path(run_dir) / checkpoint)
-    cfg = config_from_dict(state["config"])
+    cfg = config_from_dict(state.config)
     offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
-    meta = state["meta"]
+    meta = state.meta
     classes, input_shape = list(meta["classes"]), tuple(meta["input_shape"])
     net = build_network(offline.model, offline.method, input_shape, len(classes))
-    net.load_state_dict(state["model"])
+    net.load_state_dict(state.model)
     image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
     scale = Scale.from_dict(meta.get("scale"))
-    step = int(state["step"])
+    step = int(state.step)
     progress = run_progress(run_dir, step, cfg.train.steps)
     return TrainedModel(cfg, net.eval(), classes, input_shape, step, image, scale, checkpoint, progress)

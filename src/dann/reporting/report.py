@@ -29,6 +29,7 @@ from ..runs import (
 )
 from ..selection.bands import Band, checkpoint_band
 from ..selection.validators import subset
+from ..training.seeds import derive_seed
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 from .summary import RunSummary, summarize
@@ -79,9 +80,10 @@ def checkpoint_table(run: RunSummary) -> Table:
 
 
 def initial_network(cfg: Config, data: DomainData) -> DomainAdaptNet:
-    """The network as training started: ``fit`` seeds torch with ``train.seed`` right before building it."""
+    """The network as training started: ``fit`` seeds torch with the ``init`` seed (``training.seeds``) right before
+    building it."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(derive_seed(cfg.train.seed, "init"))
         return build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
 
 
@@ -121,10 +123,7 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
     sel, done = run.selected, progress(run)
     end = "the end of training" if done.finished else "training has not finished: see the flags below"
     blocks: list = []
-    blocks.append(
-        f"**Checkpoint to use: `{LAST_CHECKPOINT}`** ({done}, {end}): in the selection "
-        "benchmark (README), no validator's pick within one run beat the last checkpoint on average."
-    )
+    blocks.append(f"**Checkpoint to use: `{LAST_CHECKPOINT}`** ({done}, {end}).")
     if sel is not None:
         blocks.append(
             f"The `{run.validator}` validator (no target labels) prefers step {sel['step']}, kept as "

@@ -211,7 +211,7 @@ def num_classes(run_dir: Path) -> int | None:
     if record is not None and record.get("classes"):
         return len(record["classes"])
     try:
-        return len(load_checkpoint(run_dir / LAST_CHECKPOINT)["meta"]["classes"])
+        return len(load_checkpoint(run_dir / LAST_CHECKPOINT).meta["classes"])
     except DannError:
         return None
 
@@ -238,7 +238,7 @@ def check_targets(runs: list[RunSummary], different_targets: bool = False) -> bo
         raise RunDirError(
             f"cannot rank runs that adapted to different target data ({listed}): each validator score is computed on "
             "its run's own target samples, so scores on different targets do not compare. Compare runs of one target, "
-            "or pass different_targets=True (dann compare --different-targets) to see them side by side, unranked"
+            "or pass `different_targets=True` to see them side by side, unranked"
         )
     warnings.warn(
         f"the runs adapted to different target data ({listed}); they are shown side by side but not ranked",

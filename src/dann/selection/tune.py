@@ -96,7 +96,7 @@ def grid_points(
 ) -> list[GridPoint]:
     """The control, then one ``GridPoint`` per method × λ_adv × lr, each config checked before anything trains."""
     if not (methods and lambdas and lrs):
-        raise ConfigError("tune needs at least one method, one λ_adv (--lambdas) and one lr (--lrs)")
+        raise ConfigError("tune needs at least one method, one λ_adv (`lambdas`) and one lr (`lrs`)")
     control = GridPoint(CONTROL, replace(cfg, method={"name": CONTROL, "regularizers": {}}))
     points = [control]
     for spec in methods:
@@ -134,7 +134,7 @@ def _start(out: Path, spec: dict[str, Any], overwrite: bool) -> None:
     """Create ``out`` with ``tune.json`` holding the grid, config and data; or check that an existing tune folder
     holds the same ones (then it continues). Anything else in the way is refused unless ``overwrite``."""
     if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out} exists and is not a folder; choose another --out")
+        raise RunDirError(f"{out} exists and is not a folder; choose another `out`")
     if overwrite and out.exists():
         shutil.rmtree(out)
     saved = out / TUNE_JSON
@@ -143,15 +143,15 @@ def _start(out: Path, spec: dict[str, Any], overwrite: bool) -> None:
             old = {k: json.loads(saved.read_text())[k] for k in spec}
         except (OSError, ValueError, KeyError, TypeError):
             raise RunDirError(
-                f"{out} exists and is not a tune folder (no readable {TUNE_JSON}); choose another --out, or pass "
-                "--overwrite to delete it"
+                f"{out} exists and is not a tune folder (no readable {TUNE_JSON}); choose another `out`, or pass "
+                "`overwrite=True` to delete it"
             ) from None
         new, old = _flat(spec), _flat(old)
         changed = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted({*new, *old}) if old.get(k) != new.get(k)]
         if changed:
             raise RunDirError(
                 f"{out} holds a tune with another grid, config or data ({'; '.join(changed[:3])}); rerun with the same "
-                "arguments to continue it, pass --overwrite to start over, or choose another --out"
+                "arguments to continue it, pass `overwrite=True` to start over, or choose another `out`"
             )
         return
     atomic_write_text(saved, json.dumps({**spec, "status": "running"}, indent=1) + "\n")
@@ -164,7 +164,7 @@ def _train(point: GridPoint, run_dir: Path, data: DomainData) -> tuple[list[dict
     steps, history = point.cfg.train.steps, read_jsonl(run_dir / METRICS_FILE)
     if history and history[-1].get("step") == steps:
         try:
-            if load_checkpoint(run_dir / LAST_CHECKPOINT)["step"] == steps:
+            if load_checkpoint(run_dir / LAST_CHECKPOINT).step == steps:
                 return history, True, None
         except CheckpointError:
             pass  # torn while it was written: resume falls back to prev.pt
@@ -255,7 +255,7 @@ def caution(row: dict[str, Any], validator: str) -> str | None:
     return (
         f"{' and '.join(terms)} train{'s' * (len(terms) == 1)} the target predictions to be confident (and diverse), "
         f"which `{validator}` rewards, so the score is inflated against other methods'; weigh it against the best run "
-        "of another method, or rerun with --set selection.validator=NAME (the runs are reused, only re-ranked)"
+        "of another method, or rerun with selection.validator=NAME (the runs are reused, only re-ranked)"
     )
 
 
@@ -298,7 +298,7 @@ def _write(result: TuneResult, spec: dict[str, Any], guard: float, data: DomainD
     marked done."""
     out, rows = result.out, result.rows
     evaluated = [out / r["run_dir"] for r in rows if r["step"] is not None]  # a run may stop before its first
-    api.compare(evaluated, out / COMPARE_HTML, result.validator, data)
+    api.compare(evaluated, out / COMPARE_HTML, result.validator, data, overwrite=True)  # rebuilt with tune.md
     atomic_write_text(out / TUNE_MD, _markdown(result, guard))
     oracle = None if result.oracle_pick is None else {"name": result.oracle_pick, "note": ORACLE_NOTE}
     chosen = {"name": result.chosen, "run_dir": f"{RUNS}/{result.chosen}", "why": result.why}

@@ -34,11 +34,13 @@ from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
 from .precision import Precision
+from .seeds import derive_seed
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
 INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
 NUM_CLASSES = 10
+SEED = 0  # train.seed of every benchmarked network and stream
 
 
 class TimedBatches:
@@ -73,7 +75,7 @@ class Mode:
         images: ImageDomain | None = None,
     ) -> None:
         shape = images.input_shape if images is not None else INPUTS[backbone]
-        torch.manual_seed(0)
+        torch.manual_seed(derive_seed(SEED, "init"))
         self.net = create_network(ModelConfig(backbone=backbone), shape, NUM_CLASSES).to(device).train()
         amp.prepare_model(self.net)
         self.method = create_method(MethodConfig(name=method))
@@ -94,9 +96,10 @@ class Mode:
         """Fresh batch streams from the current step (for image files: new DataLoaders and workers)."""
         self.close()
         share = 2 if self.method.uses_target else 1  # as the trainer does: the streams share the CPUs' workers
-        streams = [step_batches(self.domain, self.per_domain, 0, self.device, self.step, share=share)]
+        seed = derive_seed(SEED, "data")  # source; the target stream takes seed + 1, as in the trainer
+        streams = [step_batches(self.domain, self.per_domain, seed, self.device, self.step, share=share)]
         if self.method.uses_target:
-            streams.append(step_batches(self.domain, self.per_domain, 1, self.device, self.step, share=share))
+            streams.append(step_batches(self.domain, self.per_domain, seed + 1, self.device, self.step, share=share))
         timed = [TimedBatches(s, self.device) for s in streams]
         self.source, self.target = timed[0], (timed[1] if len(timed) > 1 else None)
 
@@ -136,15 +139,15 @@ def image_domain(folder: str, backbone: str, workers: int | None = None) -> Imag
     """The images of ``folder`` (class subfolders), at the backbone's bench input size, with the default loader
     settings (``data.pin_memory``; ``data.num_workers`` unless ``workers`` is given)."""
     if not Path(folder).is_dir():
-        raise DannError(f"dann bench: --images {folder} is not a folder (expected class subfolders of images)")
+        raise DannError(f"`images` {folder} is not a folder (expected class subfolders of images)")
     if workers is not None and workers < 0:
-        raise DannError(f"dann bench: --workers must be >= 0, got {workers}")
+        raise DannError(f"`workers` must be >= 0, got {workers}")
     cfg = DataConfig(
         source=folder, target=folder, val_fraction=0.0, image_size=INPUTS[backbone][1], num_workers=workers
     )
     domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
     if not isinstance(domain, ImageDomain):
-        raise DannError(f"dann bench: --images {folder} holds no image files")
+        raise DannError(f"`images` {folder} holds no image files")
     return domain
 
 
@@ -170,9 +173,9 @@ def run_bench(
     ``images``: a folder of class subfolders to stream both domains from (at the backbone's input size), instead of
     tensors in memory, with ``workers`` DataLoader workers per loader (None: the trainer's default)."""
     if backbone not in INPUTS:
-        raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
+        raise DannError(f"unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0:
-        raise DannError("dann bench: --batch-size, --steps and --rounds must be >= 1 and --warmup >= 0")
+        raise DannError("`batch_size`, `steps` and `rounds` must be >= 1 and `warmup` >= 0")
     dev = resolve_device(device)
     amp = Precision(precision, dev, channels_last)
     folder = image_domain(images, backbone, workers) if images else None

@@ -15,8 +15,8 @@ one, for which everything here is a no-op. The rules:
   the whole forward and average the gradients over the ranks during backward; with ``train.accumulate`` the
   reduction runs once per optimizer step (``no_sync`` on the other micro-batches). Every rank starts from the same
   weights (seeded, or loaded from the checkpoint) and so keeps the same parameters as the others. Each rank has its
-  own RNG stream (seed + rank · 1000003; rank 0's is the one-process stream), so dropout masks differ between
-  shards; checkpoints keep every rank's RNG state, so a resume on the same N is exact.
+  own RNG stream (the ``train`` seed of its rank, ``training.seeds``; rank 0's is the one-process stream), so dropout
+  masks differ between shards; checkpoints keep every rank's RNG state, so a resume on the same N is exact.
 - **Files.** Only rank 0 writes: run directory, ``metrics.jsonl``, checkpoints, TensorBoard, report, progress bar.
   Every rank reads the checkpoint on ``--resume``.
 - **Evaluation.** Each rank scores a contiguous 1/N of every evaluated set; the outputs are gathered in order, so

@@ -32,11 +32,12 @@ from ..runs import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     PREV_CHECKPOINT,
+    Checkpoint,
     append_jsonl,
     atomic_write_text,
     load_latest_checkpoint,
     read_jsonl,
-    save_checkpoint,
+    reconcile_best,
     truncate_metrics,
 )
 from ..selection.validators import check_validator, evaluate_validators, running_best, selecting_validator
@@ -44,13 +45,11 @@ from .distributed import World, local_device
 from .nonfinite import LossWatch, SkipGuard, check_weights
 from .precision import Precision
 from .schedules import LR_SCHEDULES
+from .seeds import derive_seed
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
-
-
-RANK_SEED_STRIDE = 1_000_003  # rank r of a torchrun launch seeds its RNG with train.seed + r * this
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
@@ -112,11 +111,11 @@ def batch_streams(
     read): this process's rows of each step's global batch (``dann.training.distributed``)."""
     t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, uses_source + uses_target
     first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.training.steps
-    source = target = None
+    seed, source, target = derive_seed(t.seed, "data"), None, None
     if uses_source:
-        source = step_batches(data.source_train, t.batch_size, t.seed, device, first, augment, balanced, rows, share)
+        source = step_batches(data.source_train, t.batch_size, seed, device, first, augment, balanced, rows, share)
     if uses_target:
-        target = step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share)
+        target = step_batches(data.target_train, t.batch_size, seed + 1, device, first, augment, False, rows, share)
     return source, target
 
 
@@ -217,9 +216,10 @@ class Trainer:
         self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, amp: Precision, method: Method
     ) -> tuple[int, int, list[dict[str, Any]]]:
         """Set up the run directory; on resume load model, optimizer, GradScaler (fp16), the method's state (an EMA
-        teacher, cluster centres) and RNG states from the newest complete checkpoint (in every process). Returns
-        (step, skipped steps so far, evaluation records up to that step)."""
-        torch.manual_seed(self.cfg.train.seed + RANK_SEED_STRIDE * self.world.rank)  # rank 0: the one-process seed
+        teacher, cluster centres) and RNG states from the newest complete checkpoint (in every process), and make
+        ``best.pt`` agree with the records kept (``runs.reconcile_best``). Returns (step, skipped steps so far,
+        evaluation records up to that step)."""
+        torch.manual_seed(derive_seed(self.cfg.train.seed, "train", self.world.rank))  # not the init stream
         if self.run_dir is None:
             return 0, 0, []
         if not self.resume:
@@ -227,20 +227,22 @@ class Trainer:
                 atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
             return 0, 0, []
         state = load_latest_checkpoint(self.run_dir, self.device)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        amp.load_state_dict(state.get("scaler"))
-        method.load_state_dict(state.get("method") or {})
-        ranks = state.get("rng_ranks") or []
+        net.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        amp.load_state_dict(state.scaler)
+        method.load_state_dict(state.method)
+        ranks = state.rng_ranks or []
         if self.world.active and len(ranks) == self.world.size:
             set_rng_state(ranks[self.world.rank], self.device)
         elif self.world.main:  # other ranks of a run resumed on a new number of processes keep their fresh seeds
-            set_rng_state({"cpu": state["rng"], "cuda": state.get("rng_cuda")}, self.device)
-        step = int(state["step"])
+            set_rng_state({"cpu": state.rng, "cuda": state.rng_cuda}, self.device)
+        step = int(state.step)
         if self.writes:
             truncate_metrics(self.run_dir / METRICS_FILE, step)
         history = [r for r in read_jsonl(self.run_dir / METRICS_FILE) if r.get("step", 0) <= step]
-        return step, int(state.get("skipped_steps", 0)), history
+        if self.writes:
+            reconcile_best(self.run_dir, state, history[-1].get("selection") if history else None)
+        return step, int(state.skipped_steps), history
 
     def _evaluate(
         self,
@@ -324,27 +326,26 @@ class Trainer:
         states."""
         if not self.writes:
             return
-        state = {
-            "format": 1,
-            "step": step,
-            "model": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng[0]["cpu"],
-            "rng_cuda": rng[0]["cuda"],  # None on CPUs
-            "rng_ranks": rng if len(rng) > 1 else None,  # under torchrun: every rank's, in rank order
-            "scaler": amp.state_dict(),  # None unless train.precision=fp16
-            "method": method.state_dict(),  # {} unless the method keeps state across steps (EMA teacher, centres)
-            "skipped_steps": record["skipped_steps"],
-            "config": self.cfg.to_dict(),
-            "meta": {
+        state = Checkpoint(
+            step=step,
+            model=net.state_dict(),
+            optimizer=optimizer.state_dict(),
+            rng=rng[0]["cpu"],  # type: ignore[arg-type]
+            rng_cuda=rng[0]["cuda"],
+            rng_ranks=rng if len(rng) > 1 else None,  # under torchrun: every rank's, in rank order
+            config=self.cfg.to_dict(),
+            meta={
                 "classes": data.classes,
                 "input_shape": list(data.input_shape),
                 "image": data.image.to_dict() if data.image is not None else None,
                 "scale": data.scale.to_dict() if data.scale is not None else None,
             },
-            "selection": record.get("selection"),
-        }
+            scaler=amp.state_dict(),
+            method=method.state_dict(),
+            skipped_steps=record["skipped_steps"],
+            selection=record.get("selection"),
+        )
         # best.pt before last.pt: a crash between the two resumes from the older last.pt and rewrites best.pt
-        if state["selection"] is not None and state["selection"]["step"] == step:
-            save_checkpoint(self.run_dir / BEST_CHECKPOINT, state)
-        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state, previous=self.run_dir / PREV_CHECKPOINT)
+        if state.selection is not None and state.selection["step"] == step:
+            state.save(self.run_dir / BEST_CHECKPOINT)
+        state.save(self.run_dir / LAST_CHECKPOINT, previous=self.run_dir / PREV_CHECKPOINT)
