@@ -7,7 +7,7 @@ A domain is either a ``Domain`` (tensors in memory) or an ``ImageDomain`` (image
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -15,6 +15,7 @@ import torch
 
 from ..errors import DataError, DataWarning
 from .scales import Scale, check_scales
+from .weights import check_some_weight
 
 if TYPE_CHECKING:
     from .images import ImageDomain
@@ -25,13 +26,17 @@ SOURCE, TARGET = 0, 1  # domain labels, defined once for the whole package
 
 @dataclass
 class Domain:
-    """Samples of one domain held in memory: ``x`` (N, D) or (N, C, H, W) float32, ``y`` (N,) int64 or None."""
+    """Samples of one domain held in memory: ``x`` (N, D) or (N, C, H, W) float32, ``y`` (N,) int64 or None; for
+    labeled samples optionally ``w`` (N,) float32 per-sample weights (``dann.data.weights``) and ``d`` (N,) int64, the
+    index of the labeled domain each sample comes from when several are pooled (``DomainData.labeled``)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
 
     bad: frozenset[str] = field(default=frozenset(), repr=False)  # arrays have no unreadable files
     scale: Scale | None = field(default=None, repr=False, compare=False)  # how x was stored (as_domain), if known
+    w: torch.Tensor | None = field(default=None, repr=False)
+    d: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -41,10 +46,24 @@ class Domain:
         return tuple(self.x.shape[1:])
 
     def subset(self, idx: torch.Tensor) -> Domain:
-        return Domain(self.x[idx], self.y[idx] if self.y is not None else None, scale=self.scale)
+        y, w, d = (v[idx] if v is not None else None for v in (self.y, self.w, self.d))
+        return Domain(self.x[idx], y, scale=self.scale, w=w, d=d)
 
     def unlabeled(self) -> Domain:
+        """The samples alone: no labels, weights or domain indices."""
         return Domain(self.x, None, scale=self.scale)
+
+    @staticmethod
+    def join(parts: Sequence[Domain]) -> Domain:
+        """The samples of ``parts`` one after another (labeled, same input shape), ``d`` the index of each one's part;
+        weights where any part has some (1 for the samples of parts without)."""
+        return Domain(
+            torch.cat([p.x for p in parts]),
+            torch.cat([p.y for p in parts]),  # type: ignore[misc]
+            scale=parts[0].scale,
+            w=joined_weights(parts),
+            d=part_indices(parts),
+        )
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(x (B, ...), indices (B,)) in order."""
@@ -82,6 +101,18 @@ class DomainData:
         """Unreadable image files skipped so far (``data.skip_bad_images``), over all domains, sorted."""
         domains = (self.source_train, self.source_val, self.target_train, self.target_eval)
         return sorted(set().union(*(d.bad for d in domains if d is not None)))
+
+
+def joined_weights(parts: Sequence[AnyDomain]) -> torch.Tensor | None:
+    """The weights (N,) of ``parts`` one after another, 1 for parts without weights; None when no part has any."""
+    if all(p.w is None for p in parts):
+        return None
+    return torch.cat([p.w if p.w is not None else torch.ones(len(p)) for p in parts])
+
+
+def part_indices(parts: Sequence[AnyDomain]) -> torch.Tensor:
+    """(N,) int64: the index in ``parts`` of each sample of ``parts`` one after another."""
+    return torch.cat([torch.full((len(p),), i, dtype=torch.int64) for i, p in enumerate(parts)])
 
 
 def check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
@@ -155,7 +186,9 @@ def split_source(source: AnyDomain, val_fraction: float, seed: int, what: str) -
             DataWarning,
             stacklevel=3,
         )
-    return source.subset(train_idx), source.subset(val_idx) if len(val_idx) else None
+    train = source.subset(train_idx)
+    check_some_weight(train.w, what)
+    return train, source.subset(val_idx) if len(val_idx) else None
 
 
 def _class_name(classes: list[str], index: int) -> str:

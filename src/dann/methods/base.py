@@ -39,12 +39,16 @@ REGULARIZERS: Registry = Registry("regularizer")
 class Batch:
     """One training step's data: ``x_s`` (B_s, ...) with labels ``y_s`` (B_s,) and optional per-sample weights
     ``w_s`` (B_s,); ``x_t`` (B_t, ...) unlabeled target samples (target labels never reach a method). A method that
-    reads no source batch (``uses_source = False``) gets B_s = 0."""
+    reads no source batch (``uses_source = False``) gets B_s = 0. With several labeled domains, ``d_s`` (B_s,) is the
+    index of each labeled sample's domain (``DomainData.labeled``), and ``parts`` the number of rows each domain's
+    batch holds when ``x_s`` joins one batch per domain (a stage of ``train.stages``)."""
 
     x_s: torch.Tensor
     y_s: torch.Tensor
     x_t: torch.Tensor
     w_s: torch.Tensor | None = None
+    d_s: torch.Tensor | None = None
+    parts: tuple[int, ...] | None = None
 
 
 class LossOutput(NamedTuple):
