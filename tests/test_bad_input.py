@@ -50,8 +50,10 @@ class Files:
         return str(path)
 
     def train(self, *extra: str) -> list[str]:
-        """A valid, tiny ``dann train`` command; ``extra`` options come last and override."""
-        base = ["train", "--source", self.src, "--target", self.tgt, "--out", self.out, "--quiet"]
+        """A valid, tiny ``dann train`` command; ``extra`` options come last and override (``--source`` is
+        repeatable, one per labeled domain: a given one replaces the default)."""
+        source = [] if "--source" in extra else ["--source", self.src]
+        base = ["train", *source, "--target", self.tgt, "--out", self.out, "--quiet"]
         return [*base, "--backbone", "mlp", "--steps", "2", "--set", "train.batch_size=8", *extra]
 
     def run(self, damage: Callable[[Path], object] | None = None) -> str:

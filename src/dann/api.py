@@ -76,7 +76,7 @@ def fit(
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, data.input_shape), method=resolve_method(cfg.method))
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method)
-    net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
+    net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
     if method.needs_init and not cfg.model.init_from:
         raise ConfigError(
             f"method {cfg.method.name!r} adapts a trained source model: name its run directory with "

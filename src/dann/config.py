@@ -24,6 +24,7 @@ SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks)
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.training.precision
+DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
@@ -46,7 +47,8 @@ def _require_seed(key: str, value: int) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     task: str = ""  # embedded task (see dann.data.TASKS: moons, digits...), used when `source` is empty
-    source: str = ""  # labeled source data: .npz, a folder of class subfolders, or a .csv/.txt list of path,label
+    source: str | tuple[str, ...] | dict[str, str] = ""  # labeled data (.npz, folder, list); several: list or mapping
+    intermediate: str | tuple[str, ...] = ()  # labeled domain(s) nearest the target, by name (see train.stages)
     target: str = ""  # unlabeled target data (.npz, folder, list); labels in it are used for evaluation only
     target_eval: str = ""  # labeled target data, for evaluation only (default: `target`, if it has labels)
     root: str = ""  # folder that relative source/target/target_eval paths are resolved against
@@ -66,6 +68,8 @@ class DataConfig:
     persistent_workers: bool = False  # image files: evaluation loaders keep workers, which prefetch the next pass
 
     def __post_init__(self) -> None:
+        if isinstance(self.intermediate, str):  # one name, as --set data.intermediate=mid gives it
+            object.__setattr__(self, "intermediate", (self.intermediate,) if self.intermediate else ())
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)
         _require_seed("data.seed", self.seed)
         _require(self.image_size >= 0, "data.image_size", ">= 0", self.image_size)
@@ -110,6 +114,9 @@ class MethodConfig:
     grl_gamma: float = 10.0  # steepness of the paper's sigmoid schedule
     label_smoothing: float = 0.1  # of the source cross-entropy
     separate_forward: bool = False  # seed variant: two forward passes (per-domain BatchNorm statistics)
+    domain_discriminator: str = (
+        "binary"  # dann: binary (labeled vs target) | multiclass (which labeled domain or target)
+    )
     regularizers: dict[str, float] = field(default_factory=dict)  # target terms added to any method, with weights
     cdan_max_dim: int = 4096  # cdan: features x classes above this use the randomized multilinear map (1024 wide)
     mdd_margin: float = 4.0  # mdd: margin gamma of the disparity discrepancy
@@ -130,6 +137,13 @@ class MethodConfig:
         )
         _require(0.0 <= self.ema_teacher < 1.0, "method.ema_teacher", "in [0, 1)", self.ema_teacher)
         _require(self.shot_beta >= 0, "method.shot_beta", ">= 0", self.shot_beta)
+        kinds = DOMAIN_DISCRIMINATORS
+        _require(
+            self.domain_discriminator in kinds,
+            "method.domain_discriminator",
+            " | ".join(kinds),
+            self.domain_discriminator,
+        )
         _require(self.grl_gamma >= 0, "method.grl_gamma", ">= 0", self.grl_gamma)
         GRL_SCHEDULES.get(self.grl_schedule)  # an unknown name lists the valid ones
         _require(0.0 <= self.label_smoothing < 1.0, "method.label_smoothing", "in [0, 1)", self.label_smoothing)
@@ -239,8 +253,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(key, inner, value)
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, _union_member(inner, value), value)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list such as [100, 100], got {value!r}")
@@ -264,6 +278,16 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _union_member(hints: list[Any], value: Any) -> Any:
+    """The type of a union that ``value`` is given as: a list → the tuple type, a mapping → the dict type, anything
+    else → the first plain type (whose check then names what is wrong)."""
+    kinds = {tuple: (list, tuple), dict: (dict,)}
+    for hint in hints:
+        if isinstance(value, kinds.get(typing.get_origin(hint), ())):
+            return hint
+    return next((h for h in hints if typing.get_origin(h) is None), hints[0])
 
 
 def _integer(key: str, value: Any) -> int:

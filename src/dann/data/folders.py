@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError, DataWarning
-from .domains import DomainData, make_domain_data
+from .domains import SOURCE_NAME, DomainData, make_domain_data
 from .images import ImageDomain, Pipeline
 from .transforms import ImageConfig, eval_transform, train_transform
 from .weights import as_weights
@@ -219,20 +220,39 @@ def make_pipeline(cfg: DataConfig, image: ImageConfig) -> Pipeline:
     )
 
 
-def build_folder_data(cfg: DataConfig, image: ImageConfig, paths: tuple[str, str, str]) -> DomainData:
-    """DomainData of image folders or list files: ``paths`` are (source, target, target_eval or "")."""
-    source = read_images(paths[0], root=cfg.root)
-    if source.labels is None:
-        raise DataError(f"source {source.origin} needs labels: class subfolders, or a list file with path,label rows")
-    classes = sorted(set(source.labels))
+def build_folder_data(
+    cfg: DataConfig, image: ImageConfig, paths: tuple[str, str, str], sources: list[tuple[str, str]] | None = None
+) -> DomainData:
+    """DomainData of image folders or list files: ``paths`` are (source, target, target_eval or ""); ``sources``
+    (name, path) the labeled domains when there are several (or one with a name). Classes are matched by name: the
+    model's classes are every labeled domain's, sorted."""
+    sources = sources or [(SOURCE_NAME, paths[0])]
+    labeled = {name: read_images(path, root=cfg.root) for name, path in sources}
+    for images in labeled.values():
+        if images.labels is None:
+            raise DataError(
+                f"source {images.origin} needs labels: class subfolders, or a list file with path,label rows"
+            )
+    classes = sorted({label for images in labeled.values() for label in images.labels})  # type: ignore[union-attr]
+    origin = " and ".join(images.origin for images in labeled.values())
     pipeline = make_pipeline(cfg, image)
 
     def domain(images: ImageList) -> ImageDomain:
-        y = encode_labels(images, classes, source.origin)
+        y = encode_labels(images, classes, origin)
         return ImageDomain(images.paths, y, pipeline, images.origin, w=images.weights)
 
     target = domain(read_images(paths[1], root=cfg.root))
     target_eval = domain(read_images(paths[2], root=cfg.root)) if paths[2] else None
+    single = list(labeled) == [SOURCE_NAME]  # one unnamed labeled domain: as it always was
+    source = domain(labeled[SOURCE_NAME]) if single else {n: _labeled(images, domain) for n, images in labeled.items()}
+    origins = None if single else {name: images.origin for name, images in labeled.items()}
     return make_domain_data(
-        domain(source), target, target_eval, classes, cfg.val_fraction, cfg.seed, names=paths, image=image
+        source, target, target_eval, classes, cfg.val_fraction, cfg.seed, paths, image, cfg.intermediate, origins
     )
+
+
+def _labeled(images: ImageList, domain: Callable[[ImageList], ImageDomain]) -> ImageDomain:
+    """A labeled domain of several: its classes are all the model's classes, and one lacking some is expected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".* has no images of", DataWarning)
+        return domain(images)

@@ -84,8 +84,11 @@ class Term:
         raise NotImplementedError
 
     @classmethod
-    def discriminator(cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int) -> nn.Module:
-        """The module behind ``net.domain_logits``: by default a one-logit domain discriminator on the features."""
+    def discriminator(
+        cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int, num_domains: int = 2
+    ) -> nn.Module:
+        """The module behind ``net.domain_logits``: by default a one-logit domain discriminator on the features.
+        ``num_domains``: the labeled domains and the target, for a discriminator that tells them all apart."""
         return DomainDiscriminator(num_features, model.discriminator_dims, model.dropout)
 
     def prepare(self, net: DomainAdaptNet) -> None:
@@ -273,16 +276,17 @@ def create_method(cfg: MethodConfig) -> Method:
 
 
 def build_network(
-    model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...], num_classes: int
+    model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...], num_classes: int, num_domains: int = 2
 ) -> DomainAdaptNet:
     """The network ``method`` trains: ``create_network`` with the discriminator its term reads (CDAN's reads the
-    multilinear map of features and predictions, MDD's is an auxiliary classifier)."""
+    multilinear map of features and predictions, MDD's is an auxiliary classifier). ``num_domains``: the labeled
+    domains and the target (``method.domain_discriminator=multiclass`` tells them all apart)."""
     from ..models.network import create_network
 
     method = resolve_method(method)
     term = METHODS.get(method.name).term or Term
 
     def discriminator(num_features: int) -> nn.Module:
-        return term.discriminator(model, method, num_features, num_classes)
+        return term.discriminator(model, method, num_features, num_classes, num_domains)
 
     return create_network(model, input_shape, num_classes, discriminator)

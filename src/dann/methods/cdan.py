@@ -55,7 +55,9 @@ class ConditionalAdversarial(Term):
     entropy_weights = False
 
     @classmethod
-    def discriminator(cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int) -> nn.Module:
+    def discriminator(
+        cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int, num_domains: int = 2
+    ) -> nn.Module:
         return MultilinearDiscriminator(
             num_features, num_classes, cfg.cdan_max_dim, model.discriminator_dims, model.dropout
         )

@@ -29,14 +29,17 @@ def mlp_layers(in_features: int, hidden_dims: Sequence[int], out_features: int, 
 
 
 class DomainDiscriminator(nn.Module):
-    """MLP (Linear + ReLU [+ Dropout] per hidden width) → one logit per sample: (N, F) → (N,).
+    """MLP (Linear + ReLU [+ Dropout] per hidden width) → one logit per sample: (N, F) → (N,); with ``outputs`` > 1,
+    one logit per domain: (N, F) → (N, outputs).
 
     Returns raw logits, to be used with ``binary_cross_entropy_with_logits`` (stable, and safe under autocast);
-    positive means "target" (TARGET = 1)."""
+    positive means "target" (TARGET = 1). Several outputs go with ``cross_entropy``."""
 
-    def __init__(self, in_features: int, hidden_dims: Sequence[int] = (100,), dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, hidden_dims: Sequence[int] = (100,), dropout: float = 0.0, outputs: int = 1
+    ) -> None:
         super().__init__()
-        self.net = mlp_layers(in_features, hidden_dims, 1, dropout)
+        self.net = mlp_layers(in_features, hidden_dims, outputs, dropout)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f).squeeze(-1)

@@ -101,11 +101,25 @@ def checkpoint_table(run: RunSummary) -> Table:
     return Table(header, body)
 
 
+def labeled_table(run: RunSummary) -> Table | None:
+    """Held-out accuracy of each labeled domain at the last and the selected step (runs with several); None else."""
+    names = list(run.last.get("labeled_val", {}))
+    if not names:
+        return None
+    intermediate = set(run.config.data.intermediate)
+    rows = [
+        [f"`{n}`", "intermediate" if n in intermediate else "source", _pct(run.last, "labeled_val", n, "acc"),
+         _pct(run.selected, "labeled_val", n, "acc")]
+        for n in names
+    ]  # fmt: skip
+    return Table(["labeled domain", "role", "held-out acc, last step", "held-out acc, selected step"], rows)
+
+
 def initial_network(cfg: Config, data: DomainData) -> DomainAdaptNet:
     """The network as training started: ``fit`` seeds torch with ``train.seed`` right before building it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        return build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
+        return build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
 
 
 def _networks(run: RunSummary, data: DomainData) -> dict[str, DomainAdaptNet]:
@@ -178,7 +192,9 @@ def _answer(run: RunSummary, diag: dict | None) -> Section:
 
 def _config_section(run: RunSummary) -> Section:
     cfg = run.config
-    data = cfg.data.task or (f"{cfg.data.source} → {cfg.data.target}" if cfg.data.source else "arrays in memory")
+    data = cfg.data.task or (
+        f"{_sources(cfg.data.source)} → {cfg.data.target}" if cfg.data.source else "arrays in memory"
+    )
     keys = {
         "data": data,
         "method": f"{cfg.method.name}, λ_adv {cfg.method.lambda_adv}, GRL {cfg.method.grl_schedule}",
@@ -188,6 +204,13 @@ def _config_section(run: RunSummary) -> Section:
         "selection": f"`{run.validator}`, evaluated every {cfg.train.eval_every} steps",
     }
     return Section("Configuration", [Table(["", "value"], [[k, v] for k, v in keys.items()]), Code(cfg.to_yaml())])
+
+
+def _sources(source: str | tuple[str, ...] | dict[str, str]) -> str:
+    """``data.source`` in one line: a path, paths joined by " + ", or name = path entries."""
+    if isinstance(source, dict):
+        return " + ".join(f"{name} = {path}" for name, path in source.items())
+    return source if isinstance(source, str) else " + ".join(source)
 
 
 def _curve_sections(run: RunSummary) -> list[Section]:
@@ -246,7 +269,9 @@ def build_report(run_dir: str | Path, data: DomainData | None = None) -> Path:
                 f"Feature diagnostics left out: the proxy A-distance and t-SNE need at least {MIN_DIAGNOSTIC_SAMPLES} "
                 f"training samples per domain, and the data has {n_s} source and {n_t} target samples."
             )
-    sections = [_answer(run, diag), Section("Checkpoints", [checkpoint_table(run)]), *_curve_sections(run)]
+    labeled = labeled_table(run)
+    checkpoints = [checkpoint_table(run), *([labeled] if labeled else [])]
+    sections = [_answer(run, diag), Section("Checkpoints", checkpoints), *_curve_sections(run)]
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
     sections.append(_config_section(run))
     title = f"dann run report: {run.run_dir.name}"

@@ -22,7 +22,7 @@ from ..config import Config, OptimConfig
 from ..data.domains import DomainData
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning
-from ..evaluation.metrics import evaluate_domain
+from ..evaluation.metrics import evaluate_domain, labeled_accuracy
 from ..methods.base import Method
 from ..models.network import DomainAdaptNet
 from ..runs import (
@@ -264,6 +264,7 @@ class Trainer:
             record["processes"] = self.world.size
         if data.source_val is not None:
             record["source_val"] = {"acc": evaluate_domain(net, data.source_val, k, bs, self.world)["acc"]}
+        record |= labeled_accuracy(net, data, bs, self.world)  # per labeled domain, when there are several
         record["validators"], best = self._validate(net, data, history[-1].get("selection") if history else None, step)
         if best is not None:
             record["selection"] = best
@@ -338,6 +339,7 @@ class Trainer:
                 "input_shape": list(data.input_shape),
                 "image": data.image.to_dict() if data.image is not None else None,
                 "scale": data.scale.to_dict() if data.scale is not None else None,
+                "domains": [d.name for d in data.domains],  # the labeled domains, in the order of their index d
             },
             "selection": record.get("selection"),
         }
