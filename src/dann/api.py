@@ -35,6 +35,7 @@ from .runs import (
     prepare_run_dir,
 )
 from .training.distributed import World, local_device
+from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer, resolve_device
 
@@ -86,7 +87,8 @@ def fit(
         init_from_run(net, cfg.model.init_from, data)
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
-    check_batchnorm_rows(net, method, cfg.train.batch_size, world.size)
+    for stage in plan_stages(cfg, method, data).stages:  # one, `method`, without train.stages
+        check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
     resolve_device(local_device(cfg.train.device, world))
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume

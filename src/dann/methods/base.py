@@ -89,7 +89,9 @@ class Term:
     ) -> nn.Module:
         """The module behind ``net.domain_logits``: by default a one-logit domain discriminator on the features.
         ``num_domains``: the labeled domains and the target, for a discriminator that tells them all apart."""
-        return DomainDiscriminator(num_features, model.discriminator_dims, model.dropout)
+        return DomainDiscriminator(
+            num_features, model.discriminator_dims, model.dropout, negative_slope=model.discriminator_slope
+        )
 
     def prepare(self, net: DomainAdaptNet) -> None:
         """Called once before training starts (after any ``--init-from`` weights are loaded)."""
@@ -160,6 +162,10 @@ class Method:
         if self.uses_source:
             total = classification_loss(fw.z_s, batch.y_s, batch.w_s, self.cfg.label_smoothing)
             logged["cls"] = total.detach()
+        return self.add_terms(fw, total, logged)
+
+    def add_terms(self, fw: Forward, total: torch.Tensor, logged: dict[str, torch.Tensor | float]) -> LossOutput:
+        """``total`` (the classification loss) plus each term × its weight; every term logged by name."""
         for name, weight, term in self.terms:
             value, extra = term(fw)
             total = total + weight * value

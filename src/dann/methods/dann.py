@@ -62,7 +62,9 @@ class DomainAdversarial(Term):
         cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int, num_domains: int = 2
     ) -> nn.Module:
         outputs = num_domains if cfg.domain_discriminator == "multiclass" else 1
-        return DomainDiscriminator(num_features, model.discriminator_dims, model.dropout, outputs)
+        return DomainDiscriminator(
+            num_features, model.discriminator_dims, model.dropout, outputs, model.discriminator_slope
+        )
 
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         coeff = grl_coeff(self.cfg, fw.progress)

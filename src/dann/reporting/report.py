@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..config import Config, config_from_dict
+from ..config import Config, config_from_dict, stage_sections
 from ..data import SOURCE, TARGET, DomainData, build_data
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
@@ -32,6 +32,7 @@ from ..runs import (
     read_jsonl,
 )
 from ..selection.validators import VALIDATORS, select_record, subset
+from ..stage_config import stage_label, stage_steps
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 
@@ -203,7 +204,21 @@ def _config_section(run: RunSummary) -> Section:
         "training": f"{cfg.train.steps} steps, batch {cfg.train.batch_size} per domain, seed {cfg.train.seed}",
         "selection": f"`{run.validator}`, evaluated every {cfg.train.eval_every} steps",
     }
+    if cfg.train.stages:
+        keys["stages"] = _stages(cfg)
     return Section("Configuration", [Table(["", "value"], [[k, v] for k, v in keys.items()]), Code(cfg.to_yaml())])
+
+
+def _stages(cfg: Config) -> str:
+    """``train.stages`` in one line: each stage's name, steps, method, classified and aligned domains."""
+    parts = []
+    for i, (stage, steps) in enumerate(zip(cfg.train.stages, stage_steps(cfg.train.stages, cfg.train.steps),
+                                           strict=True)):  # fmt: skip
+        method = stage_sections(cfg, i)[0]
+        classify = ", ".join(f"{k} × {v:g}" for k, v in stage.classify.items()) or "every labeled domain"
+        align = f"; aligns {', '.join(stage.align)}" if stage.align else ""
+        parts.append(f"{stage_label(i, stage)} ({steps} steps, {method.name}: classifies {classify}{align})")
+    return " → ".join(parts)
 
 
 def _sources(source: str | tuple[str, ...] | dict[str, str]) -> str:
@@ -216,6 +231,9 @@ def _sources(source: str | tuple[str, ...] | dict[str, str]) -> str:
 def _curve_sections(run: RunSummary) -> list[Section]:
     step = run.selected["step"] if run.selected else None
     caption = "Loss terms, GRL λ, lr, domain accuracy and accuracies against the step; dashed: uses target labels."
+    bounds = plots.stage_boundaries(run.history)
+    if bounds:
+        caption += " Grey dashed lines: the start of " + ", ".join(f"stage {n} (after step {s})" for s, n in bounds)
     curves = Figure("curves", plots.training_curves(run.history, run.validator, step), caption)
     hint = (
         "When adaptation works, `adv` stays near ln 2 ≈ 0.69 and the discriminator's accuracy near 0.5: it cannot "

@@ -47,6 +47,8 @@ def check_batchnorm_rows(net: DomainAdaptNet, method: Method, batch_size: int, p
     forward (PyTorch stops at the first step with "Expected more than 1 value per channel", or normalizes one image
     by its own pixels). Each of ``processes`` (torchrun) forwards ``batch_size / processes`` rows per domain."""
     norms = [name for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if getattr(net, "freeze_bn", False):  # model.freeze_bn: BatchNorm in eval mode takes any number of samples
+        norms = []
     rows = batch_size // processes
     if not norms or method.forward_rows(rows) >= 2:
         return
