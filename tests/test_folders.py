@@ -177,7 +177,7 @@ def test_class_matching_by_name(shape_folders, tmp_path):
         (lambda d: (d / "l.csv").write_text("a.png,x,heavy\n"), r"l\.csv, row 1: weight 'heavy' is not a number"),
         (lambda d: (d / "l.csv").write_text("a.png,x,1\nb.png,x,-2\n"), r"l\.csv, row 2: weight -2 is not allowed"),
         (lambda d: (d / "l.csv").write_text("a.png,x,1\nb.png,x,nan\n"), r"l\.csv, row 2: weight nan is not allow"),
-        (lambda d: (d / "l.csv").write_text("a.png,x,0\nb.png,x,0\n"), r"l\.csv: every weight is 0"),
+        (lambda d: (d / "l.csv").write_text("a.png,x,0\nb.png,x,0\n"), r"l\.csv: every weight is zero"),
         (lambda d: (d / "l.csv").write_text("path,label\n"), r"l\.csv lists no images"),
         (lambda d: (d / "notes.md").write_text("hi"), r"notes\.md is neither a folder of images nor a list file"),
     ],

@@ -79,7 +79,7 @@ def test_bad_npz_weights_are_refused_naming_the_file_and_row(tmp_path):
     for w, message in (
         ([1, 1, -1, 1, 1], r"s\.npz, w\[2\]: weight -1 is not allowed"),
         ([1, np.inf, 1, 1, 1], r"s\.npz, w\[1\]: weight inf is not allowed"),
-        ([0, 0, 0, 0, 0], r"s\.npz: every weight is 0"),
+        ([0, 0, 0, 0, 0], r"s\.npz: every weight is zero"),
         ([1, 1], r"s\.npz: weights must have shape \(5,\)"),
     ):
         np.savez(tmp_path / "s.npz", x=x, y=y, w=np.array(w, dtype=np.float64))

@@ -32,7 +32,7 @@ def as_weights(
             f"({len(bad)} bad weight(s))"
         )
     if n and not (w > 0).any():
-        raise DataError(f"{what}: every weight is 0, so no sample would count; give some samples a positive weight")
+        raise DataError(f"{what}: every weight is zero, so no sample would count; give some samples a positive weight")
     return torch.from_numpy(w.astype(np.float32))
 
 
