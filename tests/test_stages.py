@@ -13,6 +13,7 @@ from dann.data import as_domain, make_domain_data
 from dann.errors import ConfigError
 from dann.methods import Batch, build_network, create_method
 from dann.models.grl import grad_reverse
+from dann.reporting import plots
 from dann.training.schedules import warm_start_grl
 from dann.training.stages import plan_stages
 from dann.training.trainer import Trainer
@@ -106,11 +107,15 @@ def test_stages_train_in_turn_and_record_their_stage(three_domains, tmp_path):
     assert records[0]["stage_progress"] == 1.0 and records[1]["stage_progress"] == pytest.approx(1 / 9)
     assert "adv" not in records[0]["train"] and {"cls_source", "cls_mid"} <= set(records[0]["train"])
     assert "adv" in records[-1]["train"] and set(records[-1]["train"]) & {"cls_source"} == set()
-    # the learning rate follows each stage's own progress: stage 2 starts again at optim.lr
-    assert records[1]["train"]["lr"] > records[0]["train"]["lr"]
+    # the learning rate and the GRL follow each stage's own progress: stage 2 starts again at optim.lr and λ = 0
+    assert records[1]["train"]["lr"] == pytest.approx(staged_cfg().optim.lr)
+    assert records[0]["train"]["lr"] < staged_cfg().optim.lr
+    assert records[1]["train"]["grl_lambda"] == 0.0 < records[2]["train"]["grl_lambda"]
     kept = torch.load(run / "checkpoints/supervised.pt", weights_only=True)
     assert kept["step"] == 3 and result.history[-1]["step"] == 12
-    assert "supervised (3 steps" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "supervised (3 steps" in report and "the start of stage adversarial (after step 3)" in report
+    assert plots.stage_boundaries(records) == [(3, "adversarial")]
 
 
 def test_resume_inside_the_second_stage_gives_the_uninterrupted_run(three_domains, tmp_path, monkeypatch):

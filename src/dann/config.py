@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .stage_config import StageConfig, stage_label, stage_steps
 from .training.schedules import GRL_SCHEDULES, LR_SCHEDULES
+from .training.stage_config import StageConfig, stage_label, stage_steps
 
 SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite

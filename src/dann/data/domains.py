@@ -55,16 +55,11 @@ class Domain:
         return Domain(self.x, None, scale=self.scale)
 
     @staticmethod
-    def join(parts: Sequence[Domain], index: Sequence[int]) -> Domain:
-        """The samples of labeled ``parts`` one after another, ``d`` = ``index[i]`` for those of ``parts[i]``; weights
-        where any part has some (1 for the samples of parts without)."""
-        return Domain(
-            torch.cat([p.x for p in parts]),
-            torch.cat([p.y for p in parts]),  # type: ignore[misc]
-            scale=parts[0].scale,
-            w=joined_weights(parts),
-            d=part_indices(parts, index),
-        )
+    def join(parts: Sequence[Domain], w: torch.Tensor | None, d: torch.Tensor) -> Domain:
+        """The samples of labeled ``parts`` one after another, with their weights ``w`` and domain indices ``d`` (N,)
+        (see ``pooled``)."""
+        x, y = torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts])  # type: ignore[misc]
+        return Domain(x, y, scale=parts[0].scale, w=w, d=d)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(x (B, ...), indices (B,)) in order."""
@@ -244,10 +239,15 @@ def pooled(parts: Sequence[LabeledDomain]) -> tuple[AnyDomain, AnyDomain | None]
     domain's own parts when there is one."""
     if len(parts) == 1:
         return parts[0].train, parts[0].val
-    join = type(parts[0].train).join
     vals = [(i, p.val) for i, p in enumerate(parts) if p.val is not None]
-    train = join([p.train for p in parts], range(len(parts)))  # type: ignore[arg-type]
-    return train, join([v for _, v in vals], [i for i, _ in vals]) if vals else None  # type: ignore[arg-type]
+    train = _join([p.train for p in parts], range(len(parts)))
+    return train, _join([v for _, v in vals], [i for i, _ in vals]) if vals else None  # type: ignore[misc]
+
+
+def _join(parts: Sequence[AnyDomain], index: Sequence[int]) -> AnyDomain:
+    """``parts`` one after another: ``d`` = ``index[i]`` for the samples of ``parts[i]``; weights where any part has
+    some (1 for the samples of parts without)."""
+    return type(parts[0]).join(parts, joined_weights(parts), part_indices(parts, index))  # type: ignore[arg-type]
 
 
 def _measured(domain: AnyDomain | None, what: str) -> AnyDomain | None:

@@ -143,15 +143,14 @@ class ImageDomain(Dataset):
         return ImageDomain(self.paths, None, self.pipeline, self.name, self.bad)
 
     @staticmethod
-    def join(parts: Sequence[ImageDomain], index: Sequence[int]) -> ImageDomain:
-        """The files of labeled ``parts`` (one pipeline) one after another, as ``Domain.join``."""
-        from .domains import joined_weights, part_indices
-
+    def join(parts: Sequence[ImageDomain], w: torch.Tensor | None, d: torch.Tensor) -> ImageDomain:
+        """The files of labeled ``parts`` (one pipeline) one after another, with their weights ``w`` and domain
+        indices ``d`` (N,) (see ``dann.data.domains.pooled``)."""
         paths = [path for p in parts for path in p.paths]
         y = torch.cat([p.y for p in parts])  # type: ignore[misc]
         name = " + ".join(p.name for p in parts)
         bad = set().union(*(p.bad for p in parts))
-        return ImageDomain(paths, y, parts[0].pipeline, name, bad, joined_weights(parts), part_indices(parts, index))
+        return ImageDomain(paths, y, parts[0].pipeline, name, bad, w, d)
 
     def __getitem__(self, item: int | tuple[int, int]) -> Sample:
         i, seed = item if isinstance(item, tuple) else (item, None)

@@ -32,7 +32,7 @@ from ..runs import (
     read_jsonl,
 )
 from ..selection.validators import VALIDATORS, select_record, subset
-from ..stage_config import stage_label, stage_steps
+from ..training.stage_config import stage_label, stage_steps
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 

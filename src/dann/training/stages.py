@@ -28,9 +28,9 @@ from ..methods.base import METHODS, Method, Term, create_method
 from ..methods.staged import StageLoss
 from ..models.network import DomainAdaptNet
 from ..runs import LAST_CHECKPOINT, atomic_write_bytes
-from ..stage_config import stage_label, stage_steps
 from .distributed import World
 from .schedules import LR_SCHEDULES
+from .stage_config import stage_label, stage_steps
 from .steps import Batches
 
 ROLES = ("source", "intermediate")

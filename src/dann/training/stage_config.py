@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a stage's name, also its checkpoint's file name
 RESERVED = ("last", "prev", "best")  # the run's own checkpoint files
