@@ -6,7 +6,9 @@ host-device synchronization except every ``log_every`` steps (progress bar, non-
 steps (non-finite check → evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
 checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the ``selection.validator``
 score is the best so far; see ``selection.validators``). Non-finite losses: see ``nonfinite``. Under torchrun the
-same loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``distributed``."""
+same loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``distributed``. With
+``train.stages`` the steps are split into stages, each with its own method, batch streams and schedules, and each
+ending with an evaluation: see ``stages`` (a run without them is one stage, the loop as it always was)."""
 
 from __future__ import annotations
 
