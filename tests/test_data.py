@@ -140,6 +140,19 @@ def test_digit_shift_tasks_keep_the_source_and_shift_the_other_half(task):
     assert torch.equal(again.target_train.x, x_t)  # a pure function of the seed
 
 
+def test_the_gradual_task_has_a_few_labeled_mid_digits_between_source_and_target():
+    plain, gradual = build_data(DataConfig(task="digits")), build_data(DataConfig(task="digits_gradual"))
+    source, mid = gradual.domains
+    assert (source.name, source.intermediate, mid.name, mid.intermediate) == ("source", False, "mid", True)
+    assert torch.equal(torch.cat([source.train.x, source.val.x]).sum(0), torch.cat([plain.source_train.x,
+                       plain.source_val.x]).sum(0))  # fmt: skip
+    assert torch.bincount(torch.cat([mid.train.y, mid.val.y])).tolist() == [5] * 10
+    assert len(gradual.target_train) == 899 - 50 and gradual.target_train.y is None
+    x_m, x_t = torch.cat([mid.train.x, mid.val.x]), gradual.target_train.x
+    ratio = (x_m[:, :, :2].mean() / x_t[:, :, :2].mean()).item()  # the empty border: the photo alone
+    assert 0.3 < ratio < 0.5  # mid's photo at 0.4 of the target's strength: a lighter shift
+
+
 def test_the_tabular_task_is_a_covariate_shift_of_the_breast_cancer_table():
     data = build_data(DataConfig(task="cancer", val_fraction=0.0))
     from sklearn.datasets import load_breast_cancer

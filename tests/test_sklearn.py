@@ -96,11 +96,10 @@ def test_no_target_rows_trains_the_source_only_model_and_warns_once(domains):
 @pytest.mark.parametrize(
     "case, match",
     [
-        ("two sources", "several source domains in sample_domain \\(1, 2\\): training on several sources is not"),
         ("two targets", "several target domains"),
         ("domain 0", "0 is no domain"),
         ("short domain", "sample_domain must have shape \\(100,\\)"),
-        ("domain and X_target", "one way: sample_domain or X_target"),
+        ("domain and X_target", "one way: a negative sample_domain or X_target"),
         ("-1 rows and X_target", "one way: rows with y == -1 or X_target"),
         ("unlabeled source row", "1 source row\\(s\\) \\(sample_domain > 0\\) have y == -1"),
         ("no source", "no labeled source rows"),
@@ -111,7 +110,6 @@ def test_ambiguous_or_unsupported_domains_are_refused(domains, case, match):
     X, y = stacked(x_s, y_s, x_t)
     domain = np.concatenate([np.full(len(x_s), 1), np.full(len(x_t), -1)])
     kwargs = {
-        "two sources": {"sample_domain": np.where(np.arange(len(y)) < 30, 2, domain)},
         "two targets": {"sample_domain": np.where(np.arange(len(y)) >= 90, -2, domain)},
         "domain 0": {"sample_domain": np.where(np.arange(len(y)) == 0, 0, domain)},
         "short domain": {"sample_domain": domain[:-1]},

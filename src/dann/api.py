@@ -39,6 +39,7 @@ from .runs import (
 )
 from .training.distributed import World, local_device
 from .training.seeds import derive_seed
+from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer, resolve_device
 
@@ -93,7 +94,7 @@ def fit(
         raise ConfigError(f"this run is the source-only control already (method.name={CONTROL_METHOD}): drop control")
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     method = create_method(cfg.method)
-    net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
+    net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
     if method.needs_init and not cfg.model.init_from:
         raise ConfigError(
             f"method {cfg.method.name!r} adapts a trained source model: name its run directory with "
@@ -103,7 +104,8 @@ def fit(
         init_from_run(net, cfg.model.init_from, data)
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
-    check_batchnorm_rows(net, method, cfg.train.batch_size, world.size)
+    for stage in plan_stages(cfg, method, data).stages:  # one, `method`, without train.stages
+        check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
     resolve_device(local_device(cfg.train.device, world))
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume

@@ -27,6 +27,7 @@ SHORTCUTS = {  # flag -> config key
     "source": "data.source",
     "target": "data.target",
     "target_eval": "data.target_eval",
+    "intermediate": "data.intermediate",
     "backbone": "model.backbone",
     "method": "method.name",
     "init_from": "model.init_from",
@@ -85,7 +86,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", help=f"embedded task: {' | '.join(TASKS.names())}")
     parser.add_argument(
-        "--source", help="labeled source data: .npz (x, y), a folder of class subfolders, or a list file"
+        "--source",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="labeled source data: .npz (x, y[, w]), a folder of class subfolders, or a list file "
+        "(path,label[,weight]); repeat for several labeled domains, each may be named: --source a=x --source b=y",
+    )
+    parser.add_argument(
+        "--intermediate", metavar="NAME", help="the labeled domain nearest the target (see the staged preset)"
     )
     parser.add_argument(
         "--target",
@@ -102,6 +110,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
     """The config the data options ask for: ``--config``, then the shortcut flags, ``extra``, then ``--set``."""
     given = {flag: getattr(args, flag, None) for flag in SHORTCUTS}
+    if given.get("source") is not None:  # repeatable: one path as it was, several as a list (JSON is YAML)
+        given["source"] = given["source"][0] if len(given["source"]) == 1 else json.dumps(given["source"])
     shortcuts = [f"{SHORTCUTS[flag]}={value}" for flag, value in given.items() if value is not None]
     return load_config(args.config, [*shortcuts, *extra, *args.overrides])
 

@@ -19,11 +19,13 @@ import yaml
 
 from .errors import ConfigError
 from .training.schedules import GRL_SCHEDULES, LR_SCHEDULES
+from .training.stage_config import StageConfig, stage_label, stage_steps
 
 SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.training.precision
+DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
@@ -46,7 +48,8 @@ def _require_seed(key: str, value: int) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     task: str = ""  # embedded task (see dann.data.TASKS: moons, digits...), used when `source` is empty
-    source: str = ""  # labeled source data: .npz, a folder of class subfolders, or a .csv/.txt list of path,label
+    source: str | tuple[str, ...] | dict[str, str] = ""  # labeled data (.npz, folder, list); several: list or mapping
+    intermediate: str | tuple[str, ...] = ()  # labeled domain(s) nearest the target, by name (see train.stages)
     target: str = ""  # unlabeled target data (.npz, folder, list); labels in it are used for evaluation only
     target_eval: str = ""  # labeled target data, for evaluation only (default: `target`, if it has labels)
     root: str = ""  # folder that relative source/target/target_eval paths are resolved against
@@ -66,6 +69,8 @@ class DataConfig:
     persistent_workers: bool = False  # image files: evaluation loaders keep workers, which prefetch the next pass
 
     def __post_init__(self) -> None:
+        if isinstance(self.intermediate, str):  # one name, as --set data.intermediate=mid gives it
+            object.__setattr__(self, "intermediate", (self.intermediate,) if self.intermediate else ())
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)
         _require_seed("data.seed", self.seed)
         _require(self.image_size >= 0, "data.image_size", ">= 0", self.image_size)
@@ -88,6 +93,9 @@ class ModelConfig:
     head_dims: tuple[int, ...] | None = None  # hidden widths of the label head; []: one linear layer; null: auto
     discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
     dropout: float = 0.0  # in the discriminator's hidden layers
+    discriminator_slope: float = 0.0  # LeakyReLU negative slope in the discriminator's hidden layers; 0: ReLU
+    head_norm: bool = False  # label head ends BatchNorm1d + LayerNorm + bias-free Linear (normalized features)
+    freeze_bn: bool = False  # every BatchNorm in eval mode while training: running statistics frozen, affine trained
     init_from: str = ""  # a run directory whose last.pt starts the network (needed by method `shot`)
 
     def __post_init__(self) -> None:
@@ -98,6 +106,8 @@ class ModelConfig:
                 all(d > 0 for d in getattr(self, key) or ()), f"model.{key}", "positive widths", getattr(self, key)
             )
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
+        slope = self.discriminator_slope
+        _require(0.0 <= slope < 1.0, "model.discriminator_slope", "in [0, 1) (0: ReLU)", slope)
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,9 @@ class MethodConfig:
     grl_gamma: float = 10.0  # steepness of the paper's sigmoid schedule
     label_smoothing: float = 0.1  # of the source cross-entropy
     separate_forward: bool = False  # seed variant: two forward passes (per-domain BatchNorm statistics)
+    domain_discriminator: str = (
+        "binary"  # dann: binary (labeled vs target) | multiclass (which labeled domain or target)
+    )
     regularizers: dict[str, float] = field(default_factory=dict)  # target terms added to any method, with weights
     cdan_max_dim: int = 4096  # cdan: features x classes above this use the randomized multilinear map (1024 wide)
     mdd_margin: float = 4.0  # mdd: margin gamma of the disparity discrepancy
@@ -130,6 +143,13 @@ class MethodConfig:
         )
         _require(0.0 <= self.ema_teacher < 1.0, "method.ema_teacher", "in [0, 1)", self.ema_teacher)
         _require(self.shot_beta >= 0, "method.shot_beta", ">= 0", self.shot_beta)
+        kinds = DOMAIN_DISCRIMINATORS
+        _require(
+            self.domain_discriminator in kinds,
+            "method.domain_discriminator",
+            " | ".join(kinds),
+            self.domain_discriminator,
+        )
         _require(self.grl_gamma >= 0, "method.grl_gamma", ">= 0", self.grl_gamma)
         GRL_SCHEDULES.get(self.grl_schedule)  # an unknown name lists the valid ones
         _require(0.0 <= self.label_smoothing < 1.0, "method.label_smoothing", "in [0, 1)", self.label_smoothing)
@@ -143,6 +163,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     backbone_lr_mult: float | None = None  # None: 0.1 for pretrained backbones, 1.0 otherwise
+    discriminator_lr_mult: float = 1.0  # the discriminator's learning rate, as a multiple of optim.lr's schedule
     lr_schedule: str = "ganin"  # ganin | constant | cosine
     lr_alpha: float = 10.0
     lr_beta: float = 0.75
@@ -161,6 +182,8 @@ class OptimConfig:
             self.backbone_lr_mult,
         )
         _require(self.grad_clip >= 0, "optim.grad_clip", ">= 0", self.grad_clip)
+        mult = self.discriminator_lr_mult
+        _require(mult >= 0, "optim.discriminator_lr_mult", ">= 0", mult)
         _require(self.lr_alpha >= 0, "optim.lr_alpha", ">= 0", self.lr_alpha)
 
 
@@ -180,10 +203,13 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches of batch_size per domain averaged into each optimizer step
     channels_last: bool = False  # model and image batches in channels_last (NHWC) memory format
     compile: bool = False  # torch.compile the backbone (first steps are slow while it compiles)
+    stages: tuple[StageConfig, ...] = ()  # train in stages, one after another (see dann.training.stages); (): one
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "accumulate"):
             _require(getattr(self, key) > 0, f"train.{key}", "> 0", getattr(self, key))
+        if self.stages:
+            stage_steps(self.stages, self.steps)  # they must add up to train.steps
         _require_seed("train.seed", self.seed)
         _require(self.on_nonfinite in ON_NONFINITE, "train.on_nonfinite", " or ".join(ON_NONFINITE), self.on_nonfinite)
         _require(self.precision in PRECISIONS, "train.precision", " | ".join(PRECISIONS), self.precision)
@@ -212,11 +238,35 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
+    def __post_init__(self) -> None:
+        for i in range(len(self.train.stages)):  # each stage's method and schedule, over the run's, checked now
+            stage_sections(self, i)
+
     def to_dict(self) -> dict[str, Any]:
         return {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in dataclasses.fields(self)}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def stage_sections(cfg: Config, index: int) -> tuple[MethodConfig, OptimConfig]:
+    """The method and optimizer sections of stage ``index`` of ``train.stages``: the run's, with the stage's ``method``
+    and ``optim`` keys over them (type-checked, then range-checked). Raises ``ConfigError`` naming the stage."""
+    stage = cfg.train.stages[index]
+    where = f"train.stages[{index}] ({stage_label(index, stage)})"
+    sections = []
+    for cls, base, keys in ((MethodConfig, cfg.method, stage.method), (OptimConfig, cfg.optim, stage.optim)):
+        hints = typing.get_type_hints(cls)
+        section = "method" if cls is MethodConfig else "optim"
+        unknown = sorted(set(keys) - set(hints))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {section}.{unknown[0]}; valid keys: {', '.join(hints)}")
+        typed = {k: _coerce(f"{where}.{section}.{k}", hints[k], v) for k, v in keys.items()}
+        try:
+            sections.append(dataclasses.replace(base, **typed))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return sections[0], sections[1]
 
 
 def resolve_method(cfg: MethodConfig) -> MethodConfig:
@@ -234,7 +284,14 @@ def resolve_method(cfg: MethodConfig) -> MethodConfig:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    """Tuples → lists, all the way down (YAML's safe dump writes lists and mappings, not tuples)."""
+    return {k: _plain_value(v) for k, v in d.items()}
+
+
+def _plain_value(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_plain_value(x) for x in v]
+    return _plain(v) if isinstance(v, dict) else v
 
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:
@@ -244,18 +301,23 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(key, inner, value)
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, _union_member(inner, value), value)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list such as [100, 100], got {value!r}")
         (inner, _) = typing.get_args(hint)
-        return tuple(_coerce(key, inner, v) for v in value)
+        indexed = dataclasses.is_dataclass(inner)  # train.stages[1]: say which item
+        return tuple(_coerce(f"{key}[{i}]" if indexed else key, inner, v) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping such as {{mcc: 1.0}}, got {value!r}")
         (k_hint, v_hint) = typing.get_args(hint)
         return {_coerce(key, k_hint, k): _coerce(f"{key}.{k}", v_hint, v) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _coerce_dataclass(key, hint, value)
+    if hint is Any:  # checked by the section that reads it (a stage's method and optim keys)
+        return value
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -269,6 +331,32 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _coerce_dataclass(key: str, cls: type, value: Any) -> Any:
+    """A mapping → the frozen dataclass ``cls`` (a stage of ``train.stages``), each key type-checked."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping of keys to values, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(value) - set(hints))
+    if unknown:
+        raise ConfigError(f"{key}: unknown key {unknown[0]!r}; valid keys: {', '.join(hints)}")
+    try:
+        return cls(**{k: _coerce(f"{key}.{k}", hints[k], v) for k, v in value.items()})
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _union_member(hints: list[Any], value: Any) -> Any:
+    """The type of a union that ``value`` is given as: a list → the tuple type, a mapping → the dict type, anything
+    else → the first plain type (whose check then names what is wrong)."""
+    kinds = {tuple: (list, tuple), dict: (dict,)}
+    for hint in hints:
+        if isinstance(value, kinds.get(typing.get_origin(hint), ())):
+            return hint
+    return next((h for h in hints if typing.get_origin(h) is None), hints[0])
 
 
 def _integer(key: str, value: Any) -> int:

@@ -1,12 +1,23 @@
+import dataclasses
 from pathlib import Path
 
 from ..config import DataConfig, ModelConfig
 from ..errors import ConfigError
 from .arrays import as_domain, check_same_classes, load_npz, save_npz
 from .builtin import TASKS, build_task
-from .domains import SOURCE, TARGET, Domain, DomainData, make_domain_data
+from .domains import (
+    SOURCE,
+    SOURCE_NAME,
+    TARGET,
+    Domain,
+    DomainData,
+    LabeledDomain,
+    make_domain_data,
+    mark_intermediate,
+)
 from .folders import LIST_EXTENSIONS, build_folder_data, read_images
 from .images import ImageDomain
+from .sources import labeled_sources, merge_npz_classes, resolve
 from .transforms import ImageConfig, resolve_image_config
 
 __all__ = [
@@ -17,11 +28,13 @@ __all__ = [
     "DomainData",
     "ImageConfig",
     "ImageDomain",
+    "LabeledDomain",
     "as_domain",
     "build_data",
     "build_task",
     "check_same_classes",
     "data_paths",
+    "labeled_sources",
     "load_npz",
     "make_domain_data",
     "read_images",
@@ -30,12 +43,10 @@ __all__ = [
 
 
 def data_paths(cfg: DataConfig) -> tuple[str, str, str]:
-    """(source, target, target_eval) with relative paths resolved against ``data.root``; "" stays "" (not given)."""
-
-    def resolve(path: str) -> str:
-        return str(Path(cfg.root) / path) if path and cfg.root and not Path(path).is_absolute() else path
-
-    return resolve(cfg.source), resolve(cfg.target), resolve(cfg.target_eval)
+    """(source, target, target_eval) with relative paths resolved against ``data.root``; "" stays "" (not given).
+    With several labeled domains, ``source`` is the first one's path (``labeled_sources`` lists them all)."""
+    sources = labeled_sources(cfg)
+    return sources[0][1] if sources else "", resolve(cfg, cfg.target), resolve(cfg, cfg.target_eval)
 
 
 def _is_image_input(path: str) -> bool:
@@ -48,29 +59,44 @@ def _is_image_input(path: str) -> bool:
 def build_data(cfg: DataConfig, model: ModelConfig | None = None) -> DomainData:
     """The DomainData a config asks for: ``.npz`` files, image folders or list files when ``data.source`` is set
     (image inputs follow ``model.backbone``'s timm data config), else the embedded task."""
+    sources = labeled_sources(cfg)
     if cfg.dataset:
         from .catalog import check_dataset
 
-        check_dataset(cfg.dataset, cfg.root, [p for p in (cfg.source, cfg.target, cfg.target_eval) if p])
-    if cfg.source:
+        check_dataset(cfg.dataset, cfg.root, [p for p in (*_raw_sources(cfg), cfg.target, cfg.target_eval) if p])
+    if sources:
         if not cfg.target:
             raise ConfigError("data.target is required with data.source (the unlabeled target data)")
         paths = data_paths(cfg)
-        arrays = [not _is_image_input(p) for p in paths if p]
+        every = [path for _, path in sources] + [p for p in paths[1:] if p]
+        arrays = [not _is_image_input(p) for p in every]
         if any(arrays) and not all(arrays):
-            raise ConfigError(
-                f"mixing .npz files with image folders or lists is not supported: {', '.join(p for p in paths if p)}"
-            )
+            raise ConfigError(f"mixing .npz files with image folders or lists is not supported: {', '.join(every)}")
         if not arrays[0]:
-            return build_folder_data(cfg, resolve_image_config(cfg, model or ModelConfig()), paths)
-        source, classes = load_npz(paths[0])
-        target, target_classes = load_npz(paths[1])
-        target_eval, eval_classes = load_npz(paths[2]) if paths[2] else (None, None)
-        for path, names in ((paths[1], target_classes), (paths[2], eval_classes)):
-            check_same_classes(classes, names, f"{path} vs {paths[0]}")
-        return make_domain_data(source, target, target_eval, classes, cfg.val_fraction, cfg.seed, names=paths)
+            return build_folder_data(cfg, resolve_image_config(cfg, model or ModelConfig()), paths, sources)
+        return _npz_data(cfg, sources, paths)
     if cfg.task:
-        return build_task(cfg.task, cfg.seed, cfg.val_fraction)
+        return mark_intermediate(build_task(cfg.task, cfg.seed, cfg.val_fraction), cfg.intermediate)
     raise ConfigError(
         f"no data given: set data.task (one of {', '.join(TASKS.names())}) or data.source and data.target"
+    )
+
+
+def _raw_sources(cfg: DataConfig) -> list[str]:
+    """The labeled paths as written in ``data.source`` (relative to ``data.root``), for the dataset check."""
+    return [path for _, path in labeled_sources(dataclasses.replace(cfg, root=""))]
+
+
+def _npz_data(cfg: DataConfig, sources: list[tuple[str, str]], paths: tuple[str, str, str]) -> DomainData:
+    """DomainData of ``.npz`` files: one labeled domain per source, classes matched by name across them."""
+    loaded = [(name, path, *load_npz(path)) for name, path in sources]
+    domains, classes = merge_npz_classes(loaded)
+    target, target_classes = load_npz(paths[1])
+    target_eval, eval_classes = load_npz(paths[2]) if paths[2] else (None, None)
+    for path, names in ((paths[1], target_classes), (paths[2], eval_classes)):
+        check_same_classes(classes, names, f"{path} vs {paths[0]}")
+    single = len(sources) == 1 and sources[0][0] == SOURCE_NAME  # one unnamed labeled domain: as it always was
+    source, origins = (domains[SOURCE_NAME], None) if single else (domains, dict(sources))
+    return make_domain_data(
+        source, target, target_eval, classes, cfg.val_fraction, cfg.seed, paths, None, cfg.intermediate, origins
     )

@@ -12,12 +12,20 @@ import torch
 from ..errors import DataError
 from .domains import Domain
 from .scales import Scale
+from .weights import as_weights
 
 MAGIC = (b"PK", b"\x93NUMPY")  # how a .npz (a zip archive) or a .npy file starts; np.load would try pickle otherwise
 
 
-def as_domain(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None, what: str = "array") -> Domain:
-    """Validate and convert: float32 features/images (uint8 images are scaled to [0, 1]), int64 labels."""
+def as_domain(
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor | None = None,
+    what: str = "array",
+    w: np.ndarray | torch.Tensor | None = None,
+    w_name: str = "w",
+) -> Domain:
+    """Validate and convert: float32 features/images (uint8 images are scaled to [0, 1]), int64 labels, float32
+    per-sample weights ``w`` (N,) (``dann.data.weights``; ``w_name`` names them in messages)."""
     x = stored = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if x.ndim not in (2, 4):
         raise DataError(f"{what}: x must have shape (N, D) or (N, C, H, W), got {x.shape}")
@@ -38,11 +46,13 @@ def as_domain(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None 
         if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
             raise DataError(f"{what}: y must hold integer class indices, got dtype {y.dtype}")
         labels = torch.from_numpy(y.astype(np.int64))
-    return Domain(torch.from_numpy(np.ascontiguousarray(x)), labels, scale=Scale.measure(stored, x, what))
+    weights = as_weights(w, len(x), what, lambda i: f"{w_name}[{i}]") if w is not None else None
+    return Domain(torch.from_numpy(np.ascontiguousarray(x)), labels, scale=Scale.measure(stored, x, what), w=weights)
 
 
 def load_npz(path: str | Path) -> tuple[Domain, list[str] | None]:
-    """Read a ``.npz`` file into a Domain (and class names, if the file has ``classes``)."""
+    """Read a ``.npz`` file into a Domain (and class names, if the file has ``classes``); an array ``w`` gives
+    per-sample weights (N,) of labeled samples."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist" if not path.exists() else f"{path} is not a file")
@@ -64,7 +74,8 @@ def load_npz(path: str | Path) -> tuple[Domain, list[str] | None]:
         )
     if "x" not in arrays:
         raise DataError(f"data file {path} has no array 'x' (found: {', '.join(arrays) or 'none'})")
-    return as_domain(arrays["x"], arrays.get("y"), what=str(path)), _class_names(arrays.get("classes"), path)
+    domain = as_domain(arrays["x"], arrays.get("y"), str(path), arrays.get("w"))
+    return domain, _class_names(arrays.get("classes"), path)
 
 
 def _class_names(names: np.ndarray | None, path: Path) -> list[str] | None:
@@ -81,7 +92,13 @@ def check_same_classes(expected: list[str] | None, found: list[str] | None, what
         raise DataError(f"{what}: different class names ({found} vs {expected}); label i must mean one class in both")
 
 
-def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None, classes: list[str] | None = None) -> None:
+def save_npz(
+    path: str | Path,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    classes: list[str] | None = None,
+    w: np.ndarray | None = None,
+) -> None:
     """Write arrays in the layout ``load_npz`` reads."""
     arrays = {"x": x} | ({"y": y} if y is not None else {}) | ({"classes": np.array(classes)} if classes else {})
-    np.savez(path, **arrays)
+    np.savez(path, **arrays, **({"w": w} if w is not None else {}))

@@ -9,6 +9,8 @@ kind of shift; together they are the suite that the recommended recipe is chosen
   half the resolution, blur, and lower contrast on a grey background.
 - ``digits_inverted``: the same source; the target digits in inverted polarity (dark strokes on a light ground)
   with a random colour tint per image.
+- ``digits_gradual``: a gradual shift over three domains: the same source, a few labeled ``mid`` digits per class
+  over faint photo patches (an instrument nearer the target, ``data.intermediate``), and the MNIST-M-style target.
 - ``cancer``: scikit-learn's breast-cancer table (30 measurements of cell nuclei, benign vs malignant), split by
   sample selection on one feature (covariate shift: the source favours high mean texture, the target low), with
   the target's size measurements read 30 % larger, as by a differently calibrated instrument.
@@ -65,8 +67,9 @@ def digit_images(images: np.ndarray) -> torch.Tensor:
     return F.pad(x, (4, 4, 4, 4)).expand(-1, 3, -1, -1).contiguous()
 
 
-def blend_with_photos(digits: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """MNIST-M recipe: per channel ``|patch − digit|`` with a random crop of a natural colour photo per digit."""
+def blend_with_photos(digits: torch.Tensor, rng: np.random.Generator, strength: float = 1.0) -> torch.Tensor:
+    """MNIST-M recipe: per channel ``|s · patch − digit|`` with a random crop of a natural colour photo per digit;
+    ``s = strength`` scales the photo: 1 is the recipe, smaller values a fainter background (0: the digits)."""
     from sklearn.datasets import load_sample_images
 
     photos = [torch.tensor(p, dtype=torch.float32).permute(2, 0, 1) / 255.0 for p in load_sample_images().images]
@@ -75,7 +78,8 @@ def blend_with_photos(digits: torch.Tensor, rng: np.random.Generator) -> torch.T
     for i in range(len(digits)):
         photo = photos[rng.integers(len(photos))]
         top, left = rng.integers(photo.shape[1] - h + 1), rng.integers(photo.shape[2] - w + 1)
-        out[i] = (photo[:, top : top + h, left : left + w] - digits[i]).abs()
+        patch = photo[:, top : top + h, left : left + w]
+        out[i] = ((patch if strength == 1.0 else strength * patch) - digits[i]).abs()
     return out
 
 
@@ -134,6 +138,32 @@ def digits_scanner(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
 def digits_inverted(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
     """Source: half of scikit-learn's digits (as in ``digits``); target: the other half through ``inverted_tint``."""
     return _digit_task(seed, val_fraction, inverted_tint)
+
+
+MID_PER_CLASS = 5  # digits_gradual: labeled mid digits per class
+MID_STRENGTH = 0.4  # digits_gradual: the mid digits' photo strength (the target's is 1)
+
+
+@TASKS.register()
+def digits_gradual(
+    seed: int = 0, val_fraction: float = 0.1, per_class: int = MID_PER_CLASS, mid_strength: float = MID_STRENGTH
+) -> DomainData:
+    """A gradual shift over three domains. Source: half of scikit-learn's digits (as in ``digits``); ``mid``, an
+    intermediate labeled domain: ``per_class`` digits of each class from the other half, over photo patches at
+    ``mid_strength`` (``blend_with_photos``: a lightly shifted instrument, a few annotated images); target: the rest
+    of that half at full strength (MNIST-M style, as in ``digits``), unlabeled and also the images scored."""
+    x, y, src, tgt, rng = _digit_split(seed)
+    labels = y[tgt].numpy()
+    mid = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(tgt)), mid)
+    mid_idx, target_idx = tgt[np.sort(mid)], tgt[rest]
+    labeled = {
+        "source": Domain(x[src], y[src]),
+        "mid": Domain(blend_with_photos(x[mid_idx], rng, mid_strength), y[mid_idx]),
+    }
+    target = Domain(blend_with_photos(x[target_idx], rng), y[target_idx])
+    classes = [str(i) for i in range(10)]
+    return make_domain_data(labeled, target, None, classes, val_fraction, seed, intermediate=("mid",))
 
 
 SIZE_FEATURES = [0, 2, 3, 10, 12, 13, 20, 22, 23]  # radius, perimeter and area: mean, error and worst

@@ -6,15 +6,17 @@ A domain is either a ``Domain`` (tensors in memory) or an ``ImageDomain`` (image
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 import torch
 
-from ..errors import DataError, DataWarning
+from ..errors import ConfigError, DataError, DataWarning
 from .scales import Scale, check_scales
+from .weights import check_some_weight
 
 if TYPE_CHECKING:
     from .images import ImageDomain
@@ -29,13 +31,17 @@ TARGET = 1
 
 @dataclass
 class Domain:
-    """Samples of one domain held in memory: ``x`` (N, D) or (N, C, H, W) float32, ``y`` (N,) int64 or None."""
+    """Samples of one domain held in memory: ``x`` (N, D) or (N, C, H, W) float32, ``y`` (N,) int64 or None; for
+    labeled samples optionally ``w`` (N,) float32 per-sample weights (``dann.data.weights``) and ``d`` (N,) int64, the
+    index of the labeled domain each sample comes from when several are pooled (``DomainData.labeled``)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
 
     bad: frozenset[str] = field(default=frozenset(), repr=False)  # arrays have no unreadable files
     scale: Scale | None = field(default=None, repr=False, compare=False)  # how x was stored (as_domain), if known
+    w: torch.Tensor | None = field(default=None, repr=False)
+    d: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -45,10 +51,19 @@ class Domain:
         return tuple(self.x.shape[1:])
 
     def subset(self, idx: torch.Tensor) -> Domain:
-        return Domain(self.x[idx], self.y[idx] if self.y is not None else None, scale=self.scale)
+        y, w, d = (v[idx] if v is not None else None for v in (self.y, self.w, self.d))
+        return Domain(self.x[idx], y, scale=self.scale, w=w, d=d)
 
     def unlabeled(self) -> Domain:
+        """The samples alone: no labels, weights or domain indices."""
         return Domain(self.x, None, scale=self.scale)
+
+    @staticmethod
+    def join(parts: Sequence[Domain], w: torch.Tensor | None, d: torch.Tensor) -> Domain:
+        """The samples of labeled ``parts`` one after another, with their weights ``w`` and domain indices ``d`` (N,)
+        (see ``pooled``)."""
+        x, y = torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts])  # type: ignore[misc]
+        return Domain(x, y, scale=parts[0].scale, w=w, d=d)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(x (B, ...), indices (B,)) in order."""
@@ -59,14 +74,37 @@ class Domain:
 AnyDomain = Union[Domain, "ImageDomain"]
 
 
+SOURCE_NAME = "source"  # the name of the labeled domain when there is one (data.source names no other)
+
+
+@dataclass
+class LabeledDomain:
+    """One labeled domain of a run: its ``name``, training and held-out parts, and whether it is an intermediate
+    domain (``data.intermediate``: labeled samples from an instrument or site nearer the target)."""
+
+    name: str
+    train: AnyDomain
+    val: AnyDomain | None
+    intermediate: bool = False
+
+
 @dataclass
 class DomainData:
+    """Training and evaluation data. ``source_train`` / ``source_val`` hold every labeled domain's training and
+    held-out samples (with several, ``d`` says whose each sample is); ``labeled`` lists them one by one."""
+
     source_train: AnyDomain
     source_val: AnyDomain | None
     target_train: AnyDomain
     target_eval: AnyDomain | None
     classes: list[str]
     image: ImageConfig | None = None  # how image files become inputs (image-file data only); saved in checkpoints
+    labeled: list[LabeledDomain] = field(default_factory=list)  # empty: one labeled domain, source_train/source_val
+
+    @property
+    def domains(self) -> list[LabeledDomain]:
+        """The labeled domains, in order (index = ``d``); one named ``source`` when ``labeled`` is empty."""
+        return self.labeled or [LabeledDomain(SOURCE_NAME, self.source_train, self.source_val)]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -84,8 +122,21 @@ class DomainData:
 
     def skipped_images(self) -> list[str]:
         """Unreadable image files skipped so far (``data.skip_bad_images``), over all domains, sorted."""
-        domains = (self.source_train, self.source_val, self.target_train, self.target_eval)
+        domains = [self.source_train, self.source_val, self.target_train, self.target_eval]
+        domains += [part for p in self.labeled for part in (p.train, p.val)]
         return sorted(set().union(*(d.bad for d in domains if d is not None)))
+
+
+def joined_weights(parts: Sequence[AnyDomain]) -> torch.Tensor | None:
+    """The weights (N,) of ``parts`` one after another, 1 for parts without weights; None when no part has any."""
+    if all(p.w is None for p in parts):
+        return None
+    return torch.cat([p.w if p.w is not None else torch.ones(len(p)) for p in parts])
+
+
+def part_indices(parts: Sequence[AnyDomain], index: Sequence[int]) -> torch.Tensor:
+    """(N,) int64: ``index[i]`` for each sample of ``parts[i]``, the parts one after another."""
+    return torch.cat([torch.full((len(p),), i, dtype=torch.int64) for i, p in zip(index, parts, strict=True)])
 
 
 def check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
@@ -96,7 +147,7 @@ def check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
 
 
 def make_domain_data(
-    source: AnyDomain,
+    source: AnyDomain | Mapping[str, AnyDomain],
     target: AnyDomain,
     target_eval: AnyDomain | None = None,
     classes: list[str] | None = None,
@@ -104,39 +155,103 @@ def make_domain_data(
     seed: int = 0,
     names: tuple[str, str, str] = ("source", "target", "target_eval"),
     image: ImageConfig | None = None,
+    intermediate: Sequence[str] = (),
+    origins: Mapping[str, str] | None = None,
 ) -> DomainData:
-    """Check the domains agree, split a held-out source set, and strip labels from the training target.
+    """Check the domains agree, split a held-out set from each labeled domain, and strip labels from the training
+    target.
 
-    ``target_eval`` defaults to ``target`` itself when that has labels (the usual transductive protocol: the
-    unlabeled target images are also the ones scored). ``names`` are used in error messages (e.g. file paths)."""
-    if source.y is None:
-        raise DataError(f"{names[0]}: the source data needs labels (array 'y')")
-    if len(source) == 0 or len(target) == 0:
-        raise DataError(f"{names[0] if len(source) == 0 else names[1]}: no samples")
-    num_classes = len(classes) if classes else int(source.y.max()) + 1
+    ``source`` is one labeled domain (named ``source``), or several as a mapping name → domain, whose labels index one
+    list of ``classes``; ``intermediate`` names those nearest the target. ``target_eval`` defaults to ``target`` itself
+    when that has labels (the usual transductive protocol: the unlabeled target images are also the ones scored).
+    ``names`` (one labeled domain, target, target evaluation) and ``origins`` (name → file, for several) are used in
+    error messages. Raises ``DataError``, or ``ConfigError`` for an intermediate name that is not a labeled domain."""
+    several = isinstance(source, Mapping)
+    sources = dict(source) if several else {SOURCE_NAME: source}
+    what = {n: (origins or {}).get(n, n if several else names[0]) for n in sources}
+    check_intermediate(intermediate, list(sources))
+    for name, dom in sources.items():
+        if dom.y is None:
+            raise DataError(f"{what[name]}: the source data needs labels (array 'y')")
+        if len(dom) == 0:
+            raise DataError(f"{what[name]}: no samples")
+    if len(target) == 0:
+        raise DataError(f"{names[1]}: no samples")
+    labels = torch.cat([dom.y for dom in sources.values()])  # type: ignore[misc]
+    num_classes = len(classes) if classes else int(labels.max()) + 1
     classes = classes or [str(i) for i in range(num_classes)]
-    check_labels(source.y, num_classes, names[0])
-    for dom, name in ((target, names[1]), (target_eval, names[2])):
+    for name, dom in sources.items():
+        check_labels(dom.y, num_classes, what[name])  # type: ignore[arg-type]
+    first = next(iter(sources.values()))
+    others = [(d, what[n], False) for n, d in list(sources.items())[1:]]
+    for dom, name, unlabeled in [*others, (target, names[1], True), (target_eval, names[2], True)]:
         if dom is None:
             continue
-        if tuple(dom.input_shape) != tuple(source.input_shape):
+        if tuple(dom.input_shape) != tuple(first.input_shape):
             raise DataError(
                 f"{name}: samples have shape {tuple(dom.input_shape)} but the source samples have shape "
-                f"{tuple(source.input_shape)}; both domains must share one input shape"
+                f"{tuple(first.input_shape)}; both domains must share one input shape"
             )
-        if dom.y is not None:
+        if unlabeled and dom.y is not None:
             check_labels(dom.y, num_classes, f"{name} (classes must be those of the source)")
     if target_eval is not None and target_eval.y is None:
         raise DataError(f"{names[2]}: the target evaluation data needs labels (array 'y'): it only serves to score")
     if target_eval is None and target.y is not None:
         target_eval = target
     target_before = target
-    source, target = _measured(source, names[0]), _measured(target, names[1])
+    sources = {n: _measured(d, what[n]) for n, d in sources.items()}
+    target = _measured(target, names[1])
     target_eval = target if target_eval is target_before else _measured(target_eval, names[2])
-    check_scales([getattr(d, "scale", None) for d in (source, target, target_eval) if d is not None])
-    check_source_classes(source.y, list(classes), names[0])
-    source_train, source_val = split_source(source, val_fraction, seed, names[0])
-    return DomainData(source_train, source_val, target.unlabeled(), target_eval, list(classes), image)
+    scales = [*sources.values(), target, target_eval]
+    check_scales([getattr(d, "scale", None) for d in scales if d is not None])
+    check_source_classes(labels, list(classes), names[0] if not several else "the labeled domains")
+    parts = [
+        LabeledDomain(n, *split_source(d, val_fraction, seed, what[n]), n in intermediate) for n, d in sources.items()
+    ]
+    source_train, source_val = pooled(parts)
+    return DomainData(source_train, source_val, target.unlabeled(), target_eval, list(classes), image, parts)
+
+
+def check_intermediate(intermediate: Sequence[str], names: Sequence[str]) -> None:
+    """Every name of ``data.intermediate`` must be a labeled domain's, and one labeled domain at least must be left
+    that is not intermediate. Raises ``ConfigError``."""
+    unknown = [n for n in intermediate if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"data.intermediate names {unknown[0]!r}, which is not a labeled domain; the labeled domains are "
+            f"{', '.join(names)} (name them in data.source as name=path, or as a mapping name: path)"
+        )
+    if intermediate and set(names) <= set(intermediate):
+        raise ConfigError(
+            f"data.intermediate marks every labeled domain ({', '.join(names)}) as intermediate; one labeled source "
+            "domain at least must stay the source"
+        )
+
+
+def mark_intermediate(data: DomainData, intermediate: Sequence[str]) -> DomainData:
+    """``data`` with the labeled domains named in ``intermediate`` marked as intermediate, the others not; ``data``
+    as it is when ``intermediate`` is empty (an embedded task keeps its own marks). Raises ``ConfigError``."""
+    if not intermediate:
+        return data
+    check_intermediate(intermediate, [d.name for d in data.domains])
+    labeled = [dataclasses.replace(d, intermediate=d.name in intermediate) for d in data.domains]
+    return dataclasses.replace(data, labeled=labeled)
+
+
+def pooled(parts: Sequence[LabeledDomain]) -> tuple[AnyDomain, AnyDomain | None]:
+    """(training, held-out) samples of every labeled domain together, ``d`` the index of each one's domain; one
+    domain's own parts when there is one."""
+    if len(parts) == 1:
+        return parts[0].train, parts[0].val
+    vals = [(i, p.val) for i, p in enumerate(parts) if p.val is not None]
+    train = _join([p.train for p in parts], range(len(parts)))
+    return train, _join([v for _, v in vals], [i for i, _ in vals]) if vals else None  # type: ignore[misc]
+
+
+def _join(parts: Sequence[AnyDomain], index: Sequence[int]) -> AnyDomain:
+    """``parts`` one after another: ``d`` = ``index[i]`` for the samples of ``parts[i]``; weights where any part has
+    some (1 for the samples of parts without)."""
+    return type(parts[0]).join(parts, joined_weights(parts), part_indices(parts, index))  # type: ignore[arg-type]
 
 
 def _measured(domain: AnyDomain | None, what: str) -> AnyDomain | None:
@@ -145,7 +260,7 @@ def _measured(domain: AnyDomain | None, what: str) -> AnyDomain | None:
     if not isinstance(domain, Domain) or domain.scale is not None:
         return domain
     x = domain.x.detach().cpu().float().numpy()
-    return Domain(domain.x, domain.y, scale=Scale.measure(x, x, what))
+    return dataclasses.replace(domain, scale=Scale.measure(x, x, what))
 
 
 def split_source(source: AnyDomain, val_fraction: float, seed: int, what: str) -> tuple[AnyDomain, AnyDomain | None]:
@@ -159,7 +274,9 @@ def split_source(source: AnyDomain, val_fraction: float, seed: int, what: str) -
             DataWarning,
             stacklevel=3,
         )
-    return source.subset(train_idx), source.subset(val_idx) if len(val_idx) else None
+    train = source.subset(train_idx)
+    check_some_weight(train.w, what)
+    return train, source.subset(val_idx) if len(val_idx) else None
 
 
 def _class_name(classes: list[str], index: int) -> str:

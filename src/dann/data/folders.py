@@ -5,7 +5,9 @@
 - a list file, ``.csv`` (``path,label`` or ``path``; an optional header row ``path,label``) or ``.txt``/``.lst``
   (``path label`` or ``path`` per line, split at the last whitespace): relative paths are resolved against
   ``data.root`` when it is set (the layout of other tools' ImageList: ``root/image_list/a.txt`` listing
-  ``domain_a/class/1.jpg``), else against the list file's folder.
+  ``domain_a/class/1.jpg``), else against the list file's folder. A third column gives per-sample weights
+  (``dann.data.weights``): ``path,label,weight`` rows in a ``.csv``; in a ``.txt``/``.lst`` after a first line
+  ``path label weight``, each line split at its last two runs of whitespace.
 
 Classes are matched by name. The source's classes, sorted, are the model's classes; a labeled target with a class
 the source lacks is an error naming both; source classes absent from the target are allowed, with a warning."""
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +25,10 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError, DataWarning
-from .domains import DomainData, make_domain_data
+from .domains import SOURCE_NAME, DomainData, make_domain_data
 from .images import ImageDomain, Pipeline
 from .transforms import ImageConfig, eval_transform, train_transform
+from .weights import as_weights
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LIST_EXTENSIONS = (".csv", ".txt", ".lst")
@@ -37,6 +41,7 @@ class ImageList:
     paths: list[str]
     labels: list[str] | None
     origin: str  # the folder or list file, for messages
+    weights: torch.Tensor | None = None  # (N,) per-sample weights, from a list file's weight column
 
 
 def is_image(name: str) -> bool:
@@ -80,13 +85,30 @@ def scan_folder(folder: Path) -> ImageList:
     )
 
 
+WEIGHTED_HEADER = ["path", "label", "weight"]
+HEADERS = (["path", "label"], ["path"], WEIGHTED_HEADER)
+
+
 def _list_rows(path: Path) -> list[list[str]]:
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".csv":
         rows = [[c.strip() for c in row] for row in csv.reader(text.splitlines())]
     else:
-        rows = [line.strip().rsplit(None, 1) for line in text.splitlines()]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        weighted = bool(lines) and lines[0].lower().split() == WEIGHTED_HEADER
+        rows = [line.rsplit(None, 2 if weighted else 1) for line in lines]
     return [r for r in rows if r and any(r)]
+
+
+def _weights(path: Path, rows: list[list[str]]) -> torch.Tensor:
+    """The weight column (the third) of a list file's rows, numbers checked by ``as_weights``."""
+    values = []
+    for number, row in enumerate(rows, 1):
+        try:
+            values.append(float(row[2]))
+        except ValueError:
+            raise DataError(f"list file {path}, row {number}: weight {row[2]!r} is not a number") from None
+    return as_weights(values, len(rows), f"list file {path}", lambda i: f"row {i + 1}")
 
 
 def read_list(path: Path, root: str = "", hint_root: bool = True) -> ImageList:
@@ -98,14 +120,16 @@ def read_list(path: Path, root: str = "", hint_root: bool = True) -> ImageList:
         rows = _list_rows(path)
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"list file {path} could not be read: {e}") from None
-    if rows and [c.lower() for c in rows[0]] in (["path", "label"], ["path"]):
+    if rows and [c.lower() for c in rows[0]] in HEADERS:
         rows = rows[1:]
     if not rows:
         raise DataError(f"list file {path} lists no images")
     width = len(rows[0])
     for number, row in enumerate(rows, 1):
-        if len(row) != width or width > 2:
-            raise DataError(f"list file {path}, row {number}: expected {min(width, 2)} columns (path,label), got {row}")
+        if len(row) != width or width > 3:
+            columns = "path,label,weight" if width > 2 else "path,label"
+            raise DataError(f"list file {path}, row {number}: expected {min(width, 3)} columns ({columns}), got {row}")
+    weights = _weights(path, rows) if width == 3 else None
     base = root or str(path.parent)
     paths = [os.path.normpath(os.path.join(base, row[0])) for row in rows]  # absolute paths stay
     missing = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
@@ -115,7 +139,7 @@ def read_list(path: Path, root: str = "", hint_root: bool = True) -> ImageList:
             f"list file {path} names {len(missing)} missing file(s), e.g. {', '.join(paths[i] for i in missing[:3])}"
             f"{_where_hint(path, root, found, hint_root)}"
         )
-    return ImageList(paths, [row[1] for row in rows] if width == 2 else None, str(path))
+    return ImageList(paths, [row[1] for row in rows] if width >= 2 else None, str(path), weights)
 
 
 def _found_under(path: Path, root: str, entries: list[str]) -> str:
@@ -203,19 +227,39 @@ def make_pipeline(cfg: DataConfig, image: ImageConfig) -> Pipeline:
     )
 
 
-def build_folder_data(cfg: DataConfig, image: ImageConfig, paths: tuple[str, str, str]) -> DomainData:
-    """DomainData of image folders or list files: ``paths`` are (source, target, target_eval or "")."""
-    source = read_images(paths[0], root=cfg.root)
-    if source.labels is None:
-        raise DataError(f"source {source.origin} needs labels: class subfolders, or a list file with path,label rows")
-    classes = sorted(set(source.labels))
+def build_folder_data(
+    cfg: DataConfig, image: ImageConfig, paths: tuple[str, str, str], sources: list[tuple[str, str]] | None = None
+) -> DomainData:
+    """DomainData of image folders or list files: ``paths`` are (source, target, target_eval or ""); ``sources``
+    (name, path) the labeled domains when there are several (or one with a name). Classes are matched by name: the
+    model's classes are every labeled domain's, sorted."""
+    sources = sources or [(SOURCE_NAME, paths[0])]
+    labeled = {name: read_images(path, root=cfg.root) for name, path in sources}
+    for images in labeled.values():
+        if images.labels is None:
+            raise DataError(
+                f"source {images.origin} needs labels: class subfolders, or a list file with path,label rows"
+            )
+    classes = sorted({label for images in labeled.values() for label in images.labels})  # type: ignore[union-attr]
+    origin = " and ".join(images.origin for images in labeled.values())
     pipeline = make_pipeline(cfg, image)
 
     def domain(images: ImageList) -> ImageDomain:
-        return ImageDomain(images.paths, encode_labels(images, classes, source.origin), pipeline, images.origin)
+        y = encode_labels(images, classes, origin)
+        return ImageDomain(images.paths, y, pipeline, images.origin, w=images.weights)
 
     target = domain(read_images(paths[1], root=cfg.root))
     target_eval = domain(read_images(paths[2], root=cfg.root)) if paths[2] else None
+    single = list(labeled) == [SOURCE_NAME]  # one unnamed labeled domain: as it always was
+    source = domain(labeled[SOURCE_NAME]) if single else {n: _labeled(images, domain) for n, images in labeled.items()}
+    origins = None if single else {name: images.origin for name, images in labeled.items()}
     return make_domain_data(
-        domain(source), target, target_eval, classes, cfg.val_fraction, cfg.seed, names=paths, image=image
+        source, target, target_eval, classes, cfg.val_fraction, cfg.seed, paths, image, cfg.intermediate, origins
     )
+
+
+def _labeled(images: ImageList, domain: Callable[[ImageList], ImageDomain]) -> ImageDomain:
+    """A labeled domain of several: its classes are all the model's classes, and one lacking some is expected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".* has no images of", DataWarning)
+        return domain(images)

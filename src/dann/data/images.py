@@ -121,8 +121,11 @@ class ImageDomain(Dataset):
         pipeline: Pipeline,
         name: str,
         bad: set[str] | None = None,
+        w: torch.Tensor | None = None,
+        d: torch.Tensor | None = None,
     ) -> None:
         self.paths, self.y, self.pipeline, self.name = list(paths), y, pipeline, name
+        self.w, self.d = w, d  # per-sample weights and labeled-domain indices, as in ``Domain``
         self.bad = bad if bad is not None else set()
         self._loaders: dict[int, DataLoader] = {}
 
@@ -134,11 +137,22 @@ class ImageDomain(Dataset):
         return self.pipeline.image.input_shape
 
     def subset(self, idx: torch.Tensor) -> ImageDomain:
-        y = self.y[idx] if self.y is not None else None
-        return ImageDomain([self.paths[i] for i in idx.tolist()], y, self.pipeline, self.name, self.bad)
+        y, w, d = (v[idx] if v is not None else None for v in (self.y, self.w, self.d))
+        return ImageDomain([self.paths[i] for i in idx.tolist()], y, self.pipeline, self.name, self.bad, w, d)
 
     def unlabeled(self) -> ImageDomain:
+        """The files alone: no labels, weights or domain indices."""
         return ImageDomain(self.paths, None, self.pipeline, self.name, self.bad)
+
+    @staticmethod
+    def join(parts: Sequence[ImageDomain], w: torch.Tensor | None, d: torch.Tensor) -> ImageDomain:
+        """The files of labeled ``parts`` (one pipeline) one after another, with their weights ``w`` and domain
+        indices ``d`` (N,) (see ``dann.data.domains.pooled``)."""
+        paths = [path for p in parts for path in p.paths]
+        y = torch.cat([p.y for p in parts])  # type: ignore[misc]
+        name = " + ".join(p.name for p in parts)
+        bad = set().union(*(p.bad for p in parts))
+        return ImageDomain(paths, y, parts[0].pipeline, name, bad, w, d)
 
     def __getitem__(self, item: int | tuple[int, int]) -> Sample:
         i, seed = item if isinstance(item, tuple) else (item, None)

@@ -13,6 +13,7 @@ process's rows of it: the indices and augmentation of those rows are the ones th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 
@@ -21,6 +22,18 @@ from .domains import AnyDomain, Domain
 from .images import ImageDomain
 
 SEED_STRIDE = 1_000_003  # separates the streams of different seeds
+
+
+class Rows(NamedTuple):
+    """One step's batch of a stream: ``x`` (B, ...), labels ``y`` (B,) or None, per-sample weights ``w`` (B,) and
+    labeled-domain indices ``d`` (B,) when the domain has them, and ``parts``: the number of rows of each labeled
+    domain, in order, when the batch joins several domains' batches (``dann.training.stages``)."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    w: torch.Tensor | None = None
+    d: torch.Tensor | None = None
+    parts: tuple[int, ...] | None = None
 
 
 def permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -102,7 +115,7 @@ class StepBatches:
         rows: tuple[int, int] | None = None,
     ) -> None:
         self.x = domain.x.to(device)
-        self.y = domain.y.to(device) if domain.y is not None else None
+        self.y, self.w, self.d = (v.to(device) if v is not None else None for v in (domain.y, domain.w, domain.d))
         # random shifts scale with the image: 2 pixels at 28×28 (the paper's digits), none below 14×14
         self.max_shift = min(self.x.shape[-2:]) // 14 if self.x.ndim == 4 else 0
         self.batch_size, self.seed, self.augment = batch_size, seed, augment and self.max_shift > 0
@@ -125,6 +138,10 @@ class StepBatches:
         return self._perm(slices[0][0])[slices[0][1] : slices[0][2]]
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.get_rows(step)[:2]
+
+    def get_rows(self, step: int) -> Rows:
+        """``get`` with the samples' weights and labeled-domain indices, where the domain has them."""
         idx = self._indices(step)
         if self.rows != (0, self.batch_size):
             idx = idx[self.rows[0] : self.rows[1]]
@@ -132,7 +149,7 @@ class StepBatches:
         if self.augment:
             generator = torch.Generator(self.x.device).manual_seed(self.seed * SEED_STRIDE + step)
             x = random_shift(x, self.max_shift, generator, (*self.rows, self.batch_size))
-        return x, (self.y[idx] if self.y is not None else None)
+        return Rows(x, *(v[idx] if v is not None else None for v in (self.y, self.w, self.d)))
 
 
 class StepSampler:
@@ -189,15 +206,22 @@ class LoaderBatches:
         self._batches = iter(domain.loader(device.type == "cuda", share=share, batch_sampler=sampler))
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.get_rows(step)[:2]
+
+    def get_rows(self, step: int) -> Rows:
+        """``get`` with the samples' weights and labeled-domain indices, where the domain has them."""
         if step != self.next_step:
             raise RuntimeError(f"LoaderBatches streams steps in order: asked for step {step}, next is {self.next_step}")
-        x, y, _, bad = next(self._batches)
+        x, y, index, bad = next(self._batches)
         self.next_step += 1
         self.domain.check(bad)
         if len(x) == 0:
             raise DataError(f"{self.domain.name}: every image of the batch of step {step} was unreadable")
-        y_out = y.to(self.device, non_blocking=True) if self.domain.y is not None else None
-        return x.to(self.device, non_blocking=True), y_out
+        domain = self.domain
+        w = domain.w[index] if domain.w is not None else None
+        d = domain.d[index] if domain.d is not None else None
+        y, w, d = (v.to(self.device, non_blocking=True) if v is not None else None for v in (y, w, d))
+        return Rows(x.to(self.device, non_blocking=True), y if domain.y is not None else None, w, d)
 
 
 def step_batches(

@@ -93,7 +93,8 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
     meta = state.meta
     classes, input_shape = list(meta["classes"]), tuple(meta["input_shape"])
-    net = build_network(offline.model, offline.method, input_shape, len(classes))
+    domains = len(meta.get("domains") or ["source"]) + 1  # the labeled domains and the target
+    net = build_network(offline.model, offline.method, input_shape, len(classes), domains)
     net.load_state_dict(state.model)
     image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
     scale = Scale.from_dict(meta.get("scale"))

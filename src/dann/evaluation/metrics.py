@@ -14,7 +14,7 @@ from ..models.network import DomainAdaptNet
 from ..training.distributed import World
 
 if TYPE_CHECKING:
-    from ..data.domains import AnyDomain
+    from ..data.domains import AnyDomain, DomainData
 
 
 @torch.no_grad()
@@ -128,6 +128,20 @@ def evaluate_domain(
     ``world`` of several processes, computed by all of them together (see ``embed``)."""
     _, logits, index = _domain_outputs(net, domain, batch_size, None, world, features=False)
     return classification_metrics(domain.y[index], logits.argmax(1), num_classes)
+
+
+def labeled_accuracy(net: DomainAdaptNet, data: DomainData, batch_size: int = 512, world: World | None = None) -> dict:
+    """``{"labeled_val": {name: {"acc": a}}}``: the held-out accuracy of each labeled domain with a held-out set,
+    when there are several labeled domains (``DomainData.labeled``); ``{}`` otherwise."""
+    if len(data.domains) < 2:
+        return {}
+    k = data.num_classes
+    accs = {
+        d.name: {"acc": evaluate_domain(net, d.val, k, batch_size, world)["acc"]}
+        for d in data.domains
+        if d.val is not None
+    }
+    return {"labeled_val": accs} if accs else {}
 
 
 def confusion_csv(

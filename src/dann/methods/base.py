@@ -39,12 +39,16 @@ REGULARIZERS: Registry = Registry("regularizer")
 class Batch:
     """One training step's data: ``x_s`` (B_s, ...) with labels ``y_s`` (B_s,) and optional per-sample weights
     ``w_s`` (B_s,); ``x_t`` (B_t, ...) unlabeled target samples (target labels never reach a method). A method that
-    reads no source batch (``uses_source = False``) gets B_s = 0."""
+    reads no source batch (``uses_source = False``) gets B_s = 0. With several labeled domains, ``d_s`` (B_s,) is the
+    index of each labeled sample's domain (``DomainData.labeled``), and ``parts`` the number of rows each domain's
+    batch holds when ``x_s`` joins one batch per domain (a stage of ``train.stages``)."""
 
     x_s: torch.Tensor
     y_s: torch.Tensor
     x_t: torch.Tensor
     w_s: torch.Tensor | None = None
+    d_s: torch.Tensor | None = None
+    parts: tuple[int, ...] | None = None
 
 
 class LossOutput(NamedTuple):
@@ -80,9 +84,14 @@ class Term:
         raise NotImplementedError
 
     @classmethod
-    def discriminator(cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int) -> nn.Module:
-        """The module behind ``net.domain_logits``: by default a one-logit domain discriminator on the features."""
-        return DomainDiscriminator(num_features, model.discriminator_dims, model.dropout)
+    def discriminator(
+        cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int, num_domains: int = 2
+    ) -> nn.Module:
+        """The module behind ``net.domain_logits``: by default a one-logit domain discriminator on the features.
+        ``num_domains``: the labeled domains and the target, for a discriminator that tells them all apart."""
+        return DomainDiscriminator(
+            num_features, model.discriminator_dims, model.dropout, negative_slope=model.discriminator_slope
+        )
 
     def prepare(self, net: DomainAdaptNet) -> None:
         """Called once before training starts (after any ``--init-from`` weights are loaded)."""
@@ -153,6 +162,10 @@ class Method:
         if self.uses_source:
             total = classification_loss(fw.z_s, batch.y_s, batch.w_s, self.cfg.label_smoothing)
             logged["cls"] = total.detach()
+        return self.add_terms(fw, total, logged)
+
+    def add_terms(self, fw: Forward, total: torch.Tensor, logged: dict[str, torch.Tensor | float]) -> LossOutput:
+        """``total`` (the classification loss) plus each term × its weight; every term logged by name."""
         for name, weight, term in self.terms:
             value, extra = term(fw)
             total = total + weight * value
@@ -269,16 +282,17 @@ def create_method(cfg: MethodConfig) -> Method:
 
 
 def build_network(
-    model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...], num_classes: int
+    model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...], num_classes: int, num_domains: int = 2
 ) -> DomainAdaptNet:
     """The network ``method`` trains: ``create_network`` with the discriminator its term reads (CDAN's reads the
-    multilinear map of features and predictions, MDD's is an auxiliary classifier)."""
+    multilinear map of features and predictions, MDD's is an auxiliary classifier). ``num_domains``: the labeled
+    domains and the target (``method.domain_discriminator=multiclass`` tells them all apart)."""
     from ..models.network import create_network
 
     method = resolve_method(method)
     term = METHODS.get(method.name).term or Term
 
     def discriminator(num_features: int) -> nn.Module:
-        return term.discriminator(model, method, num_features, num_classes)
+        return term.discriminator(model, method, num_features, num_classes, num_domains)
 
     return create_network(model, input_shape, num_classes, discriminator)

@@ -28,7 +28,15 @@ RANDOMIZED_DIM = 1024  # d of the randomized multilinear map, as in the paper
 class MultilinearDiscriminator(nn.Module):
     """(N, F + K) = cat(f, p) → (N,) domain logits of a discriminator on f ⊗ p (or its randomized form)."""
 
-    def __init__(self, num_features: int, num_classes: int, max_dim: int, hidden: tuple[int, ...], dropout: float):
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        max_dim: int,
+        hidden: tuple[int, ...],
+        dropout: float,
+        negative_slope: float = 0.0,
+    ) -> None:
         super().__init__()
         self.num_features = num_features
         self.randomized = num_features * num_classes > max_dim
@@ -37,7 +45,7 @@ class MultilinearDiscriminator(nn.Module):
             self.register_buffer("r_f", torch.randn(num_features, RANDOMIZED_DIM, generator=g))
             self.register_buffer("r_g", torch.randn(num_classes, RANDOMIZED_DIM, generator=g))
         width = RANDOMIZED_DIM if self.randomized else num_features * num_classes
-        self.net = DomainDiscriminator(width, hidden, dropout)
+        self.net = DomainDiscriminator(width, hidden, dropout, negative_slope=negative_slope)
 
     def multilinear(self, f: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         if self.randomized:
@@ -55,10 +63,13 @@ class ConditionalAdversarial(Term):
     entropy_weights = False
 
     @classmethod
-    def discriminator(cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int) -> nn.Module:
+    def discriminator(
+        cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int, num_domains: int = 2
+    ) -> nn.Module:
         return MultilinearDiscriminator(
-            num_features, num_classes, cfg.cdan_max_dim, model.discriminator_dims, model.dropout
-        )
+            num_features, num_classes, cfg.cdan_max_dim, model.discriminator_dims, model.dropout,
+            model.discriminator_slope,
+        )  # fmt: skip
 
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         coeff = grl_coeff(self.cfg, fw.progress)

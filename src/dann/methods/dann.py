@@ -6,13 +6,27 @@
 
 λ_grl follows ``method.grl_schedule`` over progress (the paper's ``2/(1+exp(-γp)) - 1`` by default); λ_adv is a
 separate constant weight. Minimizing ``total`` trains the discriminator to tell the domains apart while the GRL
-makes the feature extractor work to confuse it."""
+makes the feature extractor work to confuse it.
+
+With several labeled domains, the binary discriminator above tells every labeled sample (SOURCE) from the target
+(the seed's form). ``method.domain_discriminator: multiclass`` gives it one logit per domain instead, k = 0..M-1 the
+labeled domains (``DomainData.labeled``) and M the target, and averages each domain's mean cross-entropy over the
+domains in the batch:
+
+    adv = (1 / |K|) Σ_{k ∈ K} mean_{i in domain k} CE(D(GRL(f_i, λ_grl)), k)
+
+This is DANN's domain classifier extended to n domains as in MULANN (Schoenauer-Sebag et al., "Multi-Domain
+Adversarial Learning", ICLR 2019); MDAN (Zhao et al., "Adversarial Multiple Source Domain Adaptation", NeurIPS
+2018) keeps one binary discriminator per source instead. At zero logits adv = ln(M + 1), chance."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ..config import MethodConfig, ModelConfig
+from ..models.heads import DomainDiscriminator
 from .base import METHODS, SOURCE, TARGET, Forward, Method, Term, grl_coeff, weighted_mean
 
 
@@ -27,15 +41,41 @@ def domain_adversarial_loss(
     return 0.5 * (bce_s + bce_t), correct.float() / (len(d_s) + len(d_t))
 
 
+def multiclass_domain_loss(logits: torch.Tensor, domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Domain logits (N, M+1) and domain indices (N,) in [0, M] → (adv loss, accuracy): the mean over the domains
+    present in the batch of each one's mean cross-entropy (``multiclass`` above). No host synchronization."""
+    ce = F.cross_entropy(logits.float(), domain, reduction="none")
+    sums = torch.zeros(logits.shape[1], device=ce.device).index_add_(0, domain, ce)
+    counts = torch.zeros_like(sums).index_add_(0, domain, torch.ones_like(ce))
+    adv = (sums / counts.clamp_min(1)).sum() / (counts > 0).sum()
+    return adv, (logits.argmax(1) == domain).float().mean()
+
+
 class DomainAdversarial(Term):
     """``adv`` above, on the features both heads read; logs ``domain_acc`` and ``grl_lambda``."""
 
     uses_discriminator = True
+    options = ("domain_discriminator",)
+
+    @classmethod
+    def discriminator(
+        cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int, num_domains: int = 2
+    ) -> nn.Module:
+        outputs = num_domains if cfg.domain_discriminator == "multiclass" else 1
+        return DomainDiscriminator(
+            num_features, model.discriminator_dims, model.dropout, outputs, model.discriminator_slope
+        )
 
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         coeff = grl_coeff(self.cfg, fw.progress)
         d = fw.net.domain_logits(torch.cat([fw.f_s, fw.f_t]), coeff)
-        adv, domain_acc = domain_adversarial_loss(d[: len(fw.f_s)], d[len(fw.f_s) :])
+        n_s = len(fw.f_s)
+        if self.cfg.domain_discriminator == "multiclass":
+            d_s = fw.batch.d_s if fw.batch.d_s is not None else torch.zeros(n_s, dtype=torch.int64, device=d.device)
+            d_t = torch.full((len(fw.f_t),), d.shape[1] - 1, dtype=torch.int64, device=d.device)
+            adv, domain_acc = multiclass_domain_loss(d, torch.cat([d_s, d_t]))
+        else:
+            adv, domain_acc = domain_adversarial_loss(d[:n_s], d[n_s:])
         return adv, {"domain_acc": domain_acc, "grl_lambda": coeff}
 
 

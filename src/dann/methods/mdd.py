@@ -34,8 +34,10 @@ class MarginDisparity(Term):
     uses_discriminator = True
 
     @classmethod
-    def discriminator(cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int) -> nn.Module:
-        return mlp_layers(num_features, model.discriminator_dims, num_classes, model.dropout)
+    def discriminator(
+        cls, model: ModelConfig, cfg: MethodConfig, num_features: int, num_classes: int, num_domains: int = 2
+    ) -> nn.Module:
+        return mlp_layers(num_features, model.discriminator_dims, num_classes, model.dropout, model.discriminator_slope)
 
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         coeff = grl_coeff(self.cfg, fw.progress)

@@ -28,6 +28,8 @@ class DomainAdaptNet(nn.Module):
         dropout: float = 0.0,
         head_dims: Sequence[int] = (),
         discriminator: nn.Module | None = None,
+        head_norm: bool = False,
+        freeze_bn: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -35,8 +37,19 @@ class DomainAdaptNet(nn.Module):
         self.bottleneck = Bottleneck(width, bottleneck_dim) if bottleneck_dim else nn.Identity()
         self.num_features = bottleneck_dim or width
         self.num_classes = num_classes
-        self.head = mlp_layers(self.num_features, head_dims, num_classes)
+        self.head = mlp_layers(self.num_features, head_dims, num_classes, norm=head_norm)
         self.discriminator = discriminator or DomainDiscriminator(self.num_features, discriminator_dims, dropout)
+        self.freeze_bn = freeze_bn  # model.freeze_bn: see ``train``
+
+    def train(self, mode: bool = True) -> DomainAdaptNet:
+        """``nn.Module.train``; with ``freeze_bn`` every BatchNorm layer stays in eval mode: it normalizes with its
+        running statistics and never updates them, while its affine weight and bias still train."""
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, *input_shape) → (N, num_features): the features both heads read."""
@@ -99,4 +112,10 @@ def create_network(
     backbone = create_backbone(cfg, input_shape)
     dim = bottleneck_dim(cfg)
     module = discriminator(dim or backbone.num_features) if discriminator is not None else None
-    return DomainAdaptNet(backbone, num_classes, dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims, module)
+    if module is None and cfg.discriminator_slope:
+        module = DomainDiscriminator(dim or backbone.num_features, cfg.discriminator_dims, cfg.dropout,
+                                     negative_slope=cfg.discriminator_slope)  # fmt: skip
+    return DomainAdaptNet(
+        backbone, num_classes, dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims, module, cfg.head_norm,
+        cfg.freeze_bn,
+    )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -63,20 +64,42 @@ def loss_terms(history: Sequence[dict[str, Any]]) -> list[tuple[str, tuple[str, 
     return [(name, ("train", name)) for name in names]
 
 
+def labeled_lines(history: Sequence[dict[str, Any]]) -> list[tuple[str, tuple[str, ...]]]:
+    """The held-out accuracy of each labeled domain, when a run has several (``labeled_val``)."""
+    names = dict.fromkeys(k for record in history for k in record.get("labeled_val", {}))
+    return [(f"{name} held-out acc", ("labeled_val", name, "acc")) for name in names]
+
+
+def stage_boundaries(history: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(step, name of the stage that starts there) of each stage after the first, from the ``stage`` of the records
+    (every stage ends with an evaluation, so its last record is at its last step)."""
+    bounds = []
+    for before, after in pairwise(history):
+        if before.get("stage") != after.get("stage"):
+            bounds.append((before["step"], str(after.get("stage"))))
+    return bounds
+
+
 def training_curves(history: Sequence[dict[str, Any]], validator: str, selected_step: int | None) -> bytes:
     """Loss terms, GRL coefficient, lr, domain discriminator accuracy, accuracies and the validator that selects
-    ``best.pt``, against the step."""
+    ``best.pt``, against the step; stages of ``train.stages`` on the same axis, split by grey dashed lines."""
     fig = Figure(figsize=(12, 6.4), layout="constrained")
     axes = fig.subplots(2, 3).ravel()
     chosen = (f"{validator} (selects best.pt; no target labels)", [(validator, ("validators", validator))])
     panels = [("loss terms (training batches)", loss_terms(history)), *CURVE_PANELS, chosen]
+    title, lines = panels[4]  # accuracy: each labeled domain's too
+    panels[4] = (title, [*lines, *labeled_lines(history)])
     for ax, (title, lines) in zip(axes, panels, strict=True):
         _panel(ax, history, title, lines)
     axes[3].axhline(0.5, color="grey", lw=0.8, ls=":")  # the domain accuracy panel: chance
+    bounds = stage_boundaries(history)
     for ax in axes:
         if selected_step is not None:
             ax.axvline(selected_step, color="tab:red", lw=1, alpha=0.6)
-    fig.suptitle("red line: the step kept as best.pt (chosen without target labels)", fontsize=9)
+        for step, _ in bounds:
+            ax.axvline(step, color="grey", lw=1, ls="--")
+    stages = f"; grey dashed: a new stage ({', '.join(f'{n} from step {s}' for s, n in bounds)})" if bounds else ""
+    fig.suptitle(f"red line: the step kept as best.pt (chosen without target labels){stages}", fontsize=9)
     return png(fig)
 
 

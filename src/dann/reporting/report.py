@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config
+from ..config import Config, stage_sections
 from ..data import SOURCE, TARGET, DomainData, build_data
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
@@ -30,6 +30,7 @@ from ..runs import (
 from ..selection.bands import Band, checkpoint_band
 from ..selection.validators import subset
 from ..training.seeds import derive_seed
+from ..training.stage_config import stage_label, stage_steps
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 from .summary import RunSummary, summarize
@@ -79,12 +80,26 @@ def checkpoint_table(run: RunSummary) -> Table:
     return Table(header, body)
 
 
+def labeled_table(run: RunSummary) -> Table | None:
+    """Held-out accuracy of each labeled domain at the last and the selected step (runs with several); None else."""
+    names = list(run.last.get("labeled_val", {}))
+    if not names:
+        return None
+    intermediate = set(run.config.data.intermediate)
+    rows = [
+        [f"`{n}`", "intermediate" if n in intermediate else "source", _pct(run.last, "labeled_val", n, "acc"),
+         _pct(run.selected, "labeled_val", n, "acc")]
+        for n in names
+    ]  # fmt: skip
+    return Table(["labeled domain", "role", "held-out acc, last step", "held-out acc, selected step"], rows)
+
+
 def initial_network(cfg: Config, data: DomainData) -> DomainAdaptNet:
     """The network as training started: ``fit`` seeds torch with the ``init`` seed (``training.seeds``) right before
     building it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
-        return build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
+        return build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
 
 
 def _networks(run: RunSummary, data: DomainData) -> dict[str, DomainAdaptNet]:
@@ -160,7 +175,9 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
 
 def _config_section(run: RunSummary) -> Section:
     cfg = run.config
-    data = cfg.data.task or (f"{cfg.data.source} → {cfg.data.target}" if cfg.data.source else "arrays in memory")
+    data = cfg.data.task or (
+        f"{_sources(cfg.data.source)} → {cfg.data.target}" if cfg.data.source else "arrays in memory"
+    )
     keys = {
         "data": data,
         "method": f"{cfg.method.name}, λ_adv {cfg.method.lambda_adv}, GRL {cfg.method.grl_schedule}",
@@ -169,12 +186,36 @@ def _config_section(run: RunSummary) -> Section:
         "training": f"{cfg.train.steps} steps, batch {cfg.train.batch_size} per domain, seed {cfg.train.seed}",
         "selection": f"`{run.validator}`, evaluated every {cfg.train.eval_every} steps",
     }
+    if cfg.train.stages:
+        keys["stages"] = _stages(cfg)
     return Section("Configuration", [Table(["", "value"], [[k, v] for k, v in keys.items()]), Code(cfg.to_yaml())])
+
+
+def _stages(cfg: Config) -> str:
+    """``train.stages`` in one line: each stage's name, steps, method, classified and aligned domains."""
+    parts = []
+    for i, (stage, steps) in enumerate(zip(cfg.train.stages, stage_steps(cfg.train.stages, cfg.train.steps),
+                                           strict=True)):  # fmt: skip
+        method = stage_sections(cfg, i)[0]
+        classify = ", ".join(f"{k} × {v:g}" for k, v in stage.classify.items()) or "every labeled domain"
+        align = f"; aligns {', '.join(stage.align)}" if stage.align else ""
+        parts.append(f"{stage_label(i, stage)} ({steps} steps, {method.name}: classifies {classify}{align})")
+    return " → ".join(parts)
+
+
+def _sources(source: str | tuple[str, ...] | dict[str, str]) -> str:
+    """``data.source`` in one line: a path, paths joined by " + ", or name = path entries."""
+    if isinstance(source, dict):
+        return " + ".join(f"{name} = {path}" for name, path in source.items())
+    return source if isinstance(source, str) else " + ".join(source)
 
 
 def _curve_sections(run: RunSummary) -> list[Section]:
     step = run.selected["step"] if run.selected else None
     caption = "Loss terms, GRL λ, lr, domain accuracy and accuracies against the step; dashed: uses target labels."
+    bounds = plots.stage_boundaries(run.history)
+    if bounds:
+        caption += " Grey dashed lines: the start of " + ", ".join(f"stage {n} (after step {s})" for s, n in bounds)
     curves = Figure("curves", plots.training_curves(run.history, run.validator, step), caption)
     hint = (
         "When adaptation works, `adv` stays near ln 2 ≈ 0.69 and the discriminator's accuracy near 0.5: it cannot "
@@ -260,7 +301,9 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
             )
     flags = run_flags(run, data.num_classes if data else num_classes(run.run_dir), diag and diag["a_distance"])
     verdict, verdict_summary = _verdict(run, find_control(run.run_dir, control), data, note)
-    sections = [_answer(run, diag, flags, verdict), Section("Checkpoints", [checkpoint_table(run)])]
+    labeled = labeled_table(run)
+    checkpoints = [checkpoint_table(run), *([labeled] if labeled else [])]
+    sections = [_answer(run, diag, flags, verdict), Section("Checkpoints", checkpoints)]
     sections += _curve_sections(run)
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
     sections.append(_config_section(run))

@@ -9,6 +9,10 @@ The unlabeled target rows can be given three equivalent ways (target labels are 
 - ``fit(X, y, sample_domain=d)`` (skada's convention): ``d > 0`` source rows, ``d < 0`` target rows, whose labels
   are ignored (skada masks them with ``-1``).
 
+Several labeled domains are several positive ``sample_domain`` values, with any of the three: the rows of ``X`` each
+carry theirs (with ``X_target``, ``sample_domain`` covers the rows of ``X`` alone). ``sample_weight`` weighs the
+labeled rows in the classification loss.
+
 Without target rows the source-only model is trained, with a ``DataWarning``. Model selection without target labels:
 ``make_validator_scorer`` and ``SourceKFold`` (in ``dann.sklearn.selection``, re-exported by ``dann.sklearn``).
 """
@@ -28,9 +32,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..config import SEED_LIMIT, Config, load_config, replace, resolve_method
 from ..data.arrays import as_domain
-from ..data.domains import make_domain_data
-from ..data.rows import UNLABELED, split_domains
-from ..errors import ConfigError, DataWarning
+from ..data.domains import Domain, make_domain_data
+from ..data.rows import UNLABELED, target_rows
+from ..data.weights import as_weights
+from ..errors import ConfigError, DataError, DataWarning
 from ..evaluation.metrics import embed
 from ..methods import METHODS
 
@@ -135,26 +140,40 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
             values.setdefault(section, {})[name] = _plain(value)
         return load_config(values=values)
 
-    def fit(self, X: Any, y: Any, X_target: Any | None = None, sample_domain: Any | None = None) -> DANNClassifier:
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        X_target: Any | None = None,
+        sample_domain: Any | None = None,
+        sample_weight: Any | None = None,
+    ) -> DANNClassifier:
         """Train on the labeled source rows and the unlabeled target rows, given by ``X_target``, by ``y == -1``, or
-        by ``sample_domain`` (see the module's docstring); ``y`` of (N,) labels of any type."""
+        by ``sample_domain`` (see the module's docstring); ``y`` of (N,) labels of any type. Several positive
+        ``sample_domain`` values are several labeled domains, named by their value (``"1"``, ``"2"``...: the names
+        ``config={"data.intermediate": ...}`` and ``train.stages`` take). ``sample_weight`` (N,): each labeled row's
+        weight in the classification loss (``dann.data.weights``; the target rows' are not read)."""
         from ..api import fit
 
         X, y = validate_data(self, X, y, allow_nd=True, dtype="numeric")
         self.input_shape_ = tuple(X.shape[1:])
         if X_target is not None:
             X_target = self._check_X(X_target)
-        x_s, y_s, x_t = split_domains(X, y, X_target, sample_domain)
+        is_target, domain = target_rows(y, X_target, sample_domain)
+        x_s, y_s = X[~is_target], y[~is_target]
+        x_t = X[is_target] if X_target is None else X_target
         check_classification_targets(y_s)
         self.classes_, encoded = np.unique(y_s, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"the labeled rows hold only one class ({self.classes_[0]}): 2 classes are needed")
+        w_s = _labeled_weights(sample_weight, ~is_target)
         cfg = self._config()
         if len(x_t) == 0 and METHODS.get(resolve_method(cfg.method).name).uses_target:
             warnings.warn(NO_ADAPTATION, DataWarning, stacklevel=2)
             cfg = replace(cfg, method={"name": "source_only"})
-        source = as_domain(x_s, encoded, "X")
-        target = as_domain(x_t, None, "X_target") if len(x_t) else source.unlabeled()  # source_only reads none
+        source = _labeled_domains(x_s, encoded, w_s, domain[~is_target] if domain is not None else None)
+        first = source if not isinstance(source, dict) else next(iter(source.values()))
+        target = as_domain(x_t, None, "X_target") if len(x_t) else first.unlabeled()  # source_only reads none
         data = make_domain_data(
             source,
             target,
@@ -162,6 +181,7 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
             val_fraction=cfg.data.val_fraction,
             seed=cfg.data.seed,
             names=("X", "X_target", "X_target"),
+            intermediate=cfg.data.intermediate,
         )
         result = fit(cfg, data=data)
         self.net_, self.config_ = result.net.cpu().eval(), result.config  # config_: "auto" and "recommended" resolved
@@ -205,6 +225,34 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
         return self.classes_[best]
 
 
+def _labeled_weights(sample_weight: Any | None, labeled: np.ndarray) -> torch.Tensor | None:
+    """The weights (N_labeled,) of the labeled rows of ``sample_weight`` (N,), checked (``as_weights``)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.shape != labeled.shape:
+        raise DataError(f"sample_weight must have shape {labeled.shape}, one weight per row of X, got {w.shape}")
+    rows = np.flatnonzero(labeled)
+    return as_weights(w[labeled], len(rows), "sample_weight", lambda i: f"row {rows[i]}")
+
+
+def _labeled_domains(
+    x: np.ndarray, y: np.ndarray, w: torch.Tensor | None, domain: np.ndarray | None
+) -> Domain | dict[str, Domain]:
+    """The labeled rows as one domain, or as one domain per positive ``sample_domain`` value, named by it."""
+    values = np.unique(domain) if domain is not None else np.array([])
+    if len(values) < 2:
+        return as_domain(x, y, "X", w)
+    parts = {}
+    for value in values:
+        rows = domain == value
+        what = f"X (sample_domain={value})"
+        parts[str(value)] = as_domain(x[rows], y[rows], what, w[torch.from_numpy(rows)] if w is not None else None)
+    return parts
+
+
 EXPECTED_FAILED_CHECKS = {  # for check_estimator / parametrize_with_checks(expected_failed_checks=...)
     "check_classifiers_classes": "it uses -1 as a class label, which marks an unlabeled target row (y == -1)",
+    "check_sample_weight_equivalence_on_dense_data": "training draws mini-batches of rows: a row of weight 2 equals a "
+    "repeated row in expectation, not draw for draw",
 }

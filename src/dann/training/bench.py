@@ -29,7 +29,7 @@ from ..config import DataConfig, MethodConfig, ModelConfig, OptimConfig
 from ..data import build_data
 from ..data.domains import AnyDomain, Domain
 from ..data.images import ImageDomain, default_workers
-from ..data.loaders import step_batches
+from ..data.loaders import Rows, step_batches
 from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
@@ -50,8 +50,11 @@ class TimedBatches:
         self.batches, self.device, self.seconds = batches, device, 0.0
 
     def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.get_rows(index)[:2]
+
+    def get_rows(self, index: int) -> Rows:
         tic = time.perf_counter()
-        out = self.batches.get(index)
+        out = self.batches.get_rows(index)
         _sync(self.device)
         self.seconds += time.perf_counter() - tic
         return out

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.loaders import Rows
 from ..errors import ConfigError
 from ..methods.base import Batch, LossOutput, Method
 from ..models.network import DomainAdaptNet
@@ -22,6 +23,8 @@ from .precision import Precision
 
 class Batches(Protocol):
     def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def get_rows(self, index: int) -> Rows: ...
 
 
 class MethodLoss(nn.Module):
@@ -44,6 +47,8 @@ def check_batchnorm_rows(net: DomainAdaptNet, method: Method, batch_size: int, p
     forward (PyTorch stops at the first step with "Expected more than 1 value per channel", or normalizes one image
     by its own pixels). Each of ``processes`` (torchrun) forwards ``batch_size / processes`` rows per domain."""
     norms = [name for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if getattr(net, "freeze_bn", False):  # model.freeze_bn: BatchNorm in eval mode takes any number of samples
+        norms = []
     rows = batch_size // processes
     if not norms or method.forward_rows(rows) >= 2:
         return
@@ -78,17 +83,18 @@ def train_step(
     for k in range(accumulate):
         index = step * accumulate + k
         if source is not None:
-            x_s, y_s = source.get(index)
-            x_s = amp.batch(x_s)
+            rows = source.get_rows(index)
+            x_s, y_s = amp.batch(rows.x), rows.y
             x_t = amp.batch(target.get(index)[0]) if target is not None else x_s[:0]
         else:  # a source-free method reads an empty source batch
             x_t = amp.batch(target.get(index)[0])  # type: ignore[union-attr]
             x_s, y_s = x_t[:0], torch.zeros(0, dtype=torch.int64, device=x_t.device)
+            rows = Rows(x_s, y_s)
         last = k == accumulate - 1
         no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
         with no_sync or contextlib.nullcontext():
             with amp.autocast():
-                out = model(Batch(x_s, y_s, x_t), progress)
+                out = model(Batch(x_s, y_s, x_t, rows.w, rows.d, rows.parts), progress)
             amp.backward(out.total / accumulate if accumulate > 1 else out.total)
         total = total + out.total.detach().float() / accumulate
         for name, value in out.terms.items():

@@ -6,7 +6,9 @@ host-device synchronization except every ``log_every`` steps (progress bar, non-
 steps (non-finite check → evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
 checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the ``selection.validator``
 score is the best so far; see ``selection.validators``). Non-finite losses: see ``nonfinite``. Under torchrun the
-same loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``distributed``."""
+same loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``distributed``. With
+``train.stages`` the steps are split into stages, each with its own method, batch streams and schedules, and each
+ending with an evaluation: see ``stages`` (a run without them is one stage, the loop as it always was)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..data.domains import DomainData
 from ..data.fingerprint import write_data_fingerprint
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning
-from ..evaluation.metrics import evaluate_domain
+from ..evaluation.metrics import evaluate_domain, labeled_accuracy
 from ..methods.base import Method
 from ..models.network import DomainAdaptNet
 from ..runs import (
@@ -44,8 +46,8 @@ from ..selection.validators import check_validator, evaluate_validators, running
 from .distributed import World, local_device
 from .nonfinite import LossWatch, SkipGuard, check_weights
 from .precision import Precision
-from .schedules import LR_SCHEDULES
 from .seeds import derive_seed
+from .stages import Stage, StagePlan, keep_stage_checkpoint, part_streams, plan_stages
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
 
@@ -83,10 +85,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_optimizer(cfg: OptimConfig, net: DomainAdaptNet, pretrained: bool) -> torch.optim.Optimizer:
-    """Two parameter groups, each with an ``lr_mult``: the backbone (×``backbone_lr_mult``) and everything else."""
+    """Parameter groups, each with an ``lr_mult``: the backbone (×``backbone_lr_mult``), the discriminator
+    (×``discriminator_lr_mult``, its own group only when that is not 1) and everything else."""
     mult = cfg.backbone_lr_mult if cfg.backbone_lr_mult is not None else (0.1 if pretrained else 1.0)
     backbone, rest = net.param_groups()
     groups = [{"params": backbone, "lr_mult": mult}, {"params": rest, "lr_mult": 1.0}]
+    if cfg.discriminator_lr_mult != 1.0:
+        own = {id(p) for p in net.discriminator.parameters()}
+        groups[1]["params"] = [p for p in rest if id(p) not in own]
+        groups.append({"params": [p for p in rest if id(p) in own], "lr_mult": cfg.discriminator_lr_mult})
     groups = [g for g in groups if g["params"]]
     if cfg.name == "sgd":
         return torch.optim.SGD(
@@ -119,6 +126,17 @@ def batch_streams(
     return source, target
 
 
+def stage_streams(
+    cfg: Config, data: DomainData, stage: Stage, start: int, device: torch.device, world: World
+) -> tuple[Batches | None, Batches | None]:
+    """The streams of ``stage`` from step ``start``: those of ``batch_streams`` in a run without ``train.stages``,
+    else one per labeled domain the stage reads and the target's (``dann.training.stages``)."""
+    if stage.parts is None:
+        m = stage.method
+        return batch_streams(cfg, data, m.uses_target, start, device, world, uses_source=m.uses_source)
+    return part_streams(cfg, data, stage, start, device, world)
+
+
 class Trainer:
     """Trains per ``cfg``; with ``run_dir`` its files go there (``resume`` continues them). ``world`` is this
     process's place in a torchrun launch, read from the environment by default (a world of one otherwise)."""
@@ -135,6 +153,7 @@ class Trainer:
         self.writes = self.run_dir is not None and self.world.main  # only rank 0 writes files
         self.events = EventLog(None)
         self.warned: set[str] = set()  # what this run has warned about (validators without a score...), once each
+        self.plan: StagePlan | None = None  # the run's stages (one without train.stages), set by fit
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``.
@@ -154,21 +173,18 @@ class Trainer:
         cfg, t, world = self.cfg, self.cfg.train, self.world
         # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
-        check_batchnorm_rows(net, method, t.batch_size, world.size)
+        self.plan = plan = plan_stages(cfg, method, data)  # one stage, `method`, without train.stages
+        for stage in plan.stages:
+            check_batchnorm_rows(net, stage.method, t.batch_size, world.size)
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, t.channels_last)
         amp.prepare_model(net, t.compile)
-        method.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
+        plan.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
-        start, skipped, history = self._restore(net, optimizer, amp, method)
+        start, skipped, history = self._restore(net, optimizer, amp, plan)
         if self.writes:  # beside config.yaml: what the run adapts to, so that runs can be compared (data.fingerprint)
             write_data_fingerprint(self.run_dir, data, cfg.data.target or cfg.data.task)
-        # a method that never runs the discriminator: DDP must be told some parameters get no gradient
-        model = world.wrap(MethodLoss(net, method), self.device, find_unused_parameters=not method.uses_discriminator)
-        source, target = batch_streams(
-            cfg, data, method.uses_target, start, self.device, world, uses_source=method.uses_source
-        )
-        lr_schedule = LR_SCHEDULES.get(cfg.optim.lr_schedule)
+        stage: Stage | None = None
         watch = LossWatch(t.on_nonfinite, t.log_every, self.device, skipped)
         watch.saved = start if self.resume and self.run_dir is not None else None  # resumed from that checkpoint
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
@@ -178,8 +194,15 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=start, disable=not show, dynamic_ncols=True, desc=cfg.method.name)
         tic = time.perf_counter()
         for step in range(start, t.steps):
-            progress = step / t.steps
-            lr = cfg.optim.lr * lr_schedule(progress, cfg.optim.lr_alpha, cfg.optim.lr_beta)
+            if stage is None or step >= stage.end:  # the first step, or a new stage: its method, model and streams
+                stage = plan.enter(step, net)
+                # a method that never runs the discriminator: DDP must be told some parameters get no gradient
+                unused = not stage.method.uses_discriminator
+                model = world.wrap(MethodLoss(net, stage.method), self.device, find_unused_parameters=unused)
+                source, target = stage_streams(cfg, data, stage, step, self.device, world)
+                bar.set_description(stage.name or cfg.method.name, refresh=False)
+            progress = stage.progress(step)
+            lr = stage.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             if guard:
@@ -188,11 +211,11 @@ class Trainer:
             finite = world.all_true(torch.isfinite(out.total.detach()))  # every rank takes the same decision
             if guard:
                 guard.restore_unless(finite)
-            method.after_step(net)
+            stage.method.after_step(net)
             watch.record(finite, out.terms)
             done = step + 1
             bar.update(1)
-            evaluating = done % t.eval_every == 0 or done == t.steps
+            evaluating = done % t.eval_every == 0 or done == t.steps or done == stage.end
             if evaluating or done % t.log_every == 0:
                 logged = world.mean(watch.check(done)) | {"lr": lr}  # raises on non-finite steps, before any save
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
@@ -204,7 +227,9 @@ class Trainer:
                 record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
                 rng = world.gather_objects(rng_state(self.device))
-                self._save(net, optimizer, amp, data, record, done, rng, method)
+                self._save(net, optimizer, amp, data, record, done, rng, plan)
+                if self.writes and plan.staged and done == stage.end:
+                    keep_stage_checkpoint(self.run_dir, stage.name)  # type: ignore[arg-type]
                 watch.saved = done if self.run_dir is not None else None
                 tic = time.perf_counter()
         bar.close()
@@ -267,8 +292,10 @@ class Trainer:
         }
         if self.world.active:
             record["processes"] = self.world.size
+        record |= self.plan.record(step) if self.plan is not None else {}  # the stage, in a run of train.stages
         if data.source_val is not None:
             record["source_val"] = {"acc": evaluate_domain(net, data.source_val, k, bs, self.world)["acc"]}
+        record |= labeled_accuracy(net, data, bs, self.world)  # per labeled domain, when there are several
         record["validators"], best = self._validate(net, data, history[-1].get("selection") if history else None, step)
         if best is not None:
             record["selection"] = best
@@ -339,6 +366,7 @@ class Trainer:
                 "input_shape": list(data.input_shape),
                 "image": data.image.to_dict() if data.image is not None else None,
                 "scale": data.scale.to_dict() if data.scale is not None else None,
+                "domains": [d.name for d in data.domains],  # the labeled domains, in the order of their index d
             },
             scaler=amp.state_dict(),
             method=method.state_dict(),
