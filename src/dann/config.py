@@ -54,7 +54,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the source held out for validation
     seed: int = 0  # builds the embedded task and the source split
     augment: bool = True  # training augmentation: array shifts (side // 14 px); crop, flips, jitter below (files)
-    image_size: int = 0  # image files: side of the square network input; 0: a timm backbone's size, else 28
+    image_size: int = 0  # image files: side of the square network input; 0: the backbone's (runs record the size used)
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # image files: random resized crop, range of the area kept
     hflip: float = 0.5  # image files: probability of a horizontal flip
     vflip: float = 0.0  # image files: probability of a vertical flip (plankton, micrographs: no up or down)
