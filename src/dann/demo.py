@@ -77,11 +77,13 @@ def run_demo(out: str | Path | None = None, tasks: tuple[str, ...] = ("moons", "
     """Train source-only, the seed's DANN and the recommended recipe on each task with its packaged preset (the
     recipe's row is left out when it is the seed's DANN), print the table, write pictures."""
     root = Path(out) if out else Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")
-    rows, pictures = [], []
+    rows, pictures, methods = [], [], demo_methods()
+    print(f"dann demo: {len(tasks) * len(methods)} runs ({', '.join(tasks)} × {', '.join(methods)}) into {root}")
     for task in tasks:
         nets = {}
-        for method, overrides in demo_methods().items():
-            cfg = load_config(task, [*overrides, "train.progress=false"])
+        for method, overrides in methods.items():
+            cfg = load_config(task, overrides)  # with its progress bar: the runs take minutes in all
+            print(f"  {task:7s} {method:12s} training {cfg.train.steps} steps ...", flush=True)
             tic = time.perf_counter()
             result = fit(cfg, root / f"{task}-{method}")
             last = result.history[-1]
