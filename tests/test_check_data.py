@@ -27,7 +27,8 @@ def test_check_data_lists_every_unreadable_file_with_its_reason(shape_folders, d
     args = ["check-data", "--source", str(shape_folders["source"]), "--target", str(folder), "--quiet"]
     assert main([*args, "--workers", "2"]) == 1
     out = capsys.readouterr().out
-    assert f"source {shape_folders['source']}: 24 file(s) read" in out and f"target {folder}: 18 file(s) read" in out
+    assert f"source {shape_folders['source']}: 24 image file(s) read" in out
+    assert f"target {folder}: 18 image file(s) read" in out
     assert "unreadable: 2 file(s)" in out
     listed = [line.strip() for line in out.splitlines() if line.startswith("  ")]
     assert sorted(line.split(": ", 1)[0] for line in listed) == bad
@@ -36,10 +37,15 @@ def test_check_data_lists_every_unreadable_file_with_its_reason(shape_folders, d
     assert "every file is readable" in capsys.readouterr().out
 
 
-def test_the_pool_finds_what_one_process_finds(shape_folders, damaged):
+def test_the_pool_finds_what_one_process_finds_and_npz_files_are_loaded(shape_folders, damaged, npz_files, capsys):
     folder, _ = damaged
     cfg = load_config(values={"data": {"source": str(shape_folders["source"]), "target": str(folder)}})
     assert check_data(cfg, workers=2).bad == check_data(cfg, workers=1).bad
+    arrays = ["check-data", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--quiet"]
+    assert main(arrays) == 0
+    assert f"source {npz_files['source']}: 60 sample(s) read" in capsys.readouterr().out
+    assert main([*arrays, "--workers", "0"]) == 2
+    assert "workers (--workers) must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_train_check_data_stops_before_the_run_directory_and_skipping_goes_on(shape_folders, damaged, tmp_path, capsys):

@@ -19,11 +19,13 @@ CHUNK = 16  # files per task sent to a worker process
 
 @dataclass
 class DataCheck:
-    """What ``check_data`` found: ``files`` per role (source, target, target_eval: image files or samples of an
-    ``.npz``) and the ``bad`` image files as (path, reason), in file order."""
+    """What ``check_data`` found, per role (source, target, target_eval): its folder or file (``origins``) and how
+    many image files, or samples of an ``.npz`` file, it holds (``files``, counted in ``units``); and the ``bad``
+    image files as (path, reason), in file order."""
 
-    files: dict[str, int]
-    origins: dict[str, str]
+    files: dict[str, int] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
     bad: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -32,7 +34,7 @@ class DataCheck:
 
     def lines(self) -> list[str]:
         """A short report: one line per role, then every unreadable file with its reason."""
-        out = [f"{role} {self.origins[role]}: {n} file(s) read" for role, n in self.files.items()]
+        out = [f"{role} {self.origins[role]}: {n} {self.units[role]} read" for role, n in self.files.items()]
         if self.bad:
             out.append(f"unreadable: {len(self.bad)} file(s)")
             out += [f"  {path}: {reason}" for path, reason in self.bad]
@@ -53,6 +55,8 @@ def problem(path: str) -> str:
 def problems(paths: list[str], workers: int | None = None) -> Iterator[str]:
     """``problem(path)`` for each of ``paths``, in order, decoded by ``workers`` processes (default: the CPUs this
     process may use; 1: in this process). Worker processes ignore Ctrl-C; the main process stops them."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers (--workers) must be at least 1, got {workers}")
     workers = workers or usable_cpus()
     if workers <= 1 or len(paths) <= 1:
         yield from map(problem, paths)
@@ -85,16 +89,16 @@ def check_data(cfg: DataConfig, workers: int | None = None, progress: bool = Fal
 
     from . import _is_image_input, load_npz, read_images
 
-    check = DataCheck({}, {})
+    check = DataCheck()
     images: dict[str, None] = {}  # every image once, in order
     for role, path in _roles(cfg):
         check.origins[role] = path
         if _is_image_input(path):
             listed = read_images(path, root=cfg.root).paths
             images.update(dict.fromkeys(listed))
-            check.files[role] = len(listed)
+            check.files[role], check.units[role] = len(listed), "image file(s)"
         else:
-            check.files[role] = len(load_npz(path)[0])
+            check.files[role], check.units[role] = len(load_npz(path)[0]), "sample(s)"
     paths = list(images)
     bar = tqdm(total=len(paths), disable=not progress or not paths, desc="decoding", unit="file", dynamic_ncols=True)
     with bar:
