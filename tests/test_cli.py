@@ -77,7 +77,6 @@ def test_existing_run_is_refused_and_resume_takes_the_same_command(npz_files, tm
     assert main(args + FAST) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(args + FAST + ["--resume"]) == 0  # the same command + --resume (finished: nothing to do)
-    assert main(["train", "--out", str(run), "--resume"]) == 0
     free = ["data.skip_bad_images=true", "data.num_workers=0", "train.eval_every=2", "train.log_every=1"]
     assert main(["train", "--out", str(run), "--resume", *(f for k in free for f in ("--set", k))]) == 0
     saved = load_config(str(run / "config.yaml"))

@@ -79,7 +79,7 @@ def test_ctrl_c_on_dann_train_prints_one_line_and_the_printed_command_resumes_ex
     """The interrupted run is a subprocess, in its own process group as a terminal's job is; the uninterrupted
     reference trains in this process meanwhile, and the printed command resumes here (one CPU thread in both, so
     the arithmetic is the same)."""
-    steps, every = 300, 20
+    steps, every = 200, 20
     args = [
         *("train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--backbone", "mlp"),
         *("--steps", str(steps), "--device", "cpu", "--no-report", "--set", f"train.eval_every={every}"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -406,5 +407,11 @@ def _continue_hint(args: argparse.Namespace, e: TrainingInterrupted) -> str:
     if e.checkpoint is None:
         return ""
     if args.command == "train":
-        return f"; continue with: dann train --out {shlex.quote(args.out)} --resume{' --no-report' * args.no_report}"
+        command = f"dann train --out {shlex.quote(args.out)} --resume{' --no-report' * args.no_report}"
+        world = World.from_env()
+        if world.active:  # the same processes again, so that the resume is exact
+            single = os.environ.get("LOCAL_WORLD_SIZE") == str(world.size)
+            launch = f"torchrun --standalone --nproc_per_node {world.size}" if single else "your torchrun launch"
+            command = f"{launch} -m {command}"
+        return f"; continue with: {command}"
     return f"; run the same dann {args.command} command again to continue"
