@@ -78,21 +78,25 @@ def shape_folders(tmp_path_factory):
     }
 
 
+class Killed(BaseException):
+    """Stands for a kill (SIGKILL, power loss): nothing in dann catches it, as nothing can catch a kill."""
+
+
 @pytest.fixture
 def crash_after_first_checkpoint(monkeypatch):
-    """``crash(train, *args, **kwargs)`` runs ``train`` so that it dies (KeyboardInterrupt) right after writing its
-    first checkpoint, as a killed run would, then restores the trainer."""
+    """``crash(train, *args, **kwargs)`` runs ``train`` so that it dies (``Killed``) right after writing its first
+    checkpoint, as a killed run would, then restores the trainer."""
 
     def crash(train, *args, **kwargs):
         save = Trainer._save
 
         def save_then_die(self, *a):
             save(self, *a)
-            raise KeyboardInterrupt
+            raise Killed
 
         monkeypatch.setattr(Trainer, "_save", save_then_die)
         try:
-            with pytest.raises(KeyboardInterrupt):
+            with pytest.raises(Killed):
                 train(*args, **kwargs)
         finally:
             monkeypatch.setattr(Trainer, "_save", save)

@@ -454,11 +454,6 @@ ROWS = [
         lambda f: f.train("--set", "train.on_nonfinite=ignore"),
         "config: train.on_nonfinite must be error or skip, got 'ignore'",
     ),
-    Row(
-        "new options on --resume",
-        lambda f: ["train", "--out", f.run(), "--resume", "--steps", "9"],
-        "--resume continues the run with its saved config.yaml; drop steps",
-    ),
     # out-of-range hyper-parameters
     Row("negative learning rate", lambda f: f.train("--set", "optim.lr=-0.1"), "config: optim.lr must be > 0"),
     Row("zero batch size", lambda f: f.train("--set", "train.batch_size=0"), "config: train.batch_size must be > 0"),

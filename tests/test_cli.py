@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from dann.cli import main
+from dann.config import load_config
 
 FAST = ["--backbone", "mlp", "--steps", "8", "--quiet", "--set", "train.eval_every=4", "--set", "train.batch_size=16"]
 
@@ -69,15 +70,33 @@ def test_bad_options_exit_2_with_one_clear_line(npz_files, tmp_path, capsys, ext
     assert message in err and "Traceback" not in err
 
 
-def test_existing_run_is_refused_and_resume_takes_no_new_options(npz_files, tmp_path, capsys):
+def test_existing_run_is_refused_and_resume_takes_the_same_command(npz_files, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(run)]
     assert main(args + FAST) == 0
     assert main(args + FAST) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["train", "--out", str(run), "--resume", "--steps", "9"]) == 2
-    assert "drop steps" in capsys.readouterr().err
-    assert main(["train", "--out", str(run), "--resume"]) == 0  # already finished: nothing to do, still valid
+    assert main(args + FAST + ["--resume"]) == 0  # the same command + --resume (finished: nothing to do)
+    free = ["data.skip_bad_images=true", "data.num_workers=0", "train.eval_every=2", "train.log_every=1"]
+    assert main(["train", "--out", str(run), "--resume", *(f for k in free for f in ("--set", k))]) == 0
+    saved = load_config(str(run / "config.yaml"))
+    assert saved.data.skip_bad_images and (saved.train.eval_every, saved.data.num_workers) == (2, 0)  # recorded
+    capsys.readouterr()
+    changed = [
+        (["--steps", "9"], "train.steps (saved 8, given 9)"),
+        (["--backbone", "lenet"], "model.backbone (saved 'mlp', given 'lenet')"),
+        (["--set", "train.batch_size=8"], "train.batch_size (saved 16, given 8)"),
+        (["--method", "coral"], "method.name (saved 'source_only', given 'coral')"),
+        (["--set", "optim.lr=0.1"], "optim.lr (saved 0.01, given 0.1)"),
+        (["--target", str(npz_files["source"])], f"data.target (saved '{npz_files['target']}', given"),
+    ]
+    for extra, named in changed:
+        assert main(["train", "--out", str(run), "--resume", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot resume {run} with {named}" in err and "data.skip_bad_images" in err, err
+    assert main([*args, *FAST, "--resume", "--steps", "9", "--set", "optim.lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr (saved 0.01, given 0.1), train.steps (saved 8, given 9): they change" in err
 
 
 def test_missing_data_file_is_named(tmp_path, capsys):

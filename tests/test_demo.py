@@ -7,13 +7,18 @@ from dann.runs import METRICS_FILE, read_jsonl
 
 def test_demo_on_moons_prints_each_runs_own_numbers_and_draws_the_boundaries(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--tasks", "moons"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    lines = out.splitlines()  # progress while it trains: a line as each run starts and ends, and its bar
+    starting = lines.index("  moons   source_only  training 3000 steps ...")
+    assert lines[starting + 1].startswith("  moons   source_only  done in ")
+    assert "3000/3000" in captured.err
     methods = list(demo_methods())
-    assert [line.split()[:2] for line in out.splitlines() if line.endswith(" s") and "done in" in line] == [
+    assert [line.split()[:2] for line in lines if line.endswith(" s") and "done in" in line] == [
         ["moons", m] for m in methods
     ]
     row = re.compile(r"moons +(\w+) +([\d.]+)% +(?:([+-][\d.]+) pts)? +([\d.]+)% +(\d+) +\d+$")
-    printed = {m.group(1): m for m in map(row.match, out.splitlines()) if m}
+    printed = {m.group(1): m for m in map(row.match, lines) if m}
     assert list(printed) == methods
     last = {m: read_jsonl(tmp_path / f"moons-{m}" / METRICS_FILE)[-1] for m in methods}  # what each run recorded
     for method, m in printed.items():

@@ -7,14 +7,17 @@ import dataclasses
 import io
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import Config, load_config, replace, resolve_method
+from .config import Config, load_config, replace, resolve_method, resume_config
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
+from .data.check import DataCheck
+from .data.check import check_data as check_files
 from .data.domains import check_labels
 from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
 from .data.images import Pipeline
@@ -57,6 +60,7 @@ class FitResult:
     run_dir: Path | None
     report: Path | None = None  # report.html, when asked for
     control: FitResult | None = None  # the source-only control, with ``control=True``: in run_dir/control
+    summary: dict[str, Any] | None = None  # the start-up summary (training.feedback.RunSummary): device, input...
 
 
 def fit(
@@ -68,15 +72,22 @@ def fit(
     overwrite: bool = False,
     report: bool = False,
     control: bool = False,
+    echo: Callable[[str], None] | None = None,
 ) -> FitResult:
-    """Train per ``cfg`` (or, with ``resume``, per the run's saved ``config.yaml``). With ``out`` the run's files go
-    there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in memory). With
-    ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does; ``dann.report`` rebuilds it
-    at any time. With ``control`` (and ``out``) the source-only control then trains on the same data, with the same
-    seed and steps, into ``out/control`` (``FitResult.control``; resumed with the run), and the report answers "did
-    adaptation help?" from both. Under torchrun every process calls it and gets the same history; only rank 0 writes
-    files (``dann.training.distributed``). Raises ``ConfigError`` for ``control`` without ``out`` or on a source-only
-    run."""
+    """Train per ``cfg`` (or, with ``resume``, per the run's saved ``config.yaml``; a ``cfg`` given with ``resume``
+    may change only the settings ``config.RESUMABLE`` lists, any other difference is a ``ConfigError``). With ``out``
+    the run's files go there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in
+    memory). With ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does;
+    ``dann.report`` rebuilds it at any time. With ``control`` (and ``out``) the source-only control then trains on
+    the same data, with the same seed and steps, into ``out/control`` (``FitResult.control``; resumed with the run),
+    and the report answers "did adaptation help?" from both. ``echo`` (e.g. ``print``) receives the start-up
+    summary, a time estimate and one line per evaluation (``dann.training.feedback``). Under torchrun every process
+    calls it and gets the same history; only rank 0 writes files and echoes (``dann.training.distributed``). Raises
+    ``ConfigError`` for ``control`` without ``out`` or on a source-only run.
+
+    SIGINT (Ctrl-C) or SIGTERM stops training after the current step with a checkpoint of it and raises
+    ``TrainingInterrupted`` (a ``KeyboardInterrupt``) naming it; ``resume=True`` continues exactly
+    (``dann.training.interrupt``)."""
     if control and out is None:
         raise ConfigError("`control=True` trains the control into out/control: give the run directory `out`")
     if resume:
@@ -85,11 +96,11 @@ def fit(
         saved = Path(out) / CONFIG_FILE
         if not saved.is_file():
             raise RunDirError(f"cannot resume: {saved} does not exist")
-        cfg = load_config(str(saved))  # a damaged config.yaml is a ConfigError naming it
+        saved_cfg = load_config(str(saved))  # a damaged config.yaml is a ConfigError naming it
+        cfg = saved_cfg if cfg is None else resume_config(saved_cfg, cfg, str(out))
     cfg = cfg or Config()
     data = data or build_data(cfg.data, cfg.model)
-    # "auto" network and the "recommended" method become concrete values, the ones config.yaml records
-    cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, data.input_shape), method=resolve_method(cfg.method))
+    cfg = resolve_config(cfg, data)
     if control and cfg.method.name == CONTROL_METHOD:
         raise ConfigError(f"this run is the source-only control already (method.name={CONTROL_METHOD}): drop control")
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
@@ -110,20 +121,41 @@ def fit(
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)
-    history = Trainer(cfg, run_dir, resume, world).fit(net, method, data)
-    baseline = fit_control(cfg, run_dir, data, resume) if control and run_dir is not None else None
+    trainer = Trainer(cfg, run_dir, resume, world, echo)
+    history = trainer.fit(net, method, data)
+    baseline = fit_control(cfg, run_dir, data, resume, echo) if control and run_dir is not None else None
     page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
-    return FitResult(net, cfg, data.classes, history, run_dir, page, baseline)
+    summary = trainer.summary.to_dict() if trainer.summary is not None else None
+    return FitResult(net, cfg, data.classes, history, run_dir, page, control=baseline, summary=summary)
 
 
-def fit_control(cfg: Config, run_dir: Path, data: DomainData, resume: bool = False) -> FitResult:
+def fit_control(
+    cfg: Config, run_dir: Path, data: DomainData, resume: bool = False, echo: Callable[[str], None] | None = None
+) -> FitResult:
     """Train the source-only control of the run in ``run_dir`` into ``run_dir/control``: ``cfg`` with
     ``method.name=source_only`` (no regularizers), on ``data``, with the same seed, steps and network. With ``resume``
     a control that has a checkpoint continues (a finished one is left as it is); else it starts afresh."""
     where = run_dir / CONTROL_DIR
     if resume and any((where / name).is_file() for name in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
-        return fit(out=where, data=data, resume=True)
-    return fit(replace(cfg, method={"name": CONTROL_METHOD, "regularizers": {}}), where, data=data, overwrite=True)
+        return fit(out=where, data=data, resume=True, echo=echo)
+    control = replace(cfg, method={"name": CONTROL_METHOD, "regularizers": {}})
+    return fit(control, where, data=data, overwrite=True, echo=echo)
+
+
+def resolve_config(cfg: Config, data: DomainData) -> Config:
+    """The concrete values a run records in config.yaml: the ``auto`` network (``resolve_model``), the ``recommended``
+    method (``resolve_method``) and, for image files, the input size used (``data.image_size``: the backbone's native
+    or pretrained size unless given)."""
+    data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
+    model, method = resolve_model(cfg.model, data.input_shape), resolve_method(cfg.method)
+    return dataclasses.replace(cfg, data=data_cfg, model=model, method=method)
+
+
+def check_data(cfg: Config, workers: int | None = None, progress: bool = False) -> DataCheck:
+    """Read every file of ``cfg.data`` once, as training would (``dann.data.check``): every image decoded by a pool of
+    ``workers`` processes (default: the usable CPUs), with a tqdm bar when ``progress``. Returns the counts and the
+    unreadable files (path, reason); raises ``DataError`` for what would stop a run before its first step."""
+    return check_files(cfg.data, workers, progress)
 
 
 def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) -> None:
@@ -207,9 +239,8 @@ def _domain(
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
     transform = eval_transform(model.image)
-    pipeline = Pipeline(
-        model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip, "pass `skip_bad=True`"
-    )
+    hint = "pass `skip_bad=True` to skip unreadable files (`dann check-data` lists them all)"
+    pipeline = Pipeline(model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip, hint)
     unknown = unknown_classes(images, model.classes) if labeled else []
     return ImageDomain(images.paths, y, pipeline, images.origin), unknown
 

@@ -1,12 +1,16 @@
-"""Command line: ``dann train | tune | evaluate | predict | report | compare | download | demo | bench``. Each
-subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types
-print one line and return 2; data warnings print one line each. The library's messages name its parameters
-(`overwrite=True`); they are printed with the flags that set them (--overwrite): see ``as_flags``."""
+"""Command line: ``dann train | tune | check-data | evaluate | predict | report | compare | download | demo | bench``.
+Each subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own
+types print one line and return 2; data warnings print one line each. The library's messages name its parameters
+(`overwrite=True`); they are printed with the flags that set them (--overwrite): see ``as_flags``. An interrupted
+``train`` (Ctrl-C, SIGTERM) prints one line naming its checkpoint and the command that resumes it, and returns
+128 + the signal's number."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -17,10 +21,12 @@ from . import api
 from .config import RECIPE, RECOMMENDED, Config, load_config
 from .data import TASKS
 from .data.catalog import DATASETS
-from .errors import DannError, DataWarning
+from .errors import DannError, DataError, DataWarning, TrainingInterrupted
 from .methods import METHODS
+from .runs import CONFIG_FILE
 from .selection.tune import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS, tune
 from .training.distributed import World
+from .training.feedback import print_line
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -73,8 +79,8 @@ def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    """What to train on and how: the options ``train`` and ``tune`` share."""
+def _add_file_options(parser: argparse.ArgumentParser) -> None:
+    """Which data: the options ``train``, ``tune`` and ``check-data`` share."""
     parser.add_argument("--config", help="YAML file, or a packaged preset name (moons, digits)")
     parser.add_argument(
         "--set",
@@ -84,7 +90,6 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=0.01 (repeatable)",
     )
-    parser.add_argument("--task", help=f"embedded task: {' | '.join(TASKS.names())}")
     parser.add_argument(
         "--source",
         action="append",
@@ -101,19 +106,26 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "(labels in it are used only to report accuracy)",
     )
     parser.add_argument("--target-eval", help="labeled target data used only to report accuracy")
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """What to train on and how: the options ``train`` and ``tune`` share."""
+    _add_file_options(parser)
+    parser.add_argument("--task", help=f"embedded task: {' | '.join(TASKS.names())}")
     parser.add_argument("--backbone", help="lenet | lenet_conv | mlp | any timm model name (e.g. resnet50)")
     parser.add_argument("--steps", type=int, help="training steps")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
 
 
-def _config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
-    """The config the data options ask for: ``--config``, then the shortcut flags, ``extra``, then ``--set``."""
+def _config(args: argparse.Namespace, extra: Sequence[str] = (), base: str | None = None) -> Config:
+    """The config the data options ask for: ``--config`` (else ``base``), then the shortcut flags, ``extra``, then
+    ``--set``."""
     given = {flag: getattr(args, flag, None) for flag in SHORTCUTS}
     if given.get("source") is not None:  # repeatable: one path as it was, several as a list (JSON is YAML)
         given["source"] = given["source"][0] if len(given["source"]) == 1 else json.dumps(given["source"])
     shortcuts = [f"{SHORTCUTS[flag]}={value}" for flag, value in given.items() if value is not None]
-    return load_config(args.config, [*shortcuts, *extra, *args.overrides])
+    return load_config(args.config or base, [*shortcuts, *extra, *args.overrides])
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -125,9 +137,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--init-from", metavar="RUN", help="start from this run's trained weights (shot needs it)")
     train.add_argument("--out", required=True, help="run directory to create")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint; the run's own options may be repeated, and only "
+        "settings that change neither the model nor its schedule may differ (data.skip_bad_images, num_workers...)",
+    )
     train.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true", help="no progress bar, summary or line per evaluation")
     train.add_argument("--no-report", action="store_true", help="skip report.html/report.md (see dann report)")
     train.add_argument(
         "--control",
@@ -135,6 +152,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="also train the source-only control (same data, seed and steps) into OUT/control; the report then says "
         "whether adaptation helped, without target labels",
     )
+    train.add_argument("--check-data", action="store_true", help="first decode every image file once (dann check-data)")
 
 
 def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
@@ -174,6 +192,11 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_train_parser(sub)
     _add_tune_parser(sub)
+
+    check = sub.add_parser("check-data", help="decode every image file once and list the unreadable ones")
+    _add_file_options(check)
+    check.add_argument("--workers", type=int, help="processes that decode (default: the CPUs this process may use)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
@@ -239,17 +262,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_config(args: argparse.Namespace, extra: Sequence[str]) -> Config | None:
+    """On ``--resume``: the options given, over the run's config.yaml (or ``--config``), for ``api.fit`` to compare
+    with the saved ones; None when none is given (the run's own config then)."""
+    saved = Path(args.out) / CONFIG_FILE
+    given = [flag for flag in ("config", *SHORTCUTS) if getattr(args, flag) is not None] + args.overrides
+    if not (given or extra) or not saved.is_file():
+        return None  # api.fit says when config.yaml is missing
+    return _config(args, extra, base=str(saved))
+
+
+def _check_first(cfg: Config, quiet: bool) -> None:
+    """``train --check-data``: decode every image before training; unreadable ones stop the run here unless
+    data.skip_bad_images skips them."""
+    check = api.check_data(cfg, progress=not quiet)
+    if not quiet or not check.ok:
+        for line in check.lines():
+            print(line)
+    if not check.ok and not cfg.data.skip_bad_images:
+        raise DataError(
+            f"{len(check.bad)} unreadable image file(s), listed above: fix or remove them, or skip them with "
+            "--set data.skip_bad_images=true"
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
-    recommended = False
-    if args.resume:
-        given = [flag for flag in ("config", *SHORTCUTS) if getattr(args, flag) is not None] + args.overrides
-        if given:
-            raise DannError(f"--resume continues the run with its saved config.yaml; drop {', '.join(given)}")
-        result = api.fit(out=args.out, resume=True, report=not args.no_report, control=args.control)
-    else:
-        cfg = _config(args, ["train.progress=false"] if args.quiet else [])
-        recommended = cfg.method.name == RECOMMENDED
-        result = api.fit(cfg, args.out, overwrite=args.overwrite, report=not args.no_report, control=args.control)
+    extra = ["train.progress=false"] if args.quiet else []
+    cfg = _resume_config(args, extra) if args.resume else _config(args, extra)
+    recommended = cfg is not None and cfg.method.name == RECOMMENDED and not args.resume
+    saved = Path(args.out) / CONFIG_FILE
+    if args.check_data and (cfg is not None or saved.is_file()):
+        _check_first(cfg or load_config(str(saved)), args.quiet)
+    echo = None if args.quiet else print_line
+    result = api.fit(
+        cfg,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        report=not args.no_report,
+        control=args.control,
+        echo=echo,
+    )
     if not World.from_env().main:  # under torchrun rank 0 speaks for the run
         return 0
     last = result.history[-1]
@@ -276,6 +329,13 @@ def _train(args: argparse.Namespace) -> int:
             f"skipped {skipped['count']} unreadable image file(s) (data.skip_bad_images): {', '.join(skipped['first'])}"
         )
     return 0
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    check = api.check_data(_config(args), workers=args.workers, progress=not args.quiet)
+    for line in check.lines():
+        print(line)
+    return 0 if check.ok else 1
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -360,10 +420,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import format_table, run_demo
 
-    def done(row: dict[str, Any]) -> None:
-        print(f"  {row['task']:7s} {row['method']:12s} done in {row['seconds']:.0f} s", flush=True)
-
-    result = run_demo(args.out, tuple(args.tasks), on_run=done)
+    result = run_demo(args.out, tuple(args.tasks), echo=lambda line: print(line, flush=True))
     print(format_table(result.rows))
     print("pictures:", *(str(p) for p in result.pictures))
     print(f"runs: {result.root}/<task>-<method>  (each has config.yaml, metrics.jsonl, checkpoints/last.pt)")
@@ -395,6 +452,7 @@ def _bench(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": _train,
     "tune": _tune,
+    "check-data": _check_data,
     "evaluate": _evaluate,
     "predict": _predict,
     "report": _report,
@@ -426,3 +484,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DannError as e:
             print(f"dann {args.command}: error: {as_flags(' '.join(str(e).split()))}", file=sys.stderr)  # one line
             return 2
+        except TrainingInterrupted as e:
+            if World.from_env().main:
+                print(f"dann {args.command}: {e}{_continue_hint(args, e)}", file=sys.stderr)
+            return 128 + e.signal
+        except KeyboardInterrupt:
+            print(f"dann {args.command}: interrupted", file=sys.stderr)
+            return 128 + 2  # SIGINT's
+
+
+def _continue_hint(args: argparse.Namespace, e: TrainingInterrupted) -> str:
+    """How to continue an interrupted run: the exact resume command of ``train``; the same command for ``tune``."""
+    if e.checkpoint is None:
+        return ""
+    if args.command == "train":
+        command = f"dann train --out {shlex.quote(args.out)} --resume{' --no-report' * args.no_report}"
+        world = World.from_env()
+        if world.active:  # the same processes again, so that the resume is exact
+            single = os.environ.get("LOCAL_WORLD_SIZE") == str(world.size)
+            launch = f"torchrun --standalone --nproc_per_node {world.size}" if single else "your torchrun launch"
+            command = f"{launch} -m {command}"
+        return f"; continue with: {command}"
+    return f"; run the same dann {args.command} command again to continue"

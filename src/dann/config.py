@@ -57,7 +57,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the source held out for validation
     seed: int = 0  # builds the embedded task and the source split
     augment: bool = True  # training augmentation: array shifts (side // 14 px); crop, flips, jitter below (files)
-    image_size: int = 0  # image files: side of the square network input; 0: a timm backbone's size, else 28
+    image_size: int = 0  # image files: side of the square network input; 0: the backbone's (runs record the size used)
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # image files: random resized crop, range of the area kept
     hflip: float = 0.5  # image files: probability of a horizontal flip
     vflip: float = 0.0  # image files: probability of a vertical flip (plankton, micrographs: no up or down)
@@ -281,6 +281,50 @@ def resolve_method(cfg: MethodConfig) -> MethodConfig:
         )
     regularizers = {**RECIPE["regularizers"], **cfg.regularizers}
     return dataclasses.replace(cfg, name=RECIPE["name"], regularizers=regularizers)
+
+
+# What a resumed run may change: settings that alter neither the network, nor the data it trains on, nor its schedule.
+RESUMABLE = (
+    "data.skip_bad_images",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "train.eval_every",
+    "train.log_every",
+    "train.eval_batch_size",
+    "train.progress",
+    "train.tensorboard",
+    "train.device",
+    "train.on_nonfinite",
+)
+# Values that ask for the automatic choice: a run records what they resolved to, and they match that on resume.
+AUTOMATIC = {"model.backbone": "auto", "model.head_dims": None, "model.bottleneck_dim": None, "data.image_size": 0}
+
+
+def resume_config(saved: Config, given: Config, run: str) -> Config:
+    """The config a run resumed with new options continues with: ``saved`` (its config.yaml) with the ``RESUMABLE``
+    settings of ``given``. Any other setting whose value differs (after ``resolve_method``; an ``AUTOMATIC`` value
+    matches what the run resolved it to) would change the model or its schedule: a ``ConfigError`` names each, with
+    the saved and the given value."""
+    old, new = saved.to_dict(), dataclasses.replace(given, method=resolve_method(given.method)).to_dict()
+    taken: dict[str, dict[str, Any]] = {}
+    refused = []
+    for section, values in new.items():
+        for key, value in values.items():
+            name, before = f"{section}.{key}", old[section][key]
+            if value == before or (name in AUTOMATIC and value == AUTOMATIC[name]):
+                continue
+            if name in RESUMABLE:
+                taken.setdefault(section, {})[key] = value
+            else:
+                refused.append(f"{name} (saved {before!r}, given {value!r})")
+    if refused:
+        raise ConfigError(
+            f"cannot resume {run} with {', '.join(refused)}: {'it changes' if len(refused) == 1 else 'they change'} "
+            f"the model, its data or its schedule; give the run's own values (its config.yaml) or start a new run "
+            f"with another --out. On resume only these may change: {', '.join(RESUMABLE)}"
+        )
+    return replace(saved, **taken)
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

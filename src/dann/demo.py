@@ -86,18 +86,21 @@ class DemoResult:
 def run_demo(
     out: str | Path | None = None,
     tasks: tuple[str, ...] = ("moons", "digits"),
-    on_run: Callable[[dict[str, Any]], None] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Train source-only, the seed's DANN and the recommended recipe on each task with its packaged preset (the
-    recipe's row is left out when it is the seed's DANN) and write pictures; ``on_run`` gets each row as its run
-    ends. Prints nothing: ``dann demo`` prints the rows (``format_table``). Existing runs in ``out`` are never
-    replaced (``OutputExistsError``)."""
+    recipe's row is left out when it is the seed's DANN) and write pictures. Prints nothing itself: ``echo`` (``dann
+    demo`` passes ``print``) gets one line as the demo starts and as each run starts and ends; ``dann demo`` then
+    prints the rows (``format_table``). Existing runs in ``out`` are never replaced (``OutputExistsError``)."""
+    say = echo or (lambda line: None)
     root = Path(out) if out else Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S")
-    rows, pictures = [], []
+    rows, pictures, methods = [], [], demo_methods()
+    say(f"dann demo: {len(tasks) * len(methods)} runs ({', '.join(tasks)} × {', '.join(methods)}) into {root}")
     for task in tasks:
         nets = {}
-        for method, overrides in demo_methods().items():
-            cfg = load_config(task, [*overrides, "train.progress=false"])
+        for method, overrides in methods.items():
+            cfg = load_config(task, overrides)  # with its progress bar: the runs take minutes in all
+            say(f"  {task:7s} {method:12s} training {cfg.train.steps} steps ...")
             tic = time.perf_counter()
             result = fit(cfg, root / f"{task}-{method}")
             last = result.history[-1]
@@ -113,8 +116,7 @@ def run_demo(
                 }
             )
             nets[method] = result.net.cpu()
-            if on_run is not None:
-                on_run(rows[-1])
+            say(f"  {task:7s} {method:12s} done in {rows[-1]['seconds']:.0f} s")
         if task == "moons":
             pictures.append(_plot_moons(nets, root))
         if task == "digits":

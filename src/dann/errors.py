@@ -44,3 +44,14 @@ class OutputExistsError(OutputError, RunDirError):
 
 class DataWarning(UserWarning):
     """Something in the data deserves attention but does not stop the run (e.g. a class absent from the target)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after writing a checkpoint of the step it had reached
+    (``training.interrupt``). ``checkpoint`` is None when the run has no run directory (nothing was written);
+    ``signal`` is the signal's number (the exit status of ``dann train`` is 128 + it)."""
+
+    def __init__(self, step: int, steps: int, checkpoint: str | None, signal: int) -> None:
+        self.step, self.steps, self.checkpoint, self.signal = step, steps, checkpoint, signal
+        saved = f"saved {checkpoint}" if checkpoint else "nothing saved (no run directory)"
+        super().__init__(f"interrupted at step {step}/{steps}; {saved}")

@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
+from ..training.interrupt import ignore_interrupts
 from .transforms import ImageConfig, TrainTransform, Transform
 
 Sample = tuple[torch.Tensor | None, int, int, str]  # (image (3, H, W) or None, label or -1, index, error)
@@ -50,15 +51,23 @@ def load_rgb(path: str) -> Image.Image:
         return to_rgb(img)
 
 
+def unreadable(error: Exception) -> str:
+    """Why a file could not be decoded, in one line."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"refused by Pillow's decompression-bomb guard ({error})"
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+    return f"cannot read this image file ({reason})"
+
+
 def decode(path: str) -> tuple[Image.Image | None, str]:
     """(RGB image, "") or (None, a one-line message naming the file and the reason)."""
     try:
         return load_rgb(path), ""
-    except Image.DecompressionBombError as e:
-        return None, f"{path}: refused by Pillow's decompression-bomb guard ({e})"
-    except Exception as e:  # any decoder failure: truncated, corrupt, not an image, unreadable
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        return None, f"{path}: cannot read this image file ({reason})"
+    except Exception as e:  # any decoder failure: truncated, corrupt, not an image, unreadable, too large
+        return None, f"{path}: {unreadable(e)}"
+
+
+SKIP_HINT = "set data.skip_bad_images=true to skip unreadable files, or list them all first with dann check-data"
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class Pipeline:
     pin_memory: bool = False
     persistent_workers: bool = False
     skip_bad: bool = False
-    skip_hint: str = "set data.skip_bad_images=true"  # how to skip unreadable files where this pipeline is used
+    skip_hint: str = SKIP_HINT  # how the caller skips unreadable files, for the error that names one
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
@@ -183,6 +192,7 @@ class ImageDomain(Dataset):
         return DataLoader(
             self,
             num_workers=workers,
+            worker_init_fn=ignore_interrupts if workers else None,  # Ctrl-C is the main process's to handle
             pin_memory=pin_memory and p.pin_memory,
             persistent_workers=persistent and workers > 0,
             collate_fn=collate,
@@ -193,7 +203,7 @@ class ImageDomain(Dataset):
     def check(self, bad: list[tuple[int, str]]) -> None:
         """Raise for the first unreadable file of a batch, or with ``skip_bad`` remember them all."""
         if bad and not self.pipeline.skip_bad:
-            raise DataError(f"{bad[0][1]}; {self.pipeline.skip_hint} to skip unreadable files")
+            raise DataError(f"{bad[0][1]}; {self.pipeline.skip_hint}")
         self.bad.update(self.paths[i] for i, _ in bad)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

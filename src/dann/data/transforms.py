@@ -63,18 +63,17 @@ def timm_data_config(backbone: str) -> dict[str, Any] | None:
     return resolve_data_config(pretrained_cfg=pretrained.to_dict()) if pretrained is not None else None
 
 
-SMALL_INPUT = 28  # side of the input the registered small backbones get from image files (the paper's digit size)
-
-
 def resolve_image_config(data: DataConfig, model: ModelConfig) -> ImageConfig:
-    """The backbone's timm data config where it has one; for the registered small backbones (``auto``, ``lenet``,
-    ``lenet_conv``, ``mlp``) 28×28 with ImageNet statistics; else ImageNet defaults (224). ``data.image_size``
-    wins."""
-    from ..models.backbones import BACKBONES
+    """How image files become inputs for ``model.backbone``: a timm model's pretrained data config (input_size, mean,
+    std, interpolation, crop_pct) where it has one; for the registered small backbones their native size
+    (``models.backbones.NATIVE_SIZE``: 28×28 for ``lenet``, ``lenet_conv``, ``mlp``, and so for ``auto``, which
+    gives images ``lenet_conv``) with ImageNet statistics; else ImageNet defaults (224). ``data.image_size`` wins."""
+    from ..models.backbones import NATIVE_SIZE
+    from ..models.network import AUTO_IMAGE_BACKBONE
 
-    timm_cfg = timm_data_config(model.backbone)
-    small = model.backbone == "auto" or model.backbone in BACKBONES
-    base = ImageConfig(size=SMALL_INPUT) if small else ImageConfig()
+    backbone = AUTO_IMAGE_BACKBONE if model.backbone == "auto" else model.backbone
+    timm_cfg = timm_data_config(backbone)
+    base = ImageConfig(size=NATIVE_SIZE[backbone]) if backbone in NATIVE_SIZE else ImageConfig()
     if timm_cfg is not None:
         interpolation = timm_cfg["interpolation"] if timm_cfg["interpolation"] in INTERPOLATIONS else "bilinear"
         base = ImageConfig(

@@ -18,6 +18,10 @@ from ..registry import Registry
 from ..runs import load_weights_only
 
 BACKBONES: Registry = Registry("backbone")
+# The side, in pixels, of the square images each registered backbone was designed for: image files are resized to it
+# unless data.image_size says otherwise (timm models take theirs from their pretrained config's input_size). LeNet is
+# the DANN paper's MNIST network (28×28 digits); the MLP reads the same small images, flattened.
+NATIVE_SIZE: dict[str, int] = {"lenet": 28, "lenet_conv": 28, "mlp": 28}
 
 
 class LeNet(nn.Module):

@@ -76,6 +76,7 @@ class DomainAdaptNet(nn.Module):
 
 
 PAPER_HEAD = (100, 100)  # lenet_conv's label predictor: the DANN paper's two fc-100 layers
+AUTO_IMAGE_BACKBONE = "lenet_conv"  # what model.backbone=auto gives images (C, H, W); vectors get mlp
 
 
 def resolve_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ModelConfig:
@@ -84,7 +85,7 @@ def resolve_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ModelConfig
     gets the same network through every entry point. Other values are kept."""
     backbone = cfg.backbone
     if backbone == "auto":
-        backbone = "lenet_conv" if len(input_shape) == 3 else "mlp"
+        backbone = AUTO_IMAGE_BACKBONE if len(input_shape) == 3 else "mlp"
     head = cfg.head_dims if cfg.head_dims is not None else (PAPER_HEAD if backbone == "lenet_conv" else ())
     return dataclasses.replace(cfg, backbone=backbone, head_dims=tuple(head))
 

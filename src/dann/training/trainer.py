@@ -12,6 +12,7 @@ ending with an evaluation: see ``stages`` (a run without them is one stage, the 
 
 from __future__ import annotations
 
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..config import Config, OptimConfig
 from ..data.domains import DomainData
 from ..data.fingerprint import write_data_fingerprint
 from ..data.loaders import step_batches
-from ..errors import DannError, DataWarning
+from ..errors import DannError, DataWarning, TrainingInterrupted
 from ..evaluation.metrics import evaluate_domain, labeled_accuracy
 from ..methods.base import Method
 from ..models.network import DomainAdaptNet
@@ -44,6 +45,8 @@ from ..runs import (
 )
 from ..selection.validators import check_validator, evaluate_validators, running_best, selecting_validator
 from .distributed import World, local_device
+from .feedback import Console, Echo, RunSummary, bar_interval, summarize
+from .interrupt import StopRequest
 from .nonfinite import LossWatch, SkipGuard, check_weights
 from .precision import Precision
 from .seeds import derive_seed
@@ -139,10 +142,17 @@ def stage_streams(
 
 class Trainer:
     """Trains per ``cfg``; with ``run_dir`` its files go there (``resume`` continues them). ``world`` is this
-    process's place in a torchrun launch, read from the environment by default (a world of one otherwise)."""
+    process's place in a torchrun launch, read from the environment by default (a world of one otherwise). ``echo``
+    receives the start-up summary, the time estimate and one line per evaluation (``feedback``); SIGINT and SIGTERM
+    stop the run with a checkpoint (``interrupt``)."""
 
     def __init__(
-        self, cfg: Config, run_dir: str | Path | None = None, resume: bool = False, world: World | None = None
+        self,
+        cfg: Config,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        world: World | None = None,
+        echo: Echo | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -154,13 +164,17 @@ class Trainer:
         self.events = EventLog(None)
         self.warned: set[str] = set()  # what this run has warned about (validators without a score...), once each
         self.plan: StagePlan | None = None  # the run's stages (one without train.stages), set by fit
+        self.echo = echo
+        self.summary: RunSummary | None = None  # set when training starts
+        self.stop = StopRequest(self.world)
 
     def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``.
         Joins the process group for the run when torchrun started several processes and none is joined yet."""
         joined = self.world.start(self.device)
         try:
-            history = self._fit(net, method, data)
+            with self.stop:
+                history = self._fit(net, method, data)
         except BaseException:
             if joined:  # the others may be stuck in a collective: leave at once; torchrun stops them when we exit
                 self.world.stop(wait=False)
@@ -190,8 +204,14 @@ class Trainer:
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
         self.events = EventLog(self.run_dir if self.writes else None, t.tensorboard)
         train_time, logged, clip = 0.0, {}, cfg.optim.grad_clip
+        self.summary = summarize(cfg, data, self.device, world, start)
+        console = Console(self.echo if world.main else None, cfg, data, self.device)
+        console.started(self.summary)
         show = t.progress and world.main
-        bar = tqdm(total=t.steps, initial=start, disable=not show, dynamic_ncols=True, desc=cfg.method.name)
+        bar = tqdm(
+            total=t.steps, initial=start, disable=not show, dynamic_ncols=True, desc=cfg.method.name,
+            mininterval=bar_interval(),
+        )  # fmt: skip
         tic = time.perf_counter()
         for step in range(start, t.steps):
             if stage is None or step >= stage.end:  # the first step, or a new stage: its method, model and streams
@@ -215,6 +235,7 @@ class Trainer:
             watch.record(finite, out.terms)
             done = step + 1
             bar.update(1)
+            console.stepped(done)
             evaluating = done % t.eval_every == 0 or done == t.steps or done == stage.end
             if evaluating or done % t.log_every == 0:
                 logged = world.mean(watch.check(done)) | {"lr": lr}  # raises on non-finite steps, before any save
@@ -223,7 +244,8 @@ class Trainer:
             if evaluating:
                 world.sync_buffers(net)  # the model every rank evaluates is rank 0's, the one saved
                 check_weights(net, done, watch.saved)
-                train_time += time.perf_counter() - tic
+                toc = time.perf_counter()
+                train_time += toc - tic
                 record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
                 history.append(record)
                 rng = world.gather_objects(rng_state(self.device))
@@ -232,10 +254,41 @@ class Trainer:
                     keep_stage_checkpoint(self.run_dir, stage.name)  # type: ignore[arg-type]
                 watch.saved = done if self.run_dir is not None else None
                 tic = time.perf_counter()
+                console.evaluated(record, tic - toc)
+            if done < t.steps and self.stop.requested(evaluating or done % t.log_every == 0):
+                bar.close()
+                self._interrupt(net, optimizer, amp, data, plan, watch, history, done)
         bar.close()
         self.events.close()
         world.barrier()  # every process returns once rank 0 has written the last checkpoint (fit() then stops)
         return history
+
+    def _interrupt(
+        self,
+        net: DomainAdaptNet,
+        optimizer: torch.optim.Optimizer,
+        amp: Precision,
+        data: DomainData,
+        plan: StagePlan,
+        watch: LossWatch,
+        history: list[dict[str, Any]],
+        done: int,
+    ) -> None:
+        """Stop on a signal after step ``done``: write its checkpoint through ``_save`` (unless that step's evaluation
+        has just written it), then raise ``TrainingInterrupted``. Non-finite steps since the last check stop the run
+        first, as at a log step, so no checkpoint of bad weights is ever written."""
+        if self.run_dir is not None and watch.saved != done:
+            if watch.count:
+                watch.check(done)
+            self.world.sync_buffers(net)
+            check_weights(net, done, watch.saved)
+            rng = self.world.gather_objects(rng_state(self.device))
+            record = {"skipped_steps": watch.skipped, "selection": history[-1].get("selection") if history else None}
+            self._save(net, optimizer, amp, data, record, done, rng, plan)
+        self.events.close()
+        self.world.barrier()  # no process leaves before rank 0 has written the checkpoint
+        checkpoint = str(self.run_dir / LAST_CHECKPOINT) if self.run_dir is not None else None
+        raise TrainingInterrupted(done, self.cfg.train.steps, checkpoint, self.stop.signal or signal.SIGTERM)
 
     def _restore(
         self, net: DomainAdaptNet, optimizer: torch.optim.Optimizer, amp: Precision, method: Method
@@ -247,9 +300,9 @@ class Trainer:
         torch.manual_seed(derive_seed(self.cfg.train.seed, "train", self.world.rank))  # not the init stream
         if self.run_dir is None:
             return 0, 0, []
+        if self.writes:  # on resume too: it records the settings a resume may change (config.RESUMABLE)
+            atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
         if not self.resume:
-            if self.writes:
-                atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
             return 0, 0, []
         state = load_latest_checkpoint(self.run_dir, self.device)
         net.load_state_dict(state.model)

@@ -1,0 +1,242 @@
+"""What a run tells the person who started it, as data and as lines: a start-up summary (device, network and input
+size, classes, sample counts, steps, batch, method, precision), one estimate of the training time after the first
+``ESTIMATE_STEPS`` timed steps (with a warning when a CPU would take more than an hour, naming the settings to
+lower), and one line per evaluation. The trainer hands the lines to an ``echo`` function: ``dann train`` prints them,
+Python callers pass ``echo=print`` to ``dann.fit`` or read ``FitResult.summary``."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..config import Config
+from ..data.domains import DomainData
+from .distributed import World
+
+ESTIMATE_STEPS = 20  # steps timed for the estimate, after the first one (which pays for start-up: workers, caches)
+SLOW_CPU_SECONDS = 3600.0  # an estimate above this on a CPU comes with a warning naming the settings to lower
+SHOWN_CLASSES = 5  # class names listed in the summary
+clock = time.perf_counter  # seconds, for the estimate
+
+Echo = Callable[[str], None]
+
+
+def print_line(line: str) -> None:
+    """Print ``line`` to stdout above any tqdm progress bar (which lives on stderr) and flush it, so the line is
+    seen at once in a terminal, a pipe or a log file."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def bar_interval() -> float:
+    """Seconds between progress-bar redraws: tqdm's 0.1 where the bar redraws in place (a terminal, a notebook), 30
+    in a pipe or log file, where every redraw is one more line."""
+    from tqdm import std
+    from tqdm.autonotebook import tqdm  # the class tqdm.auto builds on: a notebook widget, else the text bar
+
+    return 0.1 if tqdm is not std.tqdm or sys.stderr.isatty() else 30.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The start-up summary of a run. ``input_shape``: one sample, (C, H, W) for images or (D,) for vectors;
+    ``counts``: samples per part (source_train, source_val, target_train, target_eval; 0 when absent)."""
+
+    device: str
+    backbone: str
+    input_shape: tuple[int, ...]
+    input_note: str  # where an image input size comes from ("lenet_conv's native size", "data.image_size"...)
+    classes: list[str]
+    counts: dict[str, int]
+    target_eval_is_target: bool  # the target's own labels score it (transductive protocol)
+    steps: int
+    start: int  # the step a resumed run continues from, else 0
+    batch_size: int  # per domain and step, global under torchrun
+    method: str
+    regularizers: dict[str, float]
+    precision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The summary as a short block of lines, as ``dann train`` prints it."""
+        c = self.counts
+        shown = ", ".join(self.classes[:SHOWN_CLASSES]) + (", ..." if len(self.classes) > SHOWN_CLASSES else "")
+        held_out = f" + {c['source_val']} held out" if c["source_val"] else " (none held out)"
+        target = f"target {c['target_train']} unlabeled"
+        if self.target_eval_is_target:
+            target += " (their labels score it: evaluation only)"
+        elif c["target_eval"]:
+            target += f"; target eval {c['target_eval']} labeled (evaluation only)"
+        shape = "×".join(map(str, self.input_shape))
+        note = f" ({self.input_note})" if self.input_note else ""
+        method = self.method + "".join(f"+{name}:{w:g}" for name, w in self.regularizers.items())
+        resumed = f", resuming at step {self.start}" if self.start else ""
+        return [
+            f"device:   {self.device}",
+            f"model:    {self.backbone}, input {shape}{note}",
+            f"classes:  {len(self.classes)} ({shown})",
+            f"data:     source {c['source_train']} train{held_out}; {target}",
+            f"training: {self.steps} steps × batch {self.batch_size} per domain{resumed}; method {method}; "
+            f"precision {self.precision}",
+        ]
+
+
+def _input_note(cfg: Config, data: DomainData) -> str:
+    """Why image files become inputs of this size: the backbone's own size, or ``data.image_size``."""
+    from ..data.transforms import resolve_image_config, timm_data_config
+    from ..models.backbones import NATIVE_SIZE
+
+    if data.image is None:
+        return ""
+    own = resolve_image_config(dataclasses.replace(cfg.data, image_size=0), cfg.model).size  # the backbone's own
+    if own != data.image.size:
+        return "data.image_size"
+    backbone = cfg.model.backbone
+    kind = "native" if backbone in NATIVE_SIZE else "pretrained" if timm_data_config(backbone) else "default"
+    return f"images resized to {own}×{own}: {backbone}'s {kind} size; data.image_size changes it"
+
+
+def _same_samples(a: Any, b: Any) -> bool:
+    """Whether two domains hold the same samples (the target's labels scoring the target itself)."""
+    if hasattr(a, "paths"):
+        return a.paths == getattr(b, "paths", None)
+    return getattr(a, "x", None) is getattr(b, "x", None)
+
+
+def describe_device(device: torch.device, world: World) -> str:
+    """``cpu (2 threads)``, ``cuda:0 (NVIDIA H100)``, with the number of processes under torchrun."""
+    if device.type == "cuda":
+        name = f"{device} ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
+        threads = torch.get_num_threads()
+        name = f"cpu ({threads} thread{'s' * (threads != 1)})"
+    else:
+        name = str(device)
+    return f"{name} × {world.size} processes" if world.active else name
+
+
+def summarize(cfg: Config, data: DomainData, device: torch.device, world: World, start: int = 0) -> RunSummary:
+    """The start-up summary of a run of the resolved ``cfg`` on ``data``."""
+
+    def count(domain: Any) -> int:
+        return len(domain) if domain is not None else 0
+
+    parts = ("source_train", "source_val", "target_train", "target_eval")
+    return RunSummary(
+        device=describe_device(device, world),
+        backbone=cfg.model.backbone,
+        input_shape=tuple(data.input_shape),
+        input_note=_input_note(cfg, data),
+        classes=list(data.classes),
+        counts={part: count(getattr(data, part)) for part in parts},
+        target_eval_is_target=data.target_eval is not None and _same_samples(data.target_eval, data.target_train),
+        steps=cfg.train.steps,
+        start=start,
+        batch_size=cfg.train.batch_size,
+        method=cfg.method.name,
+        regularizers=dict(cfg.method.regularizers),
+        precision=cfg.train.precision,
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``6.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def slow_advice(cfg: Config, data: DomainData) -> str:
+    """The settings that shorten a run, with their values."""
+    from ..models.backbones import NATIVE_SIZE
+
+    settings = [f"train.steps (now {cfg.train.steps})", f"train.batch_size (now {cfg.train.batch_size})"]
+    if cfg.model.backbone not in NATIVE_SIZE:
+        settings.append(f"model.backbone (now {cfg.model.backbone}; lenet_conv trains at 28×28)")
+    if data.image is not None:
+        settings.append(f"data.image_size (now {data.image.size})")
+    return f"lower {', '.join(settings)}, or train on a GPU (train.device=cuda)"
+
+
+def evaluation_line(record: dict[str, Any], steps: int) -> str:
+    """One line per evaluation: step, source held-out accuracy, the discriminator's domain accuracy (methods that have
+    one; 0.5 is chance, i.e. domains the features cannot tell apart), the selection validator's score, and the target
+    accuracy when labeled target data exist, marked as using target labels."""
+    parts = [f"step {record['step']}/{steps}"]
+    if "source_val" in record:
+        parts.append(f"source held-out acc {record['source_val']['acc']:.3f}")
+    domain_acc = record.get("train", {}).get("domain_acc")
+    if domain_acc is not None:
+        parts.append(f"domain acc {domain_acc:.3f}")
+    selection = record.get("selection")
+    if selection is not None:
+        score = record.get("validators", {}).get(selection["validator"])
+        best = " best so far" if selection["step"] == record["step"] else ""
+        shown = "-" if score is None else f"{score:.4g}"
+        parts.append(f"{selection['validator']} {shown} (selection{best})")
+    if "oracle" in record:
+        parts.append(f"target acc {record['oracle']['target_acc']:.3f} (uses target labels)")
+    return "  ".join(parts)
+
+
+class Console:
+    """Sends a run's summary, time estimate and evaluation lines to ``echo`` (nothing when it is None). The trainer
+    calls ``stepped`` after every step and ``evaluated`` after every evaluation; evaluation time is left out of the
+    estimate's steps."""
+
+    def __init__(self, echo: Echo | None, cfg: Config, data: DomainData, device: torch.device) -> None:
+        self.echo, self.cfg, self.data, self.device = echo, cfg, data, device
+        self.first: tuple[int, float] | None = None  # (step, time) the estimate's window starts from
+        self.paused = 0.0  # evaluation seconds inside the window
+        self.estimated = False
+
+    def say(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(line)
+
+    def started(self, summary: RunSummary) -> None:
+        for line in summary.lines():
+            self.say(line)
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":  # twice a run: queued kernels must be done for a wall-clock rate
+            torch.cuda.synchronize(self.device)
+        return clock()
+
+    def stepped(self, done: int) -> None:
+        """After step ``done``: the first call opens the estimate's window, the one ``ESTIMATE_STEPS`` later closes
+        it and says the estimate (once)."""
+        if self.echo is None or self.estimated:
+            return
+        if self.first is None:
+            self.first = (done, self._now())
+            return
+        if done - self.first[0] < ESTIMATE_STEPS:
+            return
+        self.estimated = True
+        per_step = (self._now() - self.first[1] - self.paused) / (done - self.first[0])
+        left = self.cfg.train.steps - done
+        total = per_step * left
+        self.say(
+            f"time: {per_step:.3g} s/step → about {format_duration(total)} for the {left} steps left "
+            f"(evaluations every {self.cfg.train.eval_every} steps add to it)"
+        )
+        if self.device.type == "cpu" and total > SLOW_CPU_SECONDS:
+            self.say(f"warning: about {format_duration(total)} on the CPU; {slow_advice(self.cfg, self.data)}")
+
+    def evaluated(self, record: dict[str, Any], seconds: float) -> None:
+        if self.first is not None and not self.estimated:
+            self.paused += seconds
+        self.say(evaluation_line(record, self.cfg.train.steps))
