@@ -40,6 +40,7 @@ def tiny_cfg():
                 "log_every": 3,
                 "progress": False,
                 "device": "cpu",
+                "precision": "fp32",  # tests compare exact numbers: the same arithmetic on every machine
             },
         }
     )

@@ -24,7 +24,7 @@ def test_bench_refuses_unknown_backbones_and_precisions(capsys):
     assert main(["bench", "--backbone", "vgg", "--json"]) == 2
     assert "unknown backbone 'vgg'; choose one of lenet, resnet18, resnet50" in capsys.readouterr().err
     assert main(["bench", "--precision", "fp8"]) == 2
-    assert "--precision must be fp32 | bf16 | fp16" in capsys.readouterr().err
+    assert "--precision must be auto | fp32 | bf16 | fp16" in capsys.readouterr().err
 
 
 def test_bench_streams_image_files_through_the_training_loader(shape_folders, capsys):

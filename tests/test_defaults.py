@@ -35,6 +35,7 @@ def test_every_entry_point_resolves_the_same_config(shape, backbone, head, tmp_p
     for key in ("steps", "batch_size", "seed", "precision", "accumulate"):
         assert cli["train"][key] == api["train"][key] == sk["train"][key], key
     assert cli["model"]["backbone"] == backbone and cli["model"]["head_dims"] == head
+    assert cli["train"]["precision"] in ("fp32", "bf16")  # "auto" is resolved for this machine and recorded
     assert cli["method"]["name"] == RECIPE["name"] and cli["method"]["regularizers"] == RECIPE["regularizers"]
 
 

@@ -35,6 +35,7 @@ from .runs import (
     prepare_run_dir,
 )
 from .training.distributed import World, local_device
+from .training.precision import resolve_precision
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer, resolve_device
 
@@ -87,7 +88,10 @@ def fit(
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
     check_batchnorm_rows(net, method, cfg.train.batch_size, world.size)
-    resolve_device(local_device(cfg.train.device, world))
+    device = resolve_device(local_device(cfg.train.device, world))
+    # train.precision "auto" becomes the concrete choice for this device and data, the one config.yaml records
+    precision = resolve_precision(cfg.train.precision, device, data.input_shape)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)

@@ -23,7 +23,7 @@ from .training.schedules import GRL_SCHEDULES, LR_SCHEDULES
 SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
-PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.training.precision
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
@@ -176,7 +176,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
     on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
     tensorboard: bool = True  # also write TensorBoard events to <run>/tensorboard when the package is installed
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of forward and loss (fp16 adds a GradScaler)
+    precision: str = "auto"  # auto (bf16 for images where the device runs it natively, else fp32) | fp32 | bf16 | fp16
     accumulate: int = 1  # micro-batches of batch_size per domain averaged into each optimizer step
     channels_last: bool = False  # model and image batches in channels_last (NHWC) memory format
     compile: bool = False  # torch.compile the backbone (first steps are slow while it compiles)

@@ -33,7 +33,7 @@ from ..data.loaders import step_batches
 from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
-from .precision import Precision
+from .precision import Precision, resolve_precision
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
@@ -159,7 +159,7 @@ def run_bench(
     steps: int = 10,
     warmup: int = 3,
     rounds: int = 3,
-    precision: str = "fp32",
+    precision: str = "auto",
     channels_last: bool = False,
     device: str = "auto",
     images: str | None = None,
@@ -168,14 +168,16 @@ def run_bench(
     """Images/s of the supervised step on 2B images and of the DANN step on B + B; their ratio (supervised / DANN:
     how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device.
     ``images``: a folder of class subfolders to stream both domains from (at the backbone's input size), instead of
-    tensors in memory, with ``workers`` DataLoader workers per loader (None: the trainer's default)."""
+    tensors in memory, with ``workers`` DataLoader workers per loader (None: the trainer's default). ``precision``
+    ``auto`` is resolved as training resolves it (``precision.resolve_precision``); the result names the choice."""
     if backbone not in INPUTS:
         raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0:
         raise DannError("dann bench: --batch-size, --steps and --rounds must be >= 1 and --warmup >= 0")
     dev = resolve_device(device)
-    amp = Precision(precision, dev, channels_last)
     folder = image_domain(images, backbone, workers) if images else None
+    precision = resolve_precision(precision, dev, folder.input_shape if folder is not None else INPUTS[backbone])
+    amp = Precision(precision, dev, channels_last)
     modes = {name: Mode(name, backbone, batch_size, amp, dev, folder) for name in ("source_only", "dann")}
     best = {name: (float("inf"), 0.0) for name in modes}
     if folder is None:
