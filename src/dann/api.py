@@ -15,6 +15,8 @@ import torch
 
 from .config import Config, load_config, resolve_method
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
+from .data.cache import DecodedImages
+from .data.cached import CachedImageDomain
 from .data.domains import check_labels
 from .data.folders import encode_labels
 from .data.images import Pipeline
@@ -98,6 +100,20 @@ def fit(
     history = Trainer(cfg, run_dir, resume, world).fit(net, method, data)
     page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
     return FitResult(net, cfg, data.classes, history, run_dir, page)
+
+
+def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:
+    """Build (or find) the decoded-image caches of the image folders or lists ``cfg.data`` names, ahead of training
+    (``data.cache`` is taken as ``on``; see ``dann.data.cache``): one (folder or list, cache) per distinct file list.
+    A cache's ``seconds`` is its build time, None when it was already built. Raises ``ConfigError`` for array data."""
+    data = build_data(dataclasses.replace(cfg.data, cache="on"), cfg.model)
+    caches: dict[Path, tuple[str, DecodedImages]] = {}
+    for domain in (data.source_train, data.target_train, data.target_eval):
+        if isinstance(domain, CachedImageDomain):
+            caches.setdefault(domain.images.path, (domain.name, domain.images))
+    if not caches:
+        raise ConfigError("dann cache: the data are arrays, which need no cache; give image folders or list files")
+    return list(caches.values())
 
 
 def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``dann train | tune | evaluate | predict | report | compare | download | demo | bench``. Each
+"""Command line: ``dann train | tune | evaluate | predict | report | compare | download | demo | bench | cache``. Each
 subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own types
 print one line and return 2; data warnings print one line each."""
 
@@ -183,6 +183,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, help="with --images: DataLoader workers per loader (default: auto)")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cache = sub.add_parser("cache", help="decode image folders once into the decoded-image cache, ahead of training")
+    _add_data_options(cache)
+    cache.add_argument("--cache-dir", help="where caches go (data.cache_dir; default: $DANN_CACHE or ~/.cache/dann)")
     return parser
 
 
@@ -307,6 +311,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    cfg = _config(args, [f"data.cache_dir={args.cache_dir}"] if args.cache_dir else [])
+    for origin, images in api.cache_images(cfg):
+        size = f"{len(images)} images, {images.side}x{images.side} px, {images.nbytes / 2**20:.1f} MiB"
+        if images.seconds is None:
+            print(f"{origin}: already built: {images.path} ({size})")
+        else:
+            rate = len(images) / max(images.seconds, 1e-9)
+            print(f"{origin}: {images.path} ({size}), built in {images.seconds:.1f} s ({rate:.0f} images/s)")
+        if images.errors:
+            print(f"  {len(images.errors)} unreadable file(s), e.g. {next(iter(images.errors.values()))}")
+    return 0
+
+
 COMMANDS = {
     "train": _train,
     "tune": _tune,
@@ -317,6 +335,7 @@ COMMANDS = {
     "download": _download,
     "demo": _demo,
     "bench": _bench,
+    "cache": _cache,
 }
 
 

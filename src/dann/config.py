@@ -23,6 +23,7 @@ from .training.schedules import GRL_SCHEDULES, LR_SCHEDULES
 SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
+CACHE_MODES = ("auto", "on", "off")  # data.cache, see dann.data.cache
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 
 
@@ -64,6 +65,8 @@ class DataConfig:
     num_workers: int | None = None  # image files: workers per DataLoader; None: CPUs shared by loaders, at most 8
     pin_memory: bool = True  # image files: page-locked batches for faster copies to a GPU
     persistent_workers: bool = False  # image files: evaluation loaders keep workers, which prefetch the next pass
+    cache: str = "auto"  # image files: decoded-image cache, auto | on | off (auto: on for files much larger than it)
+    cache_dir: str = ""  # folder of the decoded-image caches; "": $DANN_CACHE, else ~/.cache/dann
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)
@@ -75,6 +78,7 @@ class DataConfig:
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "a probability in [0, 1]", getattr(self, key))
         _require(self.color_jitter >= 0, "data.color_jitter", ">= 0", self.color_jitter)
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
+        _require(self.cache in CACHE_MODES, "data.cache", " | ".join(CACHE_MODES), self.cache)
 
 
 @dataclass(frozen=True)

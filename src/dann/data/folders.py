@@ -22,6 +22,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError, DataWarning
+from .cached import with_cache
 from .domains import DomainData, make_domain_data
 from .images import ImageDomain, Pipeline
 from .transforms import ImageConfig, eval_transform, train_transform
@@ -209,6 +210,5 @@ def build_folder_data(cfg: DataConfig, image: ImageConfig, paths: tuple[str, str
 
     target = domain(read_images(paths[1], root=cfg.root))
     target_eval = domain(read_images(paths[2], root=cfg.root)) if paths[2] else None
-    return make_domain_data(
-        domain(source), target, target_eval, classes, cfg.val_fraction, cfg.seed, names=paths, image=image
-    )
+    labeled, target, target_eval = with_cache([domain(source), target, target_eval], cfg, image)
+    return make_domain_data(labeled, target, target_eval, classes, cfg.val_fraction, cfg.seed, names=paths, image=image)
