@@ -29,6 +29,7 @@ measurements behind it."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -193,6 +194,7 @@ def _write(paths: list[str], side: int, resample: str, path: Path, workers: int 
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         pixels = open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), side, side, 3))
+        _reserve(partial)
         bar = tqdm(total=len(paths), desc=f"caching {path.name}", unit="img", disable=None, leave=False)
         for pixels_k, sizes_k, errors_k in pool.map(_shrink_chunk, jobs) if pool else map(_shrink_chunk, jobs):
             start = len(sizes)
@@ -219,6 +221,22 @@ def _write(paths: list[str], side: int, resample: str, path: Path, workers: int 
     images = DecodedImages(path, side, np.asarray(sizes, dtype=np.int64).reshape(-1, 2), errors)
     images.seconds = time.perf_counter() - tic
     return images
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the whole (sparse) array file now, so a full disk fails here with an error naming the folder, not
+    later with SIGBUS inside a write to the memory map (Linux; elsewhere a no-op)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"no space left for the decoded-image cache in {path.parent}: set data.cache_dir") from None
+        # file systems without fallocate (EOPNOTSUPP, EINVAL): the up-front free-space check in `wanted` remains
+    finally:
+        os.close(fd)
 
 
 def median_area(paths: Sequence[str], sample: int = HEADERS_SAMPLED) -> float:
