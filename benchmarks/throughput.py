@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from dann.cli import _parser, main
 from dann.training.bench import INPUTS, Mode, device_name
-from dann.training.precision import Precision, resolve_precision
+from dann.training.precision import Precision, resolve_channels_last, resolve_precision
 from plain_dann import PlainLoop
 
 
@@ -37,7 +37,8 @@ def vs_plain(argv: list[str]) -> int:
     args = _parser().parse_args(["bench", *[a for a in argv if a != "--vs-plain"]])
     device = torch.device("cpu")
     precision = resolve_precision(args.precision, device, INPUTS["lenet"])
-    dann_step = Mode("dann", "lenet", args.batch_size, Precision(precision, device, args.channels_last), device)
+    channels_last = resolve_channels_last(args.channels_last, precision, INPUTS["lenet"])
+    dann_step = Mode("dann", "lenet", args.batch_size, Precision(precision, device, channels_last), device)
     x, y = dann_step.domain.x, dann_step.domain.y  # the same tensors feed both: source and target alike
     plain = PlainLoop(x, y, x, args.batch_size, total=args.warmup + args.rounds * args.steps)
     dann_step.run(args.warmup)
@@ -53,7 +54,7 @@ def vs_plain(argv: list[str]) -> int:
     print(
         f"# torch {torch.__version__}, {device_name(device)} ({platform.processor() or platform.machine()}); LeNet "
         f"1x28x28, batch {args.batch_size} + {args.batch_size}; dann precision {precision}"
-        f"{' channels_last' if args.channels_last else ''}, plain loop fp32; {args.rounds} rounds of {args.steps} steps"
+        f"{' channels_last' if channels_last else ''}, plain loop fp32; {args.rounds} rounds of {args.steps} steps"
     )
     print("| round | dann img/s | plain img/s | ratio |\n| --- | --- | --- | --- |")
     for i, (a, b, r) in enumerate(zip(dann_rates, plain_rates, ratios, strict=True)):

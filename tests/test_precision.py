@@ -12,7 +12,7 @@ from dann.methods.base import Batch
 from dann.models import create_network
 from dann.runs import LAST_CHECKPOINT, load_checkpoint
 from dann.training import precision as precision_module
-from dann.training.precision import Precision, resolve_precision
+from dann.training.precision import Precision, resolve_channels_last, resolve_precision
 
 
 def weights(net):
@@ -139,6 +139,12 @@ def test_auto_on_cuda_asks_torch_for_native_bf16_not_emulation(monkeypatch, nati
     assert resolve_precision("auto", torch.device("mps"), IMAGES) == "fp32"
 
 
+def test_auto_memory_layout_is_nhwc_for_images_in_reduced_precision_only():
+    assert resolve_channels_last(None, "bf16", IMAGES) and resolve_channels_last(None, "fp16", IMAGES)
+    assert not resolve_channels_last(None, "fp32", IMAGES) and not resolve_channels_last(None, "bf16", VECTORS)
+    assert resolve_channels_last(True, "fp32", IMAGES) and not resolve_channels_last(False, "bf16", IMAGES)  # kept
+
+
 def test_the_cpu_probe_reads_torchs_capabilities():
     caps = precision_module.cpu_capabilities()
     assert isinstance(caps.get("avx512_bf16", False), bool) and isinstance(caps.get("amx_bf16", False), bool)
@@ -153,11 +159,12 @@ def test_auto_is_recorded_in_the_run_and_a_resume_keeps_it_exactly(
     tiny_cfg, tmp_path, monkeypatch, crash_after_first_checkpoint
 ):
     data = make_domain_data(as_domain(*tiny_images(0, 40)), as_domain(*tiny_images(1, 30)), val_fraction=0.2)
-    cfg = replace(tiny_cfg, model={"backbone": "lenet"}, train={"precision": "auto"})
+    cfg = replace(tiny_cfg, model={"backbone": "lenet"}, train={"precision": "auto", "channels_last": None})
     monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {"avx512_bf16": True})
     full = dann.fit(cfg, tmp_path / "full", data=data)
-    assert full.config.train.precision == "bf16"
+    assert full.config.train.precision == "bf16" and full.config.train.channels_last is True
     assert "precision: bf16" in (tmp_path / "full/config.yaml").read_text()
+    assert "channels_last: true" in (tmp_path / "full/config.yaml").read_text()
     assert load_checkpoint(tmp_path / "full" / LAST_CHECKPOINT)["config"]["train"]["precision"] == "bf16"
     crash_after_first_checkpoint(dann.fit, cfg, tmp_path / "crashed", data=data)
     # resumed where auto would now say fp32 (another machine): the run keeps the bf16 it recorded, bit for bit
@@ -167,5 +174,5 @@ def test_auto_is_recorded_in_the_run_and_a_resume_keeps_it_exactly(
     for key, value in weights(full.net).items():
         assert torch.equal(value, weights(resumed.net)[key]), key
     fresh = dann.fit(cfg, tmp_path / "fresh", data=data)  # a new run on that machine resolves to fp32
-    assert fresh.config.train.precision == "fp32"
+    assert fresh.config.train.precision == "fp32" and fresh.config.train.channels_last is False
     assert any(not torch.equal(v, weights(fresh.net)[k]) for k, v in weights(full.net).items())

@@ -37,7 +37,7 @@ from .runs import (
     prepare_run_dir,
 )
 from .training.distributed import World, local_device
-from .training.precision import resolve_precision
+from .training.precision import resolve_channels_last, resolve_precision
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer, resolve_device
 
@@ -91,9 +91,12 @@ def fit(
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
     check_batchnorm_rows(net, method, cfg.train.batch_size, world.size)
     device = resolve_device(local_device(cfg.train.device, world))
-    # train.precision "auto" becomes the concrete choice for this device and data, the one config.yaml records
+    # train.precision "auto" (and channels_last null) become the choices for this device and data, which config.yaml
+    # records
     precision = resolve_precision(cfg.train.precision, device, data.input_shape)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    channels_last = resolve_channels_last(cfg.train.channels_last, precision, data.input_shape)
+    train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last)
+    cfg = dataclasses.replace(cfg, train=train)
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)

@@ -178,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=3, help="timed rounds per step kind; the fastest counts (3)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
     bench.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: as training picks)")
-    bench.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    bench.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format (default: as training picks)"
+    )
     bench.add_argument("--images", help="stream both domains from this folder of class subfolders (default: tensors)")
     bench.add_argument("--workers", type=int, help="with --images: DataLoader workers per loader (default: auto)")
     bench.add_argument("--image-size", type=int, default=0, help="with --images: network input side (default: above)")

@@ -182,7 +182,7 @@ class TrainConfig:
     tensorboard: bool = True  # also write TensorBoard events to <run>/tensorboard when the package is installed
     precision: str = "auto"  # auto (bf16 for images where the device runs it natively, else fp32) | fp32 | bf16 | fp16
     accumulate: int = 1  # micro-batches of batch_size per domain averaged into each optimizer step
-    channels_last: bool = False  # model and image batches in channels_last (NHWC) memory format
+    channels_last: bool | None = None  # model and image batches in NHWC; null (auto): on for images in bf16/fp16
     compile: bool = False  # torch.compile the backbone (first steps are slow while it compiles)
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ from ..data.loaders import step_batches
 from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
-from .precision import Precision, resolve_precision
+from .precision import Precision, resolve_channels_last, resolve_precision
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
@@ -182,7 +182,7 @@ def run_bench(
     warmup: int = 3,
     rounds: int = 3,
     precision: str = "auto",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     device: str = "auto",
     images: str | None = None,
     workers: int | None = None,
@@ -193,8 +193,9 @@ def run_bench(
     ``images``: a folder of class subfolders to stream both domains from (at ``image_size``, default the
     backbone's bench size), instead of tensors in memory, with ``workers`` DataLoader workers per loader (None: the
     trainer's default); both steps then also run from the folder's decoded-image cache (built first if needed),
-    reported under ``cache`` with the speed-up of its DANN step over the files'. ``precision`` ``auto`` is resolved
-    as training resolves it (``precision.resolve_precision``); the result names the choice."""
+    reported under ``cache`` with the speed-up of its DANN step over the files'. ``precision`` ``auto`` and
+    ``channels_last`` None are resolved as training resolves them (``dann.training.precision``); the result names
+    the choices."""
     if backbone not in INPUTS:
         raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0 or image_size < 0:
@@ -204,7 +205,9 @@ def run_bench(
     if images:
         paths = {kind: image_domain(images, backbone, workers, mode, image_size) for kind, mode in PATHS.items()}
     first = next(iter(paths.values()))
-    precision = resolve_precision(precision, dev, first.input_shape if first is not None else INPUTS[backbone])
+    shape = first.input_shape if first is not None else INPUTS[backbone]
+    precision = resolve_precision(precision, dev, shape)
+    channels_last = resolve_channels_last(channels_last, precision, shape)
     amp = Precision(precision, dev, channels_last)
     modes = {
         (name, kind): Mode(name, backbone, batch_size, amp, dev, folder)

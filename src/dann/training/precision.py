@@ -1,6 +1,7 @@
 """Numeric precision and memory layout of training: ``train.precision``, ``train.channels_last``, ``train.compile``.
 
-- ``auto`` (the default): ``bf16`` for image inputs (C, H, W) on a device that runs bfloat16 natively (``native_bf16``:
+- ``auto`` (the default; ``train.channels_last: null`` goes with it, see ``resolve_channels_last``): ``bf16`` for
+  image inputs (C, H, W) on a device that runs bfloat16 natively (``native_bf16``:
   a CUDA GPU with bfloat16 units, an x86 CPU with AVX-512 BF16 or AMX-BF16), ``fp32`` otherwise. Feature vectors
   stay ``fp32``: their small MLPs gain no speed from bfloat16 (0.7-0.9x fp32 measured on the embedded tables) and the
   recommended-recipe suite showed no accuracy reason to risk it. ``dann.fit`` resolves it before the run's
@@ -63,6 +64,16 @@ def resolve_precision(precision: str, device: torch.device, input_shape: Sequenc
     if precision != AUTO:
         return precision
     return "bf16" if len(input_shape) == 3 and native_bf16(device) else "fp32"
+
+
+def resolve_channels_last(channels_last: bool | None, precision: str, input_shape: Sequence[int]) -> bool:
+    """``train.channels_last`` → a concrete value: None (auto) becomes True for image inputs (C, H, W) trained in a
+    reduced precision (``bf16``, ``fp16``; ``precision`` already resolved), whose convolutions oneDNN and cuDNN run
+    fastest in NHWC (LeNet in bf16 on an AVX-512 BF16 CPU: 1.5-1.9x fp32 with NHWC, 1.3-1.4x without; see
+    ``docs/speed.md``), False otherwise; True or False is kept."""
+    if channels_last is not None:
+        return channels_last
+    return len(input_shape) == 3 and precision in ("bf16", "fp16")
 
 
 class Precision:

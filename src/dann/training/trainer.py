@@ -41,7 +41,7 @@ from ..runs import (
 from ..selection.validators import check_validator, evaluate_validators, running_best, selecting_validator
 from .distributed import World, local_device
 from .nonfinite import LossWatch, SkipGuard, check_weights
-from .precision import Precision, resolve_precision
+from .precision import Precision, resolve_channels_last, resolve_precision
 from .schedules import LR_SCHEDULES
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
@@ -156,7 +156,8 @@ class Trainer:
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
         check_batchnorm_rows(net, method, t.batch_size, world.size)
         net.to(self.device).train()
-        amp = Precision(resolve_precision(t.precision, self.device, data.input_shape), self.device, t.channels_last)
+        precision = resolve_precision(t.precision, self.device, data.input_shape)
+        amp = Precision(precision, self.device, resolve_channels_last(t.channels_last, precision, data.input_shape))
         amp.prepare_model(net, t.compile)
         method.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
