@@ -69,47 +69,51 @@ class TensorTransform:
 
     def draw(self, seed: int | None, height: int, width: int) -> tuple[tuple[float, ...], bool, bool, Any]:
         """(crop box, horizontal flip, vertical flip, jitter parameters or None) of one sample of that original
-        size; ``seed`` None: the deterministic evaluation view."""
-        fixed = self.eval_box(height, width) if self.resize else (0.0, 0.0, float(height), float(width))
+        size; ``seed`` None: the deterministic evaluation view. Seeds torch's CPU generator (as ``ImageDomain``'s
+        ``torch.manual_seed`` does): the caller saves and restores its state."""
+        box = self.eval_box(height, width) if self.resize else (0.0, 0.0, float(height), float(width))
+        hflip = vflip = False
+        jitter = None
         if seed is None:
-            return fixed, False, False, None
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed(seed)  # what ImageDomain's torch.manual_seed does to the CPU generator
-        try:
-            box, hflip, vflip, jitter = fixed, False, False, None
-            stub = torch.empty((), dtype=torch.uint8).expand(3, height, width)  # a size, no pixels
-            for kind, op in self.steps:
-                if kind == "crop":
-                    p = op.make_params([stub])
-                    box = (p["top"], p["left"], p["height"], p["width"])
-                elif kind == "jitter":
-                    jitter = (op, op.make_params([stub]))
-                else:  # torchvision's random flips apply when torch.rand(1) < p
-                    flip = bool(torch.rand(1) < op)
-                    hflip, vflip = (flip, vflip) if kind == "hflip" else (hflip, flip)
-        finally:
-            generator.set_state(state)
+            return box, hflip, vflip, jitter
+        torch.default_generator.manual_seed(seed)
+        stub = torch.empty((), dtype=torch.uint8).expand(3, height, width)  # a size, no pixels
+        for kind, op in self.steps:
+            if kind == "crop":
+                p = op.make_params([stub])
+                box = (p["top"], p["left"], p["height"], p["width"])
+            elif kind == "jitter":
+                jitter = (op, op.make_params([stub]))
+            else:  # torchvision's random flips apply when torch.rand(1) < p
+                flip = bool(torch.rand(1) < op)
+                hflip, vflip = (flip, vflip) if kind == "hflip" else (hflip, flip)
         return box, hflip, vflip, jitter
 
     def __call__(self, pixels: np.ndarray, sizes: np.ndarray, seeds: Sequence[int] | None) -> torch.Tensor:
         """Cached ``pixels`` (B, S, S, 3) uint8 of images of original ``sizes`` (B, 2) (height, width) → normalized
         (B, 3, size, size) float32."""
         n = len(pixels)
-        theta = torch.zeros(n, 2, 3, dtype=torch.float32)
+        # per image, the sampling grid's x and y: scale and offset of [-1, 1] (grid_sample's span of the outer pixel
+        # edges, align_corners=False, in the original and the cached image alike, so the cache's side drops out)
+        affine = np.zeros((n, 4), dtype=np.float32)
         jitters = []
-        for k in range(n):
-            height, width = int(sizes[k, 0]), int(sizes[k, 1])
-            (top, left, h, w), hflip, vflip, jitter = self.draw(None if seeds is None else seeds[k], height, width)
-            # grid_sample's [-1, 1] spans the image's outer pixel edges (align_corners=False) in both images, so the
-            # box maps from original to cached coordinates without the cache's side
-            theta[k, 0, 0], theta[k, 0, 2] = (-1 if hflip else 1) * w / width, (2 * left + w) / width - 1
-            theta[k, 1, 1], theta[k, 1, 2] = (-1 if vflip else 1) * h / height, (2 * top + h) / height - 1
-            if jitter is not None:
-                jitters.append((k, jitter))
+        state = torch.default_generator.get_state()
+        try:
+            for k in range(n):
+                height, width = int(sizes[k, 0]), int(sizes[k, 1])
+                (top, left, h, w), hflip, vflip, jitter = self.draw(None if seeds is None else seeds[k], height, width)
+                affine[k] = ((-w if hflip else w) / width, (2 * left + w) / width - 1,
+                             (-h if vflip else h) / height, (2 * top + h) / height - 1)  # fmt: skip
+                if jitter is not None:
+                    jitters.append((k, jitter))
+        finally:
+            torch.default_generator.set_state(state)
+        centres = (2 * np.arange(self.size, dtype=np.float32) + 1) / self.size - 1  # output pixels in [-1, 1]
+        grid = np.empty((n, self.size, self.size, 2), dtype=np.float32)  # NumPy: no thread pool for small arrays
+        grid[..., 0] = (affine[:, 0:1] * centres + affine[:, 1:2])[:, None, :]
+        grid[..., 1] = (affine[:, 2:3] * centres + affine[:, 3:4])[:, :, None]
         x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
-        grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = F.grid_sample(x, torch.from_numpy(grid), mode="bilinear", padding_mode="border", align_corners=False)
         for k, (op, params) in jitters:
             out[k] = op.transform(out[k] / 255.0, params).clamp(0, 1) * 255.0
         return out * self.scale + self.shift
