@@ -2,10 +2,12 @@
 the files', and how fast training reads it. Prints, with the hardware:
 
 1. the build rate per core (JPEG draft decode + shrink, a process pool over the usable CPUs) beside today's loader
-   per core (full decode + training transform, ``LoaderBatches`` in the main process), and the cache's size;
+   per core (full decode + training transform, ``LoaderBatches`` in the main process, one thread), and the cache's
+   size;
 2. the largest and mean absolute pixel difference (0..255 units) between the cached and the uncached views of the
    same images: the evaluation view of every image, and the training view (same seeds, same crops) of a few steps;
-3. the loader alone, files vs cache, at several file sizes: the evidence for ``AUTO_MIN_AREA``;
+3. the loader alone (one thread, as in a DataLoader worker), files vs cache, at several file sizes, in alternating
+   rounds, with the files' and the cache's bytes per image and what ``data.cache: auto`` decides (``worth_it``);
 4. ``dann bench --images`` on the folder: the supervised and DANN steps read from the files and from the cache, in
    alternating rounds (img/s, data wait, speed-up).
 
@@ -29,7 +31,7 @@ from PIL import Image
 
 from dann.config import DataConfig, ModelConfig
 from dann.data import build_data
-from dann.data.cache import build, cache_side
+from dann.data.cache import build, cache_side, worth_it
 from dann.data.images import usable_cpus
 from dann.data.loaders import LoaderBatches
 from dann.data.transforms import ImageConfig
@@ -104,16 +106,23 @@ def pixel_differences(folder: Path, args: argparse.Namespace, tmp: Path) -> None
 
 def file_sizes(args: argparse.Namespace, tmp: Path) -> None:
     side = cache_side(ImageConfig(size=args.image_size), DataConfig().crop_scale)
-    print(f"\n| files | file pixels / cache pixels ({side}²) | files img/s | cache img/s | cache / files |")
-    print("| --- | --- | --- | --- | --- |")
-    for width in (side, int(1.5 * side), 2 * side, 4 * side, 500):
-        size = (width, width * 3 // 4)
-        folder = tmp / f"size{width}"
-        make_photos(folder, 128, size, seed=1)
-        rates = [loader_rate(data(folder, args.backbone, args.image_size, mode, tmp / f"c{width}").source_train, 32, 4)
-                 for mode in ("off", "on")]  # fmt: skip
+    print(f"\n| files | pixels: files / cache ({side}²) | KB per image: files / cache | files img/s | cache img/s | "
+          "cache / files | auto |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    sizes = [(w, w * 3 // 4) for w in (side, int(1.5 * side), 2 * side, 4 * side, 500)] + [(256, 256), (1024, 768)]
+    for size in sizes:
+        folder = tmp / f"size{size[0]}x{size[1]}"
+        paths = make_photos(folder, 128, size, seed=1)
+        domains = [data(folder, args.backbone, args.image_size, mode, tmp / f"c{size[0]}").source_train
+                   for mode in ("off", "on")]  # fmt: skip
+        rates = [0.0, 0.0]
+        for _ in range(3):  # alternating rounds, the fastest of each counts: a busy machine slows both alike
+            rates = [max(r, loader_rate(d, 32, 4)) for r, d in zip(rates, domains, strict=True)]
         area = size[0] * size[1] / side**2
-        print(f"| {size[0]}x{size[1]} | {area:.1f} | {rates[0]:.0f} | {rates[1]:.0f} | {rates[1] / rates[0]:.1f} |")
+        kb = f"{np.mean([os.path.getsize(p) for p in paths]) / 1000:.1f} / {side * side * 3 / 1000:.1f}"
+        auto = "cache" if worth_it(paths, side) else "files"
+        speed = f"{rates[0]:.0f} | {rates[1]:.0f} | {rates[1] / rates[0]:.1f}"
+        print(f"| {size[0]}x{size[1]} | {area:.1f} | {kb} | {speed} | {auto} |")
 
 
 def main() -> None:
@@ -127,6 +136,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# torch {torch.__version__}, {device_name(torch.device('cpu'))}, {os.cpu_count()} CPUs, "
           f"{usable_cpus()} usable; {args.backbone} at {args.image_size} px")  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the loader measurements: one thread, as in a DataLoader worker
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         folder = tmp / "photos"
@@ -138,6 +149,7 @@ def main() -> None:
         if "sizes" not in args.skip:
             file_sizes(args, tmp)
         if "bench" not in args.skip:
+            torch.set_num_threads(threads)  # training's default
             os.environ["DANN_CACHE"] = str(tmp / "bench-cache")
             result = run_bench(args.backbone, steps=args.steps, rounds=args.rounds, images=str(folder),
                                image_size=args.image_size)  # fmt: skip

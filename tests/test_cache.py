@@ -183,18 +183,23 @@ def test_unreadable_files_stop_the_run_or_are_skipped_as_without_the_cache(photo
     assert skipping.target_eval.bad == {bad}
 
 
-def test_auto_caches_files_much_larger_than_the_cache_and_on_refuses_a_full_disk(photo_folder, tmp_path, monkeypatch):
-    paths = files(photo_folder)  # 120 × 90 = 10,800 pixels
-    assert wanted("auto", paths, 48, tmp_path, "photos")  # 48² × 4 = 9,216: cached
-    assert not wanted("auto", paths, 56, tmp_path, "photos")  # 56² × 4 = 12,544: read as they are
-    assert not wanted("off", paths, 8, tmp_path, "photos") and wanted("on", paths, 512, tmp_path, "photos")
+def test_auto_caches_when_the_cache_is_no_larger_than_the_files_and_does_not_enlarge_them(
+    photo_folder, tmp_path, monkeypatch
+):
+    paths = files(photo_folder)  # 120 × 90 = 10,800 pixels, about 3 KB each
+    assert 2_000 < np.mean([os.path.getsize(p) for p in paths]) < 8_000
+    assert wanted("auto", paths, 24, tmp_path, "photos")  # 1.7 KB per image, shrunk: cached
+    assert not wanted("auto", paths, 48, tmp_path, "photos")  # 6.9 KB per image: more disk than the files
+    assert not wanted("auto", paths, 96, tmp_path, "photos")  # 27.6 KB, though not enlarged (96² < 10,800)
+    assert not wanted("auto", paths, 112, tmp_path, "photos")  # 112² > 10,800 pixels: enlarged
+    assert not wanted("off", paths, 24, tmp_path, "photos") and wanted("on", paths, 112, tmp_path, "photos")
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=100_000))
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=10_000))
     needs = rf"photos: its decoded-image cache needs .* GiB and {tmp_path} has .* set data\.cache_dir.*data\.cache=off"
     with pytest.raises(DataError, match=needs):
-        wanted("on", paths, 48, tmp_path, "photos")
+        wanted("on", paths, 24, tmp_path, "photos")
     with pytest.warns(DataWarning, match="reading the files without the cache"):
-        assert not wanted("auto", paths, 48, tmp_path, "photos")
+        assert not wanted("auto", paths, 24, tmp_path, "photos")
 
 
 def test_dann_cache_builds_ahead_and_says_where(photo_folder, tmp_path, capsys):

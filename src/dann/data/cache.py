@@ -22,10 +22,9 @@ ranks, two runs at once), one builds and the others wait for the lock, then read
 lock, released if the builder dies. On shared network file systems without working locks, build the cache ahead
 with ``dann cache`` (or give each node a local ``data.cache_dir``).
 
-``data.cache: auto`` turns the cache on when the files are much larger than the cache (median pixel count of up to
-32 sampled file headers at least ``AUTO_MIN_AREA`` times side²) and the array fits in half the free disk space;
-otherwise (e.g. 224 px files for a 224 px network) the files are read as they are. See ``docs/speed.md`` for the
-measurements behind it."""
+``data.cache: auto`` turns the cache on when it takes no more disk space than the files and does not enlarge them
+(``worth_it``, from up to 32 sampled files), and the array fits in half the free disk space; otherwise (e.g. 224 px
+JPEGs for a 224 px network) the files are read as they are. See ``docs/speed.md`` for the measurements behind it."""
 
 from __future__ import annotations
 
@@ -55,8 +54,7 @@ from .transforms import ImageConfig
 
 CACHE_ENV = "DANN_CACHE"
 FORMAT = 1  # bump when what a cache holds changes: old caches then get new keys
-AUTO_MIN_AREA = 4.0  # auto: the files' median pixel count must be at least this many times side², see docs/speed.md
-HEADERS_SAMPLED = 32  # files whose headers auto reads to estimate their size
+FILES_SAMPLED = 32  # files whose headers and sizes auto reads (worth_it)
 CHUNK = 64  # files per task of the build's process pool
 POOL_MIN_FILES = 256  # below this many files a build decodes in this process (starting a pool costs more)
 
@@ -239,18 +237,29 @@ def _reserve(path: Path) -> None:
         os.close(fd)
 
 
-def median_area(paths: Sequence[str], sample: int = HEADERS_SAMPLED) -> float:
-    """Median pixel count (height × width) of up to ``sample`` evenly spaced files, read from their headers only
-    (nothing is decoded); 0 when none can be read."""
+def sample_files(paths: Sequence[str], sample: int = FILES_SAMPLED) -> tuple[float, float]:
+    """(median pixel count, mean bytes) of up to ``sample`` evenly spaced files, read from their headers and sizes
+    only (nothing is decoded); (0, 0) when none can be read."""
     step = max(1, len(paths) // sample)
-    areas = []
+    areas, sizes = [], []
     for path in list(paths)[::step][:sample]:
         try:
             with Image.open(path) as img:
                 areas.append(img.size[0] * img.size[1])
+            sizes.append(os.path.getsize(path))
         except Exception:  # an unreadable file is reported when it is used, not here
             continue
-    return float(np.median(areas)) if areas else 0.0
+    return (float(np.median(areas)), float(np.mean(sizes))) if areas else (0.0, 0.0)
+
+
+def worth_it(paths: Sequence[str], side: int) -> bool:
+    """``auto``'s rule: the cache takes no more disk space than the files (side² × 3 bytes per image against the
+    files' mean size) and never enlarges them (median file pixels ≥ side²). Reading the cache was 6-15x faster than
+    decoding the files at every file size measured (``benchmarks/image_cache.py``), so disk space and fidelity, not
+    speed, decide: a 224 px network on 224 px JPEGs (cache side 320: 300 KB per image against some 20 KB, and
+    enlarged) reads the files; a 32 px LeNet on 500x375 photos (7 KB against about 40 KB) reads the cache."""
+    area, size = sample_files(paths)
+    return area >= side * side and side * side * 3 <= size
 
 
 def wanted(mode: str, paths: Sequence[str], side: int, root: Path, what: str) -> bool:
@@ -258,7 +267,7 @@ def wanted(mode: str, paths: Sequence[str], side: int, root: Path, what: str) ->
     ``on`` raises ``DataError`` when the cache cannot fit on the disk; ``auto`` then warns and reads the files."""
     if mode == "off" or not paths:
         return False
-    if mode == "auto" and median_area(paths) < AUTO_MIN_AREA * side * side:
+    if mode == "auto" and not worth_it(paths, side):
         return False
     need = len(paths) * side * side * 3
     free = shutil.disk_usage(_existing(root)).free
