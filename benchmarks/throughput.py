@@ -4,13 +4,68 @@ fraction and peak memory. The same code as ``dann bench`` (``dann.bench``); the 
     python benchmarks/throughput.py --backbone lenet
     python benchmarks/throughput.py --backbone resnet18 --json
     python benchmarks/throughput.py --backbone resnet50 --precision bf16 --channels-last   # on a GPU
+    python benchmarks/throughput.py --backbone lenet --images photos/ --image-size 32      # files vs their cache
+
+``--vs-plain`` instead times dann's DANN step (the trainer's ``train_step`` on in-memory arrays, with its shift
+augmentation, at ``--precision``, default ``auto``) against a plain PyTorch DANN loop written as most public DANN
+code is (``plain_dann.py``, fp32), on the same LeNet layers, batch and tensors, in one process, alternating rounds
+of ``--steps`` steps; it prints images/s of both and their ratio (dann / plain), per round and for the fastest
+rounds:
+
+    python benchmarks/throughput.py --vs-plain --batch-size 64 --rounds 7 --steps 20 --warmup 5
 """
 
 from __future__ import annotations
 
+import platform
+import statistics
 import sys
+import time
+from pathlib import Path
 
-from dann.cli import main
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dann.cli import _parser, main
+from dann.training.bench import INPUTS, Mode, device_name
+from dann.training.precision import Precision, resolve_channels_last, resolve_precision
+from plain_dann import PlainLoop
+
+
+def vs_plain(argv: list[str]) -> int:
+    # the options of dann bench (--batch-size, --steps, --rounds, --warmup, --precision, --channels-last)
+    args = _parser().parse_args(["bench", *[a for a in argv if a != "--vs-plain"]])
+    device = torch.device("cpu")
+    precision = resolve_precision(args.precision, device, INPUTS["lenet"])
+    channels_last = resolve_channels_last(args.channels_last, precision, INPUTS["lenet"])
+    dann_step = Mode("dann", "lenet", args.batch_size, Precision(precision, device, channels_last), device)
+    x, y = dann_step.domain.x, dann_step.domain.y  # the same tensors feed both: source and target alike
+    plain = PlainLoop(x, y, x, args.batch_size, total=args.warmup + args.rounds * args.steps)
+    dann_step.run(args.warmup)
+    plain.run(args.warmup)
+    images = 2 * args.batch_size * args.steps
+    dann_rates, plain_rates = [], []
+    for _ in range(args.rounds):
+        dann_rates.append(images / dann_step.run(args.steps)[0])
+        tic = time.perf_counter()
+        plain.run(args.steps)
+        plain_rates.append(images / (time.perf_counter() - tic))
+    ratios = [a / b for a, b in zip(dann_rates, plain_rates, strict=True)]
+    print(
+        f"# torch {torch.__version__}, {device_name(device)} ({platform.processor() or platform.machine()}); LeNet "
+        f"1x28x28, batch {args.batch_size} + {args.batch_size}; dann precision {precision}"
+        f"{' channels_last' if channels_last else ''}, plain loop fp32; {args.rounds} rounds of {args.steps} steps"
+    )
+    print("| round | dann img/s | plain img/s | ratio |\n| --- | --- | --- | --- |")
+    for i, (a, b, r) in enumerate(zip(dann_rates, plain_rates, ratios, strict=True)):
+        print(f"| {i + 1} | {a:.0f} | {b:.0f} | {r:.2f} |")
+    best = max(dann_rates) / max(plain_rates)
+    print(f"fastest rounds: dann {max(dann_rates):.0f} img/s, plain {max(plain_rates):.0f} img/s, ratio {best:.2f}x")
+    print(f"median per-round ratio: {statistics.median(ratios):.2f}x")
+    return 0
+
 
 if __name__ == "__main__":
+    if "--vs-plain" in sys.argv[1:]:
+        sys.exit(vs_plain(sys.argv[1:]))
     sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,3 +1,8 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +14,10 @@ from dann.training.trainer import Trainer
 # The suite trains tiny models: one intra-op thread is faster for them, and it keeps the suite's time steady on a
 # loaded machine (a busy 2-core box makes torch's spinning thread pool many times slower).
 torch.set_num_threads(1)
+
+# Decoded-image caches (data.cache) of the suite, and of the commands it launches, go to a folder of its own
+os.environ["DANN_CACHE"] = tempfile.mkdtemp(prefix="dann-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DANN_CACHE"], True)
 
 
 def blobs(n: int, shift: float, seed: int, dims: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +47,7 @@ def tiny_config():
                 "log_every": 3,
                 "progress": False,
                 "device": "cpu",
+                "precision": "fp32",  # tests compare exact numbers: the same arithmetic on every machine
             },
         }
     )

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from dann.cli import main
 from dann.training import bench
 from dann.training.bench import run_bench
@@ -39,7 +41,7 @@ def test_bench_refuses_unknown_backbones_and_precisions(capsys):
     assert main(["bench", "--backbone", "vgg", "--json"]) == 2
     assert "unknown backbone 'vgg'; choose one of lenet, resnet18, resnet50" in capsys.readouterr().err
     assert main(["bench", "--precision", "fp8"]) == 2
-    assert "--precision must be fp32 | bf16 | fp16" in capsys.readouterr().err
+    assert "--precision must be auto | fp32 | bf16 | fp16" in capsys.readouterr().err
 
 
 def test_bench_streams_image_files_through_the_training_loader(shape_folders, capsys):
@@ -49,5 +51,9 @@ def test_bench_streams_image_files_through_the_training_loader(shape_folders, ca
     assert out["input"] == [3, 28, 28]
     assert out["data"] == f"image files: {shape_folders['source']} (DataLoader workers: DANN 2 × 1, supervised 1)"
     assert out["dann_img_s"] > 0 and 0 < out["data_wait_fraction"] < 1
+    cache = out["cache"]  # the same steps read from the folder's decoded-image cache
+    assert cache["dann_img_s"] > 0 and 0 < cache["data_wait_fraction"] < 1 and cache["side"] == 40
+    assert cache["speedup"] == pytest.approx(cache["dann_img_s"] / out["dann_img_s"])
+    assert cache["size_mb"] == pytest.approx(24 * 40 * 40 * 3 / 2**20) and cache["path"].endswith(".npy")
     assert main([*args, "--images", str(shape_folders["source"] / "missing")]) == 2
     assert f"--images {shape_folders['source'] / 'missing'} is not a folder" in capsys.readouterr().err

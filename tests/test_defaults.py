@@ -32,9 +32,11 @@ def test_every_entry_point_resolves_the_same_config(shape, backbone, head, tmp_p
     sk = DANNClassifier(max_steps=2, device="cpu").fit(x_s, y_s, X_target=x_t).config_.to_dict()
     for section in ("model", "method", "optim"):
         assert cli[section] == api[section] == sk[section], section
-    for key in ("steps", "batch_size", "seed", "precision", "accumulate"):
+    for key in ("steps", "batch_size", "seed", "precision", "channels_last", "accumulate"):
         assert cli["train"][key] == api["train"][key] == sk["train"][key], key
     assert cli["model"]["backbone"] == backbone and cli["model"]["head_dims"] == head
+    assert cli["train"]["precision"] in ("fp32", "bf16")  # "auto" is resolved for this machine and recorded
+    assert cli["train"]["channels_last"] is (cli["train"]["precision"] == "bf16" and len(shape) == 3)
     assert cli["method"]["name"] == RECIPE["name"] and cli["method"]["regularizers"] == RECIPE["regularizers"]
 
 

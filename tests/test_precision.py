@@ -5,13 +5,15 @@ import torch
 
 import dann
 from dann.config import MethodConfig, ModelConfig, load_config, replace
+from dann.data import as_domain, make_domain_data
 from dann.errors import ConfigError
 from dann.methods import create_method
 from dann.methods.base import Batch
 from dann.models import create_network
 from dann.reporting.report import initial_network
-from dann.runs import load_checkpoint
-from dann.training.precision import Precision
+from dann.runs import LAST_CHECKPOINT, load_checkpoint
+from dann.training import precision as precision_module
+from dann.training.precision import Precision, resolve_channels_last, resolve_precision
 from dann.training.seeds import derive_seed
 
 
@@ -92,7 +94,7 @@ def test_channels_last_gives_the_contiguous_loss():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.precision=fp8", "train.precision must be fp32 | bf16 | fp16, got 'fp8'"),
+        ("train.precision=fp8", "train.precision must be auto | fp32 | bf16 | fp16, got 'fp8'"),
         ("train.accumulate=0", "train.accumulate must be > 0"),
         ("train.channels_last=maybe", "train.channels_last must be true or false"),
         ("train.compile=1", "train.compile must be true or false"),
@@ -147,3 +149,80 @@ def test_compiling_the_backbone_trains_the_same_weights_under_the_same_names(tin
     assert weights(fast).keys() == plain.keys()  # no "_orig_mod." prefix: checkpoints load either way
     for key, value in weights(fast).items():
         torch.testing.assert_close(value, plain[key], rtol=1e-5, atol=1e-6)
+
+
+IMAGES, VECTORS = (3, 28, 28), (30,)
+
+
+@pytest.mark.parametrize(
+    ("caps", "images", "vectors"),
+    [
+        ({"avx512_bf16": True, "amx_bf16": False}, "bf16", "fp32"),  # e.g. Cooper Lake, Zen 4
+        ({"avx512_bf16": False, "amx_bf16": True}, "bf16", "fp32"),  # AMX alone counts too
+        ({"avx512_bf16": False, "amx_bf16": False}, "fp32", "fp32"),  # AVX2 or plain AVX-512: bf16 is emulated
+        ({}, "fp32", "fp32"),  # an ARM or unknown CPU reports neither
+    ],
+)
+def test_auto_picks_bf16_on_cpus_with_native_bf16_and_only_for_images(monkeypatch, caps, images, vectors):
+    monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: caps)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, IMAGES) == images
+    assert resolve_precision("auto", cpu, VECTORS) == vectors
+    for concrete in ("fp32", "bf16", "fp16"):  # an explicit choice is kept whatever the hardware
+        assert resolve_precision(concrete, cpu, IMAGES) == concrete
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_on_cuda_asks_torch_for_native_bf16_not_emulation(monkeypatch, native, expected):
+    asked = {}
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked["emulation"] = including_emulation
+        return native or including_emulation  # what torch answers on a pre-Ampere GPU when emulation counts
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {"avx512_bf16": True})  # not the CPU's say
+    assert resolve_precision("auto", torch.device("cuda", 0), IMAGES) == expected
+    assert asked == {"emulation": False}
+    assert resolve_precision("auto", torch.device("cuda", 0), VECTORS) == "fp32"
+    assert resolve_precision("auto", torch.device("mps"), IMAGES) == "fp32"
+
+
+def test_auto_memory_layout_is_nhwc_for_images_in_reduced_precision_only():
+    assert resolve_channels_last(None, "bf16", IMAGES) and resolve_channels_last(None, "fp16", IMAGES)
+    assert not resolve_channels_last(None, "fp32", IMAGES) and not resolve_channels_last(None, "bf16", VECTORS)
+    assert resolve_channels_last(True, "fp32", IMAGES) and not resolve_channels_last(False, "bf16", IMAGES)  # kept
+
+
+def test_the_cpu_probe_reads_torchs_capabilities():
+    caps = precision_module.cpu_capabilities()
+    assert isinstance(caps.get("avx512_bf16", False), bool) and isinstance(caps.get("amx_bf16", False), bool)
+
+
+def tiny_images(seed: int, n: int) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 16, 16, generator=g).numpy(), (torch.arange(n) % 2).numpy()
+
+
+def test_auto_is_recorded_in_the_run_and_a_resume_keeps_it_exactly(
+    tiny_cfg, tmp_path, monkeypatch, crash_after_first_checkpoint
+):
+    data = make_domain_data(as_domain(*tiny_images(0, 40)), as_domain(*tiny_images(1, 30)), val_fraction=0.2)
+    cfg = replace(tiny_cfg, model={"backbone": "lenet"}, train={"precision": "auto", "channels_last": None})
+    monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {"avx512_bf16": True})
+    full = dann.fit(cfg, tmp_path / "full", data=data)
+    assert full.config.train.precision == "bf16" and full.config.train.channels_last is True
+    assert "precision: bf16" in (tmp_path / "full/config.yaml").read_text()
+    assert "channels_last: true" in (tmp_path / "full/config.yaml").read_text()
+    assert load_checkpoint(tmp_path / "full" / LAST_CHECKPOINT)["config"]["train"]["precision"] == "bf16"
+    crash_after_first_checkpoint(dann.fit, cfg, tmp_path / "crashed", data=data)
+    # resumed where auto would now say fp32 (another machine): the run keeps the bf16 it recorded, bit for bit
+    monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {})
+    resumed = dann.fit(out=tmp_path / "crashed", data=data, resume=True)
+    assert resumed.config.train.precision == "bf16"
+    for key, value in weights(full.net).items():
+        assert torch.equal(value, weights(resumed.net)[key]), key
+    fresh = dann.fit(cfg, tmp_path / "fresh", data=data)  # a new run on that machine resolves to fp32
+    assert fresh.config.train.precision == "fp32" and fresh.config.train.channels_last is False
+    assert any(not torch.equal(v, weights(fresh.net)[k]) for k, v in weights(full.net).items())

@@ -16,6 +16,8 @@ import torch
 
 from .config import Config, load_config, replace, resolve_method, resume_config
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
+from .data.cache import DecodedImages
+from .data.cached import CachedImageDomain
 from .data.check import DataCheck
 from .data.check import check_data as check_files
 from .data.domains import check_labels
@@ -41,6 +43,7 @@ from .runs import (
     prepare_run_dir,
 )
 from .training.distributed import World, local_device
+from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
 from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
@@ -117,7 +120,13 @@ def fit(
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
     for stage in plan_stages(cfg, method, data).stages:  # one, `method`, without train.stages
         check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
-    resolve_device(local_device(cfg.train.device, world))
+    device = resolve_device(local_device(cfg.train.device, world))
+    # train.precision "auto" (and channels_last null) become the choices for this device and data, which config.yaml
+    # records
+    precision = resolve_precision(cfg.train.precision, device, data.input_shape)
+    channels_last = resolve_channels_last(cfg.train.channels_last, precision, data.input_shape)
+    train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last)
+    cfg = dataclasses.replace(cfg, train=train)
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)
@@ -156,6 +165,20 @@ def check_data(cfg: Config, workers: int | None = None, progress: bool = False) 
     ``workers`` processes (default: the usable CPUs), with a tqdm bar when ``progress``. Returns the counts and the
     unreadable files (path, reason); raises ``DataError`` for what would stop a run before its first step."""
     return check_files(cfg.data, workers, progress)
+
+
+def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:
+    """Build (or find) the decoded-image caches of the image folders or lists ``cfg.data`` names, ahead of training
+    (``data.cache`` is taken as ``on``; see ``dann.data.cache``): one (folder or list, cache) per distinct file list.
+    A cache's ``seconds`` is its build time, None when it was already built. Raises ``ConfigError`` for array data."""
+    data = build_data(dataclasses.replace(cfg.data, cache="on"), cfg.model)
+    caches: dict[Path, tuple[str, DecodedImages]] = {}
+    for domain in (data.source_train, data.target_train, data.target_eval):
+        if isinstance(domain, CachedImageDomain):
+            caches.setdefault(domain.images.path, (domain.name, domain.images))
+    if not caches:
+        raise ConfigError("the data are arrays, which need no cache; give image folders or list files")
+    return list(caches.values())
 
 
 def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) -> None:

@@ -1,9 +1,9 @@
-"""Command line: ``dann train | tune | check-data | evaluate | predict | report | compare | download | demo | bench``.
-Each subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the project's own
-types print one line and return 2; data warnings print one line each. The library's messages name its parameters
-(`overwrite=True`); they are printed with the flags that set them (--overwrite): see ``as_flags``. An interrupted
-``train`` (Ctrl-C, SIGTERM) prints one line naming its checkpoint and the command that resumes it, and returns
-128 + the signal's number."""
+"""Command line: ``dann train | tune | check-data | cache | evaluate | predict | report | compare | download | demo |
+bench``. Each subcommand maps argv to one API call; ``main(argv) -> int`` is testable in-process. Errors of the
+project's own types print one line and return 2; data warnings print one line each. The library's messages name its
+parameters (`overwrite=True`); they are printed with the flags that set them (--overwrite): see ``as_flags``. An
+interrupted ``train`` (Ctrl-C, SIGTERM) prints one line naming its checkpoint and the command that resumes it, and
+returns 128 + the signal's number."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ FLAGS = {  # how library messages name API parameters (in backquotes) → the fl
     "steps": "--steps",
     "rounds": "--rounds",
     "warmup": "--warmup",
+    "image_size": "--image-size",
 }
 
 
@@ -253,12 +254,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=10, help="timed steps per round (10)")
     bench.add_argument("--rounds", type=int, default=3, help="timed rounds per step kind; the fastest counts (3)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
-    bench.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16")
-    bench.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    bench.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: as training picks)")
+    bench.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format (default: as training picks)"
+    )
     bench.add_argument("--images", help="stream both domains from this folder of class subfolders (default: tensors)")
     bench.add_argument("--workers", type=int, help="with --images: DataLoader workers per loader (default: auto)")
+    bench.add_argument("--image-size", type=int, default=0, help="with --images: network input side (default: above)")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cache = sub.add_parser("cache", help="decode image folders once into the decoded-image cache, ahead of training")
+    _add_data_options(cache)
+    cache.add_argument("--cache-dir", help="where caches go (data.cache_dir; default: $DANN_CACHE or ~/.cache/dann)")
     return parser
 
 
@@ -444,8 +452,23 @@ def _bench(args: argparse.Namespace) -> int:
         args.device,
         args.images,
         args.workers,
+        args.image_size,
     )
     print(json.dumps(result) if args.json else format_bench(result))
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    cfg = _config(args, [f"data.cache_dir={args.cache_dir}"] if args.cache_dir else [])
+    for origin, images in api.cache_images(cfg):
+        size = f"{len(images)} images, {images.side}x{images.side} px, {images.nbytes / 2**20:.1f} MiB"
+        if images.seconds is None:
+            print(f"{origin}: already built: {images.path} ({size})")
+        else:
+            rate = len(images) / max(images.seconds, 1e-9)
+            print(f"{origin}: {images.path} ({size}), built in {images.seconds:.1f} s ({rate:.0f} images/s)")
+        if images.errors:
+            print(f"  {len(images.errors)} unreadable file(s), e.g. {next(iter(images.errors.values()))}")
     return 0
 
 
@@ -460,6 +483,7 @@ COMMANDS = {
     "download": _download,
     "demo": _demo,
     "bench": _bench,
+    "cache": _cache,
 }
 
 

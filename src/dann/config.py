@@ -24,7 +24,8 @@ from .training.stage_config import StageConfig, stage_label, stage_steps
 SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks); this keeps them in every RNG's range
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
-PRECISIONS = ("fp32", "bf16", "fp16")  # see dann.training.precision
+CACHE_MODES = ("auto", "on", "off")  # data.cache, see dann.data.cache
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 
 
@@ -67,6 +68,8 @@ class DataConfig:
     num_workers: int | None = None  # image files: workers per DataLoader; None: CPUs shared by loaders, at most 8
     pin_memory: bool = True  # image files: page-locked batches for faster copies to a GPU
     persistent_workers: bool = False  # image files: evaluation loaders keep workers, which prefetch the next pass
+    cache: str = "auto"  # image files: decoded-image cache, auto | on | off (auto: on for files much larger than it)
+    cache_dir: str = ""  # folder of the decoded-image caches; "": $DANN_CACHE, else ~/.cache/dann
 
     def __post_init__(self) -> None:
         if isinstance(self.intermediate, str):  # one name, as --set data.intermediate=mid gives it
@@ -80,6 +83,7 @@ class DataConfig:
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "a probability in [0, 1]", getattr(self, key))
         _require(self.color_jitter >= 0, "data.color_jitter", ">= 0", self.color_jitter)
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
+        _require(self.cache in CACHE_MODES, "data.cache", " | ".join(CACHE_MODES), self.cache)
 
 
 @dataclass(frozen=True)
@@ -199,9 +203,9 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
     on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
     tensorboard: bool = True  # also write TensorBoard events to <run>/tensorboard when the package is installed
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of forward and loss (fp16 adds a GradScaler)
+    precision: str = "auto"  # auto (bf16 for images where the device runs it natively, else fp32) | fp32 | bf16 | fp16
     accumulate: int = 1  # micro-batches of batch_size per domain averaged into each optimizer step
-    channels_last: bool = False  # model and image batches in channels_last (NHWC) memory format
+    channels_last: bool | None = None  # model and image batches in NHWC; null (auto): on for images in bf16/fp16
     compile: bool = False  # torch.compile the backbone (first steps are slow while it compiles)
     stages: tuple[StageConfig, ...] = ()  # train in stages, one after another (see dann.training.stages); (): one
 
@@ -296,9 +300,18 @@ RESUMABLE = (
     "train.tensorboard",
     "train.device",
     "train.on_nonfinite",
+    "data.cache",
+    "data.cache_dir",
 )
 # Values that ask for the automatic choice: a run records what they resolved to, and they match that on resume.
-AUTOMATIC = {"model.backbone": "auto", "model.head_dims": None, "model.bottleneck_dim": None, "data.image_size": 0}
+AUTOMATIC = {
+    "model.backbone": "auto",
+    "model.head_dims": None,
+    "model.bottleneck_dim": None,
+    "data.image_size": 0,
+    "train.precision": "auto",
+    "train.channels_last": None,
+}
 
 
 def resume_config(saved: Config, given: Config, run: str) -> Config:

@@ -25,6 +25,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError, DataWarning
+from .cached import with_cache
 from .domains import SOURCE_NAME, DomainData, make_domain_data
 from .images import ImageDomain, Pipeline
 from .transforms import ImageConfig, eval_transform, train_transform
@@ -251,7 +252,11 @@ def build_folder_data(
     target = domain(read_images(paths[1], root=cfg.root))
     target_eval = domain(read_images(paths[2], root=cfg.root)) if paths[2] else None
     single = list(labeled) == [SOURCE_NAME]  # one unnamed labeled domain: as it always was
-    source = domain(labeled[SOURCE_NAME]) if single else {n: _labeled(images, domain) for n, images in labeled.items()}
+    if single:
+        source, target, target_eval = with_cache([domain(labeled[SOURCE_NAME]), target, target_eval], cfg, image)
+    else:  # the labeled domains are pooled from their files (``ImageDomain.join``); the target may be cached
+        source = {n: _labeled(images, domain) for n, images in labeled.items()}
+        target, target_eval = with_cache([target, target_eval], cfg, image)
     origins = None if single else {name: images.origin for name, images in labeled.items()}
     return make_domain_data(
         source, target, target_eval, classes, cfg.val_fraction, cfg.seed, paths, image, cfg.intermediate, origins

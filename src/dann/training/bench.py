@@ -10,7 +10,9 @@ reads. With ``images`` (a folder of class subfolders) both domains stream from t
 DataLoader path (``LoaderBatches``: decode, training transform, default workers, pinned memory), and the data-wait
 fraction is the time the step waits for the loader. Each image-file round then opens fresh loaders and runs
 ``warmup`` (at least one) untimed steps first, and closes them after: otherwise the idle mode's workers would
-take CPU from the timed one, and fill their queue with batches that make its next round look faster.
+take CPU from the timed one, and fill their queue with batches that make its next round look faster. The same
+two steps then also run from the folder's decoded-image cache (``dann.data.cache``, built first unless it exists),
+so one bench compares reading the files with reading the cache, in alternating rounds.
 Each mode runs ``warmup`` untimed steps, then ``rounds`` timed blocks of ``steps`` steps, alternating between the
 modes so that a busy machine slows both alike; the fastest block of each mode is reported. Timing synchronizes with
 the device around each fetch and step (a benchmark only; training never does)."""
@@ -27,13 +29,14 @@ import torch
 
 from ..config import DataConfig, MethodConfig, ModelConfig, OptimConfig
 from ..data import build_data
+from ..data.cached import CachedImageDomain
 from ..data.domains import AnyDomain, Domain
-from ..data.images import ImageDomain, default_workers
+from ..data.images import ImageDomain, default_workers, usable_cpus
 from ..data.loaders import Rows, step_batches
 from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
-from .precision import Precision
+from .precision import Precision, resolve_channels_last, resolve_precision
 from .seeds import derive_seed
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
@@ -41,6 +44,7 @@ from .trainer import build_optimizer, resolve_device
 INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
 NUM_CLASSES = 10
 SEED = 0  # train.seed of every benchmarked network and stream
+PATHS = {"files": "off", "cache": "on"}  # with --images: the two ways to read them (data.cache)
 
 
 class TimedBatches:
@@ -138,20 +142,38 @@ def device_name(device: torch.device) -> str:
     return f"{device.type}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def image_domain(folder: str, backbone: str, workers: int | None = None) -> ImageDomain:
-    """The images of ``folder`` (class subfolders), at the backbone's bench input size, with the default loader
-    settings (``data.pin_memory``; ``data.num_workers`` unless ``workers`` is given)."""
+def image_domain(
+    folder: str, backbone: str, workers: int | None = None, cache: str = "off", size: int = 0
+) -> ImageDomain:
+    """The images of ``folder`` (class subfolders), at ``size`` (0: the backbone's bench input size), with the
+    default loader settings (``data.pin_memory``; ``data.num_workers`` unless ``workers`` is given), read from the
+    files (``cache="off"``) or from their decoded-image cache (``"on"``: built first if needed, see
+    ``dann.data.cache``)."""
     if not Path(folder).is_dir():
         raise DannError(f"`images` {folder} is not a folder (expected class subfolders of images)")
     if workers is not None and workers < 0:
         raise DannError(f"`workers` must be >= 0, got {workers}")
-    cfg = DataConfig(
-        source=folder, target=folder, val_fraction=0.0, image_size=INPUTS[backbone][1], num_workers=workers
-    )
+    side = size or INPUTS[backbone][1]
+    cfg = DataConfig(source=folder, target=folder, val_fraction=0.0, image_size=side, num_workers=workers, cache=cache)
     domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
     if not isinstance(domain, ImageDomain):
         raise DannError(f"`images` {folder} holds no image files")
     return domain
+
+
+def describe_cache(domain: CachedImageDomain) -> dict[str, Any]:
+    """Where a bench's cache is, its size, and its build rate (None when it was built before this bench)."""
+    images, cpus = domain.images, usable_cpus()
+    rate = len(images) / images.seconds if images.seconds else None
+    return {
+        "path": str(images.path),
+        "side": images.side,
+        "size_mb": images.nbytes / 2**20,
+        "build_s": images.seconds,
+        "build_img_s": rate,
+        "build_img_s_per_core": rate / cpus if rate is not None else None,
+        "build_cores": cpus,
+    }
 
 
 def describe_workers(folder: ImageDomain) -> str:
@@ -165,66 +187,109 @@ def run_bench(
     steps: int = 10,
     warmup: int = 3,
     rounds: int = 3,
-    precision: str = "fp32",
-    channels_last: bool = False,
+    precision: str = "auto",
+    channels_last: bool | None = None,
     device: str = "auto",
     images: str | None = None,
     workers: int | None = None,
+    image_size: int = 0,
 ) -> dict[str, Any]:
     """Images/s of the supervised step on 2B images and of the DANN step on B + B; their ratio (supervised / DANN:
     how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device.
-    ``images``: a folder of class subfolders to stream both domains from (at the backbone's input size), instead of
-    tensors in memory, with ``workers`` DataLoader workers per loader (None: the trainer's default)."""
+    ``images``: a folder of class subfolders to stream both domains from (at ``image_size``, default the
+    backbone's bench size), instead of tensors in memory, with ``workers`` DataLoader workers per loader (None: the
+    trainer's default); both steps then also run from the folder's decoded-image cache (built first if needed),
+    reported under ``cache`` with the speed-up of its DANN step over the files'. ``precision`` ``auto`` and
+    ``channels_last`` None are resolved as training resolves them (``dann.training.precision``); the result names
+    the choices."""
     if backbone not in INPUTS:
         raise DannError(f"unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
-    if min(batch_size, steps, rounds) < 1 or warmup < 0:
-        raise DannError("`batch_size`, `steps` and `rounds` must be >= 1 and `warmup` >= 0")
+    if min(batch_size, steps, rounds) < 1 or warmup < 0 or image_size < 0:
+        raise DannError("`batch_size`, `steps` and `rounds` must be >= 1, `warmup` and `image_size` >= 0")
     dev = resolve_device(device)
+    paths: dict[str, ImageDomain | None] = {"": None}
+    if images:
+        paths = {kind: image_domain(images, backbone, workers, mode, image_size) for kind, mode in PATHS.items()}
+    first = next(iter(paths.values()))
+    shape = first.input_shape if first is not None else INPUTS[backbone]
+    precision = resolve_precision(precision, dev, shape)
+    channels_last = resolve_channels_last(channels_last, precision, shape)
     amp = Precision(precision, dev, channels_last)
-    folder = image_domain(images, backbone, workers) if images else None
-    modes = {name: Mode(name, backbone, batch_size, amp, dev, folder) for name in ("source_only", "dann")}
-    best = {name: (float("inf"), 0.0) for name in modes}
-    if folder is None:
+    modes = {
+        (name, kind): Mode(name, backbone, batch_size, amp, dev, folder)
+        for kind, folder in paths.items()
+        for name in ("source_only", "dann")
+    }
+    best = dict.fromkeys(modes, (float("inf"), 0.0))
+    if images is None:
         for mode in modes.values():
             mode.run(warmup)
     for _ in range(rounds):
-        for name, mode in modes.items():
-            if folder is not None:  # only this mode's loader workers run, and their queue starts warm, not idle-full
+        for key, mode in modes.items():
+            if images is not None:  # only this mode's loader workers run, and their queue starts warm, not idle-full
                 mode.open()
                 mode.run(max(1, warmup))  # at least one step: the workers' start is never timed
-            best[name] = min(best[name], mode.run(steps))
-            if folder is not None:
+            best[key] = min(best[key], mode.run(steps))
+            if images is not None:
                 mode.close()
     seen = 2 * batch_size * steps  # images per timed block, in either mode
-    supervised, adapted = seen / best["source_only"][0], seen / best["dann"][0]
-    return {
+
+    def rates(kind: str) -> dict[str, float]:
+        (supervised, _), (adapted, wait) = best[("source_only", kind)], best[("dann", kind)]
+        return {
+            "supervised_img_s": seen / supervised,
+            "dann_img_s": seen / adapted,
+            "ratio": adapted / supervised,
+            "data_wait_fraction": wait / adapted,
+        }
+
+    kind = next(iter(paths))
+    result: dict[str, Any] = {
         "backbone": backbone,
-        "input": list(folder.input_shape if folder is not None else INPUTS[backbone]),
-        "data": f"image files: {images} ({describe_workers(folder)})" if folder else "tensors in memory",
+        "input": list(first.input_shape if first is not None else INPUTS[backbone]),
+        "data": f"image files: {images} ({describe_workers(first)})" if first is not None else "tensors in memory",
         "batch_size": batch_size,
         "precision": precision,
         "channels_last": channels_last,
-        "supervised_img_s": supervised,
-        "dann_img_s": adapted,
-        "ratio": supervised / adapted,
-        "data_wait_fraction": best["dann"][1] / best["dann"][0],
-        "peak_memory_mb": peak_memory_mb(dev),
-        "device": device_name(dev),
+        **rates(kind),
     }
+    if images is not None:
+        cached = paths["cache"]
+        result["cache"] = rates("cache") | describe_cache(cached)  # type: ignore[arg-type]
+        result["cache"]["speedup"] = result["cache"]["dann_img_s"] / result["dann_img_s"]
+    return result | {"peak_memory_mb": peak_memory_mb(dev), "device": device_name(dev)}
 
 
 def format_bench(r: dict[str, Any]) -> str:
     """The human-readable lines of ``dann bench``."""
     c, h, w = r["input"]
-    return "\n".join(
-        [
-            f"device: {r['device']}  backbone: {r['backbone']} {c}x{h}x{w}  batch: {r['batch_size']} per domain  "
-            f"precision: {r['precision']}{'  channels_last' if r['channels_last'] else ''}",
-            f"data: {r['data']}",
-            f"supervised step (2B images): {r['supervised_img_s']:.1f} img/s",
-            f"DANN step (B source + B target): {r['dann_img_s']:.1f} img/s",
-            f"ratio (DANN step time / supervised step time): {r['ratio']:.3f}",
-            f"data wait (share of the DANN step spent fetching batches): {r['data_wait_fraction']:.1%}",
-            f"peak memory: {r['peak_memory_mb']:.0f} MB",
+    lines = [
+        f"device: {r['device']}  backbone: {r['backbone']} {c}x{h}x{w}  batch: {r['batch_size']} per domain  "
+        f"precision: {r['precision']}{'  channels_last' if r['channels_last'] else ''}",
+        f"data: {r['data']}",
+        *_rate_lines(r, ""),
+    ]
+    if "cache" in r:
+        cache = r["cache"]
+        built = (
+            f"built in {cache['build_s']:.1f} s, {cache['build_img_s']:.0f} img/s "
+            f"({cache['build_img_s_per_core']:.0f} per core, {cache['build_cores']} cores)"
+            if cache["build_s"] is not None
+            else "built before this bench"
+        )
+        lines += [
+            f"decoded-image cache: {cache['path']} ({cache['side']}x{cache['side']} px, {cache['size_mb']:.1f} MiB), "
+            f"{built}",
+            *_rate_lines(cache, "from the cache, "),
+            f"cache speed-up of the DANN step: {cache['speedup']:.2f}x",
         ]
-    )
+    return "\n".join([*lines, f"peak memory: {r['peak_memory_mb']:.0f} MB"])
+
+
+def _rate_lines(r: dict[str, Any], where: str) -> list[str]:
+    return [
+        f"{where}supervised step (2B images): {r['supervised_img_s']:.1f} img/s",
+        f"{where}DANN step (B source + B target): {r['dann_img_s']:.1f} img/s",
+        f"{where}ratio (DANN step time / supervised step time): {r['ratio']:.3f}",
+        f"{where}data wait (share of the DANN step spent fetching batches): {r['data_wait_fraction']:.1%}",
+    ]

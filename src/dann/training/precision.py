@@ -1,5 +1,11 @@
 """Numeric precision and memory layout of training: ``train.precision``, ``train.channels_last``, ``train.compile``.
 
+- ``auto`` (the default; ``train.channels_last: null`` goes with it, see ``resolve_channels_last``): ``bf16`` for
+  image inputs (C, H, W) on a device that runs bfloat16 natively (``native_bf16``:
+  a CUDA GPU with bfloat16 units, an x86 CPU with AVX-512 BF16 or AMX-BF16), ``fp32`` otherwise. Feature vectors
+  stay ``fp32``: their small MLPs gain no speed from bfloat16 (0.7-0.9x fp32 measured on the embedded tables) and the
+  recommended-recipe suite showed no accuracy reason to risk it. ``dann.fit`` resolves it before the run's
+  ``config.yaml`` is written, so a run records (and a resume keeps) the concrete choice; see ``docs/speed.md``.
 - ``fp32``: plain float32, no autocast.
 - ``bf16``: ``torch.autocast(dtype=bfloat16)`` around the forward and the loss only; backward and the optimizer
   step run on the float32 weights. No loss scaling is needed (bfloat16 has float32's exponent range). Works on the
@@ -16,6 +22,7 @@ on tensor cores and oneDNN); 2-D inputs are left alone. ``compile`` compiles the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,8 +30,50 @@ from torch import nn
 
 from ..errors import DannError
 
-# the autocast dtype of each of config.PRECISIONS
+AUTO = "auto"
+# the autocast dtype of each concrete value of config.PRECISIONS
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_capabilities() -> Mapping[str, Any]:
+    """The instruction sets of this CPU as torch detects them (``torch.cpu.get_capabilities()``; on torch releases
+    without it, the two bfloat16 probes torch kept privately), e.g. ``{"avx512_bf16": True, "amx_bf16": False}``."""
+    public = getattr(torch.cpu, "get_capabilities", None)
+    if public is not None:
+        return public()
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    return {key: bool(getattr(torch.cpu, name, lambda: False)()) for key, name in probes.items()}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively, not by emulation: a CUDA GPU for which
+    ``torch.cuda.is_bf16_supported(including_emulation=False)`` holds (Ampere and later), or a CPU with AVX-512 BF16
+    or AMX-BF16 instructions (``cpu_capabilities``; oneDNN runs bfloat16 convolutions and matmuls on them). Other
+    devices (MPS, CPUs without these instructions, which would emulate bfloat16 at a loss): False."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        caps = cpu_capabilities()
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device, input_shape: Sequence[int]) -> str:
+    """``train.precision`` → a concrete value: ``auto`` becomes ``bf16`` for image inputs (``input_shape`` (C, H, W))
+    on a device with ``native_bf16``, else ``fp32``; any other value is returned unchanged."""
+    if precision != AUTO:
+        return precision
+    return "bf16" if len(input_shape) == 3 and native_bf16(device) else "fp32"
+
+
+def resolve_channels_last(channels_last: bool | None, precision: str, input_shape: Sequence[int]) -> bool:
+    """``train.channels_last`` → a concrete value: None (auto) becomes True for image inputs (C, H, W) trained in a
+    reduced precision (``bf16``, ``fp16``; ``precision`` already resolved), whose convolutions oneDNN and cuDNN run
+    fastest in NHWC (LeNet in bf16 on an AVX-512 BF16 CPU: 1.5-1.9x fp32 with NHWC, 1.3-1.4x without; see
+    ``docs/speed.md``), False otherwise; True or False is kept."""
+    if channels_last is not None:
+        return channels_last
+    return len(input_shape) == 3 and precision in ("bf16", "fp16")
 
 
 class Precision:
@@ -33,8 +82,9 @@ class Precision:
     ``loss.backward()``, and ``step(optimizer, params, grad_clip)`` instead of ``optimizer.step()``."""
 
     def __init__(self, precision: str, device: torch.device, channels_last: bool = False) -> None:
-        if precision not in DTYPES:
+        if precision not in DTYPES:  # "auto" is resolved before (resolve_precision), where the input shape is known
             raise DannError(f"train.precision must be one of {', '.join(DTYPES)}, got {precision!r}")
+        self.precision = precision
         self.dtype = DTYPES[precision]
         self.device = device
         self.channels_last = channels_last

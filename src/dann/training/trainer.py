@@ -48,7 +48,7 @@ from .distributed import World, local_device
 from .feedback import Console, Echo, RunSummary, bar_interval, summarize
 from .interrupt import StopRequest
 from .nonfinite import LossWatch, SkipGuard, check_weights
-from .precision import Precision
+from .precision import Precision, resolve_channels_last, resolve_precision
 from .seeds import derive_seed
 from .stages import Stage, StagePlan, keep_stage_checkpoint, part_streams, plan_stages
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
@@ -191,7 +191,8 @@ class Trainer:
         for stage in plan.stages:
             check_batchnorm_rows(net, stage.method, t.batch_size, world.size)
         net.to(self.device).train()
-        amp = Precision(t.precision, self.device, t.channels_last)
+        precision = resolve_precision(t.precision, self.device, data.input_shape)
+        amp = Precision(precision, self.device, resolve_channels_last(t.channels_last, precision, data.input_shape))
         amp.prepare_model(net, t.compile)
         plan.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))

@@ -1,0 +1,176 @@
+"""Reading image domains from the decoded-image cache (``cache.py``): the same files, order, labels and random
+draws as the uncached pipeline, with the pixels sampled from the cached arrays a batch at a time.
+
+Each sample's augmentation is drawn exactly as ``ImageDomain`` draws it: torch's CPU generator seeded with the
+sample's seed, then the pipeline's own torchvision transforms draw their parameters in order (random resized crop
+box in the original image's coordinates, flips, colour jitter). The crop box is then mapped onto the cached image
+(squeezed to side × side, so the mapping is a per-axis scale) and the whole batch is sampled at once with
+``torch.nn.functional.grid_sample`` (bilinear, one affine grid per image; a flip is the grid's sign). Evaluation
+takes the box of the evaluation transform (shorter side resized to ``size / crop_pct``, centre crop), computed from
+the original size. What differs from the uncached pipeline is only where the resampling happens (one shrink to the
+cache, then a bilinear crop, instead of one antialiased crop from the full image): see ``docs/speed.md`` for the
+measured pixel differences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import DataConfig
+from ..errors import DataError
+from .cache import DecodedImages, build, cache_settings, wanted
+from .images import ImageDomain, Sample
+from .transforms import ImageConfig, ToNormalizedTensor, Transform
+
+
+class TensorTransform:
+    """A pipeline transform (``transforms.train_transform`` or ``eval_transform``) applied to cached images: draws
+    its parameters per sample from a seed, then samples a batch. Raises ``DataError`` for a transform step it does
+    not know (the cache must not silently skip an augmentation)."""
+
+    def __init__(self, transform: Transform) -> None:
+        from torchvision.transforms import v2
+
+        self.steps: list[tuple[str, Any]] = []
+        self.resize = self.center = self.size = 0
+        self.scale = self.shift = None
+        for op in getattr(transform, "transforms", [transform]):
+            if isinstance(op, v2.RandomResizedCrop):
+                self.steps.append(("crop", op))
+                self.size = op.size[0]
+            elif isinstance(op, v2.Resize):
+                self.resize = op.size[0]
+            elif isinstance(op, v2.CenterCrop):
+                self.center = self.size = op.size[0]
+            elif isinstance(op, v2.RandomHorizontalFlip | v2.RandomVerticalFlip):
+                self.steps.append(("hflip" if isinstance(op, v2.RandomHorizontalFlip) else "vflip", op.p))
+            elif isinstance(op, v2.ColorJitter):
+                self.steps.append(("jitter", op))
+            elif isinstance(op, ToNormalizedTensor):
+                self.scale = torch.from_numpy(op.scale).view(1, 3, 1, 1)
+                self.shift = torch.from_numpy(op.shift).view(1, 3, 1, 1)
+            else:
+                raise DataError(f"data.cache cannot apply the image transform {type(op).__name__}; set data.cache=off")
+
+    def eval_box(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """(top, left, height, width) in original pixels of the evaluation crop: the shorter side resized to
+        ``resize`` (the longer to ``int(resize × long / short)``, as torchvision does), then the centre square of
+        side ``center``, whose offsets torchvision rounds (``int(round((side − center) / 2))``)."""
+        short = min(height, width)
+        new_h = self.resize if height == short else int(self.resize * height / short)
+        new_w = self.resize if width == short else int(self.resize * width / short)
+        top, left = round((new_h - self.center) / 2.0), round((new_w - self.center) / 2.0)
+        sy, sx = height / new_h, width / new_w
+        return top * sy, left * sx, self.center * sy, self.center * sx
+
+    def draw(self, seed: int | None, height: int, width: int) -> tuple[tuple[float, ...], bool, bool, Any]:
+        """(crop box, horizontal flip, vertical flip, jitter parameters or None) of one sample of that original
+        size; ``seed`` None: the deterministic evaluation view. Seeds torch's CPU generator (as ``ImageDomain``'s
+        ``torch.manual_seed`` does): the caller saves and restores its state."""
+        box = self.eval_box(height, width) if self.resize else (0.0, 0.0, float(height), float(width))
+        hflip = vflip = False
+        jitter = None
+        if seed is None:
+            return box, hflip, vflip, jitter
+        torch.default_generator.manual_seed(seed)
+        stub = torch.empty((), dtype=torch.uint8).expand(3, height, width)  # a size, no pixels
+        for kind, op in self.steps:
+            if kind == "crop":
+                p = op.make_params([stub])
+                box = (p["top"], p["left"], p["height"], p["width"])
+            elif kind == "jitter":
+                jitter = (op, op.make_params([stub]))
+            else:  # torchvision's random flips apply when torch.rand(1) < p
+                flip = bool(torch.rand(1) < op)
+                hflip, vflip = (flip, vflip) if kind == "hflip" else (hflip, flip)
+        return box, hflip, vflip, jitter
+
+    def __call__(self, pixels: np.ndarray, sizes: np.ndarray, seeds: Sequence[int] | None) -> torch.Tensor:
+        """Cached ``pixels`` (B, S, S, 3) uint8 of images of original ``sizes`` (B, 2) (height, width) → normalized
+        (B, 3, size, size) float32."""
+        n = len(pixels)
+        # per image, the sampling grid's x and y: scale and offset of [-1, 1] (grid_sample's span of the outer pixel
+        # edges, align_corners=False, in the original and the cached image alike, so the cache's side drops out)
+        affine = np.zeros((n, 4), dtype=np.float32)
+        jitters = []
+        state = torch.default_generator.get_state()
+        try:
+            for k in range(n):
+                height, width = int(sizes[k, 0]), int(sizes[k, 1])
+                (top, left, h, w), hflip, vflip, jitter = self.draw(None if seeds is None else seeds[k], height, width)
+                affine[k] = ((-w if hflip else w) / width, (2 * left + w) / width - 1,
+                             (-h if vflip else h) / height, (2 * top + h) / height - 1)  # fmt: skip
+                if jitter is not None:
+                    jitters.append((k, jitter))
+        finally:
+            torch.default_generator.set_state(state)
+        centres = (2 * np.arange(self.size, dtype=np.float32) + 1) / self.size - 1  # output pixels in [-1, 1]
+        grid = np.empty((n, self.size, self.size, 2), dtype=np.float32)  # NumPy: no thread pool for small arrays
+        grid[..., 0] = (affine[:, 0:1] * centres + affine[:, 1:2])[:, None, :]
+        grid[..., 1] = (affine[:, 2:3] * centres + affine[:, 3:4])[:, :, None]
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
+        out = F.grid_sample(x, torch.from_numpy(grid), mode="bilinear", padding_mode="border", align_corners=False)
+        for k, (op, params) in jitters:
+            out[k] = op.transform(out[k] / 255.0, params).clamp(0, 1) * 255.0
+        return out * self.scale + self.shift
+
+
+class CachedImageDomain(ImageDomain):
+    """The files of ``domain`` (an ``ImageDomain``) read from a ``DecodedImages`` cache: ``rows`` (N,) are the cache
+    rows of ``domain.paths``. Batches of the DataLoader are made at once (``__getitems__``)."""
+
+    def __init__(self, domain: ImageDomain, images: DecodedImages, rows: np.ndarray) -> None:
+        super().__init__(domain.paths, domain.y, domain.pipeline, domain.name, domain.bad, domain.w, domain.d)
+        self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
+        self.train_view, self.eval_view = TensorTransform(domain.pipeline.train), TensorTransform(domain.pipeline.eval)
+
+    def subset(self, idx: torch.Tensor) -> CachedImageDomain:
+        return CachedImageDomain(super().subset(idx), self.images, self.rows[idx.numpy()])
+
+    def unlabeled(self) -> CachedImageDomain:
+        return CachedImageDomain(super().unlabeled(), self.images, self.rows)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Sample:
+        return self.__getitems__([item])[0]
+
+    def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> list[Sample]:
+        """The samples of a batch: indices, or (index, augmentation seed) pairs as ``StepSampler`` yields them."""
+        index = [i[0] if isinstance(i, tuple) else i for i in items]
+        seeds = [i[1] for i in items] if items and isinstance(items[0], tuple) else None
+        rows = self.rows[index]
+        good = [k for k, row in enumerate(rows.tolist()) if row not in self.images.errors]
+        x = iter(())
+        if good:
+            view = self.train_view if seeds is not None else self.eval_view
+            kept, kept_seeds = rows[good], [seeds[k] for k in good] if seeds else None
+            x = iter(view(self.images.pixels[kept], self.images.sizes[kept], kept_seeds))
+        out: list[Sample] = []
+        for i, row in zip(index, rows.tolist(), strict=True):
+            label = int(self.y[i]) if self.y is not None else -1
+            error = self.images.errors.get(row, "")
+            out.append((None, label, i, error) if error else (next(x), label, i, ""))
+        return out
+
+
+def with_cache(domains: list[ImageDomain | None], cfg: DataConfig, image: ImageConfig) -> list[ImageDomain | None]:
+    """The domains, each read through its decoded-image cache where ``data.cache`` wants one (built on first use)."""
+    side, resample, root = cache_settings(cfg, image)
+    out: list[ImageDomain | None] = []
+    for d in domains:
+        if d is None or not wanted(cfg.cache, d.paths, side, root, d.name):
+            out.append(d)
+            continue
+        images = build(d.paths, side, resample, root, _stem(d.name))
+        out.append(CachedImageDomain(d, images, np.arange(len(d))))
+    return out
+
+
+def _stem(origin: str) -> str:
+    """A readable part of a cache's file name: the folder's or list file's name."""
+    from pathlib import Path
+
+    return Path(origin).stem or "images"
