@@ -123,8 +123,8 @@ def test_unreadable_and_oversized_images_are_named(run, shape_folders, tmp_path,
     args = ["predict", "--run", str(run), "--images", str(folder), "--out", str(tmp_path / "p.csv")]
     assert main(args) == 2
     assert f"{bad}: cannot read this image file (" in (err := capsys.readouterr().err)
-    assert err.endswith("; pass --skip-bad-images to skip unreadable files\n")  # a flag of predict, not a config key
-    with pytest.raises(DataError, match=r"; pass `skip_bad=True` to skip unreadable files$"):  # the API's parameter
+    assert err.endswith("; pass --skip-bad-images to skip unreadable files (`dann check-data` lists them all)\n")
+    with pytest.raises(DataError, match=r"; pass `skip_bad=True` to skip unreadable files"):  # the API's parameter
         dann.predict(run, folder, tmp_path / "p.csv")
     assert main([*args, "--skip-bad-images"]) == 0
     assert f"skipped 1 unreadable image file(s): {bad}" in capsys.readouterr().err

@@ -47,14 +47,14 @@ def test_a_signal_saves_the_step_reached_and_resume_equals_the_uninterrupted_run
         dann.fit(tiny_cfg, tmp_path / "stopped", data=tiny_data)
     assert (stopped.value.step, stopped.value.signal) == (4, signum)
     assert stopped.value.checkpoint == str(tmp_path / "stopped" / LAST_CHECKPOINT)
-    assert load_checkpoint(stopped.value.checkpoint)["step"] == 4
+    assert load_checkpoint(stopped.value.checkpoint).step == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
     monkeypatch.undo()
     resumed = dann.fit(out=tmp_path / "stopped", data=tiny_data, resume=True)
     assert_same(weights(full.net), weights(resumed.net))
     a, b = load_checkpoint(tmp_path / "full" / LAST_CHECKPOINT), load_checkpoint(tmp_path / "stopped" / LAST_CHECKPOINT)
-    for k, state in a["optimizer"]["state"].items():
-        assert_same(state, b["optimizer"]["state"][k])
+    for k, state in a.optimizer["state"].items():
+        assert_same(state, b.optimizer["state"][k])
     assert [r["validators"] for r in resumed.history] == [r["validators"] for r in full.history]
 
 
@@ -105,13 +105,13 @@ def test_ctrl_c_on_dann_train_prints_one_line_and_the_printed_command_resumes_ex
     match = re.fullmatch(rf"dann train: interrupted at step (\d+)/{steps}; saved (\S+); continue with: (.+)", last)
     assert match, err
     step, checkpoint, command = int(match[1]), match[2], match[3]
-    assert every <= step < steps and load_checkpoint(checkpoint)["step"] == step
+    assert every <= step < steps and load_checkpoint(checkpoint).step == step
 
     argv = shlex.split(command)
     assert argv[:2] == ["dann", "train"] and "--resume" in argv
     assert main(argv[1:]) == 0
     a, b = load_checkpoint(tmp_path / "full" / LAST_CHECKPOINT), load_checkpoint(tmp_path / "stopped" / LAST_CHECKPOINT)
-    assert a["step"] == b["step"] == steps
-    assert_same(a["model"], b["model"])
+    assert a.step == b.step == steps
+    assert_same(a.model, b.model)
     records = read_jsonl(tmp_path / "stopped" / METRICS_FILE)
     assert [r["step"] for r in records] == list(range(every, steps + 1, every))

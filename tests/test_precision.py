@@ -215,7 +215,7 @@ def test_auto_is_recorded_in_the_run_and_a_resume_keeps_it_exactly(
     assert full.config.train.precision == "bf16" and full.config.train.channels_last is True
     assert "precision: bf16" in (tmp_path / "full/config.yaml").read_text()
     assert "channels_last: true" in (tmp_path / "full/config.yaml").read_text()
-    assert load_checkpoint(tmp_path / "full" / LAST_CHECKPOINT)["config"]["train"]["precision"] == "bf16"
+    assert load_checkpoint(tmp_path / "full" / LAST_CHECKPOINT).config["train"]["precision"] == "bf16"
     crash_after_first_checkpoint(dann.fit, cfg, tmp_path / "crashed", data=data)
     # resumed where auto would now say fp32 (another machine): the run keeps the bf16 it recorded, bit for bit
     monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {})

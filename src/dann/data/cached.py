@@ -24,7 +24,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from .cache import DecodedImages, build, cache_settings, wanted
 from .images import ImageDomain, Sample
-from .transforms import ImageConfig, ToNormalizedTensor, Transform
+from .transforms import Augment, ImageConfig, ToNormalizedTensor, Transform, Unaugmented
 
 
 class TensorTransform:
@@ -32,12 +32,20 @@ class TensorTransform:
     its parameters per sample from a seed, then samples a batch. Raises ``DataError`` for a transform step it does
     not know (the cache must not silently skip an augmentation)."""
 
-    def __init__(self, transform: Transform) -> None:
+    def __init__(self, transform: Transform | Augment | Unaugmented) -> None:
         from torchvision.transforms import v2
 
         self.steps: list[tuple[str, Any]] = []
         self.resize = self.center = self.size = 0
         self.scale = self.shift = None
+        self.augment: Augment | None = None  # the training view: its parameters drawn as Augment draws them
+        if isinstance(transform, Unaugmented):
+            transform = transform.transform
+        if isinstance(transform, Augment):
+            self.augment, self.size = transform, transform.size[0]
+            self.scale = torch.from_numpy(transform.normalize.scale).view(1, 3, 1, 1)
+            self.shift = torch.from_numpy(transform.normalize.shift).view(1, 3, 1, 1)
+            return
         for op in getattr(transform, "transforms", [transform]):
             if isinstance(op, v2.RandomResizedCrop):
                 self.steps.append(("crop", op))
@@ -75,6 +83,17 @@ class TensorTransform:
         hflip = vflip = False
         jitter = None
         if seed is None:
+            return box, hflip, vflip, jitter
+        if self.augment is not None:  # the draws of Augment.__call__, in its order, from the sample's own generator
+            a, g = self.augment, torch.Generator().manual_seed(seed)
+            box = a.crop_box(height, width, g)
+            hflip = bool(a.hflip and torch.rand(1, generator=g).item() < a.hflip)
+            vflip = bool(a.vflip and torch.rand(1, generator=g).item() < a.vflip)
+            if a.jitter:
+                order = torch.randperm(4, generator=g).tolist()
+                lo, hi = max(0.0, 1.0 - a.jitter), 1.0 + a.jitter
+                factors = [float(torch.empty(1).uniform_(lo, hi, generator=g).item()) for _ in range(3)]
+                jitter = ("augment", (order, factors))
             return box, hflip, vflip, jitter
         torch.default_generator.manual_seed(seed)
         stub = torch.empty((), dtype=torch.uint8).expand(3, height, width)  # a size, no pixels
@@ -115,7 +134,18 @@ class TensorTransform:
         x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
         out = F.grid_sample(x, torch.from_numpy(grid), mode="bilinear", padding_mode="border", align_corners=False)
         for k, (op, params) in jitters:
-            out[k] = op.transform(out[k] / 255.0, params).clamp(0, 1) * 255.0
+            if op == "augment":  # Augment's colour jitter: brightness, contrast, saturation in its drawn order
+                from torchvision.transforms.v2 import functional as TF
+
+                order, factors = params
+                adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+                img = out[k] / 255.0
+                for i in order:
+                    if i < 3:
+                        img = adjust[i](img, factors[i])
+                out[k] = img.clamp(0, 1) * 255.0
+            else:
+                out[k] = op.transform(out[k] / 255.0, params).clamp(0, 1) * 255.0
         return out * self.scale + self.shift
 
 
