@@ -40,7 +40,8 @@ from .precision import Precision, resolve_channels_last, resolve_precision
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
-INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
+# backbone → input: images (C, H, W), or feature vectors (D,) for the tables' MLP
+INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224), "mlp": (30,)}
 NUM_CLASSES = 10
 PATHS = {"files": "off", "cache": "on"}  # with --images: the two ways to read them (data.cache)
 
@@ -198,6 +199,8 @@ def run_bench(
     the choices."""
     if backbone not in INPUTS:
         raise DannError(f"dann bench: unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
+    if images and len(INPUTS[backbone]) != 3:
+        raise DannError(f"dann bench: --images needs an image backbone, not {backbone!r}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0 or image_size < 0:
         raise DannError("dann bench: --batch-size, --steps and --rounds must be >= 1, --warmup and --image-size >= 0")
     dev = resolve_device(device)
