@@ -216,3 +216,19 @@ def test_dann_cache_builds_ahead_and_says_where(photo_folder, tmp_path, capsys):
     assert f"{built} (16 images, {SIDE}x{SIDE} px, {16 * SIDE * SIDE * 3 / 2**20:.1f} MiB), built in" in out
     assert main(args) == 0
     assert "already built" in capsys.readouterr().out
+
+
+def test_a_transform_the_cache_cannot_apply_reads_the_files_under_auto_and_stops_under_on(
+    photo_folder, tmp_path, monkeypatch
+):
+    from torchvision.transforms import v2
+
+    from dann.data import folders
+
+    plain = folders.train_transform
+    monkeypatch.setattr(folders, "train_transform", lambda *a: v2.Compose([v2.RandomGrayscale(0.5), plain(*a)]))
+    with pytest.warns(DataWarning, match="cannot apply the image transform RandomGrayscale.*without the cache"):
+        data = folder_data(photo_folder, "auto", tmp_path / "cache")  # 1.7 KB per cached image: auto wants it
+    assert not isinstance(data.source_train, CachedImageDomain) and not (tmp_path / "cache").exists()
+    with pytest.raises(DataError, match=r"data\.cache cannot apply the image transform RandomGrayscale"):
+        folder_data(photo_folder, "on", tmp_path / "cache")

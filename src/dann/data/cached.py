@@ -14,7 +14,9 @@ measured pixel differences."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from .cache import DecodedImages, build, cache_settings, wanted
 from .images import ImageDomain, Sample
 from .transforms import ImageConfig, ToNormalizedTensor, Transform
@@ -85,6 +87,8 @@ class TensorTransform:
                 self.shift = torch.from_numpy(op.shift).view(1, 3, 1, 1)
             else:
                 raise DataError(f"data.cache cannot apply the image transform {type(op).__name__}; set data.cache=off")
+        if self.scale is None or not self.size:
+            raise DataError("data.cache needs a transform that crops to one size and normalizes; set data.cache=off")
 
     def eval_box(self, height: int, width: int) -> tuple[float, float, float, float]:
         """(top, left, height, width) in original pixels of the evaluation crop: the shorter side resized to
@@ -185,20 +189,23 @@ class CachedImageDomain(ImageDomain):
 
 
 def with_cache(domains: list[ImageDomain | None], cfg: DataConfig, image: ImageConfig) -> list[ImageDomain | None]:
-    """The domains, each read through its decoded-image cache where ``data.cache`` wants one (built on first use)."""
+    """The domains, each read through its decoded-image cache where ``data.cache`` wants one (built on first use).
+    A pipeline step the cache cannot apply is an error with ``data.cache: on``; with ``auto``, a warning, and the
+    files are read as they are."""
     side, resample, root = cache_settings(cfg, image)
     out: list[ImageDomain | None] = []
     for d in domains:
         if d is None or not wanted(cfg.cache, d.paths, side, root, d.name):
             out.append(d)
             continue
-        images = build(d.paths, side, resample, root, _stem(d.name))
+        try:
+            TensorTransform(d.pipeline.train), TensorTransform(d.pipeline.eval)
+        except DataError as e:
+            if cfg.cache == "on":
+                raise
+            warnings.warn(f"{d.name}: {e}; reading the files without the cache", DataWarning, stacklevel=3)
+            out.append(d)
+            continue
+        images = build(d.paths, side, resample, root, Path(d.name).stem or "images")
         out.append(CachedImageDomain(d, images, np.arange(len(d))))
     return out
-
-
-def _stem(origin: str) -> str:
-    """A readable part of a cache's file name: the folder's or list file's name."""
-    from pathlib import Path
-
-    return Path(origin).stem or "images"
