@@ -13,10 +13,17 @@ of ``--steps`` steps; it prints images/s of both and their ratio (dann / plain),
 rounds:
 
     python benchmarks/throughput.py --vs-plain --batch-size 64 --rounds 7 --steps 20 --warmup 5
+
+``--vs-precision`` times dann's DANN step of ``--backbone`` in fp32, fp32 + channels_last, bf16 and bf16 +
+channels_last (what ``auto`` picks for images on a device with native bfloat16), alternating rounds in one process,
+and prints each one's speed relative to fp32 (fastest rounds, and the median over rounds):
+
+    python benchmarks/throughput.py --vs-precision --backbone resnet18 --rounds 5 --steps 5
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import sys
@@ -32,9 +39,40 @@ from dann.training.precision import Precision, resolve_channels_last, resolve_pr
 from plain_dann import PlainLoop
 
 
+def bench_options(argv: list[str], flag: str) -> argparse.Namespace:
+    """The options of dann bench (--backbone, --batch-size, --steps, --rounds, --warmup, --precision...)."""
+    return _parser().parse_args(["bench", *[a for a in argv if a != flag]])
+
+
+VARIANTS = {"fp32": ("fp32", False), "fp32 + channels_last": ("fp32", True), "bf16": ("bf16", False),
+            "bf16 + channels_last": ("bf16", True)}  # fmt: skip
+
+
+def vs_precision(argv: list[str]) -> int:
+    args = bench_options(argv, "--vs-precision")
+    device = torch.device("cpu")
+    modes = {
+        name: Mode("dann", args.backbone, args.batch_size, Precision(precision, device, layout), device)
+        for name, (precision, layout) in VARIANTS.items()
+    }
+    for mode in modes.values():
+        mode.run(args.warmup)
+    seconds: dict[str, list[float]] = {name: [] for name in modes}
+    for _ in range(args.rounds):
+        for name, mode in modes.items():
+            seconds[name].append(mode.run(args.steps)[0])
+    base, middle = min(seconds["fp32"]), statistics.median(seconds["fp32"])
+    print(f"# torch {torch.__version__}, {device_name(device)}; {args.backbone} {INPUTS[args.backbone]}, DANN step, "
+          f"batch {args.batch_size} + {args.batch_size}; {args.rounds} rounds of {args.steps} steps")  # fmt: skip
+    print("| variant | img/s (fastest round) | × fp32 (fastest) | × fp32 (median) |\n| --- | --- | --- | --- |")
+    for name, times in seconds.items():
+        rate = 2 * args.batch_size * args.steps / min(times)
+        print(f"| {name} | {rate:.0f} | {base / min(times):.2f} | {middle / statistics.median(times):.2f} |")
+    return 0
+
+
 def vs_plain(argv: list[str]) -> int:
-    # the options of dann bench (--batch-size, --steps, --rounds, --warmup, --precision, --channels-last)
-    args = _parser().parse_args(["bench", *[a for a in argv if a != "--vs-plain"]])
+    args = bench_options(argv, "--vs-plain")
     device = torch.device("cpu")
     precision = resolve_precision(args.precision, device, INPUTS["lenet"])
     channels_last = resolve_channels_last(args.channels_last, precision, INPUTS["lenet"])
@@ -68,4 +106,6 @@ def vs_plain(argv: list[str]) -> int:
 if __name__ == "__main__":
     if "--vs-plain" in sys.argv[1:]:
         sys.exit(vs_plain(sys.argv[1:]))
+    if "--vs-precision" in sys.argv[1:]:
+        sys.exit(vs_precision(sys.argv[1:]))
     sys.exit(main(["bench", *sys.argv[1:]]))

@@ -39,7 +39,7 @@ def test_bench_runs_the_trainer_step_in_bf16_and_channels_last():
 
 def test_bench_refuses_unknown_backbones_and_precisions(capsys):
     assert main(["bench", "--backbone", "vgg", "--json"]) == 2
-    assert "unknown backbone 'vgg'; choose one of lenet, resnet18, resnet50" in capsys.readouterr().err
+    assert "unknown backbone 'vgg'; choose one of lenet, resnet18, resnet50, mlp" in capsys.readouterr().err
     assert main(["bench", "--precision", "fp8"]) == 2
     assert "--precision must be auto | fp32 | bf16 | fp16" in capsys.readouterr().err
 

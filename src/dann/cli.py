@@ -249,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", nargs="+", default=["moons", "digits"], help="embedded tasks to run")
 
     bench = sub.add_parser("bench", help="images/s of the DANN step vs a supervised step on the same images")
-    bench.add_argument("--backbone", default="lenet", help="lenet (28x28) | resnet18 (64x64) | resnet50 (224x224)")
+    bench.add_argument("--backbone", default="lenet", help="lenet (28 px) | resnet18 (64) | resnet50 (224) | mlp (30)")
     bench.add_argument("--batch-size", type=int, default=64, help="B: per domain for DANN, 2B for supervised (64)")
     bench.add_argument("--steps", type=int, default=10, help="timed steps per round (10)")
     bench.add_argument("--rounds", type=int, default=3, help="timed rounds per step kind; the fastest counts (3)")

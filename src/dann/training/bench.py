@@ -41,7 +41,8 @@ from .seeds import derive_seed
 from .steps import Batches, MethodLoss, train_step
 from .trainer import build_optimizer, resolve_device
 
-INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224)}  # backbone → (C, H, W)
+# backbone → input: images (C, H, W), or feature vectors (D,) for the tables' MLP
+INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224), "mlp": (30,)}
 NUM_CLASSES = 10
 SEED = 0  # train.seed of every benchmarked network and stream
 PATHS = {"files": "off", "cache": "on"}  # with --images: the two ways to read them (data.cache)
@@ -204,6 +205,8 @@ def run_bench(
     the choices."""
     if backbone not in INPUTS:
         raise DannError(f"unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
+    if images and len(INPUTS[backbone]) != 3:
+        raise DannError(f"`images` needs an image backbone, not {backbone!r}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0 or image_size < 0:
         raise DannError("`batch_size`, `steps` and `rounds` must be >= 1, `warmup` and `image_size` >= 0")
     dev = resolve_device(device)
