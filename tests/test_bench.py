@@ -57,3 +57,5 @@ def test_bench_streams_image_files_through_the_training_loader(shape_folders, ca
     assert cache["size_mb"] == pytest.approx(24 * 40 * 40 * 3 / 2**20) and cache["path"].endswith(".npy")
     assert main([*args, "--images", str(shape_folders["source"] / "missing")]) == 2
     assert f"--images {shape_folders['source'] / 'missing'} is not a folder" in capsys.readouterr().err
+    assert main([*args, "--images", str(shape_folders["source"]), "--backbone", "mlp"]) == 2
+    assert "--images needs an image backbone, not 'mlp'" in capsys.readouterr().err

@@ -150,17 +150,16 @@ class Augment:
 
         self.size, self.scale = [image.size, image.size], tuple(data.crop_scale)
         self.mode = v2.InterpolationMode[image.interpolation.upper()]
-        self.log_ratio = torch.log(torch.tensor(self.RATIO))
+        self.log_ratio = [float(r) for r in torch.log(torch.tensor(self.RATIO))]  # torchvision's float32 bounds
         self.hflip, self.vflip, self.jitter = data.hflip, data.vflip, data.color_jitter
         self.normalize = ToNormalizedTensor(image.mean, image.std)
 
     def crop_box(self, height: int, width: int, g: torch.Generator) -> tuple[int, int, int, int]:
         """(top, left, height, width) of the crop: torchvision's ``RandomResizedCrop`` parameters, drawn from ``g``."""
-        area = height * width
+        area, (lo, hi), u = height * width, self.log_ratio, torch.empty(1)  # u: one float32 draw at a time
         for _ in range(10):
-            target_area = area * torch.empty(1).uniform_(*self.scale, generator=g).item()
-            lo, hi = float(self.log_ratio[0]), float(self.log_ratio[1])
-            aspect = torch.exp(torch.empty(1).uniform_(lo, hi, generator=g)).item()
+            target_area = area * u.uniform_(*self.scale, generator=g).item()
+            aspect = u.uniform_(lo, hi, generator=g).exp_().item()
             w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
             if 0 < w <= width and 0 < h <= height:
                 top = int(torch.randint(0, height - h + 1, size=(1,), generator=g).item())
