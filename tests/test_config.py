@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from dann.config import Config, config_from_dict, load_config, parse_override, preset_names, replace
 from dann.errors import ConfigError
@@ -115,3 +116,16 @@ def test_the_documented_defaults_file_matches_the_code():
     text = path.read_text()
     for section, keys in Config().to_dict().items():
         assert all(f"\n  {key}: " in text for key in keys), section
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [("on", "on"), ("off", "off"), ("yes", "on"), ("no", "off"), ("true", "on"), ("false", "off"), ("auto", "auto")],
+)
+def test_the_cache_switch_reads_as_written_though_yaml_makes_on_and_off_booleans(text, mode, tmp_path):
+    assert load_config("moons", [f"data.cache={text}"]).data.cache == mode
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  cache: {text}\n")
+    cfg = load_config(str(path))
+    assert cfg.data.cache == mode
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg  # as a run's config.yaml keeps it

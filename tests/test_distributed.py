@@ -269,3 +269,24 @@ def test_image_folders_with_workers_and_an_unreadable_file_under_two_processes(s
     with pytest.warns(DataWarning, match="skipped 1 unreadable image file"):
         metrics = dann.evaluate(run, str(target), tmp_path / "eval", skip_bad=True)
     assert metrics["n"] == 17 and metrics["acc"] == pytest.approx(last["oracle"]["target_acc"], abs=1e-9)
+
+
+def test_two_processes_read_one_shared_cache_and_train_the_one_process_weights(shape_folders, tmp_path):
+    """With ``data.cache=on`` under torchrun the processes take turns on the build lock, so one builds each domain's
+    cache and the other reads it; every process then samples its shard of the step's batch from the shared memmap,
+    and the weights are those one process trains from the same cache."""
+    args = [
+        *("--source", str(shape_folders["source"]), "--target", str(shape_folders["target"])),
+        *("--backbone", "lenet", "--steps", "4", "--quiet", "--device", "cpu", "--no-report"),
+        *("--set", "data.image_size=16", "--set", "data.num_workers=0", "--set", "train.batch_size=8"),
+        *("--set", "train.eval_every=2", "--set", "train.precision=fp32", "--set", "data.cache=on"),
+        *("--set", f"data.cache_dir={tmp_path / 'cache'}"),
+    ]
+    torchrun(*args, "--out", str(tmp_path / "two"))
+    built = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len([n for n in built if n.endswith(".npy")]) == 2, built  # source and target, each once
+    assert not [n for n in built if ".tmp" in n or "partial" in n], built  # no half-built file left behind
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npy")}
+    assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npy")} == stamps  # read, not rebuilt
+    assert_close(model_weights(tmp_path / "two"), model_weights(tmp_path / "one"))

@@ -25,6 +25,7 @@ SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks)
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
 CACHE_MODES = ("auto", "on", "off")  # data.cache, see dann.data.cache
+SWITCHES = {"data.cache": ("on", "off")}  # string options whose bare on / off YAML 1.1 reads as true / false
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 
@@ -83,6 +84,8 @@ class DataConfig:
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "a probability in [0, 1]", getattr(self, key))
         _require(self.color_jitter >= 0, "data.color_jitter", ">= 0", self.color_jitter)
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
+        if isinstance(self.cache, bool):  # YAML 1.1 reads a bare on / off (or yes / no, true / false) as a boolean
+            object.__setattr__(self, "cache", "on" if self.cache else "off")
         _require(self.cache in CACHE_MODES, "data.cache", " | ".join(CACHE_MODES), self.cache)
 
 
@@ -384,6 +387,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if hint is float:
         return _number(key, value)
     if hint is str:
+        if isinstance(value, bool) and key in SWITCHES:
+            return SWITCHES[key][0 if value else 1]
         if value is None or isinstance(value, list | dict):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
