@@ -49,8 +49,8 @@ def photo_folder(tmp_path_factory):
 
 def folder_data(folder, cache: str, cache_dir, workers: int = 0, **data):
     cfg = DataConfig(
-        source=str(folder), target=str(folder), image_size=16, num_workers=workers, cache=cache,
-        cache_dir=str(cache_dir), **data,
+        source=str(folder), target=str(folder), num_workers=workers, cache=cache, cache_dir=str(cache_dir),
+        **{"image_size": 16, **data},
     )  # fmt: skip
     return build_data(cfg, ModelConfig(backbone="lenet"))
 
@@ -232,3 +232,60 @@ def test_a_transform_the_cache_cannot_apply_reads_the_files_under_auto_and_stops
     assert not isinstance(data.source_train, CachedImageDomain) and not (tmp_path / "cache").exists()
     with pytest.raises(DataError, match=r"data\.cache cannot apply the image transform RandomGrayscale"):
         folder_data(photo_folder, "on", tmp_path / "cache")
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "from the environment"])
+def test_a_cache_folder_that_cannot_be_written_reads_the_files_under_auto_and_stops_under_on(
+    photo_folder, tmp_path, monkeypatch, where
+):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    folder = {"a file": blocker, "under a file": blocker / "cache", "from the environment": blocker}[where]
+    setting = "" if where == "from the environment" else str(folder)
+    monkeypatch.setenv("DANN_CACHE", str(folder))
+    origin = r"\$DANN_CACHE" if where == "from the environment" else r"data\.cache_dir"
+    with pytest.warns(DataWarning, match=rf"cannot be written .*comes from {origin}\).*reading the files"):
+        data = folder_data(photo_folder, "auto", setting)  # 1.7 KB per cached image: auto wants it
+    assert not isinstance(data.source_train, CachedImageDomain)
+    message = rf"^the decoded-image cache folder {folder} cannot be written \(.*\); set data\.cache_dir to a writable"
+    with pytest.raises(DataError, match=message + rf" folder, or data\.cache=off \(the folder comes from {origin}\)$"):
+        folder_data(photo_folder, "on", setting)
+    assert blocker.read_text() == "not a folder"  # nothing written over
+
+
+def test_auto_reads_a_cache_built_ahead_even_where_it_would_not_build_one(photo_folder, tmp_path):
+    args = ["cache", "--source", str(photo_folder), "--target", str(photo_folder), "--backbone", "lenet"]
+    args += ["--set", "data.image_size=48", "--cache-dir", str(tmp_path / "cache")]  # side 72: more disk than files
+    assert not isinstance(folder_data(photo_folder, "auto", tmp_path / "cache", image_size=48).source_train,
+                          CachedImageDomain)  # fmt: skip
+    assert main(args) == 0
+    data = folder_data(photo_folder, "auto", tmp_path / "cache", image_size=48)
+    assert isinstance(data.source_train, CachedImageDomain) and data.source_train.images.seconds is None  # read
+    assert not isinstance(folder_data(photo_folder, "off", tmp_path / "cache", image_size=48).source_train,
+                          CachedImageDomain)  # fmt: skip
+
+
+def test_several_labeled_domains_each_read_their_own_cache_with_the_same_crops(photo_folder, tmp_path, capsys):
+    other = photos(tmp_path / "other", count=8, seed=1)
+    sources = {"lab": str(photo_folder), "sea": str(other)}
+
+    def several(cache: str):
+        cfg = DataConfig(source=sources, target=str(other), image_size=16, num_workers=0, cache=cache,
+                         cache_dir=str(tmp_path / "cache"))  # fmt: skip
+        return build_data(cfg, ModelConfig(backbone="lenet"))
+
+    cached, plain = several("on"), several("off")
+    assert isinstance(cached.source_train, CachedImageDomain) and len(cached.source_train.caches) == 2
+    assert cached.source_train.paths == plain.source_train.paths and torch.equal(cached.source_train.d,
+                                                                                plain.source_train.d)  # fmt: skip
+    streams = [LoaderBatches(d.source_train, 8, 0, torch.device("cpu"), 0, augment=True) for d in (cached, plain)]
+    for step in range(3):
+        (x_c, y_c), (x_p, y_p) = streams[0].get(step), streams[1].get(step)
+        assert torch.equal(y_c, y_p) and per_image(x_c, x_p).max() < 3
+    (x_c, _), (x_p, _) = next(cached.source_val.batches(64)), next(plain.source_val.batches(64))
+    assert per_image(x_c, x_p).max() < 3
+    args = ["cache", "--source", f"lab={photo_folder}", "--source", f"sea={other}", "--target", str(other)]
+    assert main([*args, "--backbone", "lenet", "--set", "data.image_size=16", "--cache-dir", str(tmp_path / "c2")]) == 0
+    out = capsys.readouterr().out
+    assert f"{photo_folder}: " in out and out.count(f"{other}: ") == 1  # each folder once, sources included
+    assert len(list((tmp_path / "c2").glob("*.npy"))) == 2

@@ -175,7 +175,10 @@ def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:
     caches: dict[Path, tuple[str, DecodedImages]] = {}
     for domain in (data.source_train, data.target_train, data.target_eval):
         if isinstance(domain, CachedImageDomain):
-            caches.setdefault(domain.images.path, (domain.name, domain.images))
+            names = domain.name.split(" + ")  # a pooled domain's name joins its parts'
+            names = names if len(names) == len(domain.caches) else [c.path.stem for c in domain.caches]
+            for images, name in zip(domain.caches, names, strict=True):
+                caches.setdefault(images.path, (name, images))
     if not caches:
         raise ConfigError("the data are arrays, which need no cache; give image folders or list files")
     return list(caches.values())

@@ -47,7 +47,7 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 
 from ..config import DataConfig
-from ..errors import ConfigError, DataError, DataWarning
+from ..errors import DataError, DataWarning
 from ..runs import _fsync_dir, atomic_write_text
 from .images import decode, usable_cpus
 from .transforms import ImageConfig
@@ -59,9 +59,26 @@ CHUNK = 64  # files per task of the build's process pool
 POOL_MIN_FILES = 256  # below this many files a build decodes in this process (starting a pool costs more)
 
 
+class CacheFolderError(DataError):
+    """The cache folder cannot be created or written; ``data.cache: auto`` then reads the files instead."""
+
+
 def cache_root(cache_dir: str = "") -> Path:
     """Where caches live: ``cache_dir`` (``data.cache_dir``), else ``$DANN_CACHE``, else ``~/.cache/dann``."""
     return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dann").expanduser()
+
+
+def root_origin(cache_dir: str = "") -> str:
+    """What set the cache folder, as a message names it."""
+    return (
+        "data.cache_dir" if cache_dir else f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the default cache folder"
+    )
+
+
+def cache_path(paths: Sequence[str], side: int, resample: str, root: Path, name: str) -> Path:
+    """Where the cache of ``paths`` lives (whether or not it is built): ``<root>/<name>-<key>.npy``."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "images"
+    return root / f"{stem}-{cache_key(paths, side, resample)}.npy"
 
 
 def cache_side(image: ImageConfig, crop_scale: Sequence[float]) -> int:
@@ -131,6 +148,10 @@ class DecodedImages:
             self._pixels = np.load(self.path, mmap_mode="r")
         return self._pixels
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Pixels (len(rows), side, side, 3) uint8 of these rows."""
+        return self.pixels[rows]
+
     @property
     def nbytes(self) -> int:
         return len(self) * self.side * self.side * 3
@@ -161,23 +182,24 @@ def build(
     with ``workers`` processes (None: the CPUs this process may use; 0: in this process), with a progress bar."""
     from filelock import FileLock
 
-    key = cache_key(paths, side, resample)
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "images"
-    path = root / f"{stem}-{key}.npy"
+    path = cache_path(paths, side, resample, root, name)
     images = DecodedImages.open(path)
     if images is not None:
         return images
     try:
         root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"data.cache_dir {root} cannot be created: {e.strerror or e}") from None
-    with FileLock(str(path.with_suffix(".lock"))):
-        images = DecodedImages.open(path)  # another process may have built it while this one waited
-        if images is not None:
-            return images
-        for stale in root.glob(f"{path.name}.*.partial"):  # left by an interrupted build: we hold the lock
-            stale.unlink(missing_ok=True)
-        return _write(list(paths), side, resample, path, workers)
+        with FileLock(str(path.with_suffix(".lock"))):
+            images = DecodedImages.open(path)  # another process may have built it while this one waited
+            if images is not None:
+                return images
+            for stale in root.glob(f"{path.name}.*.partial"):  # left by an interrupted build: we hold the lock
+                stale.unlink(missing_ok=True)
+            return _write(list(paths), side, resample, path, workers)
+    except OSError as e:  # a read-only or foreign folder, a file where the folder should be...
+        raise CacheFolderError(
+            f"the decoded-image cache folder {root} cannot be written ({e.strerror or e}); set data.cache_dir to a "
+            "writable folder, or data.cache=off"
+        ) from None
 
 
 def _write(paths: list[str], side: int, resample: str, path: Path, workers: int | None) -> DecodedImages:
@@ -231,7 +253,8 @@ def _reserve(path: Path) -> None:
         os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DataError(f"no space left for the decoded-image cache in {path.parent}: set data.cache_dir") from None
+            message = f"no space left for the decoded-image cache in {path.parent}: set data.cache_dir"
+            raise CacheFolderError(message) from None
         # file systems without fallocate (EOPNOTSUPP, EINVAL): the up-front free-space check in `wanted` remains
     finally:
         os.close(fd)
@@ -260,6 +283,14 @@ def worth_it(paths: Sequence[str], side: int) -> bool:
     enlarged) reads the files; a 32 px LeNet on 500x375 photos (7 KB against about 40 KB) reads the cache."""
     area, size = sample_files(paths)
     return area >= side * side and side * side * 3 <= size
+
+
+def built(paths: Sequence[str], side: int, resample: str, root: Path, name: str) -> bool:
+    """Whether a whole cache of ``paths`` already exists (``dann cache`` built it, or an earlier run)."""
+    try:
+        return DecodedImages.open(cache_path(paths, side, resample, root, name)) is not None
+    except DataError:  # a file that cannot be read: reported where the files are read
+        return False
 
 
 def wanted(mode: str, paths: Sequence[str], side: int, root: Path, what: str) -> bool:

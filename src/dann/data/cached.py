@@ -25,9 +25,13 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import DataError, DataWarning
-from .cache import DecodedImages, build, cache_settings, wanted
+from .cache import CacheFolderError, DecodedImages, build, built, cache_settings, root_origin, wanted
 from .images import ImageDomain, Sample
 from .transforms import Augment, ImageConfig, ToNormalizedTensor, Transform, Unaugmented
+
+
+class TransformError(DataError):
+    """A pipeline step the cache cannot apply; ``data.cache: auto`` then reads the files instead."""
 
 
 def resized_crop_box(
@@ -94,9 +98,13 @@ class TensorTransform:
                 self.scale = torch.from_numpy(op.scale).view(1, 3, 1, 1)
                 self.shift = torch.from_numpy(op.shift).view(1, 3, 1, 1)
             else:
-                raise DataError(f"data.cache cannot apply the image transform {type(op).__name__}; set data.cache=off")
+                raise TransformError(
+                    f"data.cache cannot apply the image transform {type(op).__name__}; set data.cache=off"
+                )
         if self.scale is None or not self.size:
-            raise DataError("data.cache needs a transform that crops to one size and normalizes; set data.cache=off")
+            raise TransformError(
+                "data.cache needs a transform that crops to one size and normalizes; set data.cache=off"
+            )
 
     def eval_box(self, height: int, width: int) -> tuple[float, float, float, float]:
         """(top, left, height, width) in original pixels of the evaluation crop: the shorter side resized to
@@ -181,14 +189,57 @@ class TensorTransform:
         return out * self.scale + self.shift
 
 
-class CachedImageDomain(ImageDomain):
-    """The files of ``domain`` (an ``ImageDomain``) read from a ``DecodedImages`` cache: ``rows`` (N,) are the cache
-    rows of ``domain.paths``. Batches of the DataLoader are made at once (``__getitems__``)."""
+class JoinedImages:
+    """Several ``DecodedImages`` of one side read as one: row ``offsets[i] + r`` is row ``r`` of ``parts[i]`` (the
+    pooled labeled domains of a run with several sources, each domain with its own cache)."""
 
-    def __init__(self, domain: ImageDomain, images: DecodedImages, rows: np.ndarray) -> None:
+    def __init__(self, parts: Sequence[DecodedImages]) -> None:
+        self.parts = [q for p in parts for q in (p.parts if isinstance(p, JoinedImages) else [p])]
+        self.side = self.parts[0].side
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.sizes = np.concatenate([p.sizes for p in self.parts])
+        self.errors = {
+            int(o) + k: e for o, p in zip(self.offsets, self.parts, strict=False) for k, e in p.errors.items()
+        }
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Pixels (len(rows), side, side, 3) uint8 of these rows."""
+        out = np.empty((len(rows), self.side, self.side, 3), dtype=np.uint8)
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        for i in np.unique(part):
+            mine = part == i
+            out[mine] = self.parts[i].take(rows[mine] - self.offsets[i])
+        return out
+
+
+class CachedImageDomain(ImageDomain):
+    """The files of ``domain`` (an ``ImageDomain``) read from a ``DecodedImages`` cache (or several, joined): ``rows``
+    (N,) are the cache rows of ``domain.paths``. Batches of the DataLoader are made at once (``__getitems__``)."""
+
+    def __init__(self, domain: ImageDomain, images: DecodedImages | JoinedImages, rows: np.ndarray) -> None:
         super().__init__(domain.paths, domain.y, domain.pipeline, domain.name, domain.bad, domain.w, domain.d)
         self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
         self.train_view, self.eval_view = TensorTransform(domain.pipeline.train), TensorTransform(domain.pipeline.eval)
+
+    @property
+    def caches(self) -> list[DecodedImages]:
+        """The cache files this domain reads."""
+        return self.images.parts if isinstance(self.images, JoinedImages) else [self.images]
+
+    @staticmethod
+    def join(parts: Sequence[ImageDomain], w: torch.Tensor | None, d: torch.Tensor) -> ImageDomain:
+        """``ImageDomain.join`` of cached parts, reading their caches; if any part reads its files, all do."""
+        files = ImageDomain.join(parts, w, d)
+        if not all(isinstance(p, CachedImageDomain) for p in parts):
+            return files
+        cached: list[CachedImageDomain] = list(parts)  # type: ignore[arg-type]
+        images = JoinedImages([p.images for p in cached])
+        starts = np.cumsum([0] + [len(p.images) for p in cached])
+        rows = np.concatenate([p.rows + start for p, start in zip(cached, starts, strict=False)])
+        return CachedImageDomain(files, images, rows)
 
     def subset(self, idx: torch.Tensor) -> CachedImageDomain:
         return CachedImageDomain(super().subset(idx), self.images, self.rows[idx.numpy()])
@@ -209,7 +260,7 @@ class CachedImageDomain(ImageDomain):
         if good:
             view = self.train_view if seeds is not None else self.eval_view
             kept, kept_seeds = rows[good], [seeds[k] for k in good] if seeds else None
-            x = iter(view(self.images.pixels[kept], self.images.sizes[kept], kept_seeds))
+            x = iter(view(self.images.take(kept), self.images.sizes[kept], kept_seeds))
         out: list[Sample] = []
         for i, row in zip(index, rows.tolist(), strict=True):
             label = int(self.y[i]) if self.y is not None else -1
@@ -219,23 +270,31 @@ class CachedImageDomain(ImageDomain):
 
 
 def with_cache(domains: list[ImageDomain | None], cfg: DataConfig, image: ImageConfig) -> list[ImageDomain | None]:
-    """The domains, each read through its decoded-image cache where ``data.cache`` wants one (built on first use).
-    A pipeline step the cache cannot apply is an error with ``data.cache: on``; with ``auto``, a warning, and the
-    files are read as they are."""
+    """The domains, each read through its decoded-image cache where ``data.cache`` wants one (built on first use;
+    under ``auto`` also wherever a whole cache already exists, e.g. one ``dann cache`` built). Under ``data.cache:
+    on`` a pipeline step the cache cannot apply, or a cache folder that cannot be written, is an error; under
+    ``auto``, a warning, and the files are read as they are."""
     side, resample, root = cache_settings(cfg, image)
     out: list[ImageDomain | None] = []
     for d in domains:
-        if d is None or not wanted(cfg.cache, d.paths, side, root, d.name):
+        name = (Path(d.name).stem or "images") if d is not None else ""
+        if d is None or not (
+            wanted(cfg.cache, d.paths, side, root, d.name)
+            or (cfg.cache == "auto" and built(d.paths, side, resample, root, name))
+        ):
             out.append(d)
             continue
         try:
             TensorTransform(d.pipeline.train), TensorTransform(d.pipeline.eval)
+            images = build(d.paths, side, resample, root, name)
         except DataError as e:
-            if cfg.cache == "on":
+            if not isinstance(e, CacheFolderError | TransformError):
                 raise
-            warnings.warn(f"{d.name}: {e}; reading the files without the cache", DataWarning, stacklevel=3)
+            where = f" (the folder comes from {root_origin(cfg.cache_dir)})" if isinstance(e, CacheFolderError) else ""
+            if cfg.cache == "on":
+                raise type(e)(f"{e}{where}") from None
+            warnings.warn(f"{d.name}: {e}{where}; reading the files without the cache", DataWarning, stacklevel=3)
             out.append(d)
             continue
-        images = build(d.paths, side, resample, root, Path(d.name).stem or "images")
         out.append(CachedImageDomain(d, images, np.arange(len(d))))
     return out

@@ -254,9 +254,12 @@ def build_folder_data(
     single = list(labeled) == [SOURCE_NAME]  # one unnamed labeled domain: as it always was
     if single:
         source, target, target_eval = with_cache([domain(labeled[SOURCE_NAME]), target, target_eval], cfg, image)
-    else:  # the labeled domains are pooled from their files (``ImageDomain.join``); the target may be cached
-        source = {n: _labeled(images, domain) for n, images in labeled.items()}
-        target, target_eval = with_cache([target, target_eval], cfg, image)
+    else:  # each labeled domain with its own cache; pooled by ``CachedImageDomain.join`` (or from the files)
+        names = list(labeled)
+        *own, target, target_eval = with_cache(
+            [*(_labeled(labeled[n], domain) for n in names), target, target_eval], cfg, image
+        )
+        source = dict(zip(names, own, strict=True))
     origins = None if single else {name: images.origin for name, images in labeled.items()}
     return make_domain_data(
         source, target, target_eval, classes, cfg.val_fraction, cfg.seed, paths, image, cfg.intermediate, origins
