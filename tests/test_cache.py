@@ -18,7 +18,7 @@ from PIL import Image
 
 import dann
 from dann.cli import main
-from dann.config import DataConfig, ModelConfig, load_config
+from dann.config import DataConfig, ModelConfig, load_config, replace
 from dann.data import build_data
 from dann.data import cache as cache_module
 from dann.data.cache import DecodedImages, build, cache_key, wanted
@@ -165,8 +165,15 @@ def test_training_reads_the_cache_and_resumes_exactly(photo_folder, tmp_path, cr
                   "precision": "fp32"},
     }  # fmt: skip
     cfg = load_config(values=values)
-    full = dann.fit(cfg, tmp_path / "full")
+    lines: list[str] = []
+    full = dann.fit(cfg, tmp_path / "full", echo=lines.append)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # source and target: one folder, one cache
+    said = next(line for line in lines if line.startswith("images:   "))
+    assert said.startswith(f"images:   read from 1 decoded-image cache(s) in {tmp_path / 'cache'} (0.0 MiB); ")
+    assert said.endswith("evaluations read them too (data.cache)") and full.summary["images"] in said
+    seen: list[str] = []
+    dann.fit(replace(cfg, data={"cache": "off"}), echo=seen.append)
+    assert "images:   read from the files as they are (data.cache)" in seen
     crash_after_first_checkpoint(dann.fit, cfg, tmp_path / "crashed")
     resumed = dann.fit(out=tmp_path / "crashed", resume=True)
     for key, value in full.net.state_dict().items():

@@ -30,7 +30,8 @@ def test_summary_says_device_network_classes_counts_and_schedule(tiny_cfg, tiny_
     block = "\n".join(lines[:5])
     assert "mlp, input 4" in block and "classes:  2 (0, 1)" in block
     assert "source 64 train + 16 held out; target 60 unlabeled (their labels score it" in block
-    assert "12 steps × batch 16 per domain; method dann; precision fp32" in block
+    assert "12 steps × batch 16 per domain; method dann; precision fp32" in block and "images:" not in block
+    assert not s["channels_last"] and s["images"] == ""  # arrays: no image files to read
     evaluations = [line for line in lines if line.startswith("step ")]
     assert [line.split()[1] for line in evaluations] == ["6/12", "12/12"]  # one line per evaluation
     assert all("(uses target labels)" in line for line in evaluations)

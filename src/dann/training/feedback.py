@@ -63,6 +63,8 @@ class RunSummary:
     method: str
     regularizers: dict[str, float]
     precision: str
+    channels_last: bool = False
+    images: str = ""  # image files: how they are read (the decoded-image cache, or the files as they are)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,14 +83,34 @@ class RunSummary:
         note = f" ({self.input_note})" if self.input_note else ""
         method = self.method + "".join(f"+{name}:{w:g}" for name, w in self.regularizers.items())
         resumed = f", resuming at step {self.start}" if self.start else ""
+        layout = ", channels_last" if self.channels_last else ""
         return [
             f"device:   {self.device}",
             f"model:    {self.backbone}, input {shape}{note}",
             f"classes:  {len(self.classes)} ({shown})",
             f"data:     source {c['source_train']} train{held_out}; {target}",
+            *([f"images:   {self.images}"] if self.images else []),
             f"training: {self.steps} steps × batch {self.batch_size} per domain{resumed}; method {method}; "
-            f"precision {self.precision}",
+            f"precision {self.precision}{layout}",
         ]
+
+
+def _images_note(data: DomainData) -> str:
+    """How the run reads its image files: from which decoded-image caches, or the files as they are; "" for arrays."""
+    from ..data.cached import CachedImageDomain
+
+    if data.image is None:
+        return ""
+    parts = [data.source_train, data.source_val, data.target_train, data.target_eval]
+    caches = {c.path: c for p in parts if isinstance(p, CachedImageDomain) for c in p.caches}
+    if not caches:
+        return "read from the files as they are (data.cache)"
+    folders = sorted({str(path.parent) for path in caches})
+    size = sum(c.nbytes for c in caches.values()) / 2**20
+    return (
+        f"read from {len(caches)} decoded-image cache(s) in {', '.join(folders)} ({size:.1f} MiB); the run's "
+        "evaluations read them too (data.cache)"
+    )
 
 
 def _input_note(cfg: Config, data: DomainData) -> str:
@@ -146,6 +168,8 @@ def summarize(cfg: Config, data: DomainData, device: torch.device, world: World,
         method=cfg.method.name,
         regularizers=dict(cfg.method.regularizers),
         precision=cfg.train.precision,
+        channels_last=bool(cfg.train.channels_last),
+        images=_images_note(data),
     )
 
 

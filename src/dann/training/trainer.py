@@ -12,6 +12,7 @@ ending with an evaluation: see ``stages`` (a run without them is one stage, the 
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 import warnings
@@ -205,7 +206,8 @@ class Trainer:
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
         self.events = EventLog(self.run_dir if self.writes else None, t.tensorboard)
         train_time, logged, clip = 0.0, {}, cfg.optim.grad_clip
-        self.summary = summarize(cfg, data, self.device, world, start)
+        resolved = dataclasses.replace(t, precision=precision, channels_last=amp.channels_last)
+        self.summary = summarize(dataclasses.replace(cfg, train=resolved), data, self.device, world, start)
         console = Console(self.echo if world.main else None, cfg, data, self.device)
         console.started(self.summary)
         show = t.progress and world.main
