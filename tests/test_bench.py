@@ -44,7 +44,8 @@ def test_bench_refuses_unknown_backbones_and_precisions(capsys):
     assert "--precision must be auto | fp32 | bf16 | fp16" in capsys.readouterr().err
 
 
-def test_bench_streams_image_files_through_the_training_loader(shape_folders, capsys):
+def test_bench_streams_image_files_through_the_training_loader(shape_folders, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("DANN_CACHE", str(tmp_path / "cache"))  # built by this bench, whatever ran before
     args = ["bench", "--backbone", "lenet", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--rounds", "1"]
     assert main([*args, "--images", str(shape_folders["source"]), "--workers", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -54,6 +55,8 @@ def test_bench_streams_image_files_through_the_training_loader(shape_folders, ca
     cache = out["cache"]  # the same steps read from the folder's decoded-image cache
     assert cache["dann_img_s"] > 0 and 0 < cache["data_wait_fraction"] < 1 and cache["side"] == 40
     assert cache["speedup"] == pytest.approx(cache["dann_img_s"] / out["dann_img_s"])
+    assert cache["build_s"] > 0 and cache["build_cores"] == 1  # 24 files: decoded in this process, one core
+    assert cache["build_img_s_per_core"] == pytest.approx(cache["build_img_s"])
     assert cache["size_mb"] == pytest.approx(24 * 40 * 40 * 3 / 2**20) and cache["path"].endswith(".npy")
     assert main([*args, "--images", str(shape_folders["source"] / "missing")]) == 2
     assert f"--images {shape_folders['source'] / 'missing'} is not a folder" in capsys.readouterr().err

@@ -205,6 +205,9 @@ def test_auto_caches_when_the_cache_is_no_larger_than_the_files_and_does_not_enl
     assert not wanted("auto", paths, 96, tmp_path, "photos")  # 27.6 KB, though not enlarged (96² < 10,800)
     assert not wanted("auto", paths, 112, tmp_path, "photos")  # 112² > 10,800 pixels: enlarged
     assert not wanted("off", paths, 24, tmp_path, "photos") and wanted("on", paths, 112, tmp_path, "photos")
+    for size, cached in [((160, 90), True), ((90, 160), True), ((240, 80), False), ((60, 240), False)]:
+        folder = photos(tmp_path / f"{size[0]}x{size[1]}", count=4, size=size)  # aspect 1.8: kept; 3 and 4: squeezed
+        assert wanted("auto", files(folder), 24, tmp_path, "photos") is cached, size
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=10_000))
     needs = rf"photos: its decoded-image cache needs .* GiB and {tmp_path} has .* set data\.cache_dir.*data\.cache=off"

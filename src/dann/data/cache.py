@@ -22,8 +22,9 @@ ranks, two runs at once), one builds and the others wait for the lock, then read
 lock, released if the builder dies. On shared network file systems without working locks, build the cache ahead
 with ``dann cache`` (or give each node a local ``data.cache_dir``).
 
-``data.cache: auto`` turns the cache on when it takes no more disk space than the files and does not enlarge them
-(``worth_it``, from up to 32 sampled files), and the array fits in half the free disk space; otherwise (e.g. 224 px
+``data.cache: auto`` turns the cache on when it takes no more disk space than the files, does not enlarge them and
+does not squeeze them much (``worth_it``, from up to 32 sampled files), and the array fits in half the free disk
+space, or when a whole cache of the same files already exists (``dann cache`` built it); otherwise (e.g. 224 px
 JPEGs for a 224 px network) the files are read as they are. See ``docs/speed.md`` for the measurements behind it."""
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ CACHE_ENV = "DANN_CACHE"
 FORMAT = 1  # bump when what a cache holds changes: old caches then get new keys
 FILES_SAMPLED = 32  # files whose headers and sizes auto reads (worth_it)
 CHUNK = 64  # files per task of the build's process pool
+MAX_ASPECT = 2.0  # auto: wider images lose detail along their long side in the square cache (docs/speed.md)
 POOL_MIN_FILES = 256  # below this many files a build decodes in this process (starting a pool costs more)
 
 
@@ -137,6 +139,7 @@ class DecodedImages:
     sizes: np.ndarray
     errors: dict[int, str]
     seconds: float | None = None  # build time, None when an existing cache was read
+    cores: int = 0  # processes that decoded it (build rate per core = len / seconds / cores); 0 when read
     _pixels: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -212,6 +215,7 @@ def _write(paths: list[str], side: int, resample: str, path: Path, workers: int 
     jobs = [(paths[i : i + CHUNK], side, resample) for i in range(0, len(paths), CHUNK)]
     workers = (usable_cpus() if len(paths) >= POOL_MIN_FILES else 0) if workers is None else workers
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    cores = workers if pool is not None else 1
     try:
         pixels = open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), side, side, 3))
         _reserve(partial)
@@ -239,7 +243,7 @@ def _write(paths: list[str], side: int, resample: str, path: Path, workers: int 
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     images = DecodedImages(path, side, np.asarray(sizes, dtype=np.int64).reshape(-1, 2), errors)
-    images.seconds = time.perf_counter() - tic
+    images.seconds, images.cores = time.perf_counter() - tic, cores
     return images
 
 
@@ -260,29 +264,32 @@ def _reserve(path: Path) -> None:
         os.close(fd)
 
 
-def sample_files(paths: Sequence[str], sample: int = FILES_SAMPLED) -> tuple[float, float]:
-    """(median pixel count, mean bytes) of up to ``sample`` evenly spaced files, read from their headers and sizes
-    only (nothing is decoded); (0, 0) when none can be read."""
+def sample_files(paths: Sequence[str], sample: int = FILES_SAMPLED) -> tuple[float, float, float]:
+    """(median pixel count, mean bytes, median aspect ratio long side / short side) of up to ``sample`` evenly spaced
+    files, read from their headers and sizes only (nothing is decoded); zeros when none can be read."""
     step = max(1, len(paths) // sample)
-    areas, sizes = [], []
+    areas, sizes, aspects = [], [], []
     for path in list(paths)[::step][:sample]:
         try:
             with Image.open(path) as img:
-                areas.append(img.size[0] * img.size[1])
+                width, height = img.size
             sizes.append(os.path.getsize(path))
         except Exception:  # an unreadable file is reported when it is used, not here
             continue
-    return (float(np.median(areas)), float(np.mean(sizes))) if areas else (0.0, 0.0)
+        areas.append(width * height)
+        aspects.append(max(width, height) / max(1, min(width, height)))
+    return (float(np.median(areas)), float(np.mean(sizes)), float(np.median(aspects))) if areas else (0.0, 0.0, 0.0)
 
 
 def worth_it(paths: Sequence[str], side: int) -> bool:
     """``auto``'s rule: the cache takes no more disk space than the files (side² × 3 bytes per image against the
-    files' mean size) and never enlarges them (median file pixels ≥ side²). Reading the cache was 6-15x faster than
-    decoding the files at every file size measured (``benchmarks/image_cache.py``), so disk space and fidelity, not
-    speed, decide: a 224 px network on 224 px JPEGs (cache side 320: 300 KB per image against some 20 KB, and
-    enlarged) reads the files; a 32 px LeNet on 500x375 photos (7 KB against about 40 KB) reads the cache."""
-    area, size = sample_files(paths)
-    return area >= side * side and side * side * 3 <= size
+    files' mean size), never enlarges them (median file pixels ≥ side²), and does not squeeze them much (median
+    aspect ratio at most ``MAX_ASPECT``: the cache stores squares). Reading the cache was faster than decoding the
+    files at every file size measured (``benchmarks/image_cache.py``), so disk space and fidelity, not speed, decide:
+    a 224 px network on 224 px JPEGs (cache side 320: 300 KB per image against some 20 KB, and enlarged) reads the
+    files; a 32 px LeNet on 500x375 photos (7 KB against about 50 KB) reads the cache (``docs/speed.md``)."""
+    area, size, aspect = sample_files(paths)
+    return area >= side * side and side * side * 3 <= size and aspect <= MAX_ASPECT
 
 
 def built(paths: Sequence[str], side: int, resample: str, root: Path, name: str) -> bool:

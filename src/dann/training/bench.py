@@ -31,7 +31,7 @@ from ..config import DataConfig, MethodConfig, ModelConfig, OptimConfig
 from ..data import build_data
 from ..data.cached import CachedImageDomain
 from ..data.domains import AnyDomain, Domain
-from ..data.images import ImageDomain, default_workers, usable_cpus
+from ..data.images import ImageDomain, default_workers
 from ..data.loaders import Rows, step_batches
 from ..errors import DannError
 from ..methods import create_method
@@ -164,7 +164,8 @@ def image_domain(
 
 def describe_cache(domain: CachedImageDomain) -> dict[str, Any]:
     """Where a bench's cache is, its size, and its build rate (None when it was built before this bench)."""
-    images, cpus = domain.images, usable_cpus()
+    images = domain.images
+    cpus = images.cores or None
     rate = len(images) / images.seconds if images.seconds else None
     return {
         "path": str(images.path),
@@ -172,7 +173,7 @@ def describe_cache(domain: CachedImageDomain) -> dict[str, Any]:
         "size_mb": images.nbytes / 2**20,
         "build_s": images.seconds,
         "build_img_s": rate,
-        "build_img_s_per_core": rate / cpus if rate is not None else None,
+        "build_img_s_per_core": rate / cpus if rate is not None and cpus else None,
         "build_cores": cpus,
     }
 
@@ -276,7 +277,8 @@ def format_bench(r: dict[str, Any]) -> str:
         cache = r["cache"]
         built = (
             f"built in {cache['build_s']:.1f} s, {cache['build_img_s']:.0f} img/s "
-            f"({cache['build_img_s_per_core']:.0f} per core, {cache['build_cores']} cores)"
+            f"({cache['build_img_s_per_core']:.0f} per core, {cache['build_cores']} "
+            f"core{'s' * (cache['build_cores'] != 1)})"
             if cache["build_s"] is not None
             else "built before this bench"
         )
