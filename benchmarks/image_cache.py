@@ -6,9 +6,10 @@ the files', and how fast training reads it. Prints, with the hardware:
    size;
 2. the largest and mean absolute pixel difference (0..255 units) between the cached and the uncached views of the
    same images: the evaluation view of every image, and the training view (same seeds, same crops) of a few steps;
-3. the loader alone (one thread, as in a DataLoader worker), files vs cache, at several file sizes, in alternating
+3. the same for the evaluation view of photos of several aspect ratios (the cache stores squares);
+4. the loader alone (one thread, as in a DataLoader worker), files vs cache, at several file sizes, in alternating
    rounds, with the files' and the cache's bytes per image and what ``data.cache: auto`` decides (``worth_it``);
-4. ``dann bench --images`` on the folder: the supervised and DANN steps read from the files and from the cache, in
+5. ``dann bench --images`` on the folder: the supervised and DANN steps read from the files and from the cache, in
    alternating rounds (img/s, data wait, speed-up).
 
     python benchmarks/image_cache.py                           # 512 photos of 500x375, LeNet at 32 px
@@ -104,6 +105,22 @@ def pixel_differences(folder: Path, args: argparse.Namespace, tmp: Path) -> None
         print(f"| {name} | {d.max():.1f} | {d.mean():.2f} |")
 
 
+def aspect_differences(args: argparse.Namespace, tmp: Path) -> None:
+    """The evaluation view, cached vs files, of 32 photos at each aspect ratio: the cache stores squares."""
+    print("\n| files | aspect | mean abs difference | max abs difference | `auto` reads |")
+    print("| --- | --- | --- | --- | --- |")
+    side = cache_side(ImageConfig(size=args.image_size), DataConfig().crop_scale)
+    for size in [(400, 300), (480, 320), (480, 270), (480, 240), (480, 160), (480, 96)]:
+        folder = tmp / f"aspect{size[0]}x{size[1]}"
+        paths = make_photos(folder, 32, size, seed=2)
+        cached, plain = (data(folder, args.backbone, args.image_size, mode, tmp / "aspects").target_eval
+                         for mode in ("on", "off"))  # fmt: skip
+        d = torch.cat([((x_c - x_p).abs() * STD).flatten()
+                       for (x_c, _), (x_p, _) in zip(cached.batches(64), plain.batches(64), strict=True)])  # fmt: skip
+        auto = "cache" if worth_it(paths, side) else "files"
+        print(f"| {size[0]}x{size[1]} | {size[0] / size[1]:.2f} | {d.mean():.2f} | {d.max():.1f} | {auto} |")
+
+
 def file_sizes(args: argparse.Namespace, tmp: Path) -> None:
     side = cache_side(ImageConfig(size=args.image_size), DataConfig().crop_scale)
     print(f"\n| files | pixels: files / cache ({side}²) | KB per image: files / cache | files img/s | cache img/s | "
@@ -132,7 +149,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32, help="network input side (32)")
     parser.add_argument("--steps", type=int, default=10, help="dann bench: timed steps per round (10)")
     parser.add_argument("--rounds", type=int, default=3, help="dann bench: rounds (3)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["build", "pixels", "sizes", "bench"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["build", "pixels", "aspects", "sizes", "bench"])
     args = parser.parse_args()
     print(f"# torch {torch.__version__}, {device_name(torch.device('cpu'))}, {os.cpu_count()} CPUs, "
           f"{usable_cpus()} usable; {args.backbone} at {args.image_size} px")  # fmt: skip
@@ -146,6 +163,8 @@ def main() -> None:
             build_and_loader(folder, paths, args, tmp)
         if "pixels" not in args.skip:
             pixel_differences(folder, args, tmp)
+        if "aspects" not in args.skip:
+            aspect_differences(args, tmp)
         if "sizes" not in args.skip:
             file_sizes(args, tmp)
         if "bench" not in args.skip:

@@ -104,6 +104,8 @@ def vs_plain(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)  # this script's own modes, then the options it shares with dann bench
     if "--vs-plain" in sys.argv[1:]:
         sys.exit(vs_plain(sys.argv[1:]))
     if "--vs-precision" in sys.argv[1:]:

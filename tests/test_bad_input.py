@@ -104,6 +104,16 @@ def _image_list(f: Files) -> str:
     return f.file("ds/image_list/source.txt", "src/a/0.png 0\nsrc/b/1.png 1\n")
 
 
+def _png_folder(f: Files) -> str:
+    """``pngs/a/0.png`` and ``pngs/b/1.png``: two classes of one real 32×32 image each."""
+    from PIL import Image
+
+    for i, name in enumerate("ab"):
+        (f.tmp / "pngs" / name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (90 * i, 40, 200)).save(f.tmp / "pngs" / name / f"{i}.png")
+    return str(f.tmp / "pngs")
+
+
 X4 = np.zeros((5, 4), np.float32)
 SRC10 = blobs(40, 0.0, 2)[0]  # features of 40 source samples, for 10 classes
 RAMP = np.arange(20).reshape(5, 4) * 10  # values 0 to 190, stored as float32 or uint8 by the rows below
@@ -506,6 +516,15 @@ ROWS = [
         lambda f: f.train("--backbone", "lenet"),
         "backbone 'lenet' needs images of shape (C, H, W), but the data has samples of shape (4,); use "
         "model.backbone=mlp for feature vectors",
+    ),
+    Row(
+        "cache folder is a file",
+        lambda f: f.train(
+            *("--source", _png_folder(f), "--target", _png_folder(f), "--backbone", "lenet"),
+            *("--set", "data.cache=on", "--set", "data.cache_dir=TMP/source.npz"),
+        ),
+        "the decoded-image cache folder TMP/source.npz cannot be written (File exists); set data.cache_dir to a "
+        "writable folder, or data.cache=off (the folder comes from data.cache_dir)",
     ),
     # output and run folders
     Row(
