@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -62,3 +63,10 @@ def test_bench_streams_image_files_through_the_training_loader(shape_folders, ca
     assert f"--images {shape_folders['source'] / 'missing'} is not a folder" in capsys.readouterr().err
     assert main([*args, "--images", str(shape_folders["source"]), "--backbone", "mlp"]) == 2
     assert "--images needs an image backbone, not 'mlp'" in capsys.readouterr().err
+    broken = shutil.copytree(shape_folders["source"], tmp_path / "broken")
+    bad = next((broken / "circle").glob("*.jpg"))
+    bad.write_bytes(b"\xff\xd8\xff broken")
+    assert main([*args, "--images", str(broken), "--workers", "0"]) == 2
+    assert f"{bad}: cannot read this image file" in capsys.readouterr().err
+    assert main([*args, "--images", str(broken), "--workers", "0", "--skip-bad-images", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache"]["dann_img_s"] > 0

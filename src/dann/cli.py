@@ -261,6 +261,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--images", help="stream both domains from this folder of class subfolders (default: tensors)")
     bench.add_argument("--workers", type=int, help="with --images: DataLoader workers per loader (default: auto)")
     bench.add_argument("--image-size", type=int, default=0, help="with --images: network input side (default: above)")
+    bench.add_argument("--skip-bad-images", action="store_true", help="with --images: skip unreadable image files")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -453,6 +454,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.images,
         args.workers,
         args.image_size,
+        args.skip_bad_images,
     )
     print(json.dumps(result) if args.json else format_bench(result))
     return 0

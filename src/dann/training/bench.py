@@ -144,7 +144,7 @@ def device_name(device: torch.device) -> str:
 
 
 def image_domain(
-    folder: str, backbone: str, workers: int | None = None, cache: str = "off", size: int = 0
+    folder: str, backbone: str, workers: int | None = None, cache: str = "off", size: int = 0, skip_bad: bool = False
 ) -> ImageDomain:
     """The images of ``folder`` (class subfolders), at ``size`` (0: the backbone's bench input size), with the
     default loader settings (``data.pin_memory``; ``data.num_workers`` unless ``workers`` is given), read from the
@@ -155,7 +155,8 @@ def image_domain(
     if workers is not None and workers < 0:
         raise DannError(f"`workers` must be >= 0, got {workers}")
     side = size or INPUTS[backbone][1]
-    cfg = DataConfig(source=folder, target=folder, val_fraction=0.0, image_size=side, num_workers=workers, cache=cache)
+    cfg = DataConfig(source=folder, target=folder, val_fraction=0.0, image_size=side, num_workers=workers, cache=cache,
+                     skip_bad_images=skip_bad)  # fmt: skip
     domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
     if not isinstance(domain, ImageDomain):
         raise DannError(f"`images` {folder} holds no image files")
@@ -195,15 +196,16 @@ def run_bench(
     images: str | None = None,
     workers: int | None = None,
     image_size: int = 0,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Images/s of the supervised step on 2B images and of the DANN step on B + B; their ratio (supervised / DANN:
     how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device.
     ``images``: a folder of class subfolders to stream both domains from (at ``image_size``, default the
     backbone's bench size), instead of tensors in memory, with ``workers`` DataLoader workers per loader (None: the
-    trainer's default); both steps then also run from the folder's decoded-image cache (built first if needed),
-    reported under ``cache`` with the speed-up of its DANN step over the files'. ``precision`` ``auto`` and
-    ``channels_last`` None are resolved as training resolves them (``dann.training.precision``); the result names
-    the choices."""
+    trainer's default), skipping unreadable files with ``skip_bad`` (as ``data.skip_bad_images``); both steps then
+    also run from the folder's decoded-image cache (built first if needed), reported under ``cache`` with the
+    speed-up of its DANN step over the files'. ``precision`` ``auto`` and ``channels_last`` None are resolved as
+    training resolves them (``dann.training.precision``); the result names the choices."""
     if backbone not in INPUTS:
         raise DannError(f"unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if images and len(INPUTS[backbone]) != 3:
@@ -213,7 +215,9 @@ def run_bench(
     dev = resolve_device(device)
     paths: dict[str, ImageDomain | None] = {"": None}
     if images:
-        paths = {kind: image_domain(images, backbone, workers, mode, image_size) for kind, mode in PATHS.items()}
+        paths = {
+            kind: image_domain(images, backbone, workers, mode, image_size, skip_bad) for kind, mode in PATHS.items()
+        }
     first = next(iter(paths.values()))
     shape = first.input_shape if first is not None else INPUTS[backbone]
     precision = resolve_precision(precision, dev, shape)
