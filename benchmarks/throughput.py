@@ -74,7 +74,7 @@ def vs_precision(argv: list[str]) -> int:
 def vs_plain(argv: list[str]) -> int:
     args = bench_options(argv, "--vs-plain")
     device = torch.device("cpu")
-    precision = resolve_precision(args.precision, device, INPUTS["lenet"])
+    precision = resolve_precision(args.precision, device, INPUTS["lenet"], adversarial=True)  # as DANN runs resolve it
     channels_last = resolve_channels_last(args.channels_last, precision, INPUTS["lenet"])
     dann_step = Mode("dann", "lenet", args.batch_size, Precision(precision, device, channels_last), device)
     x, y = dann_step.domain.x, dann_step.domain.y  # the same tensors feed both: source and target alike

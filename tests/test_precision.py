@@ -209,7 +209,12 @@ def test_auto_is_recorded_in_the_run_and_a_resume_keeps_it_exactly(
     tiny_cfg, tmp_path, monkeypatch, crash_after_first_checkpoint
 ):
     data = make_domain_data(as_domain(*tiny_images(0, 40)), as_domain(*tiny_images(1, 30)), val_fraction=0.2)
-    cfg = replace(tiny_cfg, model={"backbone": "lenet"}, train={"precision": "auto", "channels_last": None})
+    cfg = replace(
+        tiny_cfg,
+        model={"backbone": "lenet"},
+        method={"name": "mcc"},
+        train={"precision": "auto", "channels_last": None},
+    )
     monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {"avx512_bf16": True})
     full = dann.fit(cfg, tmp_path / "full", data=data)
     assert full.config.train.precision == "bf16" and full.config.train.channels_last is True
@@ -226,3 +231,30 @@ def test_auto_is_recorded_in_the_run_and_a_resume_keeps_it_exactly(
     fresh = dann.fit(cfg, tmp_path / "fresh", data=data)  # a new run on that machine resolves to fp32
     assert fresh.config.train.precision == "fp32" and fresh.config.train.channels_last is False
     assert any(not torch.equal(v, weights(fresh.net)[k]) for k, v in weights(full.net).items())
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ({"name": "source_only"}, "bf16"),
+        ({"name": "mcc"}, "bf16"),
+        ({"name": "dann"}, "fp32"),
+        ({"name": "cdan_e"}, "fp32"),
+        ({"name": "mdd"}, "fp32"),
+        ({"name": "dann", "regularizers": {"mcc": 1.0}}, "fp32"),
+    ],
+)
+def test_auto_keeps_adversarial_methods_in_fp32_where_bf16_failed_the_accuracy_rule(
+    tiny_cfg, monkeypatch, method, expected
+):
+    monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {"avx512_bf16": True})
+    assert resolve_precision("auto", torch.device("cpu"), IMAGES, adversarial=True) == "fp32"
+    data = make_domain_data(as_domain(*tiny_images(0, 40)), as_domain(*tiny_images(1, 30)), val_fraction=0.2)
+    cfg = replace(
+        tiny_cfg, model={"backbone": "lenet"}, method=method, train={"steps": 2, "eval_every": 2, "precision": "auto"}
+    )
+    result = dann.fit(cfg, data=data)
+    assert result.config.train.precision == expected and result.summary["precision"] == expected
+    assert result.config.train.channels_last is (expected == "bf16")
+    explicit = dann.fit(replace(cfg, train={"precision": "bf16"}), data=data)  # asked for: kept
+    assert explicit.config.train.precision == "bf16"

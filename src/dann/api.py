@@ -118,12 +118,14 @@ def fit(
         init_from_run(net, cfg.model.init_from, data)
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
-    for stage in plan_stages(cfg, method, data).stages:  # one, `method`, without train.stages
+    stages = plan_stages(cfg, method, data).stages  # one, `method`, without train.stages
+    for stage in stages:
         check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
     device = resolve_device(local_device(cfg.train.device, world))
     # train.precision "auto" (and channels_last null) become the choices for this device and data, which config.yaml
     # records
-    precision = resolve_precision(cfg.train.precision, device, data.input_shape)
+    adversarial = any(stage.method.uses_discriminator for stage in stages)
+    precision = resolve_precision(cfg.train.precision, device, data.input_shape, adversarial)
     channels_last = resolve_channels_last(cfg.train.channels_last, precision, data.input_shape)
     train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last)
     cfg = dataclasses.replace(cfg, train=train)

@@ -206,7 +206,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
     on_nonfinite: str = "error"  # error: stop, naming the step | skip: discard that step's update and count it
     tensorboard: bool = True  # also write TensorBoard events to <run>/tensorboard when the package is installed
-    precision: str = "auto"  # auto (bf16 for images where the device runs it natively, else fp32) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16: images, native bf16, no adversarial term; else fp32) | fp32 | bf16 | fp16
     accumulate: int = 1  # micro-batches of batch_size per domain averaged into each optimizer step
     channels_last: bool | None = None  # model and image batches in NHWC; null (auto): on for images in bf16/fp16
     compile: bool = False  # torch.compile the backbone (first steps are slow while it compiles)

@@ -220,7 +220,7 @@ def run_bench(
         }
     first = next(iter(paths.values()))
     shape = first.input_shape if first is not None else INPUTS[backbone]
-    precision = resolve_precision(precision, dev, shape)
+    precision = resolve_precision(precision, dev, shape, adversarial=True)  # as a DANN run resolves it
     channels_last = resolve_channels_last(channels_last, precision, shape)
     amp = Precision(precision, dev, channels_last)
     modes = {

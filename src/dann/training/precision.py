@@ -1,11 +1,12 @@
 """Numeric precision and memory layout of training: ``train.precision``, ``train.channels_last``, ``train.compile``.
 
 - ``auto`` (the default; ``train.channels_last: null`` goes with it, see ``resolve_channels_last``): ``bf16`` for
-  image inputs (C, H, W) on a device that runs bfloat16 natively (``native_bf16``:
-  a CUDA GPU with bfloat16 units, an x86 CPU with AVX-512 BF16 or AMX-BF16), ``fp32`` otherwise. Feature vectors
-  stay ``fp32``: their small MLPs gain no speed from bfloat16 (0.7-0.9x fp32 measured on the embedded tables) and the
-  recommended-recipe suite showed no accuracy reason to risk it. ``dann.fit`` resolves it before the run's
-  ``config.yaml`` is written, so a run records (and a resume keeps) the concrete choice; see ``docs/speed.md``.
+  image inputs (C, H, W) trained by a method without an adversarial branch, on a device that runs bfloat16 natively
+  (``native_bf16``: a CUDA GPU with bfloat16 units, an x86 CPU with AVX-512 BF16 or AMX-BF16), ``fp32`` otherwise.
+  Feature vectors stay ``fp32``: their small MLPs gain no speed from bfloat16 (0.6-0.8x fp32 measured). Adversarial
+  methods stay ``fp32``: bfloat16 failed the recipe suite's accuracy rule for them (``resolve_precision``).
+  ``dann.fit`` resolves it before the run's ``config.yaml`` is written, so a run records (and a resume keeps) the
+  concrete choice; see ``docs/speed.md``.
 - ``fp32``: plain float32, no autocast.
 - ``bf16``: ``torch.autocast(dtype=bfloat16)`` around the forward and the loss only; backward and the optimizer
   step run on the float32 weights. No loss scaling is needed (bfloat16 has float32's exponent range). Works on the
@@ -58,12 +59,18 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device, input_shape: Sequence[int]) -> str:
+def resolve_precision(
+    precision: str, device: torch.device, input_shape: Sequence[int], adversarial: bool = False
+) -> str:
     """``train.precision`` → a concrete value: ``auto`` becomes ``bf16`` for image inputs (``input_shape`` (C, H, W))
-    on a device with ``native_bf16``, else ``fp32``; any other value is returned unchanged."""
+    on a device with ``native_bf16`` when the method has no adversarial branch (``adversarial``: a term reads the
+    domain discriminator through gradient reversal: dann, cdan, cdan_e, mdd, and recipes built on them), else
+    ``fp32``; any other value is returned unchanged. Adversarial methods stay in fp32 because bfloat16 failed the
+    accuracy rule for them (``benchmarks/precision.py``: dann and cdan_e on digits_scanner, dann+mcc on
+    digits_inverted lost more than the seed spread; see ``docs/speed.md``)."""
     if precision != AUTO:
         return precision
-    return "bf16" if len(input_shape) == 3 and native_bf16(device) else "fp32"
+    return "bf16" if len(input_shape) == 3 and not adversarial and native_bf16(device) else "fp32"
 
 
 def resolve_channels_last(channels_last: bool | None, precision: str, input_shape: Sequence[int]) -> bool:

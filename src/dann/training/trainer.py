@@ -192,7 +192,8 @@ class Trainer:
         for stage in plan.stages:
             check_batchnorm_rows(net, stage.method, t.batch_size, world.size)
         net.to(self.device).train()
-        precision = resolve_precision(t.precision, self.device, data.input_shape)
+        adversarial = any(stage.method.uses_discriminator for stage in plan.stages)
+        precision = resolve_precision(t.precision, self.device, data.input_shape, adversarial)
         amp = Precision(precision, self.device, resolve_channels_last(t.channels_last, precision, data.input_shape))
         amp.prepare_model(net, t.compile)
         plan.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
