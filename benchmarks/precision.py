@@ -9,7 +9,7 @@ on target accuracy at the last step (target labels: evaluation only) and source 
 
 THE RULE: bf16 *loses* on a task and candidate when its mean target accuracy over the seeds is below fp32's by more
 than the seed spread (the standard deviation of fp32's accuracies over the seeds: what changing the seed alone
-moves); ``auto`` must not pick bf16 for a kind of input (images, feature vectors) on which any candidate loses. The
+moves); ``auto`` must not pick bf16 for a method that loses on any task. The
 table also prints the paired difference (bf16 − fp32, mean ± std over the seeds) and marks a *consistent* shift,
 one whose mean exceeds its own standard deviation (the methods benchmark's "clear" rule): bf16 and fp32 runs of one
 seed often differ by a fixed fraction of a point, which is consistent yet far below the seed spread. Last, each
