@@ -22,7 +22,7 @@ from .data.check import DataCheck
 from .data.check import check_data as check_files
 from .data.domains import check_labels
 from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
-from .data.images import Pipeline
+from .data.images import CALL_SKIP_HINT, Pipeline
 from .data.scales import check_scales
 from .data.transforms import Unaugmented, eval_transform
 from .errors import ConfigError, DataError, DataWarning, RunDirError
@@ -267,8 +267,9 @@ def _domain(
     d = model.config.data
     skip = d.skip_bad_images if skip_bad is None else skip_bad
     transform = eval_transform(model.image)
-    hint = "pass `skip_bad=True` to skip unreadable files (`dann check-data` lists them all)"
-    pipeline = Pipeline(model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip, hint)
+    pipeline = Pipeline(
+        model.image, Unaugmented(transform), transform, d.num_workers, d.pin_memory, False, skip, CALL_SKIP_HINT
+    )
     unknown = unknown_classes(images, model.classes) if labeled else []
     return ImageDomain(images.paths, y, pipeline, images.origin), unknown
 

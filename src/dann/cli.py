@@ -442,23 +442,20 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.precision not in PRECISIONS:
         raise DannError(f"--precision must be {' | '.join(PRECISIONS)}, got {args.precision!r}")
-    try:
-        result = run_bench(
-            args.backbone,
-            args.batch_size,
-            args.steps,
-            args.warmup,
-            args.rounds,
-            args.precision,
-            args.channels_last,
-            args.device,
-            args.images,
-            args.workers,
-            args.image_size,
-            args.skip_bad_images,
-        )
-    except DataError as e:  # an unreadable file: bench has its own flag for what training calls a setting
-        raise DataError(str(e).replace("set data.skip_bad_images=true", "pass --skip-bad-images")) from None
+    result = run_bench(
+        args.backbone,
+        args.batch_size,
+        args.steps,
+        args.warmup,
+        args.rounds,
+        args.precision,
+        args.channels_last,
+        args.device,
+        args.images,
+        args.workers,
+        args.image_size,
+        args.skip_bad_images,
+    )
     print(json.dumps(result) if args.json else format_bench(result))
     return 0
 

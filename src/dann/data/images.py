@@ -77,6 +77,7 @@ def decode(path: str, draft: int = 0) -> tuple[Image.Image | None, str]:
 
 
 SKIP_HINT = "set data.skip_bad_images=true to skip unreadable files, or list them all first with dann check-data"
+CALL_SKIP_HINT = "pass `skip_bad=True` to skip unreadable files (`dann check-data` lists them all)"  # API calls
 
 
 @dataclass(frozen=True)

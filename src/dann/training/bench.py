@@ -19,6 +19,7 @@ the device around each fetch and step (a benchmark only; training never does).""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import resource
 import time
@@ -31,7 +32,7 @@ from ..config import DataConfig, MethodConfig, ModelConfig, OptimConfig
 from ..data import build_data
 from ..data.cached import CachedImageDomain
 from ..data.domains import AnyDomain, Domain
-from ..data.images import ImageDomain, default_workers
+from ..data.images import CALL_SKIP_HINT, ImageDomain, default_workers
 from ..data.loaders import Rows, step_batches
 from ..errors import DannError
 from ..methods import create_method
@@ -160,6 +161,7 @@ def image_domain(
     domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
     if not isinstance(domain, ImageDomain):
         raise DannError(f"`images` {folder} holds no image files")
+    domain.pipeline = dataclasses.replace(domain.pipeline, skip_hint=CALL_SKIP_HINT)  # run_bench's own `skip_bad`
     return domain
 
 
