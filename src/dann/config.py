@@ -25,7 +25,7 @@ SEED_LIMIT = 2**28  # seeds are scaled and offset (data streams, embedded tasks)
 ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
 CACHE_MODES = ("auto", "on", "off")  # data.cache, see dann.data.cache
-SWITCHES = {"data.cache": ("on", "off")}  # string options whose bare on / off YAML 1.1 reads as true / false
+SWITCHES = frozenset({"data.cache"})  # string options whose bare on / off YAML 1.1 reads as true / false
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 
@@ -387,8 +387,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if hint is float:
         return _number(key, value)
     if hint is str:
-        if isinstance(value, bool) and key in SWITCHES:
-            return SWITCHES[key][0 if value else 1]
+        if isinstance(value, bool) and key in SWITCHES:  # kept for the section to read as on / off
+            return value
         if value is None or isinstance(value, list | dict):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
