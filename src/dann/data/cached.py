@@ -277,7 +277,7 @@ def with_cache(domains: list[ImageDomain | None], cfg: DataConfig, image: ImageC
     side, resample, root = cache_settings(cfg, image)
     out: list[ImageDomain | None] = []
     for d in domains:
-        name = (Path(d.name).stem or "images") if d is not None else ""
+        name = Path(d.name).stem if d is not None else ""
         if d is None or not (
             wanted(cfg.cache, d.paths, side, root, d.name)
             or (cfg.cache == "auto" and built(d.paths, side, resample, root, name))
