@@ -292,12 +292,12 @@ def worth_it(paths: Sequence[str], side: int) -> bool:
     return area >= side * side and side * side * 3 <= size and aspect <= MAX_ASPECT
 
 
-def built(paths: Sequence[str], side: int, resample: str, root: Path, name: str) -> bool:
-    """Whether a whole cache of ``paths`` already exists (``dann cache`` built it, or an earlier run)."""
+def built(paths: Sequence[str], side: int, resample: str, root: Path, name: str) -> DecodedImages | None:
+    """The whole cache of ``paths`` if one already exists (``dann cache`` built it, or an earlier run), else None."""
     try:
-        return DecodedImages.open(cache_path(paths, side, resample, root, name)) is not None
+        return DecodedImages.open(cache_path(paths, side, resample, root, name))
     except DataError:  # a file that cannot be read: reported where the files are read
-        return False
+        return None
 
 
 def wanted(mode: str, paths: Sequence[str], side: int, root: Path, what: str) -> bool:

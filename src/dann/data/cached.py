@@ -277,16 +277,19 @@ def with_cache(domains: list[ImageDomain | None], cfg: DataConfig, image: ImageC
     side, resample, root = cache_settings(cfg, image)
     out: list[ImageDomain | None] = []
     for d in domains:
-        name = Path(d.name).stem if d is not None else ""
-        if d is None or not (
-            wanted(cfg.cache, d.paths, side, root, d.name)
-            or (cfg.cache == "auto" and built(d.paths, side, resample, root, name))
-        ):
+        if d is None:
             out.append(d)
             continue
+        name = Path(d.name).stem
+        images = None  # under auto, a whole cache built ahead is read even where auto would not build one
+        if not wanted(cfg.cache, d.paths, side, root, d.name):
+            images = built(d.paths, side, resample, root, name) if cfg.cache == "auto" else None
+            if images is None:
+                out.append(d)
+                continue
         try:
             TensorTransform(d.pipeline.train), TensorTransform(d.pipeline.eval)
-            images = build(d.paths, side, resample, root, name)
+            images = images if images is not None else build(d.paths, side, resample, root, name)
         except DataError as e:
             if not isinstance(e, CacheFolderError | TransformError):
                 raise
