@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import Config, load_config, replace, resolve_method, resume_config
+from .config import Config, load_config, replace, resume_config
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.cache import DecodedImages
 from .data.cached import CachedImageDomain
@@ -29,8 +29,8 @@ from .errors import ConfigError, DataError, DataWarning, RunDirError
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
 from .methods import build_network, create_method
+from .methods.base import method_defaults, method_model
 from .models import DomainAdaptNet
-from .models.network import resolve_model
 from .reporting.verdicts import CONTROL_DIR, CONTROL_METHOD
 from .runs import (
     CONFIG_FILE,
@@ -154,11 +154,12 @@ def fit_control(
 
 
 def resolve_config(cfg: Config, data: DomainData) -> Config:
-    """The concrete values a run records in config.yaml: the ``auto`` network (``resolve_model``), the ``recommended``
-    method (``resolve_method``) and, for image files, the input size used (``data.image_size``: the backbone's native
-    or pretrained size unless given)."""
+    """The concrete values a run records in config.yaml: the ``auto`` network (``methods.base.method_model``: the
+    method's reference layout), the ``recommended`` method and every method key left to the method's reference
+    default (``methods.base.method_defaults``), and, for image files, the input size used (``data.image_size``: the
+    backbone's native or pretrained size unless given)."""
     data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
-    model, method = resolve_model(cfg.model, data.input_shape), resolve_method(cfg.method)
+    model, method = method_model(cfg.model, cfg.method, data.input_shape), method_defaults(cfg.method)
     return dataclasses.replace(cfg, data=data_cfg, model=model, method=method)
 
 
@@ -202,7 +203,7 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
             f"{where}: it was trained on inputs of shape {tuple(meta['input_shape'])}, this data has "
             f"{tuple(data.input_shape)}"
         )
-    own, saved = net.state_dict(), state.model
+    own, saved = net.state_dict(), state.predicting  # the weights the run predicts with
     fits = {k: v for k, v in saved.items() if k in own and v.shape == own[k].shape}
     wrong = [k for k in own if not k.startswith("discriminator.") and k not in fits]
     if wrong:

@@ -28,6 +28,7 @@ CACHE_MODES = ("auto", "on", "off")  # data.cache, see dann.data.cache
 SWITCHES = frozenset({"data.cache"})  # string options whose bare on / off YAML 1.1 reads as true / false
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
+INPUT_NORMS = ("none", "per_image")  # model.input_norm, see dann.models.network
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
@@ -103,6 +104,7 @@ class ModelConfig:
     discriminator_slope: float = 0.0  # LeakyReLU negative slope in the discriminator's hidden layers; 0: ReLU
     head_norm: bool = False  # label head ends BatchNorm1d + LayerNorm + bias-free Linear (normalized features)
     freeze_bn: bool = False  # every BatchNorm in eval mode while training: running statistics frozen, affine trained
+    input_norm: str = "none"  # none | per_image: each input image standardised by its own mean and std, in the network
     init_from: str = ""  # a run directory whose last.pt starts the network (needed by method `shot`)
 
     def __post_init__(self) -> None:
@@ -113,6 +115,7 @@ class ModelConfig:
                 all(d > 0 for d in getattr(self, key) or ()), f"model.{key}", "positive widths", getattr(self, key)
             )
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
+        _require(self.input_norm in INPUT_NORMS, "model.input_norm", " | ".join(INPUT_NORMS), self.input_norm)
         slope = self.discriminator_slope
         _require(0.0 <= slope < 1.0, "model.discriminator_slope", "in [0, 1) (0: ReLU)", slope)
 
@@ -120,10 +123,12 @@ class ModelConfig:
 @dataclass(frozen=True)
 class MethodConfig:
     name: str = "recommended"  # the recommended recipe (RECIPE), or a name of `dann.methods.METHODS`
-    lambda_adv: float = 1.0  # weight of the method's transfer term (adversarial, MMD, CORAL, MCC...) in the total
+    # null: the method's own reference default (dann.methods.METHOD_DEFAULTS, docs/methods/index.md); runs record it
+    lambda_adv: float | None = None  # weight of the method's transfer term (adversarial, MMD, CORAL, MCC...); null: 1
     grl_schedule: str = "ganin"  # ganin | warm | constant (the GRL coefficient over progress)
     grl_lo: float = 0.0  # start of the `warm` schedule
-    grl_hi: float = 1.0  # peak GRL coefficient
+    grl_hi: float | None = None  # peak GRL coefficient; null: the method's (mdd 0.1, else 1)
+    grl_horizon: int | None = None  # steps the GRL schedule spans, then holds; 0: the whole run; null: the method's
     grl_gamma: float = 10.0  # steepness of the paper's sigmoid schedule
     label_smoothing: float = 0.1  # of the source cross-entropy
     separate_forward: bool = False  # seed variant: two forward passes (per-domain BatchNorm statistics)
@@ -139,7 +144,10 @@ class MethodConfig:
     shot_beta: float = 0.3  # shot: weight of the clustered pseudo-label cross-entropy
 
     def __post_init__(self) -> None:
-        _require(self.lambda_adv >= 0, "method.lambda_adv", ">= 0", self.lambda_adv)
+        _require(self.lambda_adv is None or self.lambda_adv >= 0, "method.lambda_adv", ">= 0", self.lambda_adv)
+        _require(self.grl_hi is None or self.grl_hi >= 0, "method.grl_hi", ">= 0", self.grl_hi)
+        horizon = self.grl_horizon
+        _require(horizon is None or horizon >= 0, "method.grl_horizon", ">= 0 (0: the whole run)", horizon)
         for name, weight in self.regularizers.items():
             _require(weight >= 0, f"method.regularizers.{name}", ">= 0", weight)
         _require(self.cdan_max_dim > 0, "method.cdan_max_dim", "> 0", self.cdan_max_dim)
@@ -311,6 +319,9 @@ AUTOMATIC = {
     "model.backbone": "auto",
     "model.head_dims": None,
     "model.bottleneck_dim": None,
+    "method.lambda_adv": None,
+    "method.grl_hi": None,
+    "method.grl_horizon": None,
     "data.image_size": 0,
     "train.precision": "auto",
     "train.channels_last": None,

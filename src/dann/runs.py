@@ -163,7 +163,15 @@ class Checkpoint:
     method: dict[str, Any] = field(default_factory=dict)  # state a method keeps across steps (EMA teacher, centres)
     skipped_steps: int = 0  # steps whose update was discarded (train.on_nonfinite=skip), whole run
     selection: dict[str, Any] | None = None  # the best step so far by selection.validator, as in metrics.jsonl
+    # the weights the run evaluates and predicts with, when they are not the trained ones in ``model`` (a method's EMA
+    # teacher: mean_teacher, adamatch); None: ``model``. ``model`` is always what a resume continues from.
+    eval_model: dict[str, torch.Tensor] | None = None
     format: int = CHECKPOINT_FORMAT
+
+    @property
+    def predicting(self) -> dict[str, torch.Tensor]:
+        """The weights to evaluate and predict with: ``eval_model`` when the method keeps one, else ``model``."""
+        return self.eval_model if self.eval_model is not None else self.model
 
     def to_dict(self) -> dict[str, Any]:
         """The plain dict that is saved (no copies of the tensors)."""

@@ -95,7 +95,7 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     classes, input_shape = list(meta["classes"]), tuple(meta["input_shape"])
     domains = len(meta.get("domains") or ["source"]) + 1  # the labeled domains and the target
     net = build_network(offline.model, offline.method, input_shape, len(classes), domains)
-    net.load_state_dict(state.model)
+    net.load_state_dict(state.predicting)  # an EMA teacher's weights where the method evaluates one
     image = ImageConfig.from_dict(meta["image"]) if meta.get("image") else None
     scale = Scale.from_dict(meta.get("scale"))
     step = int(state.step)

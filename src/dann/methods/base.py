@@ -14,6 +14,7 @@ in checkpoints, so a resumed run continues it exactly."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ class Forward:
     z_s: torch.Tensor
     z_t: torch.Tensor
     progress: float
+    steps: int = 0  # the steps of the run (or of its stage) that ``progress`` spans; 0: unknown
+
+    @property
+    def step(self) -> int:
+        """The step within the run (or stage), from ``progress`` and ``steps``."""
+        return round(self.progress * self.steps)
 
 
 class Term:
@@ -99,6 +106,11 @@ class Term:
     def after_step(self, net: DomainAdaptNet) -> None:
         """Called after each optimizer step (an EMA teacher follows the weights here)."""
 
+    def eval_weights(self) -> dict[str, torch.Tensor] | None:
+        """The network weights (a full ``state_dict``) that evaluation, checkpoints' ``eval_model`` and prediction
+        use instead of the trained ones (an EMA teacher); None: the trained weights."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -115,9 +127,17 @@ class Method:
     needs_init: ClassVar[bool] = False  # starts from a trained run (model.init_from), e.g. shot
     term: ClassVar[type[Term] | None] = None
     term_name: ClassVar[str] = "adv"
+    # the method's reference values of the method.* keys left null (over METHOD_DEFAULTS), with their source in the
+    # class docstring and docs/methods/index.md
+    defaults: ClassVar[dict[str, Any]] = {}
+    # model.bottleneck_dim under auto (null) for the small registered backbones (lenet*, mlp): the width of the
+    # Linear-BatchNorm-ReLU layer under both heads that the method's reference network has; 0: none
+    bottleneck: ClassVar[int] = 0
 
     def __init__(self, cfg: MethodConfig) -> None:
+        cfg = method_defaults(cfg)
         self.cfg = cfg
+        self.steps = 0  # the steps this method trains for (the run's, or its stage's): set by the trainer's plan
         self.terms: list[tuple[str, float, Term]] = []
         if self.term is not None:
             self.terms.append((self.term_name, cfg.lambda_adv, self.term(cfg)))
@@ -157,7 +177,7 @@ class Method:
     def loss(self, net: DomainAdaptNet, batch: Batch, progress: float) -> LossOutput:
         f_s, f_t = joint_features(net, batch, self.cfg.separate_forward)
         z = net.forward_head(torch.cat([f_s, f_t]))  # one head forward for both domains
-        fw = Forward(net, batch, f_s, f_t, z[: len(f_s)], z[len(f_s) :], progress)
+        fw = Forward(net, batch, f_s, f_t, z[: len(f_s)], z[len(f_s) :], progress, self.steps)
         total, logged = torch.zeros((), device=z.device), {}
         if self.uses_source:
             total = classification_loss(fw.z_s, batch.y_s, batch.w_s, self.cfg.label_smoothing)
@@ -179,6 +199,10 @@ class Method:
     def after_step(self, net: DomainAdaptNet) -> None:
         for _, _, term in self.terms:
             term.after_step(net)
+
+    def eval_weights(self) -> dict[str, torch.Tensor] | None:
+        """The first term's ``eval_weights`` (an EMA teacher), or None: evaluate the trained weights."""
+        return next((w for _, _, term in self.terms if (w := term.eval_weights()) is not None), None)
 
     def state_dict(self) -> dict[str, Any]:
         """The terms' state across steps (tensors and plain data), by term name; empty for stateless methods."""
@@ -235,14 +259,65 @@ def joint_features(net: DomainAdaptNet, batch: Batch, separate: bool) -> tuple[t
     return f[: len(batch.x_s)], f[len(batch.x_s) :]
 
 
-def grl_coeff(cfg: MethodConfig, progress: float) -> float:
-    """The GRL coefficient at ``progress`` per ``method.grl_schedule`` (``dann.training.schedules``)."""
-    return GRL_SCHEDULES.get(cfg.grl_schedule)(progress, cfg.grl_lo, cfg.grl_hi, cfg.grl_gamma)
+def grl_coeff(cfg: MethodConfig, progress: float, steps: int = 0) -> float:
+    """The GRL coefficient at ``progress`` of a run of ``steps`` steps, per ``method.grl_schedule``
+    (``dann.training.schedules``), peaking at ``method.grl_hi``. With ``method.grl_horizon`` = H > 0 the schedule
+    spans the first H steps, then holds its last value (TLlib's ``WarmStartGradientReverseLayer(max_iters=H)``)."""
+    horizon = cfg.grl_horizon or 0
+    if horizon and steps:
+        progress = min(1.0, progress * steps / horizon)
+    hi = 1.0 if cfg.grl_hi is None else cfg.grl_hi
+    return GRL_SCHEDULES.get(cfg.grl_schedule)(progress, cfg.grl_lo, hi, cfg.grl_gamma)
+
+
+# What the method.* keys left null (auto) resolve to, unless the method's ``defaults`` say otherwise.
+METHOD_DEFAULTS: dict[str, Any] = {"lambda_adv": 1.0, "grl_hi": 1.0, "grl_horizon": 0}
+
+
+def method_defaults(cfg: MethodConfig) -> MethodConfig:
+    """``cfg`` with ``recommended`` resolved (``config.resolve_method``) and every method.* key left null set to the
+    method's reference default (its class's ``defaults``, else ``METHOD_DEFAULTS``). Runs record the result, so a
+    run keeps meaning what it trained. Raises ``ConfigError`` for an unknown method name."""
+    cfg = resolve_method(cfg)
+    own = {**METHOD_DEFAULTS, **METHODS.get(cfg.name).defaults}
+    unset = {k: v for k, v in own.items() if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, **unset) if unset else cfg
+
+
+SMALL_BACKBONES = ("lenet", "lenet_conv", "mlp")  # the registered backbones whose bottleneck the method decides
+
+
+def method_model(model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...]) -> ModelConfig:
+    """The network a method trains, every auto value resolved: ``model.backbone`` and ``head_dims``
+    (``models.network.resolve_model``) and, for the small registered backbones, ``model.bottleneck_dim`` null → the
+    method's ``bottleneck`` (its reference layout); timm backbones keep theirs (256 under auto)."""
+    from ..models.network import resolve_model
+
+    method = method_defaults(method)
+    backbone = resolve_model(model, input_shape).backbone
+    if model.bottleneck_dim is None and backbone in SMALL_BACKBONES:
+        model = dataclasses.replace(model, bottleneck_dim=METHODS.get(method.name).bottleneck)
+    return resolve_model(model, input_shape)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
     """Row entropies (N,) of probabilities (N, K), in nats, with 0 log 0 = 0."""
     return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+
+@contextlib.contextmanager
+def evaluated_with(net: nn.Module, weights: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    """Within the block ``net`` holds ``weights`` (a method's EMA teacher: ``Method.eval_weights``); its own weights
+    come back after it, untouched. None: nothing changes."""
+    if weights is None:
+        yield
+        return
+    own = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(weights)
+    try:
+        yield
+    finally:
+        net.load_state_dict(own)
 
 
 @contextlib.contextmanager
@@ -276,8 +351,9 @@ class FeatureDistance(Term):
 
 
 def create_method(cfg: MethodConfig) -> Method:
-    """The method ``cfg.name`` names (``recommended``: the recommended recipe, ``dann.config.RECIPE``)."""
-    cfg = resolve_method(cfg)
+    """The method ``cfg.name`` names (``recommended``: the recommended recipe, ``dann.config.RECIPE``), its null keys
+    set to the method's reference defaults (``method_defaults``)."""
+    cfg = method_defaults(cfg)
     return METHODS.get(cfg.name)(cfg)
 
 
@@ -289,7 +365,8 @@ def build_network(
     domains and the target (``method.domain_discriminator=multiclass`` tells them all apart)."""
     from ..models.network import create_network
 
-    method = resolve_method(method)
+    method = method_defaults(method)
+    model = method_model(model, method, input_shape)
     term = METHODS.get(method.name).term or Term
 
     def discriminator(num_features: int) -> nn.Module:

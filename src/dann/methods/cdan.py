@@ -72,7 +72,7 @@ class ConditionalAdversarial(Term):
         )  # fmt: skip
 
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        coeff = grl_coeff(self.cfg, fw.progress)
+        coeff = grl_coeff(self.cfg, fw.progress, fw.steps)
         p = torch.softmax(torch.cat([fw.z_s, fw.z_t]).detach().float(), 1).to(fw.f_s.dtype)
         d = fw.net.domain_logits(torch.cat([torch.cat([fw.f_s, fw.f_t]), p], 1), coeff)
         w = 1 + torch.exp(-entropy(p.float())) if self.entropy_weights else None

@@ -67,7 +67,7 @@ class DomainAdversarial(Term):
         )
 
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        coeff = grl_coeff(self.cfg, fw.progress)
+        coeff = grl_coeff(self.cfg, fw.progress, fw.steps)
         d = fw.net.domain_logits(torch.cat([fw.f_s, fw.f_t]), coeff)
         n_s = len(fw.f_s)
         if self.cfg.domain_discriminator == "multiclass":

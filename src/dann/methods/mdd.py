@@ -8,9 +8,17 @@ cross-entropy surrogate, written as a loss that f' minimizes):
 
 f' learns to agree with the main head on the source and to disagree on the target; through the GRL the features
 learn the opposite, which shrinks the disparity discrepancy D_γ = E_t log(1 − p'_t) + γ E_s log p'_s. The margin
-γ is ``method.mdd_margin`` (4 in the paper's Office-31 runs)."""
+γ is ``method.mdd_margin`` (4 in the paper's Office-31 runs).
+
+Reference defaults (TLlib ``examples/domain_adaptation/image_classification/mdd.py``, thuml/MDD): the GRL warms up
+from 0 to a cap of 0.1 (``WarmStartGradientReverseLayer(hi=0.1, max_iters=1000)``): here ``method.grl_hi`` 0.1 and
+``method.grl_horizon`` 1,000 steps, after which the coefficient holds; and a Linear-BatchNorm-ReLU bottleneck under
+both heads (``Method.bottleneck``). With a GRL of 1 the auxiliary head's gradient on the features is 18 to 38 times
+the cross-entropy's on small networks, and the features collapse."""
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +48,7 @@ class MarginDisparity(Term):
         return mlp_layers(num_features, model.discriminator_dims, num_classes, model.dropout, model.discriminator_slope)
 
     def __call__(self, fw: Forward) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        coeff = grl_coeff(self.cfg, fw.progress)
+        coeff = grl_coeff(self.cfg, fw.progress, fw.steps)
         z_adv = fw.net.domain_logits(torch.cat([fw.f_s, fw.f_t]), coeff)
         n_s = len(fw.f_s)
         y_s, y_t = fw.z_s.detach().argmax(1), fw.z_t.detach().argmax(1)
@@ -51,5 +59,6 @@ class MarginDisparity(Term):
 
 @METHODS.register("mdd")
 class MDD(Method):
+    defaults: ClassVar[dict[str, Any]] = {"grl_hi": 0.1, "grl_horizon": 1000}
     term = MarginDisparity
     term_name = "mdd"

@@ -66,7 +66,7 @@ class StageLoss:
         aligned = [rows[i] for i in self.align]
         x_a, y_a, f_a, z_a = (torch.cat([v[r] for r in aligned]) for v in (batch.x_s, batch.y_s, f_s, z_s))
         w_a, d_a = (torch.cat([v[r] for r in aligned]) if v is not None else None for v in (w_s, batch.d_s))
-        fw = Forward(net, Batch(x_a, y_a, x_t, w_a, d_a), f_a, f_t, z_a, z_t, progress)
+        fw = Forward(net, Batch(x_a, y_a, x_t, w_a, d_a), f_a, f_t, z_a, z_t, progress, self.inner.steps)
         return self.inner.add_terms(fw, total, logged)
 
     def prepare(self, net: DomainAdaptNet) -> None:
@@ -74,6 +74,9 @@ class StageLoss:
 
     def after_step(self, net: DomainAdaptNet) -> None:
         self.inner.after_step(net)
+
+    def eval_weights(self) -> dict[str, torch.Tensor] | None:
+        return self.inner.eval_weights()
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import ConfigError
 from .backbones import BACKBONES, create_backbone
 from .grl import grad_reverse
 from .heads import Bottleneck, DomainDiscriminator, mlp_layers
@@ -30,8 +31,10 @@ class DomainAdaptNet(nn.Module):
         discriminator: nn.Module | None = None,
         head_norm: bool = False,
         freeze_bn: bool = False,
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
+        self.input_norm = PerImageStandardize() if input_norm == "per_image" else nn.Identity()
         self.backbone = backbone
         width = backbone.num_features
         self.bottleneck = Bottleneck(width, bottleneck_dim) if bottleneck_dim else nn.Identity()
@@ -53,7 +56,7 @@ class DomainAdaptNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, *input_shape) → (N, num_features): the features both heads read."""
-        return self.bottleneck(self.backbone(x))
+        return self.bottleneck(self.backbone(self.input_norm(x)))
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         """(N, num_features) → (N, num_classes) logits."""
@@ -75,18 +78,32 @@ class DomainAdaptNet(nn.Module):
         return backbone, [p for p in self.parameters() if id(p) not in ids]
 
 
+class PerImageStandardize(nn.Module):
+    """``model.input_norm: per_image``: each image (C, H, W) minus its own mean, over its own standard deviation
+    (all pixels and channels together), as the self-ensembling reference standardises its inputs (French et al.,
+    ICLR 2018). No parameters, so it is part of the network and applies alike in training, evaluation and
+    ``dann predict``. (N, C, H, W) → (N, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        mean, std = flat.mean(1), flat.std(1)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return (x - mean.view(shape)) / (std.view(shape) + 1e-5)
+
+
 PAPER_HEAD = (100, 100)  # lenet_conv's label predictor: the DANN paper's two fc-100 layers
 AUTO_IMAGE_BACKBONE = "lenet_conv"  # what model.backbone=auto gives images (C, H, W); vectors get mlp
 
 
 def resolve_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ModelConfig:
     """``model.backbone: auto`` → ``lenet_conv`` for images (C, H, W), ``mlp`` for anything else; ``head_dims: null``
-    → the paper's (100, 100) label predictor after ``lenet_conv``, one linear layer otherwise. So the same data
-    gets the same network through every entry point. Other values are kept."""
+    → the paper's (100, 100) label predictor after ``lenet_conv`` without a bottleneck, one linear layer otherwise.
+    So the same data gets the same network through every entry point. Other values are kept."""
     backbone = cfg.backbone
     if backbone == "auto":
         backbone = AUTO_IMAGE_BACKBONE if len(input_shape) == 3 else "mlp"
-    head = cfg.head_dims if cfg.head_dims is not None else (PAPER_HEAD if backbone == "lenet_conv" else ())
+    paper = backbone == "lenet_conv" and not cfg.bottleneck_dim  # with a bottleneck: one linear layer, as SHOT's
+    head = cfg.head_dims if cfg.head_dims is not None else (PAPER_HEAD if paper else ())
     return dataclasses.replace(cfg, backbone=backbone, head_dims=tuple(head))
 
 
@@ -110,6 +127,11 @@ def create_network(
     """The network for samples of ``input_shape``. ``discriminator(num_features)`` builds the module behind
     ``domain_logits`` (default: DANN's one-logit MLP of ``cfg.discriminator_dims``)."""
     cfg = resolve_model(cfg, input_shape)
+    if cfg.input_norm == "per_image" and len(input_shape) != 3:
+        raise ConfigError(
+            f"model.input_norm=per_image standardises images (C, H, W), but the samples have shape {tuple(input_shape)}"
+            "; use model.input_norm=none for feature vectors"
+        )
     backbone = create_backbone(cfg, input_shape)
     dim = bottleneck_dim(cfg)
     module = discriminator(dim or backbone.num_features) if discriminator is not None else None
@@ -118,5 +140,5 @@ def create_network(
                                      negative_slope=cfg.discriminator_slope)  # fmt: skip
     return DomainAdaptNet(
         backbone, num_classes, dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims, module, cfg.head_norm,
-        cfg.freeze_bn,
+        cfg.freeze_bn, cfg.input_norm,
     )  # fmt: skip

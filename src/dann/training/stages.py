@@ -90,6 +90,10 @@ class StagePlan:
         stage = self.current
         return {"stage": stage.name, "stage_progress": (done - stage.start) / stage.steps} if self.staged else {}
 
+    def eval_weights(self) -> dict[str, torch.Tensor] | None:
+        """The weights the current stage's method evaluates with (an EMA teacher), or None: the trained ones."""
+        return self.current.method.eval_weights()
+
     def state_dict(self) -> dict[str, Any]:
         state = self.current.method.state_dict()
         return {"stage": self.current.name, "state": state} if self.staged else state
@@ -105,6 +109,7 @@ def plan_stages(cfg: Config, method: Method, data: DomainData) -> StagePlan:
     """The stages of a run: ``train.stages`` resolved against the data's labeled domains, or one stage of
     ``method`` over ``train.steps``. Raises ``ConfigError`` for a domain a stage names that the data lacks."""
     if not cfg.train.stages:
+        method.steps = cfg.train.steps  # what step-counted schedules (method.grl_horizon) read
         return StagePlan([Stage(0, "", 0, cfg.train.steps, method, cfg.optim)], staged=False)
     stages, start = [], 0
     for i, steps in enumerate(stage_steps(cfg.train.stages, cfg.train.steps)):
@@ -120,6 +125,7 @@ def _stage(cfg: Config, i: int, start: int, steps: int, domains: list[LabeledDom
     with warnings.catch_warnings():  # a run-level key another stage reads is no mistake here
         warnings.simplefilter("ignore", DataWarning)
         inner = create_method(method_cfg)
+    inner.steps = steps
     _check_discriminator(cfg, method_cfg, inner, where)
     classify: dict[int, float] = {}
     if inner.uses_source:

@@ -28,7 +28,7 @@ from ..data.fingerprint import write_data_fingerprint
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning, TrainingInterrupted
 from ..evaluation.metrics import evaluate_domain, labeled_accuracy
-from ..methods.base import Method
+from ..methods.base import Method, evaluated_with
 from ..models.network import DomainAdaptNet
 from ..runs import (
     BEST_CHECKPOINT,
@@ -250,7 +250,9 @@ class Trainer:
                 check_weights(net, done, watch.saved)
                 toc = time.perf_counter()
                 train_time += toc - tic
-                record = self._evaluate(net, data, done, logged, (done - start) / train_time, watch.skipped, history)
+                rate = (done - start) / train_time
+                with evaluated_with(net, plan.eval_weights()):  # a method's EMA teacher, where it evaluates one
+                    record = self._evaluate(net, data, done, logged, rate, watch.skipped, history)
                 history.append(record)
                 rng = world.gather_objects(rng_state(self.device))
                 self._save(net, optimizer, amp, data, record, done, rng, plan)
@@ -264,6 +266,8 @@ class Trainer:
                 self._interrupt(net, optimizer, amp, data, plan, watch, history, done)
         bar.close()
         self.events.close()
+        if (weights := plan.eval_weights()) is not None:  # the trained net predicts as the run's checkpoints do
+            net.load_state_dict(weights)
         world.barrier()  # every process returns once rank 0 has written the last checkpoint (fit() then stops)
         return history
 
@@ -429,6 +433,7 @@ class Trainer:
             method=method.state_dict(),
             skipped_steps=record["skipped_steps"],
             selection=record.get("selection"),
+            eval_model=method.eval_weights(),
         )
         # best.pt before last.pt: a crash between the two resumes from the older last.pt and rewrites best.pt
         if state.selection is not None and state.selection["step"] == step:
