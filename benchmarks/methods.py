@@ -1,17 +1,21 @@
-"""Every method on every embedded task, several seeds, the same budget: target accuracy at the last step and at the
-step the selection validator picks (no target labels), beside source-only and the target-label oracle pick.
+"""Every method on every embedded task, several seeds, the same budget, each beside its **matched** source-only
+control (the same network, preprocessing and precision: a method whose reference network has a bottleneck is
+compared with source-only on that bottleneck) and beside the plain source-only model. Target accuracy at the last
+step and at the step the selection validator picks (no target labels), and the target-label oracle pick.
 
-    python benchmarks/methods.py                                   # all tasks, all methods, seeds 0 1 2
+    python benchmarks/methods.py                                   # the default tasks and methods, seeds 0 1 2
     python benchmarks/methods.py --tasks moons --methods dann mcc --seeds 0 1 2 3 4
     python benchmarks/methods.py --timing-only                      # step time of each method vs source-only
 
-Each run trains the task's packaged preset with ``method.name`` (and regularizers) changed, nothing else; ``shot``
-starts from the ``source_only`` run of the same seed (``model.init_from``) and adapts for the preset's steps again.
-Runs are written under ``--out`` and reused when the benchmark is run again (so an interrupted benchmark continues).
-Every accuracy is computed with target labels, for evaluation only; "oracle pick" is the evaluation step with the
-best target accuracy, which no user without target labels could choose: an upper bound, marked as such.
+Each run trains the task's packaged preset with ``method.name`` (and regularizers) changed, in fp32 (so a method and
+its control share the precision whatever ``train.precision: auto`` would pick); the digit tasks at 3,000 steps of
+64 + 64 images, where source-only has converged. ``shot`` starts from the matched control of the same seed
+(``model.init_from``) and adapts for the same budget again. Runs are written under ``--out`` and reused when the
+benchmark is run again (an interrupted benchmark continues; a table grows across sessions). Every accuracy is
+computed with target labels, for evaluation only; "oracle pick" is the evaluation step with the best target accuracy,
+which no user without target labels could choose: an upper bound, marked as such.
 
-A gain counts as clear only when the mean of the per-seed differences to source-only exceeds their standard
+A gain counts as clear only when the mean of the per-seed differences to the control exceeds their standard
 deviation; otherwise the table says "no clear gain"."""
 
 from __future__ import annotations
@@ -38,18 +42,36 @@ CONFIGS: dict[str, list[str]] = {
     "mmd": ["method.name=mmd"],
     "coral": ["method.name=coral"],
     "fixmatch": ["method.name=fixmatch"],
+    "adamatch": ["method.name=adamatch"],
+    "mean_teacher": ["method.name=mean_teacher"],
+    "vada": ["method.name=vada"],
+    "iwdan": ["method.name=iwdan"],
+    "iwcdan": ["method.name=iwcdan"],
     "shot": ["method.name=shot"],
+    "source_only@256": ["method.name=source_only", "model.bottleneck_dim=256"],
+    "source_only+norm": ["method.name=source_only", "model.input_norm=per_image"],
     "dann+mcc": ["method.name=dann", "method.regularizers={mcc: 1.0}"],
     "dann+fixmatch": ["method.name=dann", "method.regularizers={fixmatch: 1.0}"],
     "cdan_e+mcc": ["method.name=cdan_e", "method.regularizers={mcc: 1.0}"],
 }
-DEFAULT_METHODS = [n for n in CONFIGS if n != "cdan_e+mcc"]  # the methods table; cdan_e+mcc is a recipe candidate
-# The digit tasks train LeNet for 1,000 steps of 32 + 32 images here instead of their presets' 4,000: on the shared
-# 2-core CPU the whole benchmark must fit in about an hour. Every schedule is a function of progress, so the runs
-# follow the same lr and GRL curves, only shorter. Moons and cancer keep their presets' budgets.
-BUDGET = {
-    task: ["train.steps=1000", "train.eval_every=250"] for task in ("digits", "digits_scanner", "digits_inverted")
-}
+DEFAULT_METHODS = ["dann", "mdd", "mmd", "adamatch", "mean_teacher", "vada", "iwdan", "shot"]
+DIGIT_TASKS = ("digits", "digits_scanner", "digits_inverted", "digits_gradual")
+# The digit tasks at the budget where source-only has converged: 3,000 steps of 64 + 64 images (their presets train
+# 4,000 of 32 + 32). Moons and cancer keep their presets' budgets (3,000 steps of 64 + 64).
+BUDGET = {task: ["train.steps=3000", "train.batch_size=64", "train.eval_every=500"] for task in DIGIT_TASKS}
+PRECISION = ["train.precision=fp32"]  # every run, so that a method and its control share it
+
+
+def control_of(name: str) -> str:
+    """The matched source-only control of a benchmark config: source-only on the same network (the method's
+    reference bottleneck on the small backbones, ``Method.bottleneck``), with the same input normalisation."""
+    from dann.methods import METHODS
+
+    if name.startswith("source_only"):
+        return name
+    method = next(o.split("=", 1)[1] for o in CONFIGS[name] if o.startswith("method.name="))
+    width = METHODS.get(method).bottleneck if method in METHODS else 0
+    return f"source_only@{width}" if width else "source_only"
 
 
 def run_dir(out: Path, task: str, name: str, seed: int) -> Path:
@@ -65,15 +87,18 @@ def train(job: tuple[str, str, int, str, list[str]]) -> Path:
 
     task, name, seed, out, extra = job
     run = run_dir(Path(out), task, name, seed)
-    overrides = [*CONFIGS[name], *BUDGET.get(task, []), f"train.seed={seed}", f"data.seed={seed}", *extra]
+    overrides = [*CONFIGS[name], *BUDGET.get(task, []), *PRECISION, f"train.seed={seed}", f"data.seed={seed}", *extra]
     cfg = load_config(task, [*overrides, "train.progress=false"])
     if name == "shot":
-        cfg = replace(cfg, model={"init_from": str(run_dir(Path(out), task, "source_only", seed))})
+        cfg = replace(cfg, model={"init_from": str(run_dir(Path(out), task, control_of("shot"), seed))})
     if (run / METRICS_FILE).is_file():
         history = read_jsonl(run / METRICS_FILE)
         if history and history[-1]["step"] == cfg.train.steps:
             return run
-    dann.fit(cfg, run, overwrite=True)
+    try:
+        dann.fit(cfg, run, overwrite=True)
+    except Exception as e:  # one failing configuration must not stop the others; its row says "not run yet"
+        print(f"# {task} {name} seed {seed} failed: {type(e).__name__}: {e}", flush=True)
     return run
 
 
@@ -100,25 +125,46 @@ def fmt(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.1f}"
 
 
+def gain(xs: list[float], base: list[float]) -> tuple[str, str]:
+    """Mean ± std of the per-seed differences, and the verdict: clear only when the mean exceeds the spread."""
+    diffs = [a - b for a, b in zip(xs, base, strict=True)]
+    if len(diffs) < 2:
+        return f"{diffs[0]:+.1f}", "one seed: no verdict"
+    mean, spread = statistics.mean(diffs), statistics.stdev(diffs)
+    verdict = "clear gain" if mean > spread else ("clear loss" if -mean > spread else "no clear gain")
+    return f"{mean:+.1f} ± {spread:.1f}", verdict
+
+
 def table(task: str, names: list[str], seeds: list[int], out: Path) -> None:
-    res = {n: [scores(run_dir(out, task, n, s)) for s in seeds] for n in names}
-    base = [r["last"] for r in res["source_only"]] if "source_only" in res else None
+    done = {n for n in names if all(finished(run_dir(out, task, n, s)) for s in seeds)}
+    res = {n: [scores(run_dir(out, task, n, s)) for s in seeds] for n in names if n in done}
+    plain = [r["last"] for r in res["source_only"]] if "source_only" in res else None
     print(f"\n### {task}\n")
-    head = ["method", "last step", "validator-selected", "oracle pick*", "gain vs source-only (last)", "verdict"]
-    print(f"| {' | '.join(head)} | per seed (last) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    head = ["method", "control", "last step", "validator-selected", "oracle pick*", "source held-out", "vs control"]
+    print(f"| {' | '.join(head)} | verdict | vs plain source-only | per seed (last) |")
+    print("| --- " * (len(head) + 3) + "|")
     for n in names:
-        last = [r["last"] for r in res[n]]
-        gain, verdict = "", ""
-        if base is not None and n != "source_only":
-            diffs = [a - b for a, b in zip(last, base, strict=True)]
-            mean, spread = statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-            gain = f"{mean:+.1f} ± {spread:.1f}"
-            verdict = "clear gain" if mean > spread else ("clear loss" if -mean > spread else "no clear gain")
-            verdict = verdict if len(diffs) > 1 else "one seed: no verdict"
+        if n not in res:
+            print(f"| {n} | {control_of(n)} | not run yet |" + " |" * (len(head) + 1))
+            continue
+        last, control = [r["last"] for r in res[n]], control_of(n)
+        vs, verdict = gain(last, [r["last"] for r in res[control]]) if control in res and control != n else ("", "")
+        vs_plain = gain(last, plain)[0] if plain is not None and n != "source_only" else ""
         cells = [fmt(last), fmt([r["selected"] for r in res[n]]), fmt([r["oracle_pick"] for r in res[n]])]
-        print(f"| {n} | {' | '.join(cells)} | {gain} | {verdict} | {' / '.join(f'{x:.1f}' for x in last)} |")
+        cells.append(fmt([r["source_val"] for r in res[n]]))
+        per_seed = " / ".join(f"{x:.1f}" for x in last)
+        print(f"| {n} | {control} | {' | '.join(cells)} | {vs} | {verdict} | {vs_plain} | {per_seed} |")
     print("\n\\* oracle pick: the evaluation step with the best target accuracy (uses target labels: an upper bound).")
+
+
+def finished(run: Path) -> bool:
+    from dann.config import load_config
+    from dann.runs import CONFIG_FILE, METRICS_FILE, read_jsonl
+
+    if not (run / METRICS_FILE).is_file() or not (run / CONFIG_FILE).is_file():
+        return False
+    history = read_jsonl(run / METRICS_FILE)
+    return bool(history) and history[-1]["step"] == load_config(str(run / CONFIG_FILE)).train.steps
 
 
 def step_times(names: list[str], steps: int, rounds: int) -> None:
@@ -158,10 +204,10 @@ def step_times(names: list[str], steps: int, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["moons", "digits"])
+    parser.add_argument("--tasks", nargs="+", default=["moons", "digits", "digits_inverted", "cancer"])
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--out", default="runs/bench-methods", help="run directories (reused when present)")
+    parser.add_argument("--out", default="runs/bench-matched", help="run directories (reused when present)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each (2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (every run)")
     parser.add_argument("--timing-only", action="store_true", help="only the step-time table")
@@ -171,11 +217,11 @@ def main() -> None:
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"1 thread per run, {args.jobs} runs at a time; seeds {args.seeds}; overrides {args.overrides}"
     )
-    names = list(dict.fromkeys(["source_only", *args.methods]))
+    names = list(dict.fromkeys(["source_only", *(control_of(n) for n in args.methods), *args.methods]))
     if not args.timing_only:
         out = Path(args.out)
         first = [
-            (t, n, s, str(out), args.overrides) for t in args.tasks for n in names if n != "shot" for s in args.seeds
+            (t, n, s, str(out), args.overrides) for s in args.seeds for t in args.tasks for n in names if n != "shot"
         ]
         then = [(t, "shot", s, str(out), args.overrides) for t in args.tasks for s in args.seeds if "shot" in names]
         tic = time.perf_counter()
