@@ -23,7 +23,15 @@ from dann.config import load_config
 
 def run(task: str, method: str, seed: int, overrides: list[str]) -> tuple[float, float]:
     cfg = load_config(
-        task, [f"method.name={method}", f"train.seed={seed}", f"data.seed={seed}", "train.progress=false", *overrides]
+        task,
+        [
+            f"method.name={method}",
+            "model.bottleneck_dim=0",  # the seed's network for both, as make demo trains them
+            f"train.seed={seed}",
+            f"data.seed={seed}",
+            "train.progress=false",
+            *overrides,
+        ],
     )
     last = dann.fit(cfg).history[-1]
     return last["oracle"]["target_acc"], last["steps_per_s"]

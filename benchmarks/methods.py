@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each (2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (every run)")
     parser.add_argument("--timing-only", action="store_true", help="only the step-time table")
+    parser.add_argument("--report-only", action="store_true", help="the tables of the runs already there; no training")
     parser.add_argument("--timing-steps", type=int, default=20)
     args = parser.parse_args()
     print(
@@ -218,6 +219,10 @@ def main() -> None:
         f"1 thread per run, {args.jobs} runs at a time; seeds {args.seeds}; overrides {args.overrides}"
     )
     names = list(dict.fromkeys(["source_only", *(control_of(n) for n in args.methods), *args.methods]))
+    if args.report_only:
+        for task in args.tasks:
+            table(task, names, args.seeds, Path(args.out))
+        return
     if not args.timing_only:
         out = Path(args.out)
         first = [

@@ -124,7 +124,8 @@ def main() -> None:
     out = Path(args.out)
     names = list(dict.fromkeys(["source_only", *(control_of(n) for n in args.candidates), *args.candidates]))
     if not args.report_only:
-        first = [(t, n, s, str(out), []) for s in args.seeds for t in args.tasks for n in names if n != "shot"]
+        # the controls first, then one candidate after another (in the order given), each on every task and seed
+        first = [(t, n, s, str(out), []) for n in names if n != "shot" for s in args.seeds for t in args.tasks]
         then = [(t, "shot", s, str(out), []) for s in args.seeds for t in args.tasks if "shot" in names]
         tic = time.perf_counter()
         with ProcessPoolExecutor(args.jobs) as pool:

@@ -370,12 +370,13 @@ ROWS = [
     Row(
         "unknown method",
         lambda f: f.train("--method", "dan"),
-        "unknown method 'dan'; valid methods: cdan, cdan_e, coral, dann, fixmatch, mcc, mdd, mmd, shot, source_only",
+        "unknown method 'dan'; valid methods: adamatch, cdan, cdan_e, coral, dann, fixmatch, iwcdan, iwdan, mcc, mdd, "
+        "mean_teacher, mmd, shot, source_only, vada",
     ),
     Row(
         "unknown regularizer",
         lambda f: f.train("--method", "dann", "--set", "method.regularizers={entrpy: 1.0}"),
-        "unknown regularizer 'entrpy'; valid regularizers: bnm, entropy, fixmatch, mcc",
+        "unknown regularizer 'entrpy'; valid regularizers: bnm, entropy, fixmatch, mcc, vat",
     ),
     Row(
         "negative regularizer weight",

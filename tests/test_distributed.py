@@ -146,22 +146,25 @@ MOONS = [
 @pytest.mark.parametrize("method", ["source_only", "cdan"])
 def test_methods_with_per_sample_losses_train_the_one_process_weights(method, tmp_path):
     """Source-only never runs the discriminator (DDP must accept parameters without gradients); CDAN's
-    discriminator reads features and predictions. Both losses are means over samples, so 2 processes equal 1."""
-    torchrun(*MOONS, "--method", method, "--out", str(tmp_path / "two"))
-    assert main(["train", *MOONS, "--method", method, "--out", str(tmp_path / "one")]) == 0
+    discriminator reads features and predictions. Both losses are means over samples, so 2 processes equal 1 on the
+    seed's network (cdan's auto BatchNorm bottleneck would normalise each process's shard by its own statistics)."""
+    seed = ["--method", method, "--set", "model.bottleneck_dim=0"]
+    torchrun(*MOONS, *seed, "--out", str(tmp_path / "two"))
+    assert main(["train", *MOONS, *seed, "--out", str(tmp_path / "one")]) == 0
     assert_close(model_weights(tmp_path / "two"), model_weights(tmp_path / "one"))
 
 
 def test_batch_level_and_source_free_methods_run_under_two_processes(tmp_path):
     """MCC's confusion matrix is a statistic of each process's shard (like BatchNorm's), so only its running is
-    checked; shot reads no source batch, leaves the head and discriminator without gradients, and adds its
-    clustering sums over the processes."""
-    assert main(["train", *MOONS, "--method", "source_only", "--out", str(tmp_path / "source")]) == 0
+    checked; shot reads no source batch, leaves its classifier and the discriminator without gradients, and every
+    process clusters the whole target set (rank 0's centres kept)."""
+    layout = ["--set", "model.bottleneck_dim=256"]  # shot's reference network
+    assert main(["train", *MOONS, *layout, "--method", "source_only", "--out", str(tmp_path / "source")]) == 0
     torchrun(*MOONS, "--method", "dann", "--set", "method.regularizers={mcc: 1.0}", "--out", str(tmp_path / "mcc"))
     torchrun(*MOONS, "--method", "shot", "--init-from", str(tmp_path / "source"), "--out", str(tmp_path / "shot"))
     for run in ("mcc", "shot"):
         assert all(torch.isfinite(v).all() for v in model_weights(tmp_path / run).values() if v.is_floating_point())
-    assert load_checkpoint(tmp_path / "shot" / LAST_CHECKPOINT).method["shot"]["centres"].shape == (2, 15)
+    assert load_checkpoint(tmp_path / "shot" / LAST_CHECKPOINT).method["shot"]["centres"].shape == (2, 257)
 
 
 class ThisRankOnly(World):

@@ -36,7 +36,8 @@ def source_run(tmp_path_factory):
 
     cfg = load_config(
         values={
-            "model": {"backbone": "mlp", "mlp_dims": [16], "discriminator_dims": [8]},
+            # shot's reference layout (a 256-wide bottleneck under the classifier), which shot's network has
+            "model": {"backbone": "mlp", "mlp_dims": [16], "discriminator_dims": [8], "bottleneck_dim": 256},
             "method": {"name": "source_only"},
             "train": {"steps": 12, "batch_size": 16, "eval_every": 6, "progress": False, "device": "cpu"},
         }
@@ -48,7 +49,9 @@ def source_run(tmp_path_factory):
 
 def config_for(tiny_cfg, name, extra, source_run):
     cfg = replace(tiny_cfg, method={"name": name, **extra})
-    return replace(cfg, model={"init_from": str(source_run)}) if create_method(cfg.method).needs_init else cfg
+    if not create_method(cfg.method).needs_init:
+        return cfg
+    return replace(cfg, model={"init_from": str(source_run), "bottleneck_dim": 256})  # the start's network
 
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=IDS)
@@ -83,7 +86,8 @@ def test_cli_round_trip(name, npz_files, tmp_path):
 
     extra = []
     if create_method(MethodConfig(name=name)).needs_init:
-        assert train("source_only", tmp_path / "source") == 0
+        layout = f"model.bottleneck_dim={METHODS.get(name).bottleneck}"  # the start has the method's network
+        assert train("source_only", tmp_path / "source", "--set", layout) == 0
         extra = ["--init-from", str(tmp_path / "source")]
     assert train(name, tmp_path / name, *extra) == 0
     assert dann.load_run(tmp_path / name).config.method.name == name

@@ -18,7 +18,7 @@ from dann.methods.mcc import mcc_loss
 from dann.methods.mdd import mdd_loss
 from dann.methods.mmd import BANDWIDTHS, mmd_loss
 from dann.methods.regularizers import bnm_loss, entropy_loss
-from dann.methods.shot import cluster_labels, information_maximization
+from dann.methods.shot import cluster_centres, information_maximization, nearest_centre
 
 G = torch.Generator().manual_seed(0)
 Z = torch.randn(6, 3, generator=G) * 2  # logits of 6 samples, 3 classes
@@ -113,10 +113,9 @@ def test_shot_information_maximization_and_clustering():
     # pseudo-label corrects it, which a plain argmax of the predictions would not
     f = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]), dim=1)
     soft = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.55, 0.45], [0.1, 0.9]])
-    labels, centres = cluster_labels(f, soft, None)
-    assert soft.argmax(1).tolist() == [0, 0, 0, 1] and labels.tolist() == [0, 0, 1, 1] and centres.shape == (2, 2)
-    nan = torch.full_like(soft, float("nan"))
-    assert torch.equal(cluster_labels(f, nan, centres)[1], centres)  # a non-finite batch leaves the centres
+    centres = cluster_centres(f, soft)
+    assert soft.argmax(1).tolist() == [0, 0, 0, 1] and nearest_centre(f, centres).tolist() == [0, 0, 1, 1]
+    torch.testing.assert_close(centres, torch.stack([f[:2].mean(0), f[2:].mean(0)]))  # round 2: hard means
 
 
 def test_entropy_bnm_and_pseudo_label_terms_written_out():
@@ -198,13 +197,13 @@ def test_regularizers_add_weighted_terms_to_any_method():
     assert set(b.terms) == set(a.terms) | {"mcc", "entropy"}
     expected = a.total + 0.5 * b.terms["mcc"] + 2.0 * b.terms["entropy"]
     torch.testing.assert_close(b.total, expected)
-    assert set(REGULARIZERS.names()) == {"bnm", "entropy", "fixmatch", "mcc"}
+    assert set(REGULARIZERS.names()) == {"bnm", "entropy", "fixmatch", "mcc", "vat"}
 
 
 @pytest.mark.parametrize(
     ("method", "message"),
     [
-        ({"name": "dann", "regularizers": {"entrpy": 1.0}}, "valid regularizers: bnm, entropy, fixmatch, mcc"),
+        ({"name": "dann", "regularizers": {"entrpy": 1.0}}, "valid regularizers: bnm, entropy, fixmatch, mcc, vat"),
         ({"name": "source_only", "regularizers": {"mcc": 1.0}}, "reads no target batch"),
         ({"name": "mcc", "regularizers": {"mcc": 1.0}}, "already method 'mcc'"),
     ],
@@ -238,13 +237,16 @@ def test_fixmatch_ema_teacher_follows_the_weights_and_is_kept_in_its_state():
     method.after_step(net)
     for k, v in net.state_dict().items():
         if v.is_floating_point():
-            torch.testing.assert_close(term.teacher[k], 0.9 * start[k] + 0.1 * v)
+            # the first update's momentum is min(0.9, 1 − 1/2): Tarvainen & Valpola's ramp
+            torch.testing.assert_close(term.teacher.weights[k], 0.5 * start[k] + 0.5 * v)
         else:
-            assert torch.equal(term.teacher[k], v), k  # num_batches_tracked is copied
+            assert torch.equal(term.teacher.weights[k], v), k  # num_batches_tracked is copied
     state = method.state_dict()
-    _, fresh = bn_net("fixmatch", ema_teacher=0.9)
+    fresh_net, fresh = bn_net("fixmatch", ema_teacher=0.9)
+    fresh.prepare(fresh_net)
     fresh.load_state_dict(state)
-    assert all(torch.equal(fresh.terms[0][2].teacher[k], term.teacher[k]) for k in term.teacher)
+    teacher = term.teacher.weights
+    assert all(torch.equal(fresh.terms[0][2].teacher.weights[k], teacher[k]) for k in teacher)
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.5])
@@ -255,7 +257,9 @@ def test_fixmatch_extra_forwards_leave_batchnorm_running_statistics_to_the_main_
     reference.load_state_dict(net.state_dict())
     torch.manual_seed(1)
     method.loss(net, BATCH, 0.5)
-    reference.forward_head(reference.forward_features(torch.cat([BATCH.x_s, BATCH.x_t])))  # the main forward only
+    torch.manual_seed(1)  # the same strong views, drawn in the same order
+    views = [BATCH.x_s, strong_augment(BATCH.x_s), BATCH.x_t, strong_augment(BATCH.x_t)]
+    reference.forward_head(reference.forward_features(torch.cat(views)))  # the main (joint) forward only
     for (k, v), ref in zip(net.state_dict().items(), reference.state_dict().values(), strict=True):
         assert torch.equal(v, ref), k
     assert net.training
@@ -267,9 +271,9 @@ def test_fixmatch_takes_pseudo_labels_from_the_teacher_above_the_relative_thresh
     term = method.terms[0][2]
     fw = forward(net, BATCH)
     assert term(fw)[0] > 0 or term(fw)[1]["pseudo_kept"] == 0
-    for k in term.teacher:  # a teacher whose head predicts uniformly: no pseudo-label passes any threshold
+    for k in term.teacher.weights:  # a teacher whose head predicts uniformly: no pseudo-label passes any threshold
         if k.startswith("head."):
-            term.teacher[k].zero_()
+            term.teacher.weights[k].zero_()
     loss, extra = term(forward(net, BATCH))
     assert loss.item() == 0.0 and extra["pseudo_kept"].item() == 0.0
     # relative threshold: 0.9 × the mean source confidence; a target confidence of 0.6 passes when the source's is 0.6

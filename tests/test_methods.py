@@ -11,11 +11,13 @@ from dann.methods.base import weighted_mean
 from dann.methods.dann import domain_adversarial_loss
 
 MODEL = ModelConfig(backbone="mlp", mlp_dims=(8,), discriminator_dims=(6,))
+# the seed's network: no BatchNorm bottleneck, so each row's features depend on that row alone
+SEED_MODEL = dataclasses.replace(MODEL, bottleneck_dim=0)
 
 
-def make_net(seed: int = 0, method: str = "dann"):
+def make_net(seed: int = 0, method: str = "dann", model: ModelConfig = MODEL):
     torch.manual_seed(seed)
-    return build_network(MODEL, MethodConfig(name=method), (4,), 3)
+    return build_network(model, MethodConfig(name=method), (4,), 3)
 
 
 def make_batch(seed: int = 0, weights: bool = False) -> Batch:
@@ -41,7 +43,7 @@ def hand_dann_loss(net, batch: Batch, eps: float, lambda_adv: float) -> torch.Te
 @pytest.mark.parametrize("weights", [False, True])
 @pytest.mark.parametrize("separate", [False, True])
 def test_dann_loss_equals_hand_computed_reference(weights, separate):
-    net, batch = make_net(), make_batch(weights=weights)
+    net, batch = make_net(model=SEED_MODEL), make_batch(weights=weights)  # the reference forwards each domain alone
     method = create_method(MethodConfig(name="dann", label_smoothing=0.2, lambda_adv=0.7, separate_forward=separate))
     out = method.loss(net, batch, progress=0.4)
     torch.testing.assert_close(out.total, hand_dann_loss(net, batch, eps=0.2, lambda_adv=0.7))
@@ -119,12 +121,17 @@ def test_source_only_never_forwards_the_target_batch():
     assert torch.isfinite(out.total)
 
 
+# options under which an untrained network's target term is not zero (mean_teacher masks out every prediction of
+# a teacher below 0.968 confidence, so at the default the loss honestly ignores the target batch of a fresh network)
+READS_TARGET = {"mean_teacher": {"teacher_threshold": 0.0}}
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_reads_exactly_the_batches_it_declares_and_trains_the_backbone(name):
     """The loss is a function of the source samples and labels when the method declares ``uses_source``, of the
     target samples when it declares ``uses_target``, and of nothing else; its gradient reaches the backbone."""
     net, batch = make_net(method=name), make_batch()
-    method = create_method(MethodConfig(name=name))
+    method = create_method(MethodConfig(name=name, **READS_TARGET.get(name, {})))
     if not method.uses_source:
         batch = Batch(batch.x_s[:0], batch.y_s[:0], batch.x_t)
     method.prepare(net)
@@ -146,5 +153,5 @@ def test_every_method_reads_exactly_the_batches_it_declares_and_trains_the_backb
 
 
 def test_unknown_method_lists_valid_names():
-    with pytest.raises(ValueError, match="valid methods: cdan, cdan_e, coral, dann, fixmatch, mcc, mdd, mmd, shot"):
+    with pytest.raises(ValueError, match=r"unknown method 'dan'; valid methods: .*cdan_e, coral, dann, .*mdd, .*mmd, "):
         create_method(MethodConfig(name="dan"))

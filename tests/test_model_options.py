@@ -54,7 +54,9 @@ def test_discriminator_lr_mult_scales_the_discriminator_alone(tiny_cfg, tiny_dat
 
 
 def test_discriminator_slope_lets_gradient_through_negative_units():
-    model = ModelConfig(backbone="mlp", mlp_dims=(4,), discriminator_dims=(3,), discriminator_slope=0.2)
+    # the seed's network (no bottleneck): the discriminator reads the backbone's 4 features directly
+    model = ModelConfig(backbone="mlp", mlp_dims=(4,), discriminator_dims=(3,), discriminator_slope=0.2,
+                        bottleneck_dim=0)  # fmt: skip
     net = build_network(model, MethodConfig(name="dann"), (4,), 2)
     relus = [m for m in net.discriminator.modules() if isinstance(m, nn.LeakyReLU)]
     assert [m.negative_slope for m in relus] == [0.2]
@@ -78,7 +80,7 @@ def replace_model(model, **keys):
 
 
 def test_head_norm_reads_normalized_features_through_a_bias_free_linear():
-    model = ModelConfig(backbone="mlp", mlp_dims=(6,), head_norm=True)
+    model = ModelConfig(backbone="mlp", mlp_dims=(6,), head_norm=True, bottleneck_dim=0)  # the head reads 6 features
     net = build_network(model, MethodConfig(name="dann"), (4,), 3).eval()
     kinds = [type(m) for m in net.head]
     assert kinds == [nn.BatchNorm1d, nn.LayerNorm, nn.Linear] and net.head[-1].bias is None

@@ -177,7 +177,7 @@ def test_pickle_and_clone_round_trip(fitted, domains):
     twin = clone(fitted)
     assert twin.get_params() == fitted.get_params() and not hasattr(twin, "net_")
     twin.set_params(lambda_adv=0.5)
-    assert twin.lambda_adv == 0.5 and fitted.lambda_adv == 1.0
+    assert twin.lambda_adv == 0.5 and fitted.lambda_adv is None  # None (the default): the method's reference weight
     again = clone(fitted).fit(x_s, y_s, X_target=x_t)
     assert same_weights(again.net_, fitted.net_)  # random_state makes fits repeatable
 

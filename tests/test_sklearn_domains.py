@@ -29,9 +29,10 @@ def test_the_three_target_conventions_agree_with_several_labeled_domains(three):
     marked = DANNClassifier(**MULTICLASS).fit(X, np.concatenate([y_l, np.full(len(x_t), -1)]), sample_domain=d)
     skada = DANNClassifier(**MULTICLASS).fit(X, np.concatenate([y_l, y_t]), sample_domain=d)  # target labels unread
     assert same_weights(given.net_, marked.net_) and same_weights(given.net_, skada.net_)
-    assert given.net_.discriminator(torch.zeros(1, 8)).shape == (1, 3)  # domains 1, 2 and the target
+    f = torch.zeros(1, given.net_.num_features)  # the features the discriminator reads (the bottleneck's, under auto)
+    assert given.net_.discriminator(f).shape == (1, 3)  # domains 1, 2 and the target
     pooled = DANNClassifier(**MULTICLASS).fit(x_l, y_l, X_target=x_t)  # one labeled domain
-    assert pooled.net_.discriminator(torch.zeros(1, 8)).shape == (1, 2)
+    assert pooled.net_.discriminator(f).shape == (1, 2)
 
 
 def test_sample_weight_reaches_the_classification_loss(three):

@@ -12,6 +12,7 @@ from dann.config import load_config, replace
 from dann.data import as_domain, make_domain_data
 from dann.errors import ConfigError
 from dann.methods import Batch, build_network, create_method
+from dann.methods.base import method_defaults
 from dann.models.grl import grad_reverse
 from dann.reporting import plots
 from dann.training.schedules import warm_start_grl
@@ -58,7 +59,7 @@ def test_the_staged_preset_computes_the_two_stage_loss_by_hand(three_domains):
     x_s, x_m, x_t = (torch.randn(n, 4, generator=g).double() for n in (5, 4, 6))
     y_s, y_m = torch.tensor([0, 1, 1, 0, 1]), torch.tensor([1, 0, 1, 1])
     w_m = torch.tensor([3.0, 1.0, 0.0, 2.0]).double()
-    eps, lam1, lam3 = cfg.method.label_smoothing, 1.0, cfg.method.lambda_adv
+    eps, lam1, lam3 = method_defaults(cfg.method).label_smoothing, 1.0, cfg.method.lambda_adv  # eps: null → 0.1
     assert (cfg.train.stages[0].classify["intermediate"], cfg.method.lambda_adv) == (lam1, 1.0)
 
     def ce(x, y):
@@ -198,3 +199,17 @@ def _two_domain_data():
     x, y = blobs(20, 0.0, 0)
     sources = {"a": as_domain(x, y), "b": as_domain(x, y)}
     return make_domain_data(sources, as_domain(x), val_fraction=0.0, intermediate=["b"])
+
+
+def test_each_stages_method_takes_its_own_reference_defaults_whatever_the_run_resolved(three_domains, tmp_path):
+    stages = [
+        {"name": "warm", "fraction": 0.5, "method": {"name": "source_only"}},
+        {"name": "vada", "fraction": 0.5, "method": {"name": "vada"}},
+    ]
+    cfg = staged_cfg(train={"stages": stages}, method={"name": "dann", "regularizers": {}})
+    result = dann.fit(cfg, tmp_path / "run", data=three_domains)
+    saved = load_config(str(tmp_path / "run" / "config.yaml"))
+    assert saved.method.grl_hi is None and saved.method.ema_eval is None  # left to each stage's method
+    second = plan_stages(result.config, create_method(result.config.method), three_domains).stages[1]
+    inner = second.method.inner.cfg
+    assert (inner.name, inner.lambda_adv, inner.grl_hi, inner.ema_eval) == ("vada", 1.0, 0.01, 0.998)

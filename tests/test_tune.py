@@ -238,6 +238,8 @@ def test_regularized_entries_and_shot_from_the_control(tmp_path):
         load_checkpoint(out / "runs" / name / LAST_CHECKPOINT) for name in ("source_only", "shot-l0.3-lr0.05")
     )
     assert shot.config["model"]["init_from"] == str((out / "runs" / "source_only").resolve())
+    # the control trains on the candidates' network (their references' bottleneck), not source-only's own
+    assert control.config["model"]["bottleneck_dim"] == shot.config["model"]["bottleneck_dim"] == 256
     heads = [k for k in control.model if k.startswith("head.")]
     assert heads and all(torch.equal(control.model[k], shot.model[k]) for k in heads)  # SHOT keeps its head
     assert not all(torch.equal(control.model[k], shot.model[k]) for k in control.model)  # ... and adapts

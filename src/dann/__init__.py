@@ -1,9 +1,10 @@
 """dann: unsupervised domain adaptation with Domain-Adversarial Neural Networks (Ganin et al., JMLR 2016)."""
 
-from .api import FitResult, TrainedModel, build_report, compare, evaluate, fit, load_run, predict
+from .api import FitResult, TrainedModel, build_report, compare, estimate_label_shift, evaluate, fit, load_run, predict
 from .config import Config, load_config
 from .data import SOURCE, TARGET
 from .errors import CheckpointError, ConfigError, DannError, DataError, OutputError, RunDirError, UnsafeFileError
+from .evaluation.label_shift import LabelShift
 from .methods import create_method
 from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
 from .selection.tune import TuneResult, tune
@@ -36,6 +37,7 @@ __all__ = [
     "DataError",
     "DomainAdaptNet",
     "FitResult",
+    "LabelShift",
     "OutputError",
     "RunDirError",
     "TrainedModel",
@@ -46,6 +48,7 @@ __all__ = [
     "create_backbone",
     "create_method",
     "create_network",
+    "estimate_label_shift",
     "evaluate",
     "fit",
     "grad_reverse",

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from .config import Config, load_config, replace, resume_config
+from .config import Config, load_config, replace, resolve_method, resume_config
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
+from .data.arrays import as_domain
 from .data.cache import DecodedImages
 from .data.cached import CachedImageDomain
 from .data.check import DataCheck
@@ -26,10 +27,11 @@ from .data.images import CALL_SKIP_HINT, Pipeline
 from .data.scales import check_scales
 from .data.transforms import Unaugmented, eval_transform
 from .errors import ConfigError, DataError, DataWarning, RunDirError
+from .evaluation.label_shift import LabelShift, label_shift_from_probabilities
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
 from .methods import build_network, create_method
-from .methods.base import method_defaults, method_model
+from .methods.base import keeps_fp32, method_defaults, method_model
 from .models import DomainAdaptNet
 from .reporting.verdicts import CONTROL_DIR, CONTROL_METHOD
 from .runs import (
@@ -40,6 +42,7 @@ from .runs import (
     atomic_write_text,
     guard_output,
     load_checkpoint,
+    load_latest_checkpoint,
     prepare_run_dir,
 )
 from .training.distributed import World, local_device
@@ -99,7 +102,7 @@ def fit(
         saved = Path(out) / CONFIG_FILE
         if not saved.is_file():
             raise RunDirError(f"cannot resume: {saved} does not exist")
-        saved_cfg = load_config(str(saved))  # a damaged config.yaml is a ConfigError naming it
+        saved_cfg = saved_run_config(Path(out))  # a damaged config.yaml is a ConfigError naming it
         cfg = saved_cfg if cfg is None else resume_config(saved_cfg, cfg, str(out))
     cfg = cfg or Config()
     data = data or build_data(cfg.data, cfg.model)
@@ -124,7 +127,7 @@ def fit(
     device = resolve_device(local_device(cfg.train.device, world))
     # train.precision "auto" (and channels_last null) become the choices for this device and data, which config.yaml
     # records
-    adversarial = any(stage.method.uses_discriminator for stage in stages)
+    adversarial = any(keeps_fp32(stage.method) for stage in stages)
     precision = resolve_precision(cfg.train.precision, device, data.input_shape, adversarial)
     channels_last = resolve_channels_last(cfg.train.channels_last, precision, data.input_shape)
     train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last)
@@ -138,6 +141,38 @@ def fit(
     page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
     summary = trainer.summary.to_dict() if trainer.summary is not None else None
     return FitResult(net, cfg, data.classes, history, run_dir, page, control=baseline, summary=summary)
+
+
+# What a run written before these keys existed trained with: its config.yaml lacks them, and a resume must continue
+# the same method, not today's defaults.
+LEGACY = {
+    "method": {"distribution_alignment": False, "logit_interpolation": False, "unlabeled_warmup": 0.0,
+               "ema_eval": 0.0, "grl_horizon": 0},
+    "model": {"input_norm": "none", "adabn": False},
+}  # fmt: skip
+
+
+def saved_run_config(run_dir: Path) -> Config:
+    """A run's ``config.yaml`` as it trained: keys it predates take their ``LEGACY`` values, and a bottleneck it left
+    to auto is read from its newest checkpoint. Raises ``ConfigError`` for a run of the former ``fixmatch`` loss
+    (FixMatch with a relative threshold), which today's ``fixmatch`` (AdaMatch) cannot continue."""
+    import yaml
+
+    path = run_dir / CONFIG_FILE
+    cfg = load_config(str(path))
+    raw = yaml.safe_load(path.read_text()) or {}
+    missing = {name: {k: v for k, v in keys.items() if k not in (raw.get(name) or {})} for name, keys in LEGACY.items()}
+    if missing["method"].get("distribution_alignment") is False and cfg.method.name == "fixmatch":
+        raise ConfigError(
+            f"cannot resume {run_dir}: it trained the former fixmatch (FixMatch with a relative threshold), which this "
+            "version replaced by AdaMatch; resume it with the dann version that wrote it, or start a new run"
+        )
+    cfg = replace(cfg, **{section: keys for section, keys in missing.items() if keys})
+    if cfg.model.bottleneck_dim is None and any((run_dir / n).is_file() for n in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
+        model = load_latest_checkpoint(run_dir).model
+        width = model["bottleneck.0.weight"].shape[0] if "bottleneck.0.weight" in model else 0
+        cfg = replace(cfg, model={"bottleneck_dim": width})
+    return cfg
 
 
 def fit_control(
@@ -160,6 +195,8 @@ def resolve_config(cfg: Config, data: DomainData) -> Config:
     backbone's native or pretrained size unless given)."""
     data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
     model, method = method_model(cfg.model, cfg.method, data.input_shape), method_defaults(cfg.method)
+    if cfg.train.stages:  # each stage's method takes its own reference defaults over these: leave the null keys null
+        method = resolve_method(cfg.method)
     return dataclasses.replace(cfg, data=data_cfg, model=model, method=method)
 
 
@@ -207,9 +244,17 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
     fits = {k: v for k, v in saved.items() if k in own and v.shape == own[k].shape}
     wrong = [k for k in own if not k.startswith("discriminator.") and k not in fits]
     if wrong:
+        theirs, ours = (w["bottleneck.0.weight"].shape[0] if "bottleneck.0.weight" in w else 0 for w in (saved, own))
+        hint = (
+            f"; that run has model.bottleneck_dim={theirs}, this one {ours} (under auto, the method's reference "
+            f"layout): train that run with --set model.bottleneck_dim={ours}, or give this one "
+            f"--set model.bottleneck_dim={theirs}"
+            if theirs != ours
+            else ""
+        )
         raise ConfigError(
             f"{where}: its network differs from this one ({len(wrong)} tensors do not fit, e.g. {wrong[0]}); use "
-            "the same model.backbone, model.bottleneck_dim and model.head_dims as that run"
+            f"the same model.backbone, model.bottleneck_dim and model.head_dims as that run{hint}"
         )
     discriminator = [k for k in own if k.startswith("discriminator.")]
     if not all(k in fits for k in discriminator):
@@ -416,3 +461,56 @@ def predict(
             writer.writerow([domain.paths[i], model.classes[cs[0]], f"{ps[0]:.6f}", *top])
     atomic_write_text(out, buffer.getvalue())
     return out
+
+
+def estimate_label_shift(
+    run: str | Path | TrainedModel,
+    target: str | Path | Any = None,
+    source: str | Path | tuple[Any, Any] | None = None,
+    method: str = "bbse",
+    *,
+    soft: bool = False,
+    bootstrap: int = 200,
+    seed: int = 0,
+    checkpoint: str = "last",
+) -> LabelShift:
+    """The target's class proportions, estimated without target labels from a trained run's predictions on held-out
+    labeled source samples and on target samples (``dann.evaluation.label_shift``: ``bbse``, Lipton et al., ICML
+    2018, or ``em``, Saerens et al., 2002), with a bootstrap band and a ``large`` flag.
+
+    ``run``: a run directory (its ``checkpoint``: last or best) or ``load_run``'s result. ``target``: samples
+    (N, ...) as an array, an ``.npz`` file or image files; None: the run's own target data, built again from its
+    config. ``source``: held-out labeled samples ``(x, y)``, a labeled ``.npz`` file or class folders; None: the
+    run's held-out source split (``data.val_fraction``): predictions on the samples it trained on are too good to
+    measure its confusion. Raises ``DataError`` when there is no held-out source sample."""
+    model = run if isinstance(run, TrainedModel) else _load(run, checkpoint)
+    data = build_data(model.config.data, model.config.model) if target is None or source is None else None
+    target_domain = data.target_train if data is not None and target is None else _samples(model, target, False)
+    source_domain = data.source_val if data is not None and source is None else _samples(model, source, True)
+    if source_domain is None or len(source_domain) == 0:
+        raise DataError("the run kept no held-out source samples (data.val_fraction=0): pass source=(x, y)")
+    size = model.config.train.eval_batch_size
+    probs_t, _ = predict_batches(model.net, target_domain.batches(size))
+    probs_s, index = predict_batches(model.net, source_domain.batches(size))
+    k = len(model.classes)
+    prior = torch.full((k,), 1.0 / k).numpy() if model.config.data.balance_classes else None  # what EM divides out
+    y_s = source_domain.y[index].numpy()  # type: ignore[index]
+    return label_shift_from_probabilities(
+        probs_s.numpy(), y_s, probs_t.numpy(), method, soft=soft, prior=prior, bootstrap=bootstrap, seed=seed,
+        classes=model.classes,
+    )  # fmt: skip
+
+
+def _samples(model: TrainedModel, data: Any, labeled: bool) -> Domain | ImageDomain:
+    """Samples for ``model``: a path (``.npz`` or image files, as ``evaluate`` and ``predict`` read them), or arrays
+    (x when unlabeled, (x, y) when ``labeled``)."""
+    if isinstance(data, str | Path):
+        domain, unknown = _domain(model, data, labeled, skip_bad=None)
+        if unknown:
+            raise DataError(f"{data}: classes the run does not know: {', '.join(unknown)}")
+        if labeled and domain.y is None:
+            raise DataError(f"{data}: the source samples need labels (array 'y')")
+        return domain
+    domain = as_domain(*data) if labeled else as_domain(data)
+    model.check_input(domain.x, "the samples given")
+    return domain

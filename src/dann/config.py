@@ -28,6 +28,7 @@ CACHE_MODES = ("auto", "on", "off")  # data.cache, see dann.data.cache
 SWITCHES = frozenset({"data.cache"})  # string options whose bare on / off YAML 1.1 reads as true / false
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
+IW_CLS = ("balanced", "iw", "none")  # method.iw_cls, see dann.methods.iw
 INPUT_NORMS = ("none", "per_image")  # model.input_norm, see dann.models.network
 
 
@@ -105,6 +106,7 @@ class ModelConfig:
     head_norm: bool = False  # label head ends BatchNorm1d + LayerNorm + bias-free Linear (normalized features)
     freeze_bn: bool = False  # every BatchNorm in eval mode while training: running statistics frozen, affine trained
     input_norm: str = "none"  # none | per_image: each input image standardised by its own mean and std, in the network
+    adabn: bool = False  # evaluate and predict with BatchNorm statistics recomputed on the target (AdaBN)
     init_from: str = ""  # a run directory whose last.pt starts the network (needed by method `shot`)
 
     def __post_init__(self) -> None:
@@ -127,10 +129,10 @@ class MethodConfig:
     lambda_adv: float | None = None  # weight of the method's transfer term (adversarial, MMD, CORAL, MCC...); null: 1
     grl_schedule: str = "ganin"  # ganin | warm | constant (the GRL coefficient over progress)
     grl_lo: float = 0.0  # start of the `warm` schedule
-    grl_hi: float | None = None  # peak GRL coefficient; null: the method's (mdd 0.1, else 1)
+    grl_hi: float | None = None  # peak GRL coefficient; null: the method's (mdd 0.1, vada 0.01, else 1)
     grl_horizon: int | None = None  # steps the GRL schedule spans, then holds; 0: the whole run; null: the method's
     grl_gamma: float = 10.0  # steepness of the paper's sigmoid schedule
-    label_smoothing: float = 0.1  # of the source cross-entropy
+    label_smoothing: float | None = None  # of the source cross-entropy; null: 0.1, 0 for mean_teacher (its reference)
     separate_forward: bool = False  # seed variant: two forward passes (per-domain BatchNorm statistics)
     domain_discriminator: str = (
         "binary"  # dann: binary (labeled vs target) | multiclass (which labeled domain or target)
@@ -141,7 +143,22 @@ class MethodConfig:
     mcc_temperature: float = 2.5  # mcc: temperature T of the target probabilities
     fixmatch_threshold: float = 0.9  # fixmatch: pseudo-label kept when confidence > this x mean source confidence
     ema_teacher: float = 0.0  # fixmatch: momentum of a teacher that gives the pseudo-labels; 0: the model itself
-    shot_beta: float = 0.3  # shot: weight of the clustered pseudo-label cross-entropy
+    distribution_alignment: bool = True  # adamatch/fixmatch: pseudo-labels × mean source / mean target prediction
+    logit_interpolation: bool = True  # adamatch: source logits between the joint and a source-only forward
+    unlabeled_warmup: float | None = None  # adamatch/fixmatch: share of the run its weight ramps 0 → 1; null: 0.5
+    ema_eval: float | None = None  # any method: evaluate and predict with an EMA of the weights, this momentum; 0: off
+    shot_beta: float = 0.1  # shot: weight of the clustered pseudo-label cross-entropy (0.1 digits, 0.3 objects)
+    teacher_momentum: float = 0.99  # mean_teacher: EMA momentum of the teacher's parameters
+    teacher_threshold: float = 0.968  # mean_teacher: consistency counted where the teacher's max probability > this
+    class_balance: float = 0.0  # mean_teacher: weight of the class-balance loss (0.005 in the paper when on)
+    intensity_augment: bool = False  # mean_teacher: views also get a random intensity flip, scale and offset
+    vat_radius: float = 3.5  # vada and the vat regularizer: norm of the virtual adversarial perturbation per sample
+    vada_source_vat: float = 1.0  # vada: weight lambda_s of VAT on the source batch
+    vada_target: float = 0.01  # vada: weight lambda_t of the target entropy + VAT on the target batch
+    iw_every: int = 50  # iwdan, iwcdan: steps between re-estimates of the class weights from the steps' predictions
+    iw_warmup: float = 0.02  # iwdan, iwcdan: share of the run before the weighted adversarial term starts
+    iw_ma: float = 0.5  # iwdan, iwcdan: weight of the previous class weights in each re-estimate's moving average
+    iw_cls: str = "balanced"  # iwdan, iwcdan: source CE weights: balanced (w[y] / p_s[y], the reference) | iw | none
 
     def __post_init__(self) -> None:
         _require(self.lambda_adv is None or self.lambda_adv >= 0, "method.lambda_adv", ">= 0", self.lambda_adv)
@@ -157,7 +174,22 @@ class MethodConfig:
             0.0 <= self.fixmatch_threshold <= 1.0, "method.fixmatch_threshold", "in [0, 1]", self.fixmatch_threshold
         )
         _require(0.0 <= self.ema_teacher < 1.0, "method.ema_teacher", "in [0, 1)", self.ema_teacher)
+        warm = self.unlabeled_warmup
+        _require(warm is None or 0.0 <= warm <= 1.0, "method.unlabeled_warmup", "in [0, 1] (0: none)", warm)
+        ema = self.ema_eval
+        _require(ema is None or 0.0 <= ema < 1.0, "method.ema_eval", "in [0, 1) (0: off)", ema)
         _require(self.shot_beta >= 0, "method.shot_beta", ">= 0", self.shot_beta)
+        momentum, threshold = self.teacher_momentum, self.teacher_threshold
+        _require(0.0 <= momentum < 1.0, "method.teacher_momentum", "in [0, 1)", momentum)
+        _require(0.0 <= threshold <= 1.0, "method.teacher_threshold", "in [0, 1]", threshold)
+        _require(self.class_balance >= 0, "method.class_balance", ">= 0", self.class_balance)
+        _require(self.vat_radius > 0, "method.vat_radius", "> 0", self.vat_radius)
+        _require(self.vada_source_vat >= 0, "method.vada_source_vat", ">= 0", self.vada_source_vat)
+        _require(self.vada_target >= 0, "method.vada_target", ">= 0", self.vada_target)
+        _require(self.iw_every > 0, "method.iw_every", "> 0", self.iw_every)
+        _require(0.0 <= self.iw_warmup <= 1.0, "method.iw_warmup", "in [0, 1] (0: none)", self.iw_warmup)
+        _require(0.0 <= self.iw_ma < 1.0, "method.iw_ma", "in [0, 1) (0: no averaging)", self.iw_ma)
+        _require(self.iw_cls in IW_CLS, "method.iw_cls", " | ".join(IW_CLS), self.iw_cls)
         kinds = DOMAIN_DISCRIMINATORS
         _require(
             self.domain_discriminator in kinds,
@@ -167,7 +199,8 @@ class MethodConfig:
         )
         _require(self.grl_gamma >= 0, "method.grl_gamma", ">= 0", self.grl_gamma)
         GRL_SCHEDULES.get(self.grl_schedule)  # an unknown name lists the valid ones
-        _require(0.0 <= self.label_smoothing < 1.0, "method.label_smoothing", "in [0, 1)", self.label_smoothing)
+        eps = self.label_smoothing
+        _require(eps is None or 0.0 <= eps < 1.0, "method.label_smoothing", "in [0, 1)", eps)
 
 
 @dataclass(frozen=True)
@@ -300,6 +333,7 @@ def resolve_method(cfg: MethodConfig) -> MethodConfig:
 
 # What a resumed run may change: settings that alter neither the network, nor the data it trains on, nor its schedule.
 RESUMABLE = (
+    "model.adabn",  # evaluation only: what the run evaluates and predicts with, not what it trains
     "data.skip_bad_images",
     "data.num_workers",
     "data.pin_memory",
@@ -322,6 +356,9 @@ AUTOMATIC = {
     "method.lambda_adv": None,
     "method.grl_hi": None,
     "method.grl_horizon": None,
+    "method.ema_eval": None,
+    "method.unlabeled_warmup": None,
+    "method.label_smoothing": None,
     "data.image_size": 0,
     "train.precision": "auto",
     "train.channels_last": None,

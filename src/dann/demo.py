@@ -19,7 +19,11 @@ from .models import DomainAdaptNet
 from .runs import atomic_write_bytes
 
 # the control, the seed's exact DANN, and the recommended recipe (dann.config.RECIPE; the default of every entry point)
-METHODS = {"source_only": ["method.name=source_only"], "dann": ["method.name=dann"], "recommended": []}
+METHODS = {
+    "source_only": ["method.name=source_only"],
+    "dann": ["method.name=dann", "model.bottleneck_dim=0"],  # the seed's network: no bottleneck (as --config paper)
+    "recommended": [],
+}
 
 
 def demo_methods() -> dict[str, list[str]]:

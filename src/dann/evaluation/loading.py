@@ -91,6 +91,9 @@ def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedM
     state = load_checkpoint(Path(run_dir) / checkpoint)
     cfg = config_from_dict(state.config)
     offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights
+    if cfg.model.bottleneck_dim is None:  # a run that left it to auto before runs recorded it: the checkpoint knows
+        width = state.model["bottleneck.0.weight"].shape[0] if "bottleneck.0.weight" in state.model else 0
+        offline = replace(offline, model={"bottleneck_dim": width})
     meta = state.meta
     classes, input_shape = list(meta["classes"]), tuple(meta["input_shape"])
     domains = len(meta.get("domains") or ["source"]) + 1  # the labeled domains and the target

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig, ModelConfig, resolve_method
-from ..data.domains import SOURCE, TARGET  # noqa: F401 -- re-exported for methods
+from ..data.domains import SOURCE, TARGET, AnyDomain  # noqa: F401 -- SOURCE, TARGET re-exported for methods
 from ..errors import ConfigError, DataWarning
 from ..models.heads import DomainDiscriminator
 from ..models.network import DomainAdaptNet
@@ -70,6 +70,7 @@ class Forward:
     z_t: torch.Tensor
     progress: float
     steps: int = 0  # the steps of the run (or of its stage) that ``progress`` spans; 0: unknown
+    z_t_strong: torch.Tensor | None = None  # (B_t, K) logits of a strongly augmented target view, where forwarded
 
     @property
     def step(self) -> int:
@@ -78,7 +79,12 @@ class Forward:
 
 
 class Term:
-    """One named loss over a step's ``Forward``. ``__call__`` returns (value, extra named values to log)."""
+    """One named loss over a step's ``Forward``. ``__call__`` returns (value, extra named values to log).
+
+    Hooks the trainer calls: ``prepare`` once before training; ``refresh`` before a step's loss whenever
+    ``refresh_due`` says so, with the whole unlabeled target training set (a term that keeps statistics of it, e.g.
+    SHOT's cluster centres once per epoch; keep what it computes, and the step, in ``state_dict`` so that a resumed
+    run needs no extra pass); ``after_step`` after each optimizer step."""
 
     uses_discriminator: ClassVar[bool] = False  # reads net.domain_logits (DDP must otherwise skip its parameters)
     options: ClassVar[tuple[str, ...]] = ()  # the method.* keys only this term reads (warned about when unused)
@@ -102,6 +108,16 @@ class Term:
 
     def prepare(self, net: DomainAdaptNet) -> None:
         """Called once before training starts (after any ``--init-from`` weights are loaded)."""
+
+    def refresh_due(self, step: int, epoch_steps: int) -> bool:
+        """Whether the trainer calls ``refresh`` before step ``step``'s loss; ``epoch_steps``: the steps of one pass
+        over the target training set, ceil(N_t / (train.batch_size · train.accumulate)). Never, by default."""
+        return False
+
+    def refresh(self, net: DomainAdaptNet, target: AnyDomain, step: int, batch_size: int) -> None:
+        """Recompute what the term keeps from ``target``, the whole target training set (no labels), before step
+        ``step``'s loss, when ``refresh_due``; ``batch_size``: ``train.eval_batch_size``, for a pass over it. Under
+        torchrun every process calls it with the whole set (the term makes the processes agree)."""
 
     def after_step(self, net: DomainAdaptNet) -> None:
         """Called after each optimizer step (an EMA teacher follows the weights here)."""
@@ -131,8 +147,12 @@ class Method:
     # class docstring and docs/methods/index.md
     defaults: ClassVar[dict[str, Any]] = {}
     # model.bottleneck_dim under auto (null) for the small registered backbones (lenet*, mlp): the width of the
-    # Linear-BatchNorm-ReLU layer under both heads that the method's reference network has; 0: none
-    bottleneck: ClassVar[int] = 0
+    # Linear-BatchNorm-ReLU layer under both heads. Every adaptation method's reference network has one (TLlib's
+    # ImageClassifier, thuml/MDD, tim-learn/SHOT, the self-ensembling and VADA digit networks); source_only keeps 0
+    bottleneck: ClassVar[int] = 256
+    # train.precision=auto may give this method bf16 (image inputs, native bf16, no adversarial branch): only where
+    # benchmarks/precision.py found it within the seed spread of fp32; a method not measured yet says False
+    auto_bf16: ClassVar[bool] = True
 
     def __init__(self, cfg: MethodConfig) -> None:
         cfg = method_defaults(cfg)
@@ -158,7 +178,7 @@ class Method:
         read = {key for _, _, term in self.terms for key in term.options}
         terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
         owners = [t for t in terms if t is not None]
-        defaults = MethodConfig()
+        defaults = method_defaults(MethodConfig(name=self.cfg.name))
         unused = sorted(
             {k for t in owners for k in t.options if k not in read and getattr(self.cfg, k) != getattr(defaults, k)}
         )
@@ -195,23 +215,44 @@ class Method:
     def prepare(self, net: DomainAdaptNet) -> None:
         for _, _, term in self.terms:
             term.prepare(net)
+        self.averaged.prepare(net)
+
+    def refresh(self, net: DomainAdaptNet, target: AnyDomain, step: int, epoch_steps: int, batch_size: int) -> None:
+        """Each term's ``refresh`` that is due before step ``step`` (``Term.refresh_due``)."""
+        for _, _, term in self.terms:
+            if term.refresh_due(step, epoch_steps):
+                term.refresh(net, target, step, batch_size)
 
     def after_step(self, net: DomainAdaptNet) -> None:
         for _, _, term in self.terms:
             term.after_step(net)
+        self.averaged.update(net)
 
     def eval_weights(self) -> dict[str, torch.Tensor] | None:
-        """The first term's ``eval_weights`` (an EMA teacher), or None: evaluate the trained weights."""
-        return next((w for _, _, term in self.terms if (w := term.eval_weights()) is not None), None)
+        """The first term's ``eval_weights`` (an EMA teacher), else the ``method.ema_eval`` average of the weights,
+        else None: evaluate the trained weights."""
+        own = next((w for _, _, term in self.terms if (w := term.eval_weights()) is not None), None)
+        return own if own is not None else self.averaged.weights
+
+    @property
+    def averaged(self) -> WeightAverage:
+        """The ``method.ema_eval`` average of the network's weights (empty while it is 0 or before ``prepare``)."""
+        if not hasattr(self, "_averaged"):
+            self._averaged = WeightAverage(self.cfg.ema_eval or 0.0)
+        return self._averaged
 
     def state_dict(self) -> dict[str, Any]:
-        """The terms' state across steps (tensors and plain data), by term name; empty for stateless methods."""
-        return {name: state for name, _, term in self.terms if (state := term.state_dict())}
+        """The terms' state across steps (tensors and plain data), by term name, and the ``method.ema_eval`` average
+        under ``ema_eval``; empty for stateless methods."""
+        state = {name: state for name, _, term in self.terms if (state := term.state_dict())}
+        return state | ({"ema_eval": self.averaged.state_dict()} if self.averaged.weights is not None else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, _, term in self.terms:
             if name in state:
                 term.load_state_dict(state[name])
+        if "ema_eval" in state:
+            self.averaged.load_state_dict(state["ema_eval"])
 
     def forward_rows(self, rows: int) -> int:
         """The fewest samples one training forward of the network sees when each domain's batch has ``rows``: both
@@ -232,6 +273,50 @@ class Method:
             return "method.separate_forward=true forwards each domain alone"
         alone = [name for name, _, term in self.terms if term.forwards_target_alone]
         return f"{alone[0]} forwards the target batch alone" if alone else ""
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights, w ← m_t·w + (1 − m_t)·w_net after each optimizer step
+    (floating-point parameters and buffers; integer buffers copied), as AdaMatch (EMA 0.999) and VADA (0.998)
+    evaluate. m_t = min(m, 1 − 1/(t + 1)) at the t-th update (Tarvainen & Valpola's ramp, mean-teacher reference
+    code), so a short run's average is not dominated by the initial weights. ``weights`` is None while the momentum
+    ``m`` is 0 or before ``prepare``; ``state_dict`` holds the weights and the update count, for an exact resume."""
+
+    def __init__(self, momentum: float) -> None:
+        self.momentum = momentum
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.updates = 0
+
+    def prepare(self, net: nn.Module) -> None:
+        if self.momentum > 0 and self.weights is None:
+            self.weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def update(self, net: nn.Module) -> None:
+        if self.weights is None:
+            return
+        self.updates += 1
+        momentum = min(self.momentum, 1 - 1 / (self.updates + 1))
+        with torch.no_grad():
+            for k, v in net.state_dict().items():
+                if v.is_floating_point():
+                    self.weights[k].lerp_(v, 1 - momentum)
+                else:
+                    self.weights[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "updates": self.updates} if self.weights is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("weights") is not None:
+            self.weights = {k: v.clone() for k, v in state["weights"].items()}
+            self.updates = int(state.get("updates", 0))
+
+
+def keeps_fp32(method: Any) -> bool:
+    """Whether ``train.precision: auto`` keeps ``method`` (a ``Method`` or a stage's ``StageLoss``) in fp32: an
+    adversarial branch (bf16 failed the accuracy rule for dann and cdan_e) or a method not measured in bf16 yet."""
+    inner = getattr(method, "inner", method)
+    return bool(method.uses_discriminator) or not getattr(inner, "auto_bf16", True)
 
 
 def weighted_mean(loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -262,7 +347,8 @@ def joint_features(net: DomainAdaptNet, batch: Batch, separate: bool) -> tuple[t
 def grl_coeff(cfg: MethodConfig, progress: float, steps: int = 0) -> float:
     """The GRL coefficient at ``progress`` of a run of ``steps`` steps, per ``method.grl_schedule``
     (``dann.training.schedules``), peaking at ``method.grl_hi``. With ``method.grl_horizon`` = H > 0 the schedule
-    spans the first H steps, then holds its last value (TLlib's ``WarmStartGradientReverseLayer(max_iters=H)``)."""
+    spans the first H steps, then holds its last value (TLlib's ``WarmStartGradientReverseLayer(alpha=1,
+    max_iters=N)`` is the sigmoid with γ = 10 over H = 10 N steps)."""
     horizon = cfg.grl_horizon or 0
     if horizon and steps:
         progress = min(1.0, progress * steps / horizon)
@@ -271,7 +357,14 @@ def grl_coeff(cfg: MethodConfig, progress: float, steps: int = 0) -> float:
 
 
 # What the method.* keys left null (auto) resolve to, unless the method's ``defaults`` say otherwise.
-METHOD_DEFAULTS: dict[str, Any] = {"lambda_adv": 1.0, "grl_hi": 1.0, "grl_horizon": 0}
+METHOD_DEFAULTS: dict[str, Any] = {
+    "lambda_adv": 1.0,
+    "grl_hi": 1.0,
+    "grl_horizon": 0,
+    "ema_eval": 0.0,
+    "unlabeled_warmup": 0.5,  # AdaMatch's, for its target term wherever it runs (method or regularizer)
+    "label_smoothing": 0.1,
+}
 
 
 def method_defaults(cfg: MethodConfig) -> MethodConfig:

@@ -78,8 +78,14 @@ class ConditionalAdversarial(Term):
         w = 1 + torch.exp(-entropy(p.float())) if self.entropy_weights else None
         n_s = len(fw.f_s)
         w_s, w_t = (w[:n_s], w[n_s:]) if w is not None else (None, None)
+        if (iw := self.source_weights(fw)) is not None:  # IWCDAN's class weights (dann.methods.iw)
+            w_s = iw if w_s is None else w_s * iw
         adv, domain_acc = domain_adversarial_loss(d[:n_s], d[n_s:], w_s, w_t)
         return adv, {"domain_acc": domain_acc, "grl_lambda": coeff}
+
+    def source_weights(self, fw: Forward) -> torch.Tensor | None:
+        """Per-sample weights (B_s,) multiplying the source samples' BCE weights; None: none."""
+        return None
 
 
 class ConditionalAdversarialEntropy(ConditionalAdversarial):

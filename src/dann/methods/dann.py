@@ -75,8 +75,13 @@ class DomainAdversarial(Term):
             d_t = torch.full((len(fw.f_t),), d.shape[1] - 1, dtype=torch.int64, device=d.device)
             adv, domain_acc = multiclass_domain_loss(d, torch.cat([d_s, d_t]))
         else:
-            adv, domain_acc = domain_adversarial_loss(d[:n_s], d[n_s:])
+            adv, domain_acc = domain_adversarial_loss(d[:n_s], d[n_s:], self.source_weights(fw))
         return adv, {"domain_acc": domain_acc, "grl_lambda": coeff}
+
+    def source_weights(self, fw: Forward) -> torch.Tensor | None:
+        """Per-sample weights (B_s,) of the source samples' BCE; None: equal (IWDAN's class weights:
+        ``dann.methods.iw``)."""
+        return None
 
 
 @METHODS.register("dann")

@@ -9,7 +9,12 @@ from .base import METHODS, Batch, LossOutput, Method, classification_loss
 
 @METHODS.register("source_only")
 class SourceOnly(Method):
+    """Cross-entropy on the source batch alone. Its network has no bottleneck unless given one: a BatchNorm layer
+    that only ever sees the source can make the control brittle on the target (``--control`` trains it on the
+    network of the run it controls, bottleneck included)."""
+
     uses_target = False
+    bottleneck = 0
 
     def loss(self, net: DomainAdaptNet, batch: Batch, progress: float) -> LossOutput:
         logits_s = net(batch.x_s)

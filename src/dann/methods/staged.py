@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..data.domains import AnyDomain
 from ..models.network import DomainAdaptNet
 from .base import Batch, Forward, LossOutput, Method, classification_loss, joint_features
 
@@ -24,7 +25,8 @@ from .base import Batch, Forward, LossOutput, Method, classification_loss, joint
 class StageLoss:
     """``inner`` on the labeled domains ``parts`` (indices into ``DomainData.domains``, in batch order, ``names``
     theirs): ``classify`` maps a part's position to its λ, ``align`` lists the positions aligned with the target.
-    It offers what the trainer asks of a method (``loss``, ``prepare``, ``after_step``, state, ``forward_rows``)."""
+    It offers what the trainer asks of a method (``loss``, ``prepare``, ``refresh``, ``after_step``, state,
+    ``forward_rows``)."""
 
     def __init__(
         self,
@@ -71,6 +73,9 @@ class StageLoss:
 
     def prepare(self, net: DomainAdaptNet) -> None:
         self.inner.prepare(net)
+
+    def refresh(self, net: DomainAdaptNet, target: AnyDomain, step: int, epoch_steps: int, batch_size: int) -> None:
+        self.inner.refresh(net, target, step, epoch_steps, batch_size)
 
     def after_step(self, net: DomainAdaptNet) -> None:
         self.inner.after_step(net)

@@ -4,7 +4,7 @@ All in one ``nn.Module`` so one optimizer, one checkpoint and one DDP wrap see e
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -89,6 +89,37 @@ class PerImageStandardize(nn.Module):
         mean, std = flat.mean(1), flat.std(1)
         shape = (-1,) + (1,) * (x.ndim - 1)
         return (x - mean.view(shape)) / (std.view(shape) + 1e-5)
+
+
+@torch.no_grad()
+def recompute_batchnorm(
+    net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """AdaBN (Li, Wang, Shi, Liu, Hou, "Revisiting Batch Normalization For Practical Domain Adaptation", ICLR
+    workshop 2017): every BatchNorm layer's running mean and variance recomputed as the plain average over
+    ``batches`` of (x (B, ...), indices (B,)) (e.g. the target domain's), everything else in eval mode (no dropout).
+    Returns the network's state dict with those statistics; ``net`` itself is left as it was."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    own = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    if not norms:
+        return own
+    device = device or next(net.parameters()).device
+    was_training, momenta = net.training, [m.momentum for m in norms]
+    net.eval()
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+            m.train()
+        for x, _ in batches:
+            net(x.to(device))
+        adapted = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        return adapted | {k: v for k, v in own.items() if k.endswith("num_batches_tracked")}  # the trained counts
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        net.load_state_dict(own)
+        net.train(was_training)
 
 
 PAPER_HEAD = (100, 100)  # lenet_conv's label predictor: the DANN paper's two fc-100 layers

@@ -8,9 +8,10 @@ control included (ties go to the earlier run, the control first); with no eligib
 labels only fill a marked column and name the run they *would* have picked.
 
 Method strings: a method, then regularizers after ``+`` (``dann+mcc``: ``method.name=dann``, ``regularizers={mcc:
-1.0}``; ``dann+entropy:0.1`` gives a weight). ``shot`` starts from the control (``model.init_from``). The same
-arguments again continue a killed tune: finished runs are reused, an unfinished one resumes from its checkpoint.
-Another ``guard`` or ``selection.validator`` only re-ranks the runs (every validator is in each ``metrics.jsonl``)."""
+1.0}``; ``dann+entropy:0.1`` gives a weight). ``shot`` starts from the control (``model.init_from``), with the
+control's network (``model.bottleneck_dim``). The same arguments again continue a killed tune: finished runs are
+reused, an unfinished one resumes from its checkpoint. Another ``guard`` or ``selection.validator`` only re-ranks the
+runs (every validator is in each ``metrics.jsonl``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..config import Config, replace
 from ..data import DomainData, build_data
 from ..errors import CheckpointError, ConfigError, DivergedError, RunDirError
 from ..methods import METHODS, REGULARIZERS, create_method
+from ..methods.base import method_model
 from ..reporting.pages import Section, Table, to_markdown
 from ..runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, atomic_write_text, load_checkpoint, read_jsonl
 from ..training.nonfinite import ADVICE
@@ -116,6 +118,29 @@ def grid_points(
     if len(set(names)) < len(names):
         raise ConfigError(f"the grid repeats a point: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     return points
+
+
+def matched_control(points: list[GridPoint], data: DomainData) -> list[GridPoint]:
+    """The control (``points[0]``) on the candidates' network: with ``model.bottleneck_dim`` left to auto, every
+    adaptation method has its references' bottleneck and source-only none, so the control takes the candidates'
+    width (when they share one), and a gain of the bottleneck is never credited to adaptation."""
+    control = points[0]
+    if control.cfg.model.bottleneck_dim is not None:
+        return points
+    widths = {method_model(p.cfg.model, p.cfg.method, data.input_shape).bottleneck_dim for p in points[1:]}
+    if len(widths) != 1:
+        return points
+    matched = GridPoint(control.name, replace(control.cfg, model={"bottleneck_dim": widths.pop()}))
+    return [matched, *points[1:]]
+
+
+def control_layout(point: GridPoint, control: GridPoint, data: DomainData) -> GridPoint:
+    """A point that starts from the control (shot) with ``model.bottleneck_dim`` left to auto gets the control's
+    bottleneck, so the control's weights fit its network (under auto each method has its reference layout)."""
+    if not point.cfg.model.init_from or point.cfg.model.bottleneck_dim is not None:
+        return point
+    dim = method_model(control.cfg.model, control.cfg.method, data.input_shape).bottleneck_dim
+    return GridPoint(point.name, replace(point.cfg, model={"bottleneck_dim": dim}))
 
 
 def _fingerprint(data: DomainData) -> dict[str, Any]:
@@ -332,6 +357,8 @@ def tune(
     grid["lrs"] = [float(x) for x in ((cfg.optim.lr,) if lrs is None else lrs)]
     points = grid_points(cfg, out, grid["methods"], grid["lambdas"], grid["lrs"])
     data = build_data(cfg.data, cfg.model) if data is None else data
+    points = matched_control(points, data)
+    points = [control_layout(point, points[0], data) for point in points]
     if data.source_val is None:
         raise ConfigError("tune's collapse guard needs a labeled source held-out set: set data.val_fraction > 0")
     validator = cfg.selection.validator

@@ -74,7 +74,8 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
     the control; ``verbose=True`` shows the progress bar. ``random_state``: an int is ``train.seed``.
 
     Fitted: ``classes_`` (any label type), ``n_features_in_``, ``net_`` (the ``DomainAdaptNet``, on the CPU),
-    ``config_`` (the resolved ``Config``; its method is ``source_only`` when there was no target to adapt to)."""
+    ``config_`` (the resolved ``Config``; its method is ``source_only`` when there was no target to adapt to).
+    ``lambda_adv=None`` takes the method's reference weight, as ``dann train`` does (``docs/methods/index.md``)."""
 
     def __init__(
         self,
@@ -83,7 +84,7 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
         max_steps: int = 3000,
         batch_size: int = 64,
         lr: float = 0.01,
-        lambda_adv: float = 1.0,
+        lambda_adv: float | None = None,
         random_state: int | np.random.RandomState | None = 0,
         device: str = "auto",
         verbose: bool = False,

@@ -1,18 +1,20 @@
 """The only training loop. Steps, not epochs: progress ``p = step / steps`` drives every schedule.
 
-Per step (``steps``): one batch per domain per micro-batch (a pure function of the step), ``method.loss`` under
-autocast (``precision``), backward, optimizer step. No
-host-device synchronization except every ``log_every`` steps (progress bar, non-finite check) and ``eval_every``
-steps (non-finite check → evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
-checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the ``selection.validator``
-score is the best so far; see ``selection.validators``). Non-finite losses: see ``nonfinite``. Under torchrun the
-same loop runs in every process, with DistributedDataParallel and rank 0 writing: see ``distributed``. With
-``train.stages`` the steps are split into stages, each with its own method, batch streams and schedules, and each
-ending with an evaluation: see ``stages`` (a run without them is one stage, the loop as it always was)."""
+Per step (``steps``): a term's ``refresh`` when it is due (SHOT clusters the whole target set once per epoch), one batch
+per domain per micro-batch (a pure function of the step), ``method.loss`` under autocast (``precision``), backward,
+optimizer step. No host-device synchronization except in a refresh, every ``log_every`` steps (progress bar, non-finite
+check) and every ``eval_every`` steps (non-finite check → evaluation and validator scores → one JSON line in
+``metrics.jsonl`` → atomic checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the
+``selection.validator`` score is the best so far; see ``selection.validators``). Non-finite losses: see ``nonfinite``.
+Under torchrun the same loop runs in every process, with DistributedDataParallel and rank 0 writing: see
+``distributed``. With ``train.stages`` the steps are split into stages, each with its own method, batch streams and
+schedules, and each ending with an evaluation: see ``stages`` (a run without them is one stage, the loop as it always
+was)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import time
 import warnings
@@ -28,8 +30,8 @@ from ..data.fingerprint import write_data_fingerprint
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning, TrainingInterrupted
 from ..evaluation.metrics import evaluate_domain, labeled_accuracy
-from ..methods.base import Method, evaluated_with
-from ..models.network import DomainAdaptNet
+from ..methods.base import Method, evaluated_with, keeps_fp32
+from ..models.network import DomainAdaptNet, recompute_batchnorm
 from ..runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
@@ -192,7 +194,7 @@ class Trainer:
         for stage in plan.stages:
             check_batchnorm_rows(net, stage.method, t.batch_size, world.size)
         net.to(self.device).train()
-        adversarial = any(stage.method.uses_discriminator for stage in plan.stages)
+        adversarial = any(keeps_fp32(stage.method) for stage in plan.stages)
         precision = resolve_precision(t.precision, self.device, data.input_shape, adversarial)
         amp = Precision(precision, self.device, resolve_channels_last(t.channels_last, precision, data.input_shape))
         amp.prepare_model(net, t.compile)
@@ -217,6 +219,7 @@ class Trainer:
             mininterval=bar_interval(),
         )  # fmt: skip
         tic = time.perf_counter()
+        epoch_steps = max(1, math.ceil(len(data.target_train) / (t.batch_size * t.accumulate)))  # one target pass
         for step in range(start, t.steps):
             if stage is None or step >= stage.end:  # the first step, or a new stage: its method, model and streams
                 stage = plan.enter(step, net)
@@ -229,6 +232,8 @@ class Trainer:
             lr = stage.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
+            # a term that keeps statistics of the whole target set recomputes them when due (SHOT: once per epoch)
+            stage.method.refresh(net, data.target_train, step, epoch_steps, t.eval_batch_size)
             if guard:
                 guard.snapshot()
             out = train_step(model, optimizer, source, target, step, progress, amp, t.accumulate, clip)
@@ -251,11 +256,14 @@ class Trainer:
                 toc = time.perf_counter()
                 train_time += toc - tic
                 rate = (done - start) / train_time
-                with evaluated_with(net, plan.eval_weights()):  # a method's EMA teacher, where it evaluates one
+                weights = self._eval_weights(net, data, plan)
+                with evaluated_with(net, weights):  # a method's EMA teacher, target BatchNorm statistics (adabn)
+                    if weights is not None:  # a teacher's buffers follow each process's batches: use rank 0's
+                        world.sync_buffers(net)
                     record = self._evaluate(net, data, done, logged, rate, watch.skipped, history)
                 history.append(record)
                 rng = world.gather_objects(rng_state(self.device))
-                self._save(net, optimizer, amp, data, record, done, rng, plan)
+                self._save(net, optimizer, amp, data, record, done, rng, plan, weights)
                 if self.writes and plan.staged and done == stage.end:
                     keep_stage_checkpoint(self.run_dir, stage.name)  # type: ignore[arg-type]
                 watch.saved = done if self.run_dir is not None else None
@@ -266,7 +274,7 @@ class Trainer:
                 self._interrupt(net, optimizer, amp, data, plan, watch, history, done)
         bar.close()
         self.events.close()
-        if (weights := plan.eval_weights()) is not None:  # the trained net predicts as the run's checkpoints do
+        if (weights := self._eval_weights(net, data, plan)) is not None:  # the net predicts as its checkpoints do
             net.load_state_dict(weights)
         world.barrier()  # every process returns once rank 0 has written the last checkpoint (fit() then stops)
         return history
@@ -292,7 +300,7 @@ class Trainer:
             check_weights(net, done, watch.saved)
             rng = self.world.gather_objects(rng_state(self.device))
             record = {"skipped_steps": watch.skipped, "selection": history[-1].get("selection") if history else None}
-            self._save(net, optimizer, amp, data, record, done, rng, plan)
+            self._save(net, optimizer, amp, data, record, done, rng, plan, self._eval_weights(net, data, plan))
         self.events.close()
         self.world.barrier()  # no process leaves before rank 0 has written the checkpoint
         checkpoint = str(self.run_dir / LAST_CHECKPOINT) if self.run_dir is not None else None
@@ -308,12 +316,14 @@ class Trainer:
         torch.manual_seed(derive_seed(self.cfg.train.seed, "train", self.world.rank))  # not the init stream
         if self.run_dir is None:
             return 0, 0, []
-        if self.writes:  # on resume too: it records the settings a resume may change (config.RESUMABLE)
-            atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
         if not self.resume:
+            if self.writes:
+                atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
             return 0, 0, []
         state = load_latest_checkpoint(self.run_dir, self.device)
         net.load_state_dict(state.model)
+        if self.writes:  # once the state fits: it records the settings a resume may change (config.RESUMABLE)
+            atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
         optimizer.load_state_dict(state.optimizer)
         amp.load_state_dict(state.scaler)
         method.load_state_dict(state.method)
@@ -329,6 +339,17 @@ class Trainer:
         if self.writes:
             reconcile_best(self.run_dir, state, history[-1].get("selection") if history else None)
         return step, int(state.skipped_steps), history
+
+    def _eval_weights(self, net: DomainAdaptNet, data: DomainData, plan: StagePlan) -> dict[str, Any] | None:
+        """The weights the run evaluates, checkpoints as ``eval_model`` and predicts with: the method's (an EMA
+        teacher) or None for the trained ones; with ``model.adabn``, those with every BatchNorm layer's statistics
+        recomputed on the target training set (``models.network.recompute_batchnorm``; every process reads all of
+        it, so all get the same statistics)."""
+        weights = plan.eval_weights()
+        if not self.cfg.model.adabn:
+            return weights
+        with evaluated_with(net, weights):
+            return recompute_batchnorm(net, data.target_train.batches(self.cfg.train.eval_batch_size), self.device)
 
     def _evaluate(
         self,
@@ -409,9 +430,10 @@ class Trainer:
         step: int,
         rng: list[dict[str, torch.Tensor | None]],
         method: Method,
+        eval_model: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Write ``best.pt`` (when this step is the validator's best) and ``last.pt``; ``rng`` holds every rank's RNG
-        states."""
+        states, ``eval_model`` the weights the run evaluates with when they are not the trained ones."""
         if not self.writes:
             return
         state = Checkpoint(
@@ -433,7 +455,7 @@ class Trainer:
             method=method.state_dict(),
             skipped_steps=record["skipped_steps"],
             selection=record.get("selection"),
-            eval_model=method.eval_weights(),
+            eval_model=eval_model,
         )
         # best.pt before last.pt: a crash between the two resumes from the older last.pt and rewrites best.pt
         if state.selection is not None and state.selection["step"] == step:
