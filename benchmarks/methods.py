@@ -145,7 +145,10 @@ def table(task: str, names: list[str], seeds: list[int], out: Path) -> None:
     print("| --- " * (len(head) + 3) + "|")
     for n in names:
         if n not in res:
-            print(f"| {n} | {control_of(n)} | not run yet |" + " |" * (len(head) + 1))
+            some = [scores(run_dir(out, task, n, s))["last"] for s in seeds if finished(run_dir(out, task, n, s))]
+            state = f"{len(some)} of {len(seeds)} seeds so far" if some else "not run yet"
+            per_seed = " / ".join(f"{x:.1f}" for x in some)
+            print(f"| {n} | {control_of(n)} | {state} |" + " |" * len(head) + f" {per_seed} |")
             continue
         last, control = [r["last"] for r in res[n]], control_of(n)
         vs, verdict = gain(last, [r["last"] for r in res[control]]) if control in res and control != n else ("", "")
