@@ -72,11 +72,6 @@ class Forward:
     steps: int = 0  # the steps of the run (or of its stage) that ``progress`` spans; 0: unknown
     z_t_strong: torch.Tensor | None = None  # (B_t, K) logits of a strongly augmented target view, where forwarded
 
-    @property
-    def step(self) -> int:
-        """The step within the run (or stage), from ``progress`` and ``steps``."""
-        return round(self.progress * self.steps)
-
 
 class Term:
     """One named loss over a step's ``Forward``. ``__call__`` returns (value, extra named values to log).
@@ -158,6 +153,7 @@ class Method:
         cfg = method_defaults(cfg)
         self.cfg = cfg
         self.steps = 0  # the steps this method trains for (the run's, or its stage's): set by the trainer's plan
+        self.averaged = WeightAverage(cfg.ema_eval or 0.0)  # method.ema_eval's average (empty while it is 0)
         self.terms: list[tuple[str, float, Term]] = []
         if self.term is not None:
             self.terms.append((self.term_name, cfg.lambda_adv, self.term(cfg)))
@@ -233,13 +229,6 @@ class Method:
         else None: evaluate the trained weights."""
         own = next((w for _, _, term in self.terms if (w := term.eval_weights()) is not None), None)
         return own if own is not None else self.averaged.weights
-
-    @property
-    def averaged(self) -> WeightAverage:
-        """The ``method.ema_eval`` average of the network's weights (empty while it is 0 or before ``prepare``)."""
-        if not hasattr(self, "_averaged"):
-            self._averaged = WeightAverage(self.cfg.ema_eval or 0.0)
-        return self._averaged
 
     def state_dict(self) -> dict[str, Any]:
         """The terms' state across steps (tensors and plain data), by term name, and the ``method.ema_eval`` average

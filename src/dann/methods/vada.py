@@ -118,7 +118,6 @@ class VADA(Method):
     94.4 % against 83.3 %)."""
 
     defaults: ClassVar[dict[str, Any]] = {"lambda_adv": 1.0, "grl_hi": 0.01, "ema_eval": 0.998}
-    bottleneck: ClassVar[int] = 256
     term = VadaAdversarial
     term_name = "adv"
 

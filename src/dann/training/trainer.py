@@ -218,7 +218,7 @@ class Trainer:
             total=t.steps, initial=start, disable=not show, dynamic_ncols=True, desc=cfg.method.name,
             mininterval=bar_interval(),
         )  # fmt: skip
-        tic = time.perf_counter()
+        tic, final = time.perf_counter(), None
         epoch_steps = max(1, math.ceil(len(data.target_train) / (t.batch_size * t.accumulate)))  # one target pass
         for step in range(start, t.steps):
             if stage is None or step >= stage.end:  # the first step, or a new stage: its method, model and streams
@@ -257,6 +257,7 @@ class Trainer:
                 train_time += toc - tic
                 rate = (done - start) / train_time
                 weights = self._eval_weights(net, data, plan)
+                final = weights if done == t.steps else None  # what the trained net will predict with
                 with evaluated_with(net, weights):  # a method's EMA teacher, target BatchNorm statistics (adabn)
                     if weights is not None:  # a teacher's buffers follow each process's batches: use rank 0's
                         world.sync_buffers(net)
@@ -274,8 +275,10 @@ class Trainer:
                 self._interrupt(net, optimizer, amp, data, plan, watch, history, done)
         bar.close()
         self.events.close()
-        if (weights := self._eval_weights(net, data, plan)) is not None:  # the net predicts as its checkpoints do
-            net.load_state_dict(weights)
+        if start == t.steps:  # a finished run resumed: nothing was evaluated above
+            final = self._eval_weights(net, data, plan)
+        if final is not None:  # the net predicts as its checkpoints do (computed once: AdaBN reads the whole target)
+            net.load_state_dict(final)
         world.barrier()  # every process returns once rank 0 has written the last checkpoint (fit() then stops)
         return history
 
