@@ -43,6 +43,7 @@ CONFIGS: dict[str, list[str]] = {
     "coral": ["method.name=coral"],
     "fixmatch": ["method.name=fixmatch"],
     "adamatch": ["method.name=adamatch"],
+    "adamatch_noda": ["method.name=adamatch", "method.distribution_alignment=false"],
     "mean_teacher": ["method.name=mean_teacher"],
     "vada": ["method.name=vada"],
     "iwdan": ["method.name=iwdan"],
@@ -55,7 +56,7 @@ CONFIGS: dict[str, list[str]] = {
     "cdan_e+mcc": ["method.name=cdan_e", "method.regularizers={mcc: 1.0}"],
 }
 DEFAULT_METHODS = ["dann", "mdd", "mmd", "adamatch", "mean_teacher", "vada", "iwdan", "shot"]
-DIGIT_TASKS = ("digits", "digits_scanner", "digits_inverted", "digits_gradual")
+DIGIT_TASKS = ("digits", "digits_scanner", "digits_inverted", "digits_gradual", "digits_label_shift")
 # The digit tasks at the budget where source-only has converged: 3,000 steps of 64 + 64 images (their presets train
 # 4,000 of 32 + 32). Moons and cancer keep their presets' budgets (3,000 steps of 64 + 64).
 BUDGET = {task: ["train.steps=3000", "train.batch_size=64", "train.eval_every=500"] for task in DIGIT_TASKS}

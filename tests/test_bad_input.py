@@ -118,7 +118,10 @@ X4 = np.zeros((5, 4), np.float32)
 SRC10 = blobs(40, 0.0, 2)[0]  # features of 40 source samples, for 10 classes
 RAMP = np.arange(20).reshape(5, 4) * 10  # values 0 to 190, stored as float32 or uint8 by the rows below
 Y2 = np.array([0, 1, 0, 1, 0])
-PRESETS = "packaged presets: cancer, digits, digits_gradual, digits_inverted, digits_scanner, moons, paper, staged"
+PRESETS = (
+    "packaged presets: cancer, digits, digits_gradual, digits_inverted, digits_label_shift, digits_scanner, moons, "
+    "paper, staged"
+)
 
 ROWS = [
     # paths
@@ -397,7 +400,7 @@ ROWS = [
         "unknown embedded task",
         lambda f: ["train", "--task", "moon", "--out", f.out],
         "unknown embedded task 'moon'; valid embedded tasks: cancer, digits, digits_gradual, digits_inverted, "
-        "digits_scanner, moons",
+        "digits_label_shift, digits_scanner, moons",
     ),
     Row(
         "unknown preset",

@@ -122,6 +122,23 @@ def test_embedded_tasks_follow_their_recipes():
     assert 0 <= tgt.min() and tgt.max() <= 1 and not torch.equal(tgt[:, 0], tgt[:, 1])  # colour photo blends
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_digits_label_shift_skews_only_the_targets_class_proportions(seed):
+    plain = build_data(DataConfig(task="digits", seed=seed))
+    shifted = build_data(DataConfig(task="digits_label_shift", seed=seed))
+    assert torch.equal(plain.source_train.x, shifted.source_train.x)  # the same balanced source
+    assert shifted.target_train.y is None
+    counts = torch.bincount(shifted.target_eval.y, minlength=10).float()
+    every = torch.bincount(plain.target_eval.y, minlength=10).float()
+    share = counts / every  # the share of each class's target digits kept: all for one class, a tenth for another
+    assert share.max() == 1.0 and 0.09 < share.min() < 0.12
+    assert sorted(share.tolist()) == pytest.approx(sorted(10 ** (-r / 9) for r in range(10)), abs=0.02)
+    assert 300 < counts.sum() < 420  # about 370 of the 899 target digits
+    x_t = shifted.target_train.x  # the target images are digits' MNIST-M style, a subset of the same recipe
+    assert x_t.shape[1:] == (3, 28, 28) and not torch.equal(x_t[:, 0], x_t[:, 1])
+    assert torch.equal(build_data(DataConfig(task="digits_label_shift", seed=seed)).target_train.x, x_t)
+
+
 @pytest.mark.parametrize("task", ["digits_scanner", "digits_inverted"])
 def test_digit_shift_tasks_keep_the_source_and_shift_the_other_half(task):
     plain, shifted = build_data(DataConfig(task="digits")), build_data(DataConfig(task=task))

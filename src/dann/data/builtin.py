@@ -11,6 +11,9 @@ kind of shift; together they are the suite that the recommended recipe is chosen
   with a random colour tint per image.
 - ``digits_gradual``: a gradual shift over three domains: the same source, a few labeled ``mid`` digits per class
   over faint photo patches (an instrument nearer the target, ``data.intermediate``), and the MNIST-M-style target.
+- ``digits_label_shift``: ``digits`` with a label shift on top: the target keeps a share of each class falling
+  geometrically from all to a tenth (a 10:1 ratio between its commonest and rarest class, in a random class order),
+  as a new sea holds the same species in other proportions.
 - ``cancer``: scikit-learn's breast-cancer table (30 measurements of cell nuclei, benign vs malignant), split by
   sample selection on one feature (covariate shift: the source favours high mean texture, the target low), with
   the target's size measurements read 30 % larger, as by a differently calibrated instrument.
@@ -138,6 +141,25 @@ def digits_scanner(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
 def digits_inverted(seed: int = 0, val_fraction: float = 0.1) -> DomainData:
     """Source: half of scikit-learn's digits (as in ``digits``); target: the other half through ``inverted_tint``."""
     return _digit_task(seed, val_fraction, inverted_tint)
+
+
+LABEL_SHIFT_RATIO = 10.0  # digits_label_shift: the commonest target class over the rarest
+
+
+@TASKS.register()
+def digits_label_shift(seed: int = 0, val_fraction: float = 0.1, ratio: float = LABEL_SHIFT_RATIO) -> DomainData:
+    """``digits`` with the target's class proportions skewed: after the MNIST-M-style shift the target keeps a share
+    ``ratio ** (−r / 9)`` of class ``c``'s images, ``r`` its rank in a seeded random order of the ten classes, so the
+    commonest keeps all of them and the rarest a ``1 / ratio`` share (about 370 of the 899 target digits at 10:1).
+    The source is ``digits``' own (balanced); only the target's proportions, and the MNIST-M look, change."""
+    x, y, src, tgt, rng = _digit_split(seed)
+    target = Domain(blend_with_photos(x[tgt], rng), y[tgt])
+    labels, rank = target.y.numpy(), rng.permutation(10)
+    keep = np.concatenate(
+        [np.flatnonzero(labels == c)[: max(1, round(np.sum(labels == c) * ratio ** (-rank[c] / 9)))] for c in range(10)]
+    )
+    shifted = target.subset(torch.tensor(np.sort(keep)))
+    return make_domain_data(Domain(x[src], y[src]), shifted, None, [str(i) for i in range(10)], val_fraction, seed)
 
 
 MID_PER_CLASS = 5  # digits_gradual: labeled mid digits per class
