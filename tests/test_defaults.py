@@ -2,6 +2,8 @@
 ``dann.fit`` and ``DANNClassifier``; the "auto" network and the "recommended" method resolve to concrete values
 that the run records."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -9,7 +11,7 @@ import yaml
 import dann
 from dann import DANNClassifier
 from dann.cli import main
-from dann.config import RECIPE, Config, load_config
+from dann.config import RECIPE, RECIPE_FILE, Config, load_config
 from dann.models.network import PAPER_HEAD
 
 
@@ -38,6 +40,8 @@ def test_every_entry_point_resolves_the_same_config(shape, backbone, head, tmp_p
     assert cli["train"]["precision"] in ("fp32", "bf16")  # "auto" is resolved for this machine and recorded
     assert cli["train"]["channels_last"] is (cli["train"]["precision"] == "bf16" and len(shape) == 3)
     assert cli["method"]["name"] == RECIPE["name"] and cli["method"]["regularizers"] == RECIPE["regularizers"]
+    for key, value in RECIPE.get("options", {}).items():  # the recipe's own settings, recorded as trained
+        assert cli["method"][key] == value, key
 
 
 def test_a_named_method_is_that_method_alone_and_the_default_is_recorded_unresolved():
@@ -56,10 +60,16 @@ def test_the_paper_preset_is_the_seeds_exact_dann_on_any_data():
 def test_the_summary_names_the_method_and_regularizers_need_a_named_method(tmp_path, capsys):
     quick = ["--steps", "4", "--quiet", "--no-report", "--set", "train.device=cpu", "--set", "train.eval_every=4"]
     assert main(["train", "--task", "moons", *quick, "--out", str(tmp_path / "a")]) == 0
-    assert f"method: {RECIPE['name']} (method.name=recommended, the default" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"method: {RECIPE['name']} (the default, as no method was named: {RECIPE['why']})" in out
+    note = json.loads((tmp_path / "a" / RECIPE_FILE).read_text())  # what the default did and why, kept with the run
+    assert note["method"] == RECIPE["name"] and note["why"] == RECIPE["why"]
+    dann.build_report(tmp_path / "a")
+    answer = (tmp_path / "a" / "report.md").read_text().split("## ")[1]  # the report opens with it
+    assert answer.startswith("Answer") and f"**The default trained `{RECIPE['name']}`**" in answer.splitlines()[2]
     assert main(["train", "--task", "moons", "--method", "dann", *quick, "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert "method: dann\n" in out
+    assert "method: dann\n" in out and not (tmp_path / "b" / RECIPE_FILE).exists()
     regularized = ["--set", "method.regularizers={mcc: 1.0}", "--out", str(tmp_path / "c")]
     if RECIPE["name"] == "source_only":
         assert main(["train", "--task", "moons", *quick, *regularized]) == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import Config, load_config, replace, resolve_method, resume_config
+from .config import RECIPE, RECIPE_FILE, RECOMMENDED, Config, load_config, replace, resolve_method, resume_config
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.arrays import as_domain
 from .data.cache import DecodedImages
@@ -84,7 +84,7 @@ def fit(
     may change only the settings ``config.RESUMABLE`` lists, any other difference is a ``ConfigError``). With ``out``
     the run's files go there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in
     memory). With ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does;
-    ``dann.report`` rebuilds it at any time. With ``control`` (and ``out``) the source-only control then trains on
+    ``dann.build_report`` rebuilds it at any time. With ``control`` (and ``out``) the source-only control then trains on
     the same data, with the same seed and steps, into ``out/control`` (``FitResult.control``; resumed with the run),
     and the report answers "did adaptation help?" from both. ``echo`` (e.g. ``print``) receives the start-up
     summary, a time estimate and one line per evaluation (``dann.training.feedback``). Under torchrun every process
@@ -105,6 +105,7 @@ def fit(
         saved_cfg = saved_run_config(Path(out))  # a damaged config.yaml is a ConfigError naming it
         cfg = saved_cfg if cfg is None else resume_config(saved_cfg, cfg, str(out))
     cfg = cfg or Config()
+    by_default = cfg.method.name == RECOMMENDED and not resume  # the recipe, because no method was named
     data = data or build_data(cfg.data, cfg.model)
     cfg = resolve_config(cfg, data)
     if control and cfg.method.name == CONTROL_METHOD:
@@ -135,6 +136,12 @@ def fit(
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)
+    if by_default:
+        note = default_note(cfg)
+        if run_dir is not None and world.main:
+            atomic_write_text(run_dir / RECIPE_FILE, json.dumps(note, indent=1) + "\n")
+        if echo is not None and world.main:
+            echo(f"default:  {note['method']}, as no method was named: {note['why']}")
     trainer = Trainer(cfg, run_dir, resume, world, echo)
     history = trainer.fit(net, method, data)
     baseline = fit_control(cfg, run_dir, data, resume, echo) if control and run_dir is not None else None
@@ -150,6 +157,13 @@ LEGACY = {
                "ema_eval": 0.0, "grl_horizon": 0},
     "model": {"input_norm": "none", "adabn": False},
 }  # fmt: skip
+
+
+def default_note(cfg: Config) -> dict[str, Any]:
+    """What a run trained by the default (``method.name: recommended``) records in ``RECIPE_FILE``: the method it
+    resolved to, the recipe's options, and why the recipe is the default."""
+    options = {k: getattr(cfg.method, k) for k in RECIPE.get("options", {})}
+    return {"method": cfg.method.name, "options": options, "why": RECIPE["why"]}
 
 
 def saved_run_config(run_dir: Path) -> Config:

@@ -316,7 +316,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     last = result.history[-1]
     print(f"run: {result.run_dir}  (model: {result.run_dir}/checkpoints/last.pt)")
-    default = " (method.name=recommended, the default; --method NAME to adapt)" if recommended else ""
+    default = f" (the default, as no method was named: {RECIPE['why']})" if recommended else ""
     print(f"method: {result.config.method.name}{default}")
     if "source_val" in last:
         print(f"source held-out accuracy: {last['source_val']['acc']:.4f}")

@@ -353,6 +353,7 @@ METHOD_DEFAULTS: dict[str, Any] = {
     "ema_eval": 0.0,
     "unlabeled_warmup": 0.5,  # AdaMatch's, for its target term wherever it runs (method or regularizer)
     "label_smoothing": 0.1,
+    "distribution_alignment": True,  # AdaMatch's, wherever its target term runs
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config, stage_sections
+from ..config import RECIPE_FILE, Config, stage_sections
 from ..data import SOURCE, TARGET, DomainData, build_data
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
@@ -138,6 +138,10 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
     sel, done = run.selected, progress(run)
     end = "the end of training" if done.finished else "training has not finished: see the flags below"
     blocks: list = []
+    default = run.run_dir / RECIPE_FILE
+    if default.is_file():  # trained by the default recipe, because no method was named
+        note = json.loads(default.read_text())
+        blocks.append(f"**The default trained `{note['method']}`**, as no method was named: {note['why']}.")
     blocks.append(f"**Checkpoint to use: `{LAST_CHECKPOINT}`** ({done}, {end}).")
     if sel is not None:
         blocks.append(
