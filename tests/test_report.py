@@ -132,3 +132,36 @@ def test_the_loss_panel_draws_every_term_the_method_logged():
     ]
     assert [name for name, _ in loss_terms(history)] == ["cls", "adv", "mcc", "fixmatch"]
     assert loss_terms(history)[2] == ("mcc", ("train", "mcc"))
+
+
+def separated(counts: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three well-separated Gaussian classes in 4 dimensions, ``counts[k]`` samples of class k (no covariate shift
+    between two draws: only the proportions differ)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), counts)
+    centres = 6.0 * np.eye(3, 4)
+    return (centres[y] + rng.normal(size=(len(y), 4))).astype(np.float32), y
+
+
+@pytest.mark.parametrize(
+    ("counts", "large"), [([420, 120, 60], True), ([200, 200, 200], False), ([60, 240, 300], True)]
+)
+def test_the_report_estimates_the_targets_class_proportions(counts, large, tmp_path):
+    from dann.config import load_config
+    from dann.data import make_domain_data
+    from dann.data.arrays import as_domain
+
+    x_s, y_s = separated([300, 300, 300], 0)
+    x_t, y_t = separated(counts, 1)
+    data = make_domain_data(as_domain(x_s, y_s), as_domain(x_t, y_t), val_fraction=0.3)
+    over = ["model.backbone=mlp", "method.name=source_only", "train.steps=150", "train.eval_every=150"]
+    cfg = load_config(None, [*over, "train.progress=false", "train.device=cpu"])
+    dann.fit(cfg, tmp_path / "run", data=data)
+    dann.build_report(tmp_path / "run", data=data)
+    shift = json.loads((tmp_path / "run/report.json").read_text())["label_shift"]
+    truth = np.array(counts) / sum(counts)
+    assert shift["large"] is large and np.abs(np.array(shift["proportions"]) - truth).max() < 0.05
+    assert shift["source"] == pytest.approx([1 / 3] * 3, abs=0.01)
+    assert all(lo <= q <= hi for lo, q, hi in zip(shift["low"], shift["proportions"], shift["high"], strict=True))
+    md = (tmp_path / "run/report.md").read_text().split("## Label shift")[1].split("##")[0]
+    assert ("**large**" in md) is large and md.count("\n| ") == 3 + 2  # header, rule, one row per class

@@ -26,8 +26,8 @@ from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
 from .data.images import CALL_SKIP_HINT, Pipeline
 from .data.scales import check_scales
 from .data.transforms import Unaugmented, eval_transform
-from .errors import ConfigError, DataError, DataWarning, RunDirError
-from .evaluation.label_shift import LabelShift, label_shift_from_probabilities
+from .errors import ConfigError, DataError, DataWarning, RunDirError, RunDirWarning
+from .evaluation.label_shift import LabelShift, model_label_shift
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
 from .methods import build_network, create_method
@@ -40,6 +40,7 @@ from .runs import (
     PREV_CHECKPOINT,
     atomic_write_bytes,
     atomic_write_text,
+    failed_start,
     guard_output,
     load_checkpoint,
     load_latest_checkpoint,
@@ -96,14 +97,10 @@ def fit(
     (``dann.training.interrupt``)."""
     if control and out is None:
         raise ConfigError("`control=True` trains the control into out/control: give the run directory `out`")
+    restart = False  # resume=True on a folder a start left without a checkpoint: nothing to resume
     if resume:
-        if out is None:
-            raise RunDirError("`resume=True` needs the run directory, `out`")
-        saved = Path(out) / CONFIG_FILE
-        if not saved.is_file():
-            raise RunDirError(f"cannot resume: {saved} does not exist")
-        saved_cfg = saved_run_config(Path(out))  # a damaged config.yaml is a ConfigError naming it
-        cfg = saved_cfg if cfg is None else resume_config(saved_cfg, cfg, str(out))
+        cfg, resume = continue_or_restart(out, cfg)
+        restart = not resume
     cfg = cfg or Config()
     by_default = cfg.method.name == RECOMMENDED and not resume  # the recipe, because no method was named
     data = data or build_data(cfg.data, cfg.model)
@@ -135,7 +132,8 @@ def fit(
     cfg = dataclasses.replace(cfg, train=train)
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
-        run_dir = prepare_run_dir(out, resume, overwrite) if world.main else Path(out)
+        fresh = overwrite or (restart and failed_start(out))  # continue_or_restart said so (still true: checked)
+        run_dir = prepare_run_dir(out, resume, fresh) if world.main else Path(out)
     if by_default:
         note = default_note(cfg)
         if run_dir is not None and world.main:
@@ -148,6 +146,34 @@ def fit(
     page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
     summary = trainer.summary.to_dict() if trainer.summary is not None else None
     return FitResult(net, cfg, data.classes, history, run_dir, page, control=baseline, summary=summary)
+
+
+def continue_or_restart(out: str | Path | None, cfg: Config | None) -> tuple[Config | None, bool]:
+    """``fit(cfg, out, resume=True)``: the config to train and whether there is a run to continue. A folder that a
+    start left without a checkpoint (``runs.failed_start``: it failed or was killed first) has nothing to resume: it
+    starts afresh, with a ``RunDirWarning``, from ``cfg`` or else its ``config.yaml`` (what that start trained; any
+    setting may change, as nothing was trained). Raises ``RunDirError`` when there is no run to continue and, for a
+    failed start, no config either: the retry then needs the start's own configuration, without ``resume=True``."""
+    if out is None:
+        raise RunDirError("`resume=True` needs the run directory, `out`")
+    saved = Path(out) / CONFIG_FILE
+    if failed_start(out):
+        if cfg is None and not saved.is_file():
+            raise RunDirError(
+                f"nothing to resume: {out} holds no checkpoint and no config.yaml (its start stopped before writing "
+                "them); run the training command again without `resume=True`: it starts afresh there"
+            )
+        where = "the configuration given" if cfg is not None else "its config.yaml"
+        warnings.warn(
+            f"nothing to resume: {out} held no checkpoint (a start that failed); starting afresh from {where}",
+            RunDirWarning,
+            stacklevel=3,
+        )
+        return (cfg if cfg is not None else saved_run_config(Path(out))), False
+    if not saved.is_file():
+        raise RunDirError(f"cannot resume: {saved} does not exist")
+    saved_cfg = saved_run_config(Path(out))  # a damaged config.yaml is a ConfigError naming it
+    return (saved_cfg if cfg is None else resume_config(saved_cfg, cfg, str(out))), True
 
 
 # What a run written before these keys existed trained with: its config.yaml lacks them, and a resume must continue
@@ -503,15 +529,10 @@ def estimate_label_shift(
     source_domain = data.source_val if data is not None and source is None else _samples(model, source, True)
     if source_domain is None or len(source_domain) == 0:
         raise DataError("the run kept no held-out source samples (data.val_fraction=0): pass source=(x, y)")
-    size = model.config.train.eval_batch_size
-    probs_t, _ = predict_batches(model.net, target_domain.batches(size))
-    probs_s, index = predict_batches(model.net, source_domain.batches(size))
-    k = len(model.classes)
-    prior = torch.full((k,), 1.0 / k).numpy() if model.config.data.balance_classes else None  # what EM divides out
-    y_s = source_domain.y[index].numpy()  # type: ignore[index]
-    return label_shift_from_probabilities(
-        probs_s.numpy(), y_s, probs_t.numpy(), method, soft=soft, prior=prior, bootstrap=bootstrap, seed=seed,
-        classes=model.classes,
+    return model_label_shift(
+        model.net, source_domain, target_domain, model.classes, method=method, soft=soft,
+        balanced=model.config.data.balance_classes, bootstrap=bootstrap, seed=seed,
+        batch_size=model.config.train.eval_batch_size,
     )  # fmt: skip
 
 

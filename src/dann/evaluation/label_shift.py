@@ -249,3 +249,32 @@ def label_shift_from_probabilities(
         q, p_s, weights, low, high, method, tv, (float(tv_low), float(tv_high)), bool(tv_low > LARGE_TV), bootstrap,
         tuple(classes),
     )  # fmt: skip
+
+
+def model_label_shift(
+    net: Any,
+    source: Any,
+    target: Any,
+    classes: list[str],
+    *,
+    method: str = "bbse",
+    soft: bool = False,
+    balanced: bool = False,
+    bootstrap: int = 200,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> LabelShift:
+    """``label_shift_from_probabilities`` with a network's predictions: ``net`` (a ``DomainAdaptNet``) on the held-out
+    labeled ``source`` domain and the ``target`` domain (anything with ``batches(size)``; ``source.y`` (N_s,)).
+    ``balanced``: the model trained with ``data.balance_classes`` (EM then divides out the uniform prior)."""
+    from .metrics import predict_batches
+
+    probs_t, _ = predict_batches(net, target.batches(batch_size))
+    probs_s, index = predict_batches(net, source.batches(batch_size))
+    k = len(classes)
+    prior = np.full(k, 1.0 / k) if balanced else None
+    y_s = source.y[index].numpy()
+    return label_shift_from_probabilities(
+        probs_s.numpy(), y_s, probs_t.numpy(), method, soft=soft, prior=prior, bootstrap=bootstrap, seed=seed,
+        classes=classes,
+    )  # fmt: skip

@@ -16,6 +16,7 @@ from ..config import RECIPE_FILE, Config, stage_sections
 from ..data import SOURCE, TARGET, DomainData, build_data
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
+from ..evaluation.label_shift import LARGE_TV, LabelShift, model_label_shift
 from ..evaluation.loading import load_run
 from ..evaluation.metrics import classification_metrics, embed
 from ..methods import build_network
@@ -177,6 +178,47 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
     return Section("Answer", blocks)
 
 
+MAX_LABEL_SHIFT_ROWS = 30  # classes listed in the report's label-shift table
+
+
+def label_shift(run: RunSummary, data: DomainData) -> LabelShift | None:
+    """The target's class proportions estimated with the run's last checkpoint (BBSE: its confusion on the held-out
+    source and its predictions on the target; ``evaluation.label_shift``), or None without held-out source samples."""
+    if data.source_val is None or len(data.source_val) == 0 or data.source_val.y is None:
+        return None
+    model = load_run(run.run_dir)
+    balanced = run.config.data.balance_classes
+    size = run.config.train.eval_batch_size
+    return model_label_shift(
+        model.net, data.source_val, data.target_train, data.classes, balanced=balanced, bootstrap=100, batch_size=size
+    )
+
+
+def _label_shift_section(shift: LabelShift) -> Section:
+    verdict = "**large**" if shift.large else "not shown to be large"
+    blocks: list = [
+        f"Estimated with this run's model ({shift.method.upper()}, Lipton et al. 2018: its confusion on the held-out "
+        f"source and its predictions on the target, no target labels): the total variation between the source's "
+        f"class proportions and the target's is {shift.tv:.2f} [{shift.tv_band[0]:.2f}, {shift.tv_band[1]:.2f}], "
+        f"{verdict} (above {LARGE_TV} at the band's low end). The estimate assumes each class looks the same in both "
+        "domains: where the model errs more on the target than on the source it moves too, so it is a measurement "
+        "of the target's proportions only when the model is accurate there. Methods that align the domains' "
+        "marginals or rescale pseudo-labels to the source's proportions (`dann`, `cdan`, `adamatch`'s distribution "
+        "alignment) assume there is no label shift; `iwdan` and `iwcdan` do not."
+    ]
+    names = shift.classes or tuple(str(k) for k in range(len(shift.proportions)))
+    rows = [
+        [name, f"{shift.source[k]:.3f}", f"{shift.proportions[k]:.3f}", f"[{shift.low[k]:.3f}, {shift.high[k]:.3f}]"]
+        for k, name in enumerate(names)
+    ]
+    blocks.append(
+        Table(["class", "source", "target (estimate)", "band (5th–95th percentile)"], rows[:MAX_LABEL_SHIFT_ROWS])
+    )
+    if len(rows) > MAX_LABEL_SHIFT_ROWS:
+        blocks.append(f"{len(rows) - MAX_LABEL_SHIFT_ROWS} more classes in `report.json`.")
+    return Section("Label shift", blocks)
+
+
 def _config_section(run: RunSummary) -> Section:
     cfg = run.config
     data = cfg.data.task or (
@@ -310,6 +352,8 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
     sections = [_answer(run, diag, flags, verdict), Section("Checkpoints", checkpoints)]
     sections += _curve_sections(run)
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
+    shift = label_shift(run, data) if data is not None else None
+    sections += [_label_shift_section(shift)] if shift is not None else []
     sections.append(_config_section(run))
     title = f"dann run report: {run.run_dir.name}"
     for figure in figures(sections):
@@ -324,6 +368,7 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
         "a_distance": diag["a_distance"] if diag else None,
         "flags": [f.to_dict() for f in flags],
         "verdict": verdict_summary,
+        "label_shift": shift.to_dict() if shift is not None else None,
     }
     atomic_write_text(run.run_dir / REPORT_JSON, json.dumps(summary, indent=1) + "\n")
     return run.run_dir / REPORT_HTML
