@@ -1,29 +1,75 @@
 """dann: unsupervised domain adaptation with Domain-Adversarial Neural Networks (Ganin et al., JMLR 2016)."""
 
-from .api import FitResult, TrainedModel, build_report, compare, estimate_label_shift, evaluate, fit, load_run, predict
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .config import Config, load_config
-from .data import SOURCE, TARGET
 from .errors import CheckpointError, ConfigError, DannError, DataError, OutputError, RunDirError, UnsafeFileError
-from .evaluation.label_shift import LabelShift
-from .methods import create_method
-from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
-from .selection.tune import TuneResult, tune
+
+if TYPE_CHECKING:  # imported on first use, by __getattr__ below; listed here for readers and static analysis
+    from .api import (
+        FitResult,
+        TrainedModel,
+        build_report,
+        compare,
+        estimate_label_shift,
+        evaluate,
+        fit,
+        load_run,
+        predict,
+    )
+    from .data import SOURCE, TARGET
+    from .evaluation.label_shift import LabelShift
+    from .methods import create_method
+    from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
+    from .selection.tune import TuneResult, tune
 
 __version__ = "0.1.0"
 
+# module → its public names, imported on first use: these modules import torch (.sklearn scikit-learn too), which
+# takes seconds, and `import dann` (the command line's --help, for one) must not wait for it
+_LAZY = {
+    ".api": (
+        "FitResult",
+        "TrainedModel",
+        "build_report",
+        "compare",
+        "estimate_label_shift",
+        "evaluate",
+        "fit",
+        "load_run",
+        "predict",
+    ),
+    ".data": ("SOURCE", "TARGET"),
+    ".evaluation.label_shift": ("LabelShift",),
+    ".methods": ("create_method",),
+    ".models": ("DomainAdaptNet", "create_backbone", "create_network", "grad_reverse"),
+    ".selection.tune": ("TuneResult", "tune"),
+    ".sklearn": ("DANNClassifier",),
+}
+_ORIGIN = {name: module for module, names in _LAZY.items() for name in names}
+
 
 def __getattr__(name: str) -> object:
-    """``dann.DANNClassifier`` is imported on first use: scikit-learn takes about a second to import, and the
-    command line and the trainer do not need its estimator API."""
-    if name == "DANNClassifier":
-        from .sklearn import DANNClassifier
-
-        return DANNClassifier
-    raise AttributeError(f"module 'dann' has no attribute {name!r}")
+    """A public name of ``_LAZY``, imported on first use (torch takes seconds to import; scikit-learn, for
+    ``DANNClassifier``, one more), or a submodule, as ``dann.methods`` after a plain ``import dann``."""
+    if name in _ORIGIN:
+        value = getattr(importlib.import_module(_ORIGIN[name], __name__), name)
+        globals()[name] = value  # found directly from now on
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), "DANNClassifier"])
+    return sorted([*globals(), *_ORIGIN])
 
 
 __all__ = [

@@ -3,7 +3,11 @@ bench``. Each subcommand maps argv to one API call; ``main(argv) -> int`` is tes
 project's own types print one line and return 2; data warnings print one line each. The library's messages name its
 parameters (`overwrite=True`); they are printed with the flags that set them (--overwrite): see ``as_flags``. An
 interrupted ``train`` (Ctrl-C, SIGTERM) prints one line naming its checkpoint and the command that resumes it, and
-returns 128 + the signal's number."""
+returns 128 + the signal's number.
+
+The parser is built without torch: ``dann --help``, ``dann <command> --help`` and argument errors answer at once, and
+each command imports what it needs when it runs. The names the help lists are kept here for that (``METHOD_NAMES``,
+``TASK_NAMES``, ``DATASET_NAMES``); ``tests/test_cli_startup.py`` checks that they are the registries' names."""
 
 from __future__ import annotations
 
@@ -17,16 +21,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import api
 from .config import RECIPE, RECOMMENDED, Config, load_config
-from .data import TASKS
-from .data.catalog import DATASETS
 from .errors import DannError, DataError, DataWarning, TrainingInterrupted
-from .methods import METHODS
-from .runs import CONFIG_FILE
-from .selection.tune import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS, tune
-from .training.distributed import World
-from .training.feedback import print_line
+from .selection.defaults import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS
+
+# the names of dann.methods.METHODS, dann.data.TASKS and dann.data.catalog.DATASETS, whose modules import torch
+METHOD_NAMES = (
+    "adamatch",
+    "cdan",
+    "cdan_e",
+    "coral",
+    "dann",
+    "fixmatch",
+    "iwcdan",
+    "iwdan",
+    "mcc",
+    "mdd",
+    "mean_teacher",
+    "mmd",
+    "shot",
+    "source_only",
+    "vada",
+)
+TASK_NAMES = ("cancer", "digits", "digits_gradual", "digits_inverted", "digits_label_shift", "digits_scanner", "moons")
+DATASET_NAMES = ("digits", "domainnet", "mnist", "mnistm", "office31", "officehome", "svhn", "usps", "visda2017")
 
 SHORTCUTS = {  # flag -> config key
     "task": "data.task",
@@ -112,7 +130,7 @@ def _add_file_options(parser: argparse.ArgumentParser) -> None:
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     """What to train on and how: the options ``train`` and ``tune`` share."""
     _add_file_options(parser)
-    parser.add_argument("--task", help=f"embedded task: {' | '.join(TASKS.names())}")
+    parser.add_argument("--task", help=f"embedded task: {' | '.join(TASK_NAMES)}")
     parser.add_argument("--backbone", help="lenet | lenet_conv | mlp | any timm model name (e.g. resnet50)")
     parser.add_argument("--steps", type=int, help="training steps")
     parser.add_argument("--seed", type=int, help="random seed")
@@ -134,7 +152,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     _add_data_options(train)
     train.add_argument(
         "--method",
-        help=f"recommended (the default: {RECIPE['name']}; see the README's Results) | {' | '.join(METHODS.names())}",
+        help=f"recommended (the default: {RECIPE['name']}; see the README's Results) | {' | '.join(METHOD_NAMES)}",
     )
     train.add_argument("--init-from", metavar="RUN", help="start from this run's trained weights (shot needs it)")
     train.add_argument("--out", required=True, help="run directory to create")
@@ -225,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_checkpoint_flag(predict)
 
     download = sub.add_parser("download", help="fetch, verify and unpack a benchmark dataset (see dann.data.catalog)")
-    download.add_argument("name", help=f"dataset: {', '.join(DATASETS.names())}")
+    download.add_argument("name", help=f"dataset: {', '.join(DATASET_NAMES)}")
     download.add_argument("--root", required=True, help="folder to put it in (the data.root of its config)")
     download.add_argument("--no-verify", action="store_true", help="accept archives without a known checksum")
 
@@ -274,6 +292,8 @@ def _parser() -> argparse.ArgumentParser:
 def _resume_config(args: argparse.Namespace, extra: Sequence[str]) -> Config | None:
     """On ``--resume``: the options given, over the run's config.yaml (or ``--config``), for ``api.fit`` to compare
     with the saved ones; None when none is given (the run's own config then)."""
+    from .runs import CONFIG_FILE
+
     saved = Path(args.out) / CONFIG_FILE
     given = [flag for flag in ("config", *SHORTCUTS) if getattr(args, flag) is not None] + args.overrides
     if not (given or extra) or not saved.is_file():
@@ -284,6 +304,8 @@ def _resume_config(args: argparse.Namespace, extra: Sequence[str]) -> Config | N
 def _check_first(cfg: Config, quiet: bool) -> None:
     """``train --check-data``: decode every image before training; unreadable ones stop the run here unless
     data.skip_bad_images skips them."""
+    from . import api
+
     check = api.check_data(cfg, progress=not quiet)
     if not quiet or not check.ok:
         for line in check.lines():
@@ -296,6 +318,10 @@ def _check_first(cfg: Config, quiet: bool) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from . import api
+    from .runs import CONFIG_FILE
+    from .training.feedback import print_line
+
     extra = ["train.progress=false"] if args.quiet else []
     cfg = _resume_config(args, extra) if args.resume else _config(args, extra)
     recommended = cfg is not None and cfg.method.name == RECOMMENDED and not args.resume
@@ -312,7 +338,7 @@ def _train(args: argparse.Namespace) -> int:
         control=args.control,
         echo=echo,
     )
-    if not World.from_env().main:  # under torchrun rank 0 speaks for the run
+    if not _main_process():
         return 0
     last = result.history[-1]
     print(f"run: {result.run_dir}  (model: {result.run_dir}/checkpoints/last.pt)")
@@ -341,6 +367,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _check_data(args: argparse.Namespace) -> int:
+    from . import api
+
     check = api.check_data(_config(args), workers=args.workers, progress=not args.quiet)
     for line in check.lines():
         print(line)
@@ -348,6 +376,8 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from .selection.tune import tune
+
     given = {"methods": args.methods, "lambdas": args.lambdas, "lrs": args.lrs, "guard": args.guard}
     options = {key: value for key, value in given.items() if value is not None}  # dann.tune's defaults otherwise
     result = tune(_config(args), args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
@@ -371,6 +401,8 @@ def _print_verdicts(run_dir: str | Path) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     if args.images and args.images.endswith(".npz"):
         raise DannError(f"--images {args.images}: an .npz file is arrays, not image files; pass it with --data")
+    from . import api
+
     data = args.data or args.images
     out_dir = args.out_dir or api.default_eval_dir(args.run, data, args.checkpoint)
     skip = True if args.skip_bad_images else None
@@ -392,6 +424,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise DannError(f"--top-k must be at least 1, got {args.top_k}")
+    from . import api
+
     skip = True if args.skip_bad_images else None
     data = args.data or args.images
     out = api.predict(
@@ -410,12 +444,16 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from . import api
+
     print(f"wrote {api.build_report(args.run, control=args.control)} and report.md")
     _print_verdicts(args.run)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from . import api
+
     print(
         api.compare(
             args.runs, args.out, args.validator, different_targets=args.different_targets, overwrite=args.overwrite
@@ -461,6 +499,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    from . import api
+
     cfg = _config(args, [f"data.cache_dir={args.cache_dir}"] if args.cache_dir else [])
     for origin, images in api.cache_images(cfg):
         size = f"{len(images)} images, {images.side}x{images.side} px, {images.nbytes / 2**20:.1f} MiB"
@@ -496,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def show(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
         if issubclass(category, DataWarning):
-            if not World.from_env().main:  # under torchrun rank 0 speaks for the run
+            if not _main_process():
                 return
             print(f"dann {args.command}: warning: {as_flags(str(message))}", file=sys.stderr)
         else:
@@ -511,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dann {args.command}: error: {as_flags(' '.join(str(e).split()))}", file=sys.stderr)  # one line
             return 2
         except TrainingInterrupted as e:
-            if World.from_env().main:
+            if _main_process():
                 print(f"dann {args.command}: {e}{_continue_hint(args, e)}", file=sys.stderr)
             return 128 + e.signal
         except KeyboardInterrupt:
@@ -519,11 +559,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 128 + 2  # SIGINT's
 
 
+def _main_process() -> bool:
+    """False in every process of a torchrun launch but rank 0's, which speaks for the run."""
+    from .training.distributed import World
+
+    return World.from_env().main
+
+
 def _continue_hint(args: argparse.Namespace, e: TrainingInterrupted) -> str:
     """How to continue an interrupted run: the exact resume command of ``train``; the same command for ``tune``."""
     if e.checkpoint is None:
         return ""
     if args.command == "train":
+        from .training.distributed import World
+
         command = f"dann train --out {shlex.quote(args.out)} --resume{' --no-report' * args.no_report}"
         world = World.from_env()
         if world.active:  # the same processes again, so that the resume is exact

@@ -32,13 +32,12 @@ from ..methods.base import method_model
 from ..reporting.pages import Section, Table, to_markdown
 from ..runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, atomic_write_text, load_checkpoint, read_jsonl
 from ..training.nonfinite import ADVICE
+from .defaults import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS
 from .validators import CONFIDENCE_VALIDATORS, CONFIDENT_TERMS, check_validator
 
 CONTROL = "source_only"
 TUNE_JSON, TUNE_MD, COMPARE_HTML, RUNS = "tune.json", "tune.md", "compare.html", "runs"
 ORACLE_NOTE = "uses target labels, not used for the choice"
-# methods that do not optimize what the default validator (bnm) rewards, so their scores compare fairly
-DEFAULT_METHODS, DEFAULT_LAMBDAS, DEFAULT_GUARD = ("dann", "cdan_e", "mdd"), (0.3, 1.0), 2.0
 
 
 @dataclass(frozen=True)
