@@ -31,6 +31,23 @@ run on ``digits_label_shift``, was graded):
    the default is the one with the best mean rank of its mean ``class_ami`` gain over the tasks; ties go to the
    higher mean source held-out accuracy. When none qualifies, the default stays the source-only control.
 
+THE SELECTING DEFAULT (committed when the fourth rule's fixed recipe had been graded on moons and cancer and
+failed there, before the remaining seeds of digits and digits_inverted and any run of digits_label_shift were
+graded): when no fixed recipe qualifies, the default trains, on the user's data, the source-only control and the
+fourth rule's candidates (``adamatch_noda``, ``iwdan``) and keeps what the same rule picks for that data, with the
+validator's 95 % noise band (``dann.selection.bands``, the jackknife over the target samples) in place of the spread
+over seeds:
+
+a. a candidate is eligible unless its source held-out accuracy is below the control's by more than 1 point and by
+   more than one held-out sample;
+b. it clears when its ``class_ami`` band lies wholly above the control's;
+c. of the candidates that are eligible and clear, the one with the largest ``class_ami`` gain is kept; when none
+   does, the control is kept.
+
+``--selecting`` grades it on the suite: per task and seed, the run it keeps, and that run's target accuracy
+(grading only) against the plain source-only model and the control. Its goal, from the brief: at least 2 points
+above the plain source-only model on every task, and never below the control by more than the seed spread.
+
 Target labels only grade the outcome, marked as such: every row's last-step target accuracy, the gain of the chosen
 default over its control and over the plain source-only model, and the best candidate by target accuracy (which no
 user without target labels could choose). The first version of the rule (2024 suite, ``bnm`` ranks over source-only
