@@ -59,3 +59,41 @@ def make_folder(
             ext, mode = FORMATS[(i + SHAPES.index(shape)) % len(FORMATS)]
             save(draw(shape, style, rng), folder / f"{shape}_{i}.{ext}", mode)
     return root
+
+
+# Unlabeled target layouts: image i of a flat folder → its path relative to the target (a folder, or a list file's
+# folder). The same file names recur in other subfolders, so only the relative path tells the images apart.
+LAYOUTS = {
+    "flat": lambda i: f"{i}",
+    "one-level": lambda i: f"day{i // 4}/{i % 4}",
+    "two-levels": lambda i: f"day{i // 6}/station {i // 3 % 2}/{i % 3}",
+    "beside-subfolders": lambda i: f"{i}" if i < 4 else f"day{i // 4}/{i % 4}",
+}
+LIST_LAYOUTS = {  # list file name → (its first line or None, where image i goes); the list names one path per line
+    "spaces.txt": (None, lambda i: f"day {i // 4}/img {i % 4}"),
+    "commas.csv": (None, lambda i: f"day,{i // 4}/{i % 4}"),
+    "path-header.txt": ("path", lambda i: f"station {i // 6}/day {i % 6} 2"),
+}
+
+
+def nest(flat: Path, root: Path, where) -> list[str]:
+    """Copy the images of ``flat`` under ``root`` at ``where(i)`` (+ the file's extension); their relative paths."""
+    placed = []
+    for i, path in enumerate(sorted(p for p in flat.iterdir() if p.is_file())):
+        rel = where(i) + path.suffix
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(path.read_bytes())
+        placed.append(rel)
+    return placed
+
+
+def unlabeled_target(flat: Path, root: Path, layout: str) -> tuple[Path, list[Path]]:
+    """A target of ``layout`` (a ``LAYOUTS`` folder or a ``LIST_LAYOUTS`` list file) made of the images of ``flat``
+    under ``root``: (what to name as the target, every image's path as it is read, relative path kept)."""
+    if layout in LAYOUTS:
+        target = root / layout
+        return target, [target / rel for rel in nest(flat, target, LAYOUTS[layout])]
+    header, where = LIST_LAYOUTS[layout]
+    placed = nest(flat, root, where)
+    (root / layout).write_text("".join(f"{line}\n" for line in [*[header] * (header is not None), *placed]))
+    return root / layout, [root / rel for rel in placed]

@@ -114,6 +114,31 @@ def _png_folder(f: Files) -> str:
     return str(f.tmp / "pngs")
 
 
+def _user_folder(f: Files) -> str:
+    """``mine/notes.txt``: a folder of the user's own, no dann run."""
+    f.file("notes.txt", "mine")
+    (f.tmp / "mine").mkdir()
+    (f.tmp / "notes.txt").rename(f.tmp / "mine" / "notes.txt")
+    return str(f.tmp / "mine")
+
+
+def _failed_start(f: Files) -> str:
+    """``failed/``: what a start that failed before its first checkpoint leaves (checkpoints/ empty, config.yaml)."""
+    (f.tmp / "failed" / "checkpoints").mkdir(parents=True)
+    f.file("failed/config.yaml", "train:\n  steps: 2\n")
+    return str(f.tmp / "failed")
+
+
+def _days(f: Files, *names: str) -> str:
+    """``days/<name>/<i>.png``: one real 32×32 image per subfolder, per day or per class."""
+    from PIL import Image
+
+    for i, name in enumerate(names):
+        (f.tmp / "days" / name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (60 * i, 90, 30)).save(f.tmp / "days" / name / f"{i}.png")
+    return str(f.tmp / "days")
+
+
 X4 = np.zeros((5, 4), np.float32)
 SRC10 = blobs(40, 0.0, 2)[0]  # features of 40 source samples, for 10 classes
 RAMP = np.arange(20).reshape(5, 4) * 10  # values 0 to 190, stored as float32 or uint8 by the rows below
@@ -196,7 +221,14 @@ ROWS = [
     Row(
         "resume a folder without a checkpoint",
         lambda f: ["train", "--out", "TMP/folder", "--resume"],
-        "cannot resume: TMP/folder/config.yaml does not exist",
+        "nothing to resume: TMP/folder holds no checkpoint and no config.yaml (its start stopped before writing them); "
+        "run the training command again without --resume: it starts afresh there",
+    ),
+    Row(
+        "--out holds files that are not a dann run",
+        lambda f: f.train("--out", _user_folder(f)),
+        "run directory TMP/mine already exists and is not a dann run (it holds no checkpoint, and files a run does not "
+        "write: notes.txt); choose another --out, or pass --overwrite to delete what it holds",
     ),
     Row(
         "--out exists and is not empty",
@@ -516,6 +548,13 @@ ROWS = [
         "train.batch_size=2 or more",
     ),
     Row(
+        "--target-eval of per-day subfolders",
+        lambda f: f.train(
+            *("--source", _png_folder(f), "--target", _png_folder(f), "--target-eval", _days(f, "day1", "day2"))
+        ),
+        "class 'day1' of TMP/days is not a class of TMP/pngs (2 unknown: day1, day2); known classes: a, b",
+    ),
+    Row(
         "image backbone on feature vectors",
         lambda f: f.train("--backbone", "lenet"),
         "backbone 'lenet' needs images of shape (C, H, W), but the data has samples of shape (4,); use "
@@ -544,7 +583,7 @@ ROWS = [
     Row(
         "disk full",
         lambda f: f.train(),  # the test makes every fsync fail with ENOSPC
-        "cannot write TMP/run/config.yaml: No space left on device",
+        "cannot write TMP/run/default.json: No space left on device",  # a default run records its recipe first
     ),
     Row(
         "truncated checkpoint",
@@ -572,6 +611,17 @@ ROWS = [
 
 
 WARNINGS = [  # the run goes on (exit code 0) and stderr has the line "dann <command>: warning: <message>"
+    Row(
+        "--out a start left without a checkpoint",
+        lambda f: f.train("--out", _failed_start(f), "--no-report"),
+        "TMP/failed held no checkpoint (a start that failed): starting afresh",
+    ),
+    Row(
+        "target subfolders only partly source classes",
+        lambda f: f.train("--source", _png_folder(f), "--target", _days(f, "a", "day2"), "--no-report"),
+        "TMP/days is read as unlabeled images, so no target accuracy is reported: its subfolders day2 are not classes "
+        "of TMP/pngs, though a are; give labeled target images with data.target_eval to score them",
+    ),
     Row(
         "a class index without a source sample",
         lambda f: f.train("--source", f.npz("s", x=X4, y=Y2 * 2), "--no-report"),

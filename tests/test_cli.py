@@ -152,8 +152,8 @@ def test_library_errors_name_parameters_and_the_cli_prints_its_flags(tmp_path, c
     from dann.cli import as_flags
     from dann.runs import prepare_run_dir
 
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "x").write_text("x")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_text("x")  # a run, with a checkpoint
     with pytest.raises(Exception, match="pass `resume=True` to continue it, `overwrite=True` to replace it") as error:
         prepare_run_dir(tmp_path / "run")
     assert as_flags(str(error.value)).endswith(

@@ -2,6 +2,7 @@ import dataclasses
 import os
 import re
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from dann.data.transforms import ToNormalizedTensor, resolve_image_config
 from dann.errors import ConfigError, DataError, DataWarning
 from dann.training.distributed import World
 from dann.training.trainer import batch_streams
+
+from .shapes import LAYOUTS, LIST_LAYOUTS, unlabeled_target
 
 TIMM = ModelConfig(backbone="test_resnet")
 
@@ -156,7 +159,13 @@ def test_class_matching_by_name(shape_folders, tmp_path):
     shutil.copytree(shape_folders["target"], extra)
     shutil.copytree(extra / "circle", extra / "star")
     with pytest.raises(DataError, match=f"class 'star' of {extra} is not a class of {shape_folders['source']}"):
-        build_data(folder_cfg(shape_folders, target=str(extra)), TIMM)
+        build_data(folder_cfg(shape_folders, target_eval=str(extra)), TIMM)  # labeled evaluation: class folders
+    unlabeled = f"{extra} is read as unlabeled images, so no target accuracy is reported: its subfolders star are not"
+    with pytest.warns(
+        DataWarning, match=f"{unlabeled} classes of {shape_folders['source']}, though circle, square, tri"
+    ):
+        data = build_data(folder_cfg(shape_folders, target=str(extra)), TIMM)  # the target of training: unlabeled
+    assert len(data.target_train) == 24 and data.target_train.y is None and data.target_eval is None
     fewer = tmp_path / "fewer"
     shutil.copytree(shape_folders["target"], fewer)
     shutil.rmtree(fewer / "triangle")
@@ -399,3 +408,50 @@ def test_lists_for_evaluate_and_predict_point_to_the_folder_they_are_read_from(s
     lists = image_list_layout(shape_folders, tmp_path / "ds", "image_list")
     with pytest.raises(DataError, match=r"under .*ds: relative entries are read from the list file's folder; write"):
         read_images(lists / "target.txt", hint_root=False)
+
+
+@pytest.mark.parametrize("layout", [*LAYOUTS, *LIST_LAYOUTS])
+def test_an_unlabeled_target_is_read_whatever_its_layout(layout, shape_folders, tmp_path):
+    """The target of training is unlabeled by definition: a folder is read whatever its depth (its subfolders are
+    days or stations, not classes), a list as one path per line whatever the path holds (spaces, commas); every
+    image keeps its path, subfolders included. ``dann check-data`` reads it as training does."""
+    from dann.data.check import check_data
+
+    target, expected = unlabeled_target(shape_folders["flat"], tmp_path, layout)
+    cfg = folder_cfg(shape_folders, target=str(target))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # nothing to warn about: no labels were expected
+        data = build_data(cfg, TIMM)
+    assert sorted(data.target_train.paths) == sorted(map(str, expected)) and len(expected) == 12
+    assert data.target_train.y is None and data.target_eval is None
+    assert check_data(cfg, workers=1).files["target"] == 12
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [["day1", "day2"], ["circle", "day2"], ["night"]],
+    ids=["days", "a-class-and-a-day", "one-name"],
+)
+def test_target_list_labels_that_are_not_all_classes_leave_it_unlabeled(labels, shape_folders, tmp_path):
+    paths = sorted(str(p) for p in shape_folders["flat"].iterdir())
+    listed = tmp_path / "target.txt"
+    listed.write_text("".join(f"{p} {labels[i % len(labels)]}\n" for i, p in enumerate(paths)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = build_data(folder_cfg(shape_folders, target=str(listed)), TIMM)
+    assert data.target_train.paths == paths and data.target_train.y is None and data.target_eval is None
+    said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    warned = (
+        f"{listed} is read as unlabeled images, so no target accuracy is reported: its labels day2 are not classes of "
+        f"{shape_folders['source']}, though circle are; give labeled target images with data.target_eval to score them"
+    )
+    assert said == ([warned] if "circle" in labels else [])
+
+
+@pytest.mark.parametrize("layout", ["one-level", "two-levels", "beside-subfolders", "flat"])
+def test_a_labeled_evaluation_target_still_needs_class_subfolders(layout, shape_folders, tmp_path):
+    target, _ = unlabeled_target(shape_folders["flat"], tmp_path, layout)
+    says = "holds image files and also subfolders" if layout == "beside-subfolders" else "is not a class of"
+    says = "the target evaluation data needs labels" if layout == "flat" else says
+    with pytest.raises(DataError, match=says):
+        build_data(folder_cfg(shape_folders, target_eval=str(target)), TIMM)

@@ -15,6 +15,8 @@ from dann.cli import main
 from dann.data import build_data, read_images
 from dann.errors import DataError
 
+from .shapes import LAYOUTS, LIST_LAYOUTS, unlabeled_target
+
 FAST = [
     "--backbone", "test_resnet", "--steps", "6", "--quiet",
     "--set", "data.image_size=32", "--set", "data.num_workers=0", "--set", "train.batch_size=8",
@@ -176,7 +178,7 @@ def test_class_mismatch_messages(shape_folders, tmp_path, capsys):
     extra = tmp_path / "extra"
     shutil.copytree(shape_folders["target"], extra)
     shutil.copytree(extra / "circle", extra / "star")
-    assert train({**shape_folders, "target": extra}, tmp_path / "r") == 2
+    assert train(shape_folders, tmp_path / "r", "--target-eval", str(extra)) == 2  # labeled evaluation: classes only
     err = capsys.readouterr().err
     assert f"class 'star' of {extra} is not a class of {shape_folders['source']}" in err
     assert not (tmp_path / "r").exists()  # nothing is created before the data is accepted
@@ -261,3 +263,20 @@ def test_every_method_trains_on_image_folders(method, shape_folders, run, tmp_pa
     model = dann.load_run(tmp_path / method)
     assert model.config.method.name == name and model.step == 4
     assert all(torch.isfinite(v).all() for v in model.net.state_dict().values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("layout", [*LAYOUTS, *LIST_LAYOUTS])
+def test_unlabeled_targets_train_and_predict_with_their_relative_paths(layout, shape_folders, tmp_path, capsys):
+    """Per-day or per-station subfolders at any depth, images beside them, list files whose paths hold spaces or
+    commas: the target trains as unlabeled images, and predict names each image by its path, subfolders kept."""
+    target, expected = unlabeled_target(shape_folders["flat"], tmp_path / "data", layout)
+    run, preds = tmp_path / "run", tmp_path / "preds.csv"
+    tiny = ["--backbone", "mlp", "--steps", "2", "--quiet", "--no-report", "--set", "data.image_size=8"]
+    tiny += ["--set", "data.num_workers=0", "--set", "train.batch_size=4", "--set", "train.device=cpu"]
+    args = ["train", "--source", str(shape_folders["source"]), "--target", str(target), "--out", str(run)]
+    assert main([*args, *tiny]) == 0, capsys.readouterr().err
+    record = json.loads((run / "data.json").read_text())
+    assert record["target_train"]["n"] == 12 and record["target_eval"] is None  # every image, none taken as labeled
+    assert main(["predict", "--run", str(run), "--images", str(target), "--out", str(preds)]) == 0
+    table = list(csv.DictReader(preds.open()))
+    assert sorted(r["path"] for r in table) == sorted(map(str, expected))

@@ -45,7 +45,7 @@ def train_args(npz_files: dict[str, Path], out: Path) -> list[str]:
 def wait_for_evaluations(run: Path, count: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
     """Until ``count`` evaluations are logged and a checkpoint exists: the metrics line of an evaluation is written
     just before its checkpoint, so on a slow disk the first line can appear while no checkpoint is there yet (a run
-    killed then has nothing to resume from, which ``--resume`` rightly refuses)."""
+    killed then has nothing to resume from: ``--resume`` would start it afresh, and this test is about resuming)."""
     deadline = time.monotonic() + timeout
     while len(read_jsonl(run / METRICS_FILE)) < count or not (run / LAST_CHECKPOINT).is_file():
         assert process.poll() is None, process.communicate()[1].decode()

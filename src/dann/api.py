@@ -152,13 +152,14 @@ def continue_or_restart(out: str | Path | None, cfg: Config | None) -> tuple[Con
     """``fit(cfg, out, resume=True)``: the config to train and whether there is a run to continue. A folder that a
     start left without a checkpoint (``runs.failed_start``: it failed or was killed first) has nothing to resume: it
     starts afresh, with a ``RunDirWarning``, from ``cfg`` or else its ``config.yaml`` (what that start trained; any
-    setting may change, as nothing was trained). Raises ``RunDirError`` when there is no run to continue and, for a
-    failed start, no config either: the retry then needs the start's own configuration, without ``resume=True``."""
+    setting may change, as nothing was trained). Raises ``RunDirError`` when there is no run to continue, and when a
+    start was stopped before it wrote ``config.yaml``: with no record of what it trained, the retry is the training
+    call itself, without ``resume=True`` (the CLI's ``--resume`` takes its options over that file)."""
     if out is None:
         raise RunDirError("`resume=True` needs the run directory, `out`")
     saved = Path(out) / CONFIG_FILE
     if failed_start(out):
-        if cfg is None and not saved.is_file():
+        if not saved.is_file():
             raise RunDirError(
                 f"nothing to resume: {out} holds no checkpoint and no config.yaml (its start stopped before writing "
                 "them); run the training command again without `resume=True`: it starts afresh there"

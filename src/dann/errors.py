@@ -46,6 +46,12 @@ class DataWarning(UserWarning):
     """Something in the data deserves attention but does not stop the run (e.g. a class absent from the target)."""
 
 
+class RunDirWarning(DataWarning):
+    """A run directory is used otherwise than its command said, with nothing lost: a folder that a start left without
+    a checkpoint (it failed or was killed first) is started afresh. A ``DataWarning``, so the CLI prints it as one
+    line."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT (Ctrl-C) or SIGTERM after writing a checkpoint of the step it had reached
     (``training.interrupt``). ``checkpoint`` is None when the run has no run directory (nothing was written);

@@ -20,7 +20,15 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, DannError, OutputError, OutputExistsError, RunDirError, UnsafeFileError
+from .errors import (
+    CheckpointError,
+    DannError,
+    OutputError,
+    OutputExistsError,
+    RunDirError,
+    RunDirWarning,
+    UnsafeFileError,
+)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -31,6 +39,15 @@ CHECKPOINT_FORMAT = 1  # the layout of Checkpoint.to_dict(); written in every ch
 # as an unknown opcode, means damaged bytes); read only by refused_as_unsafe
 RISKY_PICKLE = re.compile(r"GLOBAL|reduce|new object|Can only build")
 BEST_CHECKPOINT = "checkpoints/best.pt"  # the best step by the run's selection.validator (no target labels)
+# What a start writes before its first checkpoint, besides checkpoints/ (made first, by prepare_run_dir): the files
+# (data.json: data.fingerprint.DATA_FILE; default.json: config.RECIPE_FILE), TensorBoard's folder
+# (training.tensorboard.EVENTS_DIR) and the control's (reporting.verdicts.CONTROL_DIR); tests/test_runs.py checks the
+# names against those modules. A start that stopped before its first checkpoint leaves nothing else.
+STARTUP_FILES = (CONFIG_FILE, METRICS_FILE, "data.json", "default.json")
+STARTUP_EVENTS, STARTUP_CONTROL = "tensorboard", "control"
+# temporary files of a write that never finished (``_write_temp``): ".<name>.<random>.tmp"
+STARTUP_TEMPORARY = re.compile(rf"\.({'|'.join(map(re.escape, STARTUP_FILES))})\.\w+\.tmp")
+CHECKPOINT_TEMPORARY = re.compile(r"\.[\w.-]+\.pt\.\w+\.tmp")
 
 
 def _umask() -> int:
@@ -266,9 +283,48 @@ def guard_output(
             raise OutputExistsError(f"{label}{path} already exists; {advice}")
 
 
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether the run directory ``path`` holds a checkpoint: ``last.pt``, ``prev.pt``, ``best.pt`` or a stage's, any
+    finished ``checkpoints/*.pt`` (never a temporary file)."""
+    return any(p.is_file() for p in (Path(path) / "checkpoints").glob("[!.]*.pt"))
+
+
+def _written_at_start(entry: Path) -> bool:
+    """Whether ``entry`` of a run directory is something a start writes before its first checkpoint."""
+    if entry.name == "checkpoints":
+        return entry.is_dir() and all(f.is_file() and CHECKPOINT_TEMPORARY.fullmatch(f.name) for f in entry.iterdir())
+    if entry.name == STARTUP_EVENTS:
+        return entry.is_dir() and all(
+            f.is_file() and f.name.startswith("events.out.tfevents.") for f in entry.iterdir()
+        )
+    if entry.name == STARTUP_CONTROL:
+        return entry.is_dir() and not not_of_a_start(entry)
+    return entry.is_file() and (entry.name in STARTUP_FILES or bool(STARTUP_TEMPORARY.fullmatch(entry.name)))
+
+
+def not_of_a_start(path: str | Path) -> list[str]:
+    """The entries of the folder ``path`` that a start of a dann run does not leave before its first checkpoint,
+    sorted: what a retry must not delete. Empty for an empty folder, and for what a start that failed or was killed
+    leaves: ``checkpoints/`` with no checkpoint in it (``prepare_run_dir`` makes it first), ``STARTUP_FILES``,
+    TensorBoard's event files, a control folder of the same kind and the temporary files of unfinished writes.
+    Without ``checkpoints/`` every entry counts (a lone ``config.yaml`` may be the user's own)."""
+    entries = sorted(Path(path).iterdir())
+    if not any(e.name == "checkpoints" and e.is_dir() for e in entries):
+        return [e.name for e in entries]
+    return [e.name for e in entries if not _written_at_start(e)]
+
+
+def failed_start(path: str | Path) -> bool:
+    """Whether ``path`` is a folder with nothing a retry could lose: empty, or left by a start that failed (an
+    unreadable image, a non-finite loss) or was killed before its first checkpoint (``not_of_a_start``)."""
+    return Path(path).is_dir() and not not_of_a_start(path)
+
+
 def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Create (or check, on resume) a run directory. An existing non-empty directory is refused unless
-    ``resume`` (continue it) or ``overwrite`` (delete it first) is given."""
+    """Create (or check, on resume) a run directory. A folder that holds a checkpoint is refused unless ``resume``
+    (continue it) or ``overwrite`` (delete it first) is given, and so is one holding files a dann run does not write
+    (a user's own) unless ``overwrite``. A folder a start left with no checkpoint (``failed_start``) holds nothing
+    to keep: it is started afresh, with a ``RunDirWarning``."""
     path = Path(path)
     if resume and overwrite:
         raise RunDirError("`resume=True` and `overwrite=True` exclude each other")
@@ -280,6 +336,16 @@ def prepare_run_dir(path: str | Path, resume: bool = False, overwrite: bool = Fa
         return path
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {path} exists and is not a directory")
+    if not overwrite and path.is_dir() and any(path.iterdir()) and not has_checkpoint(path):
+        foreign = not_of_a_start(path)
+        if foreign:
+            raise OutputExistsError(
+                f"run directory {path} already exists and is not a dann run (it holds no checkpoint, and files a run "
+                f"does not write: {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose another "
+                "`out`, or pass `overwrite=True` to delete what it holds"
+            )
+        warnings.warn(f"{path} held no checkpoint (a start that failed): starting afresh", RunDirWarning, stacklevel=3)
+        overwrite = True
     advice = "pass `resume=True` to continue it, `overwrite=True` to replace it, or choose another `out`"
     guard_output([path], overwrite, "run directory ", advice)
     if path.is_dir() and any(path.iterdir()):

@@ -94,7 +94,7 @@ def check_data(cfg: DataConfig, workers: int | None = None, progress: bool = Fal
     for role, path in _roles(cfg):
         check.origins[role] = path
         if _is_image_input(path):
-            listed = read_images(path, root=cfg.root).paths
+            listed = read_images(path, recursive=role == "target", root=cfg.root).paths  # as training reads it
             images.update(dict.fromkeys(listed))
             check.files[role], check.units[role] = len(listed), "image file(s)"
         else:

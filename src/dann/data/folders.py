@@ -3,18 +3,24 @@
 - a folder of class subfolders, ``root/<class>/**/*.png``: labeled (subfolders are searched recursively);
 - a flat folder of images, ``root/*.jpg``: unlabeled;
 - a list file, ``.csv`` (``path,label`` or ``path``; an optional header row ``path,label``) or ``.txt``/``.lst``
-  (``path label`` or ``path`` per line, split at the last whitespace): relative paths are resolved against
+  (``path label`` or ``path`` per line, split at the last whitespace; a line that names an existing file, or every
+  line under a ``path`` header, is one path whatever it holds): relative paths are resolved against
   ``data.root`` when it is set (the layout of other tools' ImageList: ``root/image_list/a.txt`` listing
   ``domain_a/class/1.jpg``), else against the list file's folder. A third column gives per-sample weights
   (``dann.data.weights``): ``path,label,weight`` rows in a ``.csv``; in a ``.txt``/``.lst`` after a first line
   ``path label weight``, each line split at its last two runs of whitespace.
 
-Classes are matched by name. The source's classes, sorted, are the model's classes; a labeled target with a class
-the source lacks is an error naming both; source classes absent from the target are allowed, with a warning."""
+The target of training is read by ``read_target``: every image below its folder, whatever the depth, unlabeled
+unless its subfolders (or a list's labels) are all source classes, which then only score accuracy.
+
+Classes are matched by name. The source's classes, sorted, are the model's classes; a labeled evaluation target with
+a class the source lacks is an error naming both; source classes absent from the target are allowed, with a
+warning."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable
@@ -90,15 +96,29 @@ WEIGHTED_HEADER = ["path", "label", "weight"]
 HEADERS = (["path", "label"], ["path"], WEIGHTED_HEADER)
 
 
-def _list_rows(path: Path) -> list[list[str]]:
+def _list_rows(path: Path) -> list[tuple[str, list[str]]]:
+    """(line, its columns) per row with content: a ``.csv`` split by the csv module, a ``.txt``/``.lst`` at its last
+    run of whitespace (its last two after a ``path label weight`` header)."""
     text = path.read_text(encoding="utf-8-sig")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if path.suffix.lower() == ".csv":
-        rows = [[c.strip() for c in row] for row in csv.reader(text.splitlines())]
+        rows = [[c.strip() for c in row] for row in csv.reader(lines)]
     else:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
         weighted = bool(lines) and lines[0].lower().split() == WEIGHTED_HEADER
         rows = [line.rsplit(None, 2 if weighted else 1) for line in lines]
-    return [r for r in rows if r and any(r)]
+    return [(line, r) for line, r in zip(lines, rows, strict=True) if r and any(r)]
+
+
+def _one_path_per_line(rows: list[tuple[str, list[str]]], base: str, header: list[str] | None) -> bool:
+    """Whether a list is read as one path per line, whatever the path holds (spaces, commas): under a ``path``
+    header, or when a line names an existing file that its first column alone does not (the separator is part of
+    the path)."""
+    if header == ["path"]:
+        return True
+    return any(
+        len(cols) > 1 and not os.path.isfile(os.path.join(base, cols[0])) and os.path.isfile(os.path.join(base, line))
+        for line, cols in rows
+    )
 
 
 def _weights(path: Path, rows: list[list[str]]) -> torch.Tensor:
@@ -118,11 +138,17 @@ def read_list(path: Path, root: str = "", hint_root: bool = True) -> ImageList:
     that exist under another folder are named in the error, with the setting that reads them (``hint_root``: the
     caller takes ``data.root``)."""
     try:
-        rows = _list_rows(path)
+        lines = _list_rows(path)
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"list file {path} could not be read: {e}") from None
-    if rows and [c.lower() for c in rows[0]] in HEADERS:
-        rows = rows[1:]
+    header = [c.lower() for c in lines[0][1]] if lines else None
+    if header in HEADERS:
+        lines = lines[1:]
+    else:
+        header = None
+    base = root or str(path.parent)
+    bare = _one_path_per_line(lines, base, header)
+    rows = [[line] if bare else cols for line, cols in lines]
     if not rows:
         raise DataError(f"list file {path} lists no images")
     width = len(rows[0])
@@ -131,7 +157,6 @@ def read_list(path: Path, root: str = "", hint_root: bool = True) -> ImageList:
             columns = "path,label,weight" if width > 2 else "path,label"
             raise DataError(f"list file {path}, row {number}: expected {min(width, 3)} columns ({columns}), got {row}")
     weights = _weights(path, rows) if width == 3 else None
-    base = root or str(path.parent)
     paths = [os.path.normpath(os.path.join(base, row[0])) for row in rows]  # absolute paths stay
     missing = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
     if missing:
@@ -186,6 +211,37 @@ def read_images(path: str | Path, recursive: bool = False, root: str = "", hint_
             raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found, searched recursively")
         return ImageList(files, None, str(path))
     return scan_folder(path)
+
+
+def read_target(path: str, classes: list[str], source: str, root: str = "") -> ImageList:
+    """The target of training, unlabeled by definition: every image below a folder whatever its depth (per-day or
+    per-station subfolders, images beside them), or every file a list names. Its labels (a folder's first-level
+    subfolders, a list's label column) are kept, to score accuracy only, when every one is a class of ``source``
+    (the transductive protocol of the benchmarks); otherwise the images are read unlabeled, with a warning when
+    some of them are classes (a misnamed class folder: the target's accuracy is then not reported)."""
+    images = read_images(path, recursive=True, root=root)
+    folder = Path(path).is_dir()
+    if folder:
+        parts = [os.path.relpath(p, path).split(os.sep) for p in images.paths]
+        labels = None if any(len(p) == 1 for p in parts) else [p[0] for p in parts]  # images beside subfolders: none
+    else:
+        labels = images.labels
+    if labels is None:
+        return images
+    unknown = sorted(set(labels) - set(classes))
+    if not unknown:
+        return scan_folder(Path(path)) if folder else images
+    known = sorted(set(labels) & set(classes))
+    if known:
+        what = "subfolders" if folder else "labels"
+        warnings.warn(
+            f"{images.origin} is read as unlabeled images, so no target accuracy is reported: its {what} "
+            f"{', '.join(unknown[:5])} are not classes of {source}, though {', '.join(known[:5])} are; give labeled "
+            "target images with data.target_eval to score them",
+            DataWarning,
+            stacklevel=2,
+        )
+    return dataclasses.replace(images, labels=None)
 
 
 def unknown_classes(images: ImageList, classes: list[str]) -> list[str]:
@@ -249,7 +305,7 @@ def build_folder_data(
         y = encode_labels(images, classes, origin)
         return ImageDomain(images.paths, y, pipeline, images.origin, w=images.weights)
 
-    target = domain(read_images(paths[1], root=cfg.root))
+    target = domain(read_target(paths[1], classes, origin, cfg.root))
     target_eval = domain(read_images(paths[2], root=cfg.root)) if paths[2] else None
     single = list(labeled) == [SOURCE_NAME]  # one unnamed labeled domain: as it always was
     if single:
