@@ -20,6 +20,17 @@ os.environ["DANN_CACHE"] = tempfile.mkdtemp(prefix="dann-test-cache-")
 atexit.register(shutil.rmtree, os.environ["DANN_CACHE"], True)
 
 
+@pytest.fixture(autouse=True)
+def _one_run_per_default(request, monkeypatch):
+    """With no method named, dann trains the selecting default: the control and every candidate, then the rule's
+    pick (``dann.selection.default``). The tests of other mechanics that leave the method to the default train the
+    fixed recipe alone, one run, as ``--method`` would; the tests marked ``selecting`` train the real default."""
+    if request.node.get_closest_marker("selecting") is None:
+        from dann.config import SELECTION
+
+        monkeypatch.setitem(SELECTION, "candidates", {})
+
+
 def blobs(n: int, shift: float, seed: int, dims: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Two Gaussian classes in ``dims`` dimensions, the whole cloud moved by ``shift`` (a domain shift)."""
     rng = np.random.default_rng(seed)

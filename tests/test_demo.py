@@ -1,10 +1,14 @@
+import json
 import re
+
+import pytest
 
 from dann.cli import main
 from dann.demo import demo_methods
 from dann.runs import METRICS_FILE, read_jsonl
 
 
+@pytest.mark.selecting
 def test_demo_on_moons_prints_each_runs_own_numbers_and_draws_the_boundaries(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--tasks", "moons"]) == 0
     captured = capsys.readouterr()
@@ -13,10 +17,12 @@ def test_demo_on_moons_prints_each_runs_own_numbers_and_draws_the_boundaries(tmp
     starting = lines.index("  moons   source_only  training 3000 steps ...")
     assert lines[starting + 1].startswith("  moons   source_only  done in ")
     assert "3000/3000" in captured.err
-    methods = list(demo_methods())
-    assert [line.split()[:2] for line in lines if line.endswith(" s") and "done in" in line] == [
-        ["moons", m] for m in methods
-    ]
+    methods = list(demo_methods("moons"))
+    assert methods == ["source_only", "dann", "default"] and list(demo_methods("digits")) == ["source_only", "dann"]
+    done = [line for line in lines if "done in" in line]
+    assert [line.split()[:2] for line in done] == [["moons", m] for m in methods]
+    kept = json.loads((tmp_path / "moons-default" / "default.json").read_text())["kept"]
+    assert done[-1].endswith(f" s (kept {kept})") and f"(kept: moons: {kept})" in out  # what the default chose
     row = re.compile(r"moons +(\w+) +([\d.]+)% +(?:([+-][\d.]+) pts)? +([\d.]+)% +(\d+) +\d+$")
     printed = {m.group(1): m for m in map(row.match, lines) if m}
     assert list(printed) == methods

@@ -32,7 +32,7 @@ from .test_kill_resume import ENV  # one CPU thread per process, this checkout's
 # the paper's digit network on the embedded digits task, with images, shift augmentation and 2 micro-batches per
 # step (so DDP's no_sync path runs); batch_size is the global batch per domain: 8 rows per process and micro-batch
 DIGITS = [
-    *("--config", "digits", "--steps", "20", "--quiet", "--device", "cpu", "--no-report"),
+    *("--config", "digits", "--method", "source_only", "--steps", "20", "--quiet", "--device", "cpu", "--no-report"),
     *("--set", "train.eval_every=10", "--set", "train.batch_size=16", "--set", "train.accumulate=2"),
     *("--set", "train.precision=fp32"),  # compared to 1e-4: bfloat16 (auto on some CPUs) rounds more than that
 ]
@@ -109,7 +109,7 @@ def test_batchnorm_and_dropout_under_two_processes_evaluate_what_is_saved_and_re
     """Here N processes cannot match one (each normalizes its own shard, and draws its own dropout masks); what
     must hold: the metrics are those of the saved model, and a resume is exact."""
     args = [
-        *("--config", "moons", "--steps", "20", "--quiet", "--device", "cpu", "--no-report"),
+        *("--config", "moons", "--method", "source_only", "--steps", "20", "--quiet", "--device", "cpu", "--no-report"),
         *("--set", "train.eval_every=10", "--set", "train.batch_size=32"),
         *("--set", "model.batchnorm=true", "--set", "model.dropout=0.3"),
     ]
@@ -257,7 +257,8 @@ def test_image_folders_with_workers_and_an_unreadable_file_under_two_processes(s
     bad.write_bytes(b"\xff\xd8\xff broken")
     args = [
         *("--source", str(shape_folders["source"]), "--target", str(target)),
-        *("--backbone", "test_resnet", "--steps", "6", "--quiet", "--device", "cpu", "--no-report"),
+        *("--backbone", "test_resnet", "--method", "source_only", "--steps", "6", "--quiet", "--device", "cpu"),
+        "--no-report",
         *("--set", "data.image_size=32", "--set", "data.num_workers=1", "--set", "train.batch_size=8"),
         *("--set", "train.eval_every=3"),
     ]
@@ -280,7 +281,18 @@ def test_two_processes_read_one_shared_cache_and_train_the_one_process_weights(s
     and the weights are those one process trains from the same cache."""
     args = [
         *("--source", str(shape_folders["source"]), "--target", str(shape_folders["target"])),
-        *("--backbone", "lenet", "--steps", "4", "--quiet", "--device", "cpu", "--no-report"),
+        *(
+            "--backbone",
+            "lenet",
+            "--method",
+            "source_only",
+            "--steps",
+            "4",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--no-report",
+        ),
         *("--set", "data.image_size=16", "--set", "data.num_workers=0", "--set", "train.batch_size=8"),
         *("--set", "train.eval_every=2", "--set", "train.precision=fp32", "--set", "data.cache=on"),
         *("--set", f"data.cache_dir={tmp_path / 'cache'}"),

@@ -82,6 +82,7 @@ def test_ctrl_c_on_dann_train_prints_one_line_and_the_printed_command_resumes_ex
     steps, every = 200, 20
     args = [
         *("train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--backbone", "mlp"),
+        *("--method", "source_only"),  # the interrupt of one run (the selecting default trains several)
         *("--steps", str(steps), "--device", "cpu", "--no-report", "--set", f"train.eval_every={every}"),
         *("--set", "train.batch_size=16", "--set", "model.mlp_dims=[32]", "--set", "train.progress=false"),
     ]

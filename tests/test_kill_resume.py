@@ -37,7 +37,7 @@ def dann_train(*args: str) -> subprocess.Popen:
 def train_args(npz_files: dict[str, Path], out: Path) -> list[str]:
     return [
         *("--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(out)),
-        *("--backbone", "mlp", "--steps", str(STEPS), "--quiet", "--device", "cpu"),
+        *("--backbone", "mlp", "--method", "source_only", "--steps", str(STEPS), "--quiet", "--device", "cpu"),
         *("--set", f"train.eval_every={EVAL_EVERY}", "--set", "train.batch_size=16", "--set", "model.mlp_dims=[32]"),
     ]
 

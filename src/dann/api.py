@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +16,18 @@ from typing import Any
 
 import torch
 
-from .config import RECIPE, RECIPE_FILE, RECOMMENDED, Config, load_config, replace, resolve_method, resume_config
+from .config import (
+    RECIPE,
+    RECIPE_FILE,
+    RECOMMENDED,
+    SELECTION,
+    Config,
+    config_from_dict,
+    load_config,
+    replace,
+    resolve_method,
+    resume_config,
+)
 from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
 from .data.arrays import as_domain
 from .data.cache import DecodedImages
@@ -26,7 +39,7 @@ from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
 from .data.images import CALL_SKIP_HINT, Pipeline
 from .data.scales import check_scales
 from .data.transforms import Unaugmented, eval_transform
-from .errors import ConfigError, DataError, DataWarning, RunDirError, RunDirWarning
+from .errors import ConfigError, DataError, DataWarning, RunDirError, RunDirWarning, TrainingInterrupted
 from .evaluation.label_shift import LabelShift, model_label_shift
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
@@ -42,10 +55,14 @@ from .runs import (
     atomic_write_text,
     failed_start,
     guard_output,
+    has_checkpoint,
     load_checkpoint,
     load_latest_checkpoint,
     prepare_run_dir,
 )
+from .selection.choice import CONTROL, choose
+from .selection.choice import summary as choice_summary
+from .selection.default import DONE, SELECTING, adopt, cost_line, evidence, selection_configs, selection_state, where
 from .training.distributed import World, local_device
 from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
@@ -68,6 +85,7 @@ class FitResult:
     report: Path | None = None  # report.html, when asked for
     control: FitResult | None = None  # the source-only control, with ``control=True``: in run_dir/control
     summary: dict[str, Any] | None = None  # the start-up summary (training.feedback.RunSummary): device, input...
+    selection: dict[str, Any] | None = None  # the selecting default's record (default.json): what it kept and why
 
 
 def fit(
@@ -97,6 +115,21 @@ def fit(
     (``dann.training.interrupt``)."""
     if control and out is None:
         raise ConfigError("`control=True` trains the control into out/control: give the run directory `out`")
+    state = selection_state(out)
+    if resume and state == SELECTING:  # a selection of the default, interrupted: continue it
+        return fit_selecting(None, out, data=data, resume=True, report=report, echo=echo)
+    if not resume and not overwrite and state == SELECTING:
+        raise RunDirError(
+            f"{out} holds an unfinished selection of the default (its runs are in {out}/control and "
+            f"{out}/candidates): pass --resume (resume=True) to continue it, or --overwrite to start again"
+        )
+    if (
+        not resume
+        and SELECTION["candidates"]
+        and (cfg or Config()).method.name == RECOMMENDED
+        and not (cfg or Config()).train.stages
+    ):
+        return fit_selecting(cfg or Config(), out, data=data, overwrite=overwrite, report=report, echo=echo)
     restart = False  # resume=True on a folder a start left without a checkpoint: nothing to resume
     if resume:
         cfg, resume = continue_or_restart(out, cfg)
@@ -550,3 +583,82 @@ def _samples(model: TrainedModel, data: Any, labeled: bool) -> Domain | ImageDom
     domain = as_domain(*data) if labeled else as_domain(data)
     model.check_input(domain.x, "the samples given")
     return domain
+
+
+def fit_selecting(
+    cfg: Config | None,
+    out: str | Path | None,
+    *,
+    data: DomainData | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    report: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> Any:
+    """Train the control and the candidates (``selection_configs``) and keep what ``choice.choose`` picks; returns
+    the kept run's ``FitResult`` with ``run_dir`` = ``out``, ``control`` = the control's result and ``selection`` =
+    what ``default.json`` records. ``resume``: continue a selection ``out`` holds. Raises ``RunDirError`` for
+    ``resume`` without a selection in ``out``; ``TrainingInterrupted`` (naming ``out``) when a run is interrupted."""
+    main = World.from_env().main
+    say = echo if echo is not None and main else (lambda line: None)
+    with contextlib.ExitStack() as stack:
+        if out is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dann-default-")))
+        else:
+            root = Path(out)
+        if resume:
+            if selection_state(root) != SELECTING:
+                raise RunDirError(f"cannot resume {root}: it holds no unfinished selection of the default")
+            cfg = config_from_dict(json.loads((root / RECIPE_FILE).read_text())["config"])
+        elif main:
+            prepare_run_dir(root, False, overwrite)
+        assert cfg is not None
+        data = data or build_data(cfg.data, cfg.model)
+        runs = selection_configs(cfg)
+        if not resume and main:
+            plan = {"state": SELECTING, "runs": list(runs), "config": cfg.to_dict()}
+            atomic_write_text(root / RECIPE_FILE, json.dumps(plan, indent=1) + "\n")
+        say(cost_line(list(runs)))
+        results = {}
+        for i, (name, sub) in enumerate(runs.items()):
+            path = where(root, name)
+            say(f"default:  run {i + 1} of {len(runs)}, {name}, into {path}")
+            try:
+                if has_checkpoint(path):
+                    results[name] = fit(out=path, data=data, resume=True, echo=echo)
+                else:
+                    results[name] = fit(sub, path, data=data, overwrite=True, echo=echo)
+            except TrainingInterrupted:
+                say(f"default:  stopped while training {name}; continue the selection with --resume on {root}")
+                raise
+        validator, guard = SELECTION["validator"], SELECTION["guard"]
+        held_out = len(data.source_val) if data.source_val is not None else 0
+        seen = {n: evidence(where(root, n), r.history, data, validator) for n, r in results.items()}
+        kept, verdicts = choose(seen, held_out, validator, guard)
+        method = results[kept].config.method.name
+        why = choice_summary(kept, verdicts, method)
+        note = {
+            "state": DONE,
+            "method": method,
+            "kept": kept,
+            "why": why,
+            "validator": validator,
+            "runs": {n: str(where(root, n)) for n in runs},
+            "verdicts": {n: v.to_dict() for n, v in verdicts.items()},
+            "config": cfg.to_dict(),
+        }
+        if main:
+            adopt(root, where(root, kept))
+            atomic_write_text(root / RECIPE_FILE, json.dumps(note, indent=1) + "\n")
+        say(f"default:  {why}")
+        kept_result = results[kept]
+        page = build_report(root, data) if report and out is not None and main else None
+        return dataclasses.replace(
+            kept_result,
+            run_dir=root if out is not None else None,
+            report=page,
+            control=dataclasses.replace(results[CONTROL], run_dir=results[CONTROL].run_dir if out else None)
+            if kept != CONTROL
+            else None,
+            selection=note,
+        )

@@ -41,6 +41,19 @@ RECIPE: dict[str, Any] = {
     "why": "no adaptation method beat its source-only control on every embedded task by the rule fixed in advance "
     "(benchmarks/suite.py), so the default keeps the control; name one with --method to adapt",
 }
+# The selecting default (benchmarks/suite.py, dann.selection.default): no fixed recipe qualified, so with no method
+# named the source-only control and these candidates train on the user's data and the rule of dann.selection.choice
+# keeps one (the control when no candidate beats it). Each candidate: the method.* keys it sets. "relative_cost": a
+# candidate's time per step over source-only's (benchmarks/methods.py --timing-only, digits), for the plan line.
+SELECTION: dict[str, Any] = {
+    "candidates": {
+        "adamatch_noda": {"name": "adamatch", "distribution_alignment": False},
+        "iwdan": {"name": "iwdan"},
+    },
+    "validator": "class_ami",
+    "guard": 1.0,
+    "relative_cost": {"adamatch_noda": 6.0, "iwdan": 1.2},
+}
 RECIPE_FILE = "default.json"  # in a run trained by the default: the recipe and why (written by dann.fit)
 
 

@@ -139,10 +139,19 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
     sel, done = run.selected, progress(run)
     end = "the end of training" if done.finished else "training has not finished: see the flags below"
     blocks: list = []
+    kept_control = False
     default = run.run_dir / RECIPE_FILE
     if default.is_file():  # trained by the default recipe, because no method was named
         note = json.loads(default.read_text())
-        blocks.append(f"**The default trained `{note['method']}`**, as no method was named: {note['why']}.")
+        if "kept" in note:  # the selecting default
+            kept_control = note["kept"] == "control"
+            blocks.append(
+                f"**The default kept `{note['kept']}` ({note['method']})**: no method was named, so it trained the "
+                f"source-only control and {', '.join(n for n in note['verdicts'])} on this data and {note['why']}. "
+                "Each run is in its own folder (`control/`, `candidates/`)."
+            )
+        else:
+            blocks.append(f"**The default trained `{note['method']}`**, as no method was named: {note['why']}.")
     blocks.append(f"**Checkpoint to use: `{LAST_CHECKPOINT}`** ({done}, {end}).")
     if sel is not None:
         blocks.append(
@@ -160,7 +169,12 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
     acc = _pct(run.last, "source_val", "acc")
     blocks.append(f"**Source held-out accuracy** at the last step: {acc}; a large drop would mean adaptation hurt.")
     blocks += [f"**Flag: {f.name}**. {f}" for f in flags] or ["**Sanity flags**: none."]
-    if verdict:
+    if kept_control:
+        blocks.append(
+            "**Did adaptation help?** Not on this data, by the default's rule (above): this run is the source-only "
+            "control it kept. Each candidate's own report: `dann report --run` on its folder in `candidates/`."
+        )
+    elif verdict:
         blocks += [f"**Did adaptation help?** {verdict[0]}", *verdict[1:]]
     else:
         blocks.append(
@@ -346,7 +360,10 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
                 f"training samples per domain, and the data has {n_s} source and {n_t} target samples."
             )
     flags = run_flags(run, data.num_classes if data else num_classes(run.run_dir), diag and diag["a_distance"])
-    verdict, verdict_summary = _verdict(run, find_control(run.run_dir, control), data, note)
+    selection = run.run_dir / RECIPE_FILE
+    kept_control = selection.is_file() and json.loads(selection.read_text()).get("kept") == "control"
+    control_dir = None if kept_control else find_control(run.run_dir, control)  # not the run against itself
+    verdict, verdict_summary = _verdict(run, control_dir, data, note)
     labeled = labeled_table(run)
     checkpoints = [checkpoint_table(run), *([labeled] if labeled else [])]
     sections = [_answer(run, diag, flags, verdict), Section("Checkpoints", checkpoints)]

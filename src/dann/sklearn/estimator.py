@@ -74,7 +74,9 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
     the control; ``verbose=True`` shows the progress bar. ``random_state``: an int is ``train.seed``.
 
     Fitted: ``classes_`` (any label type), ``n_features_in_``, ``net_`` (the ``DomainAdaptNet``, on the CPU),
-    ``config_`` (the resolved ``Config``; its method is ``source_only`` when there was no target to adapt to).
+    ``config_`` (the resolved ``Config``; its method is ``source_only`` when there was no target to adapt to),
+    ``selection_`` (with ``method="recommended"``: what the selecting default kept and why, ``dann.selection.default``;
+    None when a method is named; with no held-out rows its source guard cannot be read, which its verdicts say).
     ``lambda_adv=None`` takes the method's reference weight, as ``dann train`` does (``docs/methods/index.md``)."""
 
     def __init__(
@@ -186,6 +188,7 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
         )
         result = fit(cfg, data=data)
         self.net_, self.config_ = result.net.cpu().eval(), result.config  # config_: "auto" and "recommended" resolved
+        self.selection_ = result.selection  # with no method named: what the selecting default kept and why
         return self
 
     def _check_X(self, X: Any) -> np.ndarray:

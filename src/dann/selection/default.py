@@ -1,0 +1,98 @@
+"""The selecting default: with no method named, ``dann.fit`` (and ``dann train``, ``DANNClassifier()``) trains the
+source-only control and the candidates of ``config.SELECTION`` on the user's data, each an ordinary run directory,
+and keeps the run that the rule of ``dann.selection.choice`` picks, without target labels.
+
+Layout of ``out`` (the run the user predicts with is ``out`` itself, as for any run)::
+
+    out/control/                  the source-only control (same data, seed, steps and network as the candidates)
+    out/candidates/<name>/        each candidate, e.g. adamatch_noda, iwdan
+    out/default.json              the plan while it trains ("state": "selecting"), then what was kept and why
+    out/config.yaml, metrics.jsonl, data.json, checkpoints/   the kept run's files (hard links where possible)
+
+An interrupted selection continues with ``resume=True`` (``dann train --out OUT --resume``): finished runs are kept,
+an unfinished one resumes from its checkpoint, and the rule runs again on the finished runs. Without ``out`` the runs
+go to a temporary folder that is deleted afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..config import RECIPE_FILE, SELECTION, Config
+from ..data import DomainData
+from ..runs import CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE
+from .choice import CONTROL, Evidence
+
+CANDIDATES_DIR = "candidates"
+SELECTING, DONE = "selecting", "done"  # default.json's "state" while the runs train, and once one is kept
+KEPT_FILES = (CONFIG_FILE, METRICS_FILE, "data.json")  # with checkpoints/*.pt: what makes ``out`` the kept run
+
+
+def selection_configs(cfg: Config) -> dict[str, Config]:
+    """The runs of a selection: the control (``source_only``) and each candidate of ``SELECTION``, each ``cfg`` with
+    its method (the candidate's method keys set, any other left as given) and no regularizers."""
+    runs = {CONTROL: dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, name="source_only"))}
+    for name, keys in SELECTION["candidates"].items():
+        runs[name] = dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **keys))
+    return {n: dataclasses.replace(c, method=dataclasses.replace(c.method, regularizers={})) for n, c in runs.items()}
+
+
+def where(root: Path, name: str) -> Path:
+    from ..reporting.verdicts import CONTROL_DIR
+
+    return root / CONTROL_DIR if name == CONTROL else root / CANDIDATES_DIR / name
+
+
+def selection_state(out: str | Path | None) -> str | None:
+    """``default.json``'s state in ``out`` (``SELECTING``, ``DONE``), or None when ``out`` holds no selection."""
+    path = Path(out) / RECIPE_FILE if out is not None else None
+    if path is None or not path.is_file():
+        return None
+    with contextlib.suppress(ValueError, OSError):
+        return json.loads(path.read_text()).get("state")
+    return None
+
+
+def cost_line(names: list[str]) -> str:
+    return (
+        f"default:  no method named, so dann trains {len(names)} runs on this data, the source-only control and "
+        f"{', '.join(n for n in names if n != CONTROL)}, and keeps the one the selection rule picks without target "
+        f"labels (AdaMatch costs about {SELECTION['relative_cost']['adamatch_noda']:g} source-only runs); "
+        "--method NAME trains that method alone"
+    )
+
+
+def evidence(run_dir: Path, history: list[dict[str, Any]], data: DomainData, validator: str) -> Evidence:
+    from .bands import checkpoint_band
+
+    band, problem = checkpoint_band(run_dir, LAST_CHECKPOINT, validator, data)
+    acc = history[-1].get("source_val", {}).get("acc") if history else None
+    return Evidence(acc, band, problem)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes ``src``'s content, atomically: a hard link where the file system allows one, else a copy."""
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def adopt(root: Path, kept: Path) -> None:
+    """Make ``root`` the run in ``kept``: its config, metrics, data record and every checkpoint."""
+    (root / "checkpoints").mkdir(exist_ok=True)
+    for old in (root / "checkpoints").glob("*.pt"):
+        old.unlink()
+    for name in KEPT_FILES:
+        if (kept / name).is_file():
+            _link_or_copy(kept / name, root / name)
+    for pt in (kept / "checkpoints").glob("[!.]*.pt"):
+        _link_or_copy(pt, root / "checkpoints" / pt.name)
