@@ -164,6 +164,51 @@ def report(per_task: dict[str, dict[str, dict[str, list[float]]]], candidates: l
     print("\n\\* uses target labels: a reference no user without them could reach, never used for any choice.")
 
 
+def selecting(tasks: list[str], seeds: list[int], out: Path) -> None:
+    """Grade the selecting default on the runs already there: per task and seed, what the product's rule
+    (``dann.selection.choice`` with ``dann.selection.default.evidence``, the code ``dann.fit`` runs) keeps among
+    the source-only control on the candidates' network and the candidates of ``dann.config.SELECTION``, and that
+    run's target accuracy (target labels: grading only)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from dann.config import SELECTION
+    from dann.data.builtin import build_task
+    from dann.runs import METRICS_FILE, read_jsonl
+    from dann.selection.choice import CONTROL, choose
+    from dann.selection.default import evidence
+
+    names = {CONTROL: "source_only@256", **{n: n for n in SELECTION["candidates"]}}
+    print(f"\nThe selecting default: {', '.join(names)} (control: source-only on the candidates' network), bands of")
+    print(f"{SELECTION['validator']}\n")
+    print("| task | kept per seed | default | plain source-only | vs plain source-only | its control | vs it |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for task in tasks:
+        runs = {n: [run_dir(out, task, c, s) for s in seeds] for n, c in names.items()}
+        matched = [run_dir(out, task, "source_only", s) for s in seeds]  # the plain model, for the comparison
+        if not all(finished(r) for rs in [*runs.values(), matched] for r in rs):
+            print(f"| {task} | not all runs finished yet | | | | | |")
+            continue
+        kept, mine, plain, base = [], [], [], []
+        for i, seed in enumerate(seeds):
+            data = build_task(task, seed)
+            seen = {
+                n: evidence(rs[i], read_jsonl(rs[i] / METRICS_FILE), data, SELECTION["validator"])
+                for n, rs in runs.items()
+            }
+            held_out = len(data.source_val) if data.source_val is not None else 0
+            pick, _ = choose(seen, held_out, SELECTION["validator"], SELECTION["guard"])
+            kept.append(pick)
+            mine.append(scores(runs[pick][i])["last"])
+            plain.append(scores(matched[i])["last"])
+            base.append(scores(runs[CONTROL][i])["last"])
+        per_seed = " / ".join(f"{k} {x:.1f}" for k, x in zip(kept, mine, strict=True))
+        vs_plain, vs_base = gain(mine, plain), gain(mine, base)
+        cells = [per_seed, fmt(mine), fmt(plain), " ".join(vs_plain), fmt(base), " ".join(vs_base)]
+        print(f"| {task} | {' | '.join(cells)} |")
+    print("\nTarget accuracy at the last step uses target labels: grading only, never used for the choice.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=TASKS)
@@ -172,8 +217,12 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-matched", help="run directories (shared with methods.py)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="grade the runs already there; train nothing")
+    parser.add_argument("--selecting", action="store_true", help="grade the selecting default on the runs there")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.selecting:
+        selecting(args.tasks, args.seeds, out)
+        return
     shown = [n for n in SHOWN if n not in args.candidates]
     every = [*args.candidates, *shown]
     names = list(dict.fromkeys(["source_only", *(control_of(n) for n in every), *every]))

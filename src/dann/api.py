@@ -614,7 +614,7 @@ def fit_selecting(
             prepare_run_dir(root, False, overwrite)
         assert cfg is not None
         data = data or build_data(cfg.data, cfg.model)
-        runs = selection_configs(cfg)
+        runs = selection_configs(cfg, data.input_shape)
         if not resume and main:
             plan = {"state": SELECTING, "runs": list(runs), "config": cfg.to_dict()}
             atomic_write_text(root / RECIPE_FILE, json.dumps(plan, indent=1) + "\n")

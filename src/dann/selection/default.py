@@ -33,13 +33,23 @@ SELECTING, DONE = "selecting", "done"  # default.json's "state" while the runs t
 KEPT_FILES = (CONFIG_FILE, METRICS_FILE, "data.json")  # with checkpoints/*.pt: what makes ``out`` the kept run
 
 
-def selection_configs(cfg: Config) -> dict[str, Config]:
+def selection_configs(cfg: Config, input_shape: tuple[int, ...]) -> dict[str, Config]:
     """The runs of a selection: the control (``source_only``) and each candidate of ``SELECTION``, each ``cfg`` with
-    its method (the candidate's method keys set, any other left as given) and no regularizers."""
-    runs = {CONTROL: dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, name="source_only"))}
-    for name, keys in SELECTION["candidates"].items():
-        runs[name] = dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **keys))
-    return {n: dataclasses.replace(c, method=dataclasses.replace(c.method, regularizers={})) for n, c in runs.items()}
+    its method (the candidate's method keys set, any other left as given) and no regularizers. The control trains on
+    the candidates' network (the first candidate's bottleneck: the matched control of the suite's rule), so a
+    difference of network is never credited to adaptation."""
+    from ..methods.base import method_model
+
+    def with_method(c: Config, **keys: Any) -> Config:
+        return dataclasses.replace(c, method=dataclasses.replace(c.method, regularizers={}, **keys))
+
+    candidates = {name: with_method(cfg, **keys) for name, keys in SELECTION["candidates"].items()}
+    control = with_method(cfg, name="source_only")
+    if candidates:
+        first = next(iter(candidates.values()))
+        width = method_model(first.model, first.method, input_shape).bottleneck_dim
+        control = dataclasses.replace(control, model=dataclasses.replace(control.model, bottleneck_dim=width))
+    return {CONTROL: control, **candidates}
 
 
 def where(root: Path, name: str) -> Path:
