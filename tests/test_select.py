@@ -147,3 +147,4 @@ def test_dann_train_and_dann_fit_keep_the_same_run_and_say_why(tmp_path, capsys)
     api = dann.fit(load_config("moons", QUICK), tmp_path / "api").selection
     assert cli["kept"] == api["kept"] and cli["verdicts"] == api["verdicts"]  # the same data, the same choice
     assert f"default: {cli['why']}" in out and f"method: {cli['method']} (kept by the default's selection" in out
+    assert out.count(cli["why"]) == 1  # said once

@@ -344,8 +344,10 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run: {result.run_dir}  (model: {result.run_dir}/checkpoints/last.pt)")
     default = f" (the default, as no method was named: {RECIPE['why']})" if recommended else ""
     if result.selection is not None:  # the selecting default: what it kept, why, and where every run is
-        default = f" (kept by the default's selection; every run it trained: {result.run_dir}/control, /candidates)"
-        print(f"default: {result.selection['why']}")
+        runs = f"{result.run_dir}/control and {result.run_dir}/candidates/"
+        default = f" (kept by the default's selection; the runs it trained: {runs})"
+        if args.quiet:  # otherwise the selection has said it as it ended
+            print(f"default: {result.selection['why']}")
     print(f"method: {result.config.method.name}{default}")
     if "source_val" in last:
         print(f"source held-out accuracy: {last['source_val']['acc']:.4f}")
