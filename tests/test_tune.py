@@ -117,6 +117,13 @@ def test_judge_rules_without_training():
     tune_module.judge(rows[:2] + rows[3:], 2.0, "bnm", steps=10)  # without "edge": no adapted run passes
     name, why = tune_module.choose(rows[:2] + rows[3:], "bnm")
     assert name == "source_only" and why.startswith("no adapted run is eligible")
+    one = [row("source_only", 0.5, 0.90), row("one", 0.9, 0.88), row("two", 0.9, 0.86)]  # held out: 50 samples
+    tune_module.judge(one, 1.0, "bnm", steps=10, held_out=50)  # one sample is 2 points, more than the guard
+    assert (
+        one[1]["eligible"] and not one[2]["eligible"] and "one of 50 held-out samples, 2.0 points" in one[2]["reason"]
+    )
+    assert "one is 2.0 points, more than the 1-point guard" in tune_module.guard_note(1.0, 50)
+    assert tune_module.guard_note(2.0, 90) is None  # one of 90 samples: 1.1 points, finer than the guard
     rows[2]["score"] = 0.4  # "edge" passes the guard but scores below the control
     tune_module.judge(rows, 2.0, "bnm", steps=10)
     name, why = tune_module.choose(rows, "bnm")

@@ -227,9 +227,10 @@ def _row(point: GridPoint, history: list[dict[str, Any]], validator: str, failed
 
 
 def _eligibility(
-    row: dict[str, Any], control: dict[str, Any], guard: float, validator: str, steps: int
+    row: dict[str, Any], control: dict[str, Any], guard: float, validator: str, steps: int, held_out: int = 0
 ) -> tuple[bool, str]:
-    """(eligible, reason) of one row against the control's row; reads no target label."""
+    """(eligible, reason) of one row against the control's row; reads no target label. With ``held_out`` samples
+    (> 0) a drop of one sample is never a collapse, even where one sample is more than ``guard`` points."""
     acc, base = row["source_val_acc"], control["source_val_acc"]
     if row["failed"]:
         return False, f"training stopped: {row['failed']}"
@@ -241,19 +242,32 @@ def _eligibility(
         return True, "the source-only control"
     if not (_finite(acc) and _finite(base)):
         return False, "no source held-out accuracy to guard against collapse"
-    drop = 100 * (base - acc)
-    if drop > guard + 1e-9:  # the tolerance keeps a drop of exactly `guard` points eligible
+    drop, one = 100 * (base - acc), 100 / held_out if held_out else 0.0
+    if drop > guard + 1e-9 and drop > one + 1e-9:  # the tolerance keeps a drop of exactly the guard eligible
+        sample = f" and one of {held_out} held-out samples, {one:.1f} points" if held_out else ""
         return False, (
             f"collapse guard: source held-out {100 * acc:.1f}% is {drop:.1f} points below the control's "
-            f"{100 * base:.1f}% (more than {guard:g})"
+            f"{100 * base:.1f}% (more than {guard:g}{sample})"
         )
-    return True, f"source held-out within {guard:g} points of the control"
+    return True, f"source held-out within {max(guard, one):.3g} points of the control"
 
 
-def judge(rows: list[dict[str, Any]], guard: float, validator: str, steps: int) -> None:
-    """Set ``eligible``, ``reason`` and ``rank`` of every row (``rows[0]`` is the control); reads no target label."""
+def guard_note(guard: float, held_out: int) -> str | None:
+    """A warning when one held-out sample is worth more than ``guard`` points: the guard then counts samples."""
+    one = 100 / held_out if held_out else 0.0
+    if one <= guard:
+        return None
+    return (
+        f"the source held-out split has {held_out} samples: one is {one:.1f} points, more than the {guard:g}-point "
+        "guard, so the guard excludes a run only for more than one sample (a larger data.val_fraction resolves finer)"
+    )
+
+
+def judge(rows: list[dict[str, Any]], guard: float, validator: str, steps: int, held_out: int = 0) -> None:
+    """Set ``eligible``, ``reason`` and ``rank`` of every row (``rows[0]`` is the control); reads no target label.
+    ``held_out``: the number of held-out source samples (a drop of one of them is within the guard)."""
     for row in rows:
-        row["eligible"], row["reason"] = _eligibility(row, rows[0], guard, validator, steps)
+        row["eligible"], row["reason"] = _eligibility(row, rows[0], guard, validator, steps, held_out)
     ranked = sorted((r for r in rows if r["eligible"]), key=lambda r: -r["score"])  # stable: ties keep grid order
     rank = {r["name"]: i for i, r in enumerate(ranked, 1)}
     for row in rows:
@@ -293,7 +307,7 @@ def _line(k: int, rows: list[dict[str, Any]], total: int, validator: str, reused
     return f"{text} (best so far: {so_far}){tail}"
 
 
-def _markdown(result: TuneResult, guard: float) -> str:
+def _markdown(result: TuneResult, guard: float, held_out: int = 0) -> str:
     v, pct = result.validator, (lambda x: "–" if x is None else f"{100 * x:.1f}%")
     header = ["rank", "run", "method", "regularizers", "λ_adv", "lr", f"`{v}` (last evaluation)"]
     header += ["source held-out acc", "eligible", "reason", f"target acc ({ORACLE_NOTE})"]
@@ -307,9 +321,11 @@ def _markdown(result: TuneResult, guard: float) -> str:
     answer = [
         f"**Chosen: `{result.chosen_dir}`**: {result.why}. Use it: `{result.predict_command()}`.",
         f"The rule (no target labels): each run's `{v}` score at its last evaluation; a run is eligible when that "
-        f"score is finite and its source held-out accuracy is at most {guard:g} points below the source-only "
-        "control's; the eligible run with the highest score is chosen, else the control.",
+        f"score is finite and its source held-out accuracy is at most {guard:g} points (or one held-out sample) "
+        "below the source-only control's; the eligible run with the highest score is chosen, else the control.",
     ]
+    note = guard_note(guard, held_out)
+    answer += [f"**Note**: {note}."] if note else []
     answer += [f"**Caution**: {result.caution}."] if result.caution else []
     if result.oracle_pick is not None:
         answer.append(f"Target labels would have picked `{result.oracle_pick}` ({ORACLE_NOTE}).")
@@ -323,7 +339,7 @@ def _write(result: TuneResult, spec: dict[str, Any], guard: float, data: DomainD
     out, rows = result.out, result.rows
     evaluated = [out / r["run_dir"] for r in rows if r["step"] is not None]  # a run may stop before its first
     api.compare(evaluated, out / COMPARE_HTML, result.validator, data, overwrite=True)  # rebuilt with tune.md
-    atomic_write_text(out / TUNE_MD, _markdown(result, guard))
+    atomic_write_text(out / TUNE_MD, _markdown(result, guard, len(data.source_val) if data.source_val else 0))
     oracle = None if result.oracle_pick is None else {"name": result.oracle_pick, "note": ORACLE_NOTE}
     chosen = {"name": result.chosen, "run_dir": f"{RUNS}/{result.chosen}", "why": result.why}
     record = {**spec, "status": "done", "validator": result.validator, "guard": guard, "control": CONTROL}
@@ -366,13 +382,15 @@ def tune(
     del config["selection"]["validator"]  # judging only: a rerun with another one re-ranks the same runs
     spec = json.loads(json.dumps({"grid": grid, "config": config, "data": _fingerprint(data)}))
     _start(out, spec, overwrite)
+    if progress and (note := guard_note(guard, len(data.source_val))):
+        print(f"tune: {note}", flush=True)
     rows: list[dict[str, Any]] = []
     for k, point in enumerate(points, 1):
         history, reused, failed = _train(point, out / RUNS / point.name, data)
         if failed and point is points[0]:
             raise DivergedError(f"the source-only control stopped ({failed}): the guard needs it; {ADVICE}")
         rows.append(_row(point, history, validator, failed))
-        judge(rows, guard, validator, cfg.train.steps)
+        judge(rows, guard, validator, cfg.train.steps, len(data.source_val))
         if progress:
             print(_line(k, rows, len(points), validator, reused), flush=True)
     chosen, why = choose(rows, validator)
