@@ -148,3 +148,13 @@ def test_dann_train_and_dann_fit_keep_the_same_run_and_say_why(tmp_path, capsys)
     assert cli["kept"] == api["kept"] and cli["verdicts"] == api["verdicts"]  # the same data, the same choice
     assert f"default: {cli['why']}" in out and f"method: {cli['method']} (kept by the default's selection" in out
     assert out.count(cli["why"]) == 1  # said once
+
+
+@pytest.mark.selecting
+def test_dann_classifier_without_target_rows_warns_and_trains_the_source_only_model_alone():
+    from dann.errors import DataWarning
+
+    x_s, y_s = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32), np.repeat([0, 1], 30)
+    with pytest.warns(DataWarning, match="no adaptation happened"):
+        clf = DANNClassifier(max_steps=4, device="cpu").fit(x_s, y_s)
+    assert clf.config_.method.name == "source_only" and clf.selection_ is None  # nothing to select on

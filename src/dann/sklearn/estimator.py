@@ -30,7 +30,7 @@ from sklearn.utils import Tags, TransformerTags, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..config import SEED_LIMIT, Config, load_config, replace, resolve_method
+from ..config import RECOMMENDED, SEED_LIMIT, SELECTION, Config, load_config, replace, resolve_method
 from ..data.arrays import as_domain
 from ..data.domains import Domain, make_domain_data
 from ..data.rows import UNLABELED, target_rows
@@ -171,7 +171,8 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
             raise ValueError(f"the labeled rows hold only one class ({self.classes_[0]}): 2 classes are needed")
         w_s = _labeled_weights(sample_weight, ~is_target)
         cfg = self._config()
-        if len(x_t) == 0 and METHODS.get(resolve_method(cfg.method).name).uses_target:
+        selects = cfg.method.name == RECOMMENDED and bool(SELECTION["candidates"])  # the selecting default adapts
+        if len(x_t) == 0 and (selects or METHODS.get(resolve_method(cfg.method).name).uses_target):
             warnings.warn(NO_ADAPTATION, DataWarning, stacklevel=2)
             cfg = replace(cfg, method={"name": "source_only"})
         source = _labeled_domains(x_s, encoded, w_s, domain[~is_target] if domain is not None else None)
