@@ -20,15 +20,26 @@ os.environ["DANN_CACHE"] = tempfile.mkdtemp(prefix="dann-test-cache-")
 atexit.register(shutil.rmtree, os.environ["DANN_CACHE"], True)
 
 
-@pytest.fixture(autouse=True)
-def _one_run_per_default(request, monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def _one_run_per_default():
     """With no method named, dann trains the selecting default: the control and every candidate, then the rule's
-    pick (``dann.selection.default``). The tests of other mechanics that leave the method to the default train the
-    fixed recipe alone, one run, as ``--method`` would; the tests marked ``selecting`` train the real default."""
-    if request.node.get_closest_marker("selecting") is None:
+    pick (``dann.selection.default``). The tests of other mechanics that leave the method to the default, and their
+    shared fixtures, train the fixed recipe alone, one run, as ``--method`` would; the tests marked ``selecting``
+    train the real default (``_the_real_default``)."""
+    from dann.config import SELECTION
+
+    candidates = SELECTION["candidates"]
+    SELECTION["candidates"] = {}
+    yield candidates
+    SELECTION["candidates"] = candidates
+
+
+@pytest.fixture(autouse=True)
+def _the_real_default(request, monkeypatch, _one_run_per_default):
+    if request.node.get_closest_marker("selecting") is not None:
         from dann.config import SELECTION
 
-        monkeypatch.setitem(SELECTION, "candidates", {})
+        monkeypatch.setitem(SELECTION, "candidates", _one_run_per_default)
 
 
 def blobs(n: int, shift: float, seed: int, dims: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -73,7 +73,7 @@ def test_the_summary_names_the_method_and_regularizers_need_a_named_method(tmp_p
     regularized = ["--set", "method.regularizers={mcc: 1.0}", "--out", str(tmp_path / "c")]
     if RECIPE["name"] == "source_only":
         assert main(["train", "--task", "moons", *quick, *regularized]) == 2
-        assert "the default method.name=recommended is source_only" in capsys.readouterr().err
+        assert "need a named method that reads the target batch" in capsys.readouterr().err
         assert not (tmp_path / "c").exists()
 
 

@@ -132,7 +132,8 @@ def test_dann_classifier_selects_as_dann_fit_does():
     clf = DANNClassifier(max_steps=20, device="cpu").fit(x_s, y_s, X_target=x_t)
     assert clf.selection_["state"] == "done" and clf.selection_["kept"] in (CONTROL, *SELECTION["candidates"])
     assert clf.config_.method.name == clf.selection_["method"] and clf.predict(x_t).shape == (120,)
-    assert "the source guard could not be read" in json.dumps(clf.selection_["verdicts"])  # no held-out rows
+    assert "the source guard could not be read" not in json.dumps(clf.selection_["verdicts"])  # 10 % held out
+    assert clf.config_.data.val_fraction == 0.1
     assert DANNClassifier(method="dann", max_steps=4, device="cpu").fit(x_s, y_s, X_target=x_t).selection_ is None
 
 
@@ -158,3 +159,31 @@ def test_dann_classifier_without_target_rows_warns_and_trains_the_source_only_mo
     with pytest.warns(DataWarning, match="no adaptation happened"):
         clf = DANNClassifier(max_steps=4, device="cpu").fit(x_s, y_s)
     assert clf.config_.method.name == "source_only" and clf.selection_ is None  # nothing to select on
+
+
+@pytest.mark.selecting
+def test_settings_the_selection_would_ignore_are_refused_and_a_resume_keeps_its_config(tmp_path):
+    from dann.errors import ConfigError, OutputExistsError
+
+    for given in (["method.distribution_alignment=true"], ["method.regularizers={mcc: 1.0}"]):
+        with pytest.raises(ConfigError, match="given with no method named"):
+            dann.fit(load_config("moons", [*QUICK, *given]), tmp_path / "refused")
+        assert not (tmp_path / "refused").exists()
+    out = tmp_path / "run"
+    dann.fit(load_config("moons", QUICK), out)
+    with pytest.raises(OutputExistsError, match="holds a finished selection of the default"):
+        dann.fit(load_config("moons", QUICK), out)  # never trained again without being asked
+    with pytest.raises(ConfigError, match=r"train\.steps"):  # a resume may not change what the runs train
+        dann.fit(load_config("moons", [*QUICK, "train.steps=60"]), out, resume=True)
+    again = dann.fit(out=out, resume=True)  # a finished selection resumed: nothing trains, the same choice
+    assert again.selection["kept"] == json.loads((out / RECIPE_FILE).read_text())["kept"]
+
+
+def test_an_unfinished_selection_is_named_by_the_commands_that_read_runs(tmp_path):
+    from dann.reporting.summary import summarize
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / RECIPE_FILE).write_text(json.dumps({"state": "selecting", "config": {}}))
+    for read in (dann.load_run, summarize):
+        with pytest.raises(RunDirError, match=r"has not finished.*--resume"):
+            read(tmp_path / "run")

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,15 @@ from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
 from .data.images import CALL_SKIP_HINT, Pipeline
 from .data.scales import check_scales
 from .data.transforms import Unaugmented, eval_transform
-from .errors import ConfigError, DataError, DataWarning, RunDirError, RunDirWarning, TrainingInterrupted
+from .errors import (
+    ConfigError,
+    DataError,
+    DataWarning,
+    OutputExistsError,
+    RunDirError,
+    RunDirWarning,
+    TrainingInterrupted,
+)
 from .evaluation.label_shift import LabelShift, model_label_shift
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
@@ -62,7 +71,18 @@ from .runs import (
 )
 from .selection.choice import CONTROL, choose
 from .selection.choice import summary as choice_summary
-from .selection.default import DONE, SELECTING, adopt, cost_line, evidence, selection_configs, selection_state, where
+from .selection.default import (
+    DONE,
+    SELECTING,
+    adopt,
+    cost_line,
+    evidence,
+    refuse_overridden,
+    remaining_line,
+    selection_configs,
+    selection_state,
+    where,
+)
 from .training.distributed import World, local_device
 from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
@@ -101,7 +121,8 @@ def fit(
 ) -> FitResult:
     """Train per ``cfg`` (or, with ``resume``, per the run's saved ``config.yaml``; a ``cfg`` given with ``resume``
     may change only the settings ``config.RESUMABLE`` lists, any other difference is a ``ConfigError``). With ``out``
-    the run's files go there; without it nothing is written. ``data`` overrides ``cfg.data`` (e.g. arrays already in
+    the run's files go there; without it nothing is kept (the default's selection trains its runs in a temporary
+    folder, deleted afterwards). ``data`` overrides ``cfg.data`` (e.g. arrays already in
     memory). With ``report`` (and ``out``) the run ends by writing its report, as ``dann train`` does;
     ``dann.build_report`` rebuilds it at any time. With ``control`` (and ``out``) the source-only control then trains on
     the same data, with the same seed and steps, into ``out/control`` (``FitResult.control``; resumed with the run),
@@ -116,12 +137,17 @@ def fit(
     if control and out is None:
         raise ConfigError("`control=True` trains the control into out/control: give the run directory `out`")
     state = selection_state(out)
-    if resume and state == SELECTING:  # a selection of the default, interrupted: continue it
-        return fit_selecting(None, out, data=data, resume=True, report=report, echo=echo)
+    if resume and state in (SELECTING, DONE):  # a selection of the default: continue it (finished: re-reads it)
+        return fit_selecting(cfg, out, data=data, resume=True, report=report, echo=echo)
     if not resume and not overwrite and state == SELECTING:
         raise RunDirError(
             f"{out} holds an unfinished selection of the default (its runs are in {out}/control and "
             f"{out}/candidates): pass --resume (resume=True) to continue it, or --overwrite to start again"
+        )
+    if not resume and not overwrite and state == DONE:
+        raise OutputExistsError(
+            f"{out} holds a finished selection of the default: dann report, predict and evaluate use it as it is; "
+            "pass --overwrite (overwrite=True) to train it again, or choose another --out"
         )
     if (
         not resume
@@ -607,11 +633,19 @@ def fit_selecting(
         else:
             root = Path(out)
         if resume:
-            if selection_state(root) != SELECTING:
-                raise RunDirError(f"cannot resume {root}: it holds no unfinished selection of the default")
-            cfg = config_from_dict(json.loads((root / RECIPE_FILE).read_text())["config"])
-        elif main:
-            prepare_run_dir(root, False, overwrite)
+            if selection_state(root) not in (SELECTING, DONE):
+                raise RunDirError(f"cannot resume {root}: it holds no selection of the default")
+            saved = config_from_dict(json.loads((root / RECIPE_FILE).read_text())["config"])
+            # options given on resume: only those a resume may change (config.RESUMABLE), as for any run
+            cfg = (
+                saved
+                if cfg is None
+                else resume_config(dataclasses.replace(saved, method=resolve_method(saved.method)), cfg, str(root))
+            )
+        else:
+            refuse_overridden(cfg)
+            if main:
+                prepare_run_dir(root, False, overwrite)
         assert cfg is not None
         data = data or build_data(cfg.data, cfg.model)
         runs = selection_configs(cfg, data.input_shape)
@@ -623,14 +657,17 @@ def fit_selecting(
         for i, (name, sub) in enumerate(runs.items()):
             path = where(root, name)
             say(f"default:  run {i + 1} of {len(runs)}, {name}, into {path}")
+            tic, fresh = time.perf_counter(), not has_checkpoint(path)
             try:
-                if has_checkpoint(path):
-                    results[name] = fit(out=path, data=data, resume=True, echo=echo)
+                if not fresh:
+                    results[name] = fit(sub, path, data=data, resume=True, echo=echo)
                 else:
                     results[name] = fit(sub, path, data=data, overwrite=True, echo=echo)
             except TrainingInterrupted:
                 say(f"default:  stopped while training {name}; continue the selection with --resume on {root}")
                 raise
+            if name == CONTROL and fresh:
+                say(remaining_line(time.perf_counter() - tic, list(runs)[1:]))
         validator, guard = SELECTION["validator"], SELECTION["guard"]
         held_out = len(data.source_val) if data.source_val is not None else 0
         seen = {n: evidence(where(root, n), r.history, data, validator) for n, r in results.items()}
@@ -643,7 +680,7 @@ def fit_selecting(
             "kept": kept,
             "why": why,
             "validator": validator,
-            "runs": {n: str(where(root, n)) for n in runs},
+            "runs": {n: str(where(root, n).resolve()) for n in runs} if out is not None else None,
             "verdicts": {n: v.to_dict() for n, v in verdicts.items()},
             "config": cfg.to_dict(),
         }

@@ -152,7 +152,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     _add_data_options(train)
     train.add_argument(
         "--method",
-        help=f"recommended (the default: {RECIPE['name']}; see the README's Results) | {' | '.join(METHOD_NAMES)}",
+        help="recommended (the default: trains the source-only control and two candidates on your data and keeps "
+        f"what its rule picks, without target labels; see the README) | {' | '.join(METHOD_NAMES)}",
     )
     train.add_argument("--init-from", metavar="RUN", help="start from this run's trained weights (shot needs it)")
     train.add_argument("--out", required=True, help="run directory to create")
@@ -292,10 +293,18 @@ def _parser() -> argparse.ArgumentParser:
 def _resume_config(args: argparse.Namespace, extra: Sequence[str]) -> Config | None:
     """On ``--resume``: the options given, over the run's config.yaml (or ``--config``), for ``api.fit`` to compare
     with the saved ones; None when none is given (the run's own config then)."""
+    from .config import RECIPE_FILE
     from .runs import CONFIG_FILE
 
     saved = Path(args.out) / CONFIG_FILE
     given = [flag for flag in ("config", *SHORTCUTS) if getattr(args, flag) is not None] + args.overrides
+    selection = Path(args.out) / RECIPE_FILE  # a selection of the default: its plan holds the config it trains
+    plan = json.loads(selection.read_text()) if selection.is_file() else {}
+    if (given or extra) and "config" in plan and args.config is None:
+        shortcuts = _config(args, extra).to_dict()  # only what was given counts: compare key by key below
+        defaults = Config().to_dict()
+        changed = {s: {k: v for k, v in keys.items() if v != defaults[s][k]} for s, keys in shortcuts.items()}
+        return load_config(None, values={s: {**plan["config"][s], **changed[s]} for s in plan["config"]})
     if not (given or extra) or not saved.is_file():
         return None  # api.fit says when config.yaml is missing
     return _config(args, extra, base=str(saved))

@@ -33,13 +33,14 @@ INPUT_NORMS = ("none", "per_image")  # model.input_norm, see dann.models.network
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
-# The recommended recipe, chosen on the suite of embedded tasks by the rule in benchmarks/suite.py (no target labels);
-# "why" is what `dann train` prints and the report opens with when a run trains it because no method was named.
+# The fixed recipe behind method.name=recommended where the default does not select (train.stages): no fixed recipe
+# qualified by the rules of benchmarks/suite.py, so it is source-only. "why": what `dann train` prints and the report
+# opens with when a run trains it because no method was named.
 RECIPE: dict[str, Any] = {
     "name": "source_only",
     "regularizers": {},
-    "why": "no adaptation method beat its source-only control on every embedded task by the rule fixed in advance "
-    "(benchmarks/suite.py), so the default keeps the control; name one with --method to adapt",
+    "why": "with train.stages the default does not select among methods (each stage names its own): the run-level "
+    "method is source-only; name one with --method to adapt",
 }
 # The selecting default (benchmarks/suite.py, dann.selection.default): no fixed recipe qualified, so with no method
 # named the source-only control and these candidates train on the user's data and the rule of dann.selection.choice
@@ -342,8 +343,8 @@ def resolve_method(cfg: MethodConfig) -> MethodConfig:
         return cfg
     if cfg.regularizers and RECIPE["name"] == "source_only":
         raise ConfigError(
-            f"method.regularizers {dict(cfg.regularizers)} need a method that reads the target batch, and the default "
-            "method.name=recommended is source_only (see the README's Results): name one, e.g. method.name=dann"
+            f"method.regularizers {dict(cfg.regularizers)} need a named method that reads the target batch (the "
+            "default trains its candidates without them): name one, e.g. method.name=dann"
         )
     regularizers = {**RECIPE["regularizers"], **cfg.regularizers}
     options = {k: v for k, v in RECIPE.get("options", {}).items() if getattr(cfg, k) is None}  # given ones win

@@ -86,8 +86,30 @@ def checkpoint_path(name: str) -> str:
     return CHECKPOINTS[name]
 
 
+def unfinished_selection(run_dir: Path) -> None:
+    """A ``RunDirError`` when ``run_dir`` holds a selection of the default that has not kept a run yet."""
+    import json
+
+    from ..config import RECIPE_FILE
+
+    plan = run_dir / RECIPE_FILE
+    if plan.is_file() and not (run_dir / LAST_CHECKPOINT).is_file():
+        try:
+            state = json.loads(plan.read_text()).get("state")
+        except ValueError:
+            return
+        if state == "selecting":
+            raise RunDirError(
+                f"{run_dir} holds a selection of the default that has not finished (no run kept yet): continue it "
+                f"with dann train --out {run_dir} --resume; each finished run is in {run_dir}/control or "
+                f"{run_dir}/candidates"
+            )
+
+
 def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedModel:
-    """The trained model of a run directory, rebuilt from its checkpoint alone (config and class names included)."""
+    """The trained model of a run directory, rebuilt from its checkpoint alone (config and class names included).
+    Raises ``RunDirError`` for a selection of the default that has not finished (no run kept yet)."""
+    unfinished_selection(Path(run_dir))
     state = load_checkpoint(Path(run_dir) / checkpoint)
     cfg = config_from_dict(state.config)
     offline = replace(cfg, model={"pretrained": False, "pretrained_file": ""})  # the checkpoint has the weights

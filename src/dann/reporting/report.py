@@ -6,6 +6,7 @@ marked as such; the checkpoint recommendation never uses them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -171,8 +172,10 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
     blocks += [f"**Flag: {f.name}**. {f}" for f in flags] or ["**Sanity flags**: none."]
     if kept_control:
         blocks.append(
-            "**Did adaptation help?** Not on this data, by the default's rule (above): this run is the source-only "
-            "control it kept. Each candidate's own report: `dann report --run` on its folder in `candidates/`."
+            "**Did adaptation help?** Not shown on this data: no candidate cleared the default's rule (above), so "
+            "this run is the source-only control it kept, the safe choice; a candidate may still help where the "
+            "noise bands were too wide to tell. Each candidate's own report: `dann report --run` on its folder in "
+            "`candidates/`."
         )
     elif verdict:
         blocks += [f"**Did adaptation help?** {verdict[0]}", *verdict[1:]]
@@ -331,11 +334,14 @@ def _verdict(
 
 def find_control(run_dir: Path, control: str | Path | None = None) -> Path | None:
     """The source-only control to compare a run with: ``control`` when given, else ``run_dir/control`` (where
-    ``dann train --control`` puts it) when that is a run directory, else None."""
+    ``dann train --control`` puts it) when that is a run directory, or, for a candidate of the default's selection
+    (``OUT/candidates/NAME``), the selection's ``OUT/control``; else None."""
     if control is not None:
         return Path(control)
     default = run_dir / CONTROL_DIR
-    return default if (default / CONFIG_FILE).is_file() else None
+    if not (default / CONFIG_FILE).is_file() and (run_dir.parent.parent / RECIPE_FILE).is_file():
+        default = run_dir.parent.parent / CONTROL_DIR  # a candidate of the default's selection: the selection's control
+    return default if (default / CONFIG_FILE).is_file() and default.resolve() != run_dir.resolve() else None
 
 
 def build_report(run_dir: str | Path, data: DomainData | None = None, control: str | Path | None = None) -> Path:
@@ -363,7 +369,9 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
     selection = run.run_dir / RECIPE_FILE
     kept_control = selection.is_file() and json.loads(selection.read_text()).get("kept") == "control"
     control_dir = None if kept_control else find_control(run.run_dir, control)  # not the run against itself
-    verdict, verdict_summary = _verdict(run, control_dir, data, note)
+    chosen_by = json.loads(selection.read_text()).get("validator") if selection.is_file() else None
+    judged = dataclasses.replace(run, validator=chosen_by) if chosen_by else run  # the default's own validator
+    verdict, verdict_summary = _verdict(judged, control_dir, data, note)
     labeled = labeled_table(run)
     checkpoints = [checkpoint_table(run), *([labeled] if labeled else [])]
     sections = [_answer(run, diag, flags, verdict), Section("Checkpoints", checkpoints)]
@@ -386,6 +394,7 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
         "flags": [f.to_dict() for f in flags],
         "verdict": verdict_summary,
         "label_shift": shift.to_dict() if shift is not None else None,
+        "default": json.loads(selection.read_text()) if selection.is_file() else None,
     }
     atomic_write_text(run.run_dir / REPORT_JSON, json.dumps(summary, indent=1) + "\n")
     return run.run_dir / REPORT_HTML

@@ -11,6 +11,7 @@ import yaml
 
 from ..config import Config, config_from_dict
 from ..errors import RunDirError
+from ..evaluation.loading import unfinished_selection
 from ..runs import CONFIG_FILE, METRICS_FILE, read_jsonl
 from ..selection.validators import VALIDATORS, select_record
 
@@ -33,6 +34,7 @@ def summarize(run_dir: str | Path, validator: str | None = None) -> RunSummary:
     """Read ``config.yaml`` and ``metrics.jsonl``; ``validator`` defaults to the one that chose the run's ``best.pt``
     (``selection.validator``, or the fallback the trainer took when that had no score on the data)."""
     run_dir = Path(run_dir)
+    unfinished_selection(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunDirError(f"{run_dir} is not a run directory: {run_dir / CONFIG_FILE} does not exist")
     cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))

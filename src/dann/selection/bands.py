@@ -74,7 +74,7 @@ def score_band(
 
     n = len(inputs.logits_t)
     if n < 4:
-        return None, f"{n} target samples are too few to measure the noise"
+        return None, f"{n} target sample{'s are' if n != 1 else ' is'} too few to measure the noise"
     replicates = replicates or SLOW_REPLICATES.get(name, REPLICATES)
     g = torch.Generator().manual_seed(seed)
     with threadpool_limits(1):  # small problems: BLAS threads only contend

@@ -97,10 +97,12 @@ def summary(kept: str, verdicts: dict[str, Verdict], method: str) -> str:
     """One sentence: what the default kept and why, for ``dann train``'s output and the report."""
     if kept == CONTROL:
         return (
-            "kept the source-only control: no candidate beat it on this data ("
+            "kept the source-only control, the safe choice: no candidate beat it clearly on this data (which does "
+            "not show that none would help: their bands may be too wide to tell) ("
             + "; ".join(f"{n}: {v.why}" for n, v in verdicts.items())
             + ")"
         )
     others = [f"{n}: {v.why}" for n, v in verdicts.items() if n != kept]
     rest = f"; {'; '.join(others)}" if others else ""
-    return f"kept {kept} ({method}): it {verdicts[kept].why}{rest}"
+    named = f" ({method})" if method != kept else ""
+    return f"kept {kept}{named}: it {verdicts[kept].why}{rest}"

@@ -45,6 +45,8 @@ def selection_configs(cfg: Config, input_shape: tuple[int, ...]) -> dict[str, Co
 
     candidates = {name: with_method(cfg, **keys) for name, keys in SELECTION["candidates"].items()}
     control = with_method(cfg, name="source_only")
+    if cfg.train.precision == "auto":  # the candidates keep fp32 under auto (adversarial, AdaMatch): so does it
+        control = dataclasses.replace(control, train=dataclasses.replace(control.train, precision="fp32"))
     if candidates:
         first = next(iter(candidates.values()))
         width = method_model(first.model, first.method, input_shape).bottleneck_dim
@@ -75,6 +77,34 @@ def cost_line(names: list[str]) -> str:
         f"labels (AdaMatch costs about {SELECTION['relative_cost']['adamatch_noda']:g} source-only runs); "
         "--method NAME trains that method alone"
     )
+
+
+def remaining_line(control_seconds: float, names: list[str]) -> str:
+    """After the control: about how long the candidates will take, from its time and their relative costs."""
+    cost = sum(SELECTION["relative_cost"].get(n, 1.0) for n in names)
+    minutes = control_seconds * cost / 60
+    return f"default:  the control took {control_seconds:.0f} s; the candidates take about {minutes:.0f} min more"
+
+
+def refuse_overridden(cfg: Config) -> None:
+    """A ``ConfigError`` for method settings given with no method named that the selection would not train with:
+    a key a candidate sets itself, or regularizers (the candidates train without them)."""
+    from ..config import MethodConfig
+    from ..errors import ConfigError
+
+    plain = MethodConfig()
+    given = sorted(
+        {k for keys in SELECTION["candidates"].values() for k in keys if k != "name"}
+        & {k for k in vars(plain) if getattr(cfg.method, k) != getattr(plain, k)}
+    )
+    if cfg.method.regularizers:
+        given.append("regularizers")
+    if given:
+        keys = ", ".join(f"method.{k}" for k in given)
+        raise ConfigError(
+            f"{keys} given with no method named: the default's candidates train with their own, so it would be "
+            "ignored; name the method to train it with this setting (e.g. --method adamatch)"
+        )
 
 
 def evidence(run_dir: Path, history: list[dict[str, Any]], data: DomainData, validator: str) -> Evidence:

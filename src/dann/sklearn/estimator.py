@@ -54,6 +54,7 @@ PARAMETER_KEYS = {
     "train.progress": "verbose",
 }
 
+SELECTION_HELD_OUT = 0.1  # the source rows held out when the default selects (dann train's data.val_fraction)
 NO_ADAPTATION = (
     "no unlabeled target rows (y == -1, sample_domain < 0 or X_target): trained the source-only model, "
     "no adaptation happened"
@@ -76,7 +77,8 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
     Fitted: ``classes_`` (any label type), ``n_features_in_``, ``net_`` (the ``DomainAdaptNet``, on the CPU),
     ``config_`` (the resolved ``Config``; its method is ``source_only`` when there was no target to adapt to),
     ``selection_`` (with ``method="recommended"``: what the selecting default kept and why, ``dann.selection.default``;
-    None when a method is named; with no held-out rows its source guard cannot be read, which its verdicts say).
+    None when a method is named). To select, the default holds out 10 % of the labeled rows for its source guard (as
+    ``dann train`` does), unless ``config`` sets ``data.val_fraction`` above 0.
     ``lambda_adv=None`` takes the method's reference weight, as ``dann train`` does (``docs/methods/index.md``)."""
 
     def __init__(
@@ -175,6 +177,8 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
         if len(x_t) == 0 and (selects or METHODS.get(resolve_method(cfg.method).name).uses_target):
             warnings.warn(NO_ADAPTATION, DataWarning, stacklevel=2)
             cfg = replace(cfg, method={"name": "source_only"})
+        elif selects and cfg.data.val_fraction == 0:  # its source guard reads a held-out split, as dann train's does
+            cfg = replace(cfg, data={"val_fraction": SELECTION_HELD_OUT})
         source = _labeled_domains(x_s, encoded, w_s, domain[~is_target] if domain is not None else None)
         first = source if not isinstance(source, dict) else next(iter(source.values()))
         target = as_domain(x_t, None, "X_target") if len(x_t) else first.unlabeled()  # source_only reads none
