@@ -146,8 +146,9 @@ def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list
         note = json.loads(default.read_text())
         if "kept" in note:  # the selecting default
             kept_control = note["kept"] == "control"
+            named = f" ({note['method']})" if note["method"] != note["kept"] else ""
             blocks.append(
-                f"**The default kept `{note['kept']}` ({note['method']})**: no method was named, so it trained the "
+                f"**The default kept `{note['kept']}`{named}**: no method was named, so it trained the "
                 f"source-only control and {', '.join(n for n in note['verdicts'])} on this data and {note['why']}. "
                 "Each run is in its own folder (`control/`, `candidates/`)."
             )
