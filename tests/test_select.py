@@ -187,3 +187,16 @@ def test_an_unfinished_selection_is_named_by_the_commands_that_read_runs(tmp_pat
     for read in (dann.load_run, summarize):
         with pytest.raises(RunDirError, match=r"has not finished.*--resume"):
             read(tmp_path / "run")
+
+
+@pytest.mark.selecting
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_target_too_small_for_a_noise_band_trains_the_control_alone(n, tmp_path):
+    from dann.data import as_domain, make_domain_data
+
+    rng = np.random.default_rng(0)
+    x_s, y_s = rng.normal(size=(80, 2)).astype(np.float32), np.repeat([0, 1], 40)
+    data = make_domain_data(as_domain(x_s, y_s), as_domain(x_s[:n] + 1), val_fraction=0.2)
+    result = dann.fit(load_config(None, ["model.backbone=mlp", *QUICK]), tmp_path / "run", data=data)
+    assert result.selection["kept"] == CONTROL and "too few to measure a noise band" in result.selection["why"]
+    assert not (tmp_path / "run" / "candidates").exists() and list(result.selection["runs"]) == [CONTROL]

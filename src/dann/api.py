@@ -69,6 +69,7 @@ from .runs import (
     load_latest_checkpoint,
     prepare_run_dir,
 )
+from .selection.bands import MIN_BAND_SAMPLES
 from .selection.choice import CONTROL, choose
 from .selection.choice import summary as choice_summary
 from .selection.default import (
@@ -649,10 +650,19 @@ def fit_selecting(
         assert cfg is not None
         data = data or build_data(cfg.data, cfg.model)
         runs = selection_configs(cfg, data.input_shape)
+        too_few = len(data.target_train) < MIN_BAND_SAMPLES  # no band can be measured: no candidate could clear
+        if too_few:
+            runs = {CONTROL: runs[CONTROL]}
         if not resume and main:
             plan = {"state": SELECTING, "runs": list(runs), "config": cfg.to_dict()}
             atomic_write_text(root / RECIPE_FILE, json.dumps(plan, indent=1) + "\n")
-        say(cost_line(list(runs)))
+        if too_few:
+            say(
+                f"default:  {len(data.target_train)} target samples are too few to measure a noise band, so no "
+                "candidate could clear the rule: it trains the source-only control alone"
+            )
+        else:
+            say(cost_line(list(runs)))
         results = {}
         for i, (name, sub) in enumerate(runs.items()):
             path = where(root, name)
@@ -674,6 +684,11 @@ def fit_selecting(
         kept, verdicts = choose(seen, held_out, validator, guard)
         method = results[kept].config.method.name
         why = choice_summary(kept, verdicts, method)
+        if too_few:
+            why = (
+                f"kept the source-only control: {len(data.target_train)} target samples are too few to measure a "
+                "noise band, so no candidate could clear the rule (none was trained)"
+            )
         note = {
             "state": DONE,
             "method": method,

@@ -28,6 +28,7 @@ from .validators import ValidationInputs, collect_inputs, needs_source, score_on
 
 REPLICATES = 100
 SLOW_REPLICATES = {"dev": 20, "class_ami": 20}  # each replicate fits a classifier or k-means: about 1 s on 2,000 rows
+MIN_BAND_SAMPLES = 4  # fewer target samples: no band (two halves of one sample each cannot measure a spread)
 Z_95 = 1.959964  # the 97.5 % quantile of the standard normal: a 95 % band
 
 
@@ -73,7 +74,7 @@ def score_band(
     from threadpoolctl import threadpool_limits
 
     n = len(inputs.logits_t)
-    if n < 4:
+    if n < MIN_BAND_SAMPLES:
         return None, f"{n} target sample{'s are' if n != 1 else ' is'} too few to measure the noise"
     replicates = replicates or SLOW_REPLICATES.get(name, REPLICATES)
     g = torch.Generator().manual_seed(seed)
