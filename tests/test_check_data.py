@@ -73,3 +73,25 @@ def test_predict_names_its_own_flag_for_unreadable_files(shape_folders, damaged,
     err = capsys.readouterr().err
     assert "cannot read this image file" in err and "pass --skip-bad-images" in err
     assert "data.skip_bad_images" not in err
+
+
+@pytest.mark.parametrize(("counts", "large"), [([420, 120, 60], True), ([200, 200, 200], False)])
+def test_check_data_with_a_trained_run_estimates_the_targets_class_proportions(counts, large, tmp_path, capsys):
+    import numpy as np
+
+    from dann.cli import main
+
+    from .test_report import separated
+
+    x_s, y_s = separated([300, 300, 300], 0)
+    x_t, _ = separated(counts, 1)
+    np.savez(tmp_path / "s.npz", x=x_s, y=y_s)
+    np.savez(tmp_path / "t.npz", x=x_t)
+    files = ["--source", str(tmp_path / "s.npz"), "--target", str(tmp_path / "t.npz")]
+    quick = ["--backbone", "mlp", "--steps", "150", "--quiet", "--no-report", "--set", "train.eval_every=150"]
+    assert main(["train", *files, "--method", "source_only", *quick, "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["check-data", *files, "--run", str(tmp_path / "run"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "label shift (bbse, 100 bootstrap resamples" in out and "assumes each class looks the same" in out
+    assert (": large" in out) is large and ("not shown to be large" in out) is not large

@@ -217,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_file_options(check)
     check.add_argument("--workers", type=int, help="processes that decode (default: the CPUs this process may use)")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.add_argument(
+        "--run",
+        metavar="RUN",
+        help="a trained run (e.g. source-only): also estimate the target's class proportions with its model (BBSE, "
+        "its held-out source samples and --target's images), a label-shift check before choosing a method",
+    )
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a trained run on labeled data")
     evaluate.add_argument("--run", required=True, help="run directory")
@@ -383,9 +389,17 @@ def _train(args: argparse.Namespace) -> int:
 def _check_data(args: argparse.Namespace) -> int:
     from . import api
 
-    check = api.check_data(_config(args), workers=args.workers, progress=not args.quiet)
+    cfg = _config(args)
+    check = api.check_data(cfg, workers=args.workers, progress=not args.quiet)
     for line in check.lines():
         print(line)
+    if args.run and check.ok:
+        target = cfg.data.target or None  # None: the run's own target data
+        print(api.estimate_label_shift(args.run, target=target, bootstrap=100))
+        print(
+            "(assumes each class looks the same in both domains: where the run's model errs on the target, a "
+            "covariate shift moves this estimate too)"
+        )
     return 0 if check.ok else 1
 
 
