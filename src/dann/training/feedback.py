@@ -253,9 +253,10 @@ class Console:
         per_step = (self._now() - self.first[1] - self.paused) / (done - self.first[0])
         left = self.cfg.train.steps - done
         total = per_step * left
+        every = self.cfg.train.eval_every
+        extra = f"evaluations every {every} steps add" if every < self.cfg.train.steps else "the final evaluation adds"
         self.say(
-            f"time: {per_step:.3g} s/step → about {format_duration(total)} for the {left} steps left "
-            f"(evaluations every {self.cfg.train.eval_every} steps add to it)"
+            f"time: {per_step:.3g} s/step → about {format_duration(total)} for the {left} steps left ({extra} to it)"
         )
         if self.device.type == "cpu" and total > SLOW_CPU_SECONDS:
             self.say(f"warning: about {format_duration(total)} on the CPU; {slow_advice(self.cfg, self.data)}")
