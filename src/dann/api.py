@@ -668,11 +668,8 @@ def fit_selecting(
             path = where(root, name)
             say(f"default:  run {i + 1} of {len(runs)}, {name}, into {path}")
             tic, fresh = time.perf_counter(), not has_checkpoint(path)
-            try:
-                if not fresh:
-                    results[name] = fit(sub, path, data=data, resume=True, echo=echo)
-                else:
-                    results[name] = fit(sub, path, data=data, overwrite=True, echo=echo)
+            try:  # a run with a checkpoint continues; one without starts afresh
+                results[name] = fit(sub, path, data=data, resume=not fresh, overwrite=fresh, echo=echo)
             except TrainingInterrupted:
                 say(f"default:  stopped while training {name}; continue the selection with --resume on {root}")
                 raise
@@ -683,12 +680,12 @@ def fit_selecting(
         seen = {n: evidence(where(root, n), r.history, data, validator) for n, r in results.items()}
         kept, verdicts = choose(seen, held_out, validator, guard)
         method = results[kept].config.method.name
-        why = choice_summary(kept, verdicts, method)
-        if too_few:
-            why = (
-                f"kept the source-only control: {len(data.target_train)} target samples are too few to measure a "
-                "noise band, so no candidate could clear the rule (none was trained)"
-            )
+        why = (
+            f"kept the source-only control: {len(data.target_train)} target samples are too few to measure a "
+            "noise band, so no candidate could clear the rule (none was trained)"
+            if too_few
+            else choice_summary(kept, verdicts, method)
+        )
         note = {
             "state": DONE,
             "method": method,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,24 +87,31 @@ def checkpoint_path(name: str) -> str:
     return CHECKPOINTS[name]
 
 
-def unfinished_selection(run_dir: Path) -> None:
-    """A ``RunDirError`` when ``run_dir`` holds a selection of the default that has not kept a run yet."""
+def default_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """What a run trained by the default records in ``config.RECIPE_FILE``: the fixed recipe and why, or the
+    selecting default's plan (``"state": "selecting"``) and then what it kept; None when the run has no such file
+    or it cannot be read."""
     import json
 
     from ..config import RECIPE_FILE
 
-    plan = run_dir / RECIPE_FILE
-    if plan.is_file() and not (run_dir / LAST_CHECKPOINT).is_file():
-        try:
-            state = json.loads(plan.read_text()).get("state")
-        except ValueError:
-            return
-        if state == "selecting":
-            raise RunDirError(
-                f"{run_dir} holds a selection of the default that has not finished (no run kept yet): continue it "
-                f"with dann train --out {run_dir} --resume; each finished run is in {run_dir}/control or "
-                f"{run_dir}/candidates"
-            )
+    path = Path(run_dir) / RECIPE_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (ValueError, OSError):
+        return None
+
+
+def unfinished_selection(run_dir: Path) -> None:
+    """A ``RunDirError`` when ``run_dir`` holds a selection of the default that has not kept a run yet."""
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        return
+    if (default_record(run_dir) or {}).get("state") == "selecting":
+        raise RunDirError(
+            f"{run_dir} holds a selection of the default that has not finished (no run kept yet): continue it "
+            f"with dann train --out {run_dir} --resume; each finished run is in {run_dir}/control or "
+            f"{run_dir}/candidates"
+        )
 
 
 def load_run(run_dir: str | Path, checkpoint: str = LAST_CHECKPOINT) -> TrainedModel:

@@ -18,7 +18,7 @@ from ..data import SOURCE, TARGET, DomainData, build_data
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
 from ..evaluation.label_shift import LARGE_TV, LabelShift, model_label_shift
-from ..evaluation.loading import load_run
+from ..evaluation.loading import default_record, load_run
 from ..evaluation.metrics import classification_metrics, embed
 from ..methods import build_network
 from ..models import DomainAdaptNet
@@ -134,18 +134,18 @@ def feature_diagnostics(run: RunSummary, data: DomainData, max_points: int = 100
     return out | {"classes": data.classes}
 
 
-def _answer(run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list[str] | None) -> Section:
-    """The short answer: which checkpoint to use, the sanity flags, and whether adaptation helped (no target labels;
-    ``verdict``: the comparison with the source-only control, when there is one)."""
+def _answer(
+    run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list[str] | None, note: dict[str, Any] | None
+) -> Section:
+    """The short answer: what the default did (``note``: its ``default_record``, None for a named method), which
+    checkpoint to use, the sanity flags, and whether adaptation helped (no target labels; ``verdict``: the comparison
+    with the source-only control, when there is one)."""
     sel, done = run.selected, progress(run)
     end = "the end of training" if done.finished else "training has not finished: see the flags below"
     blocks: list = []
-    kept_control = False
-    default = run.run_dir / RECIPE_FILE
-    if default.is_file():  # trained by the default recipe, because no method was named
-        note = json.loads(default.read_text())
+    kept_control = (note or {}).get("kept") == "control"
+    if note is not None:  # trained by the default, because no method was named
         if "kept" in note:  # the selecting default
-            kept_control = note["kept"] == "control"
             named = f" ({note['method']})" if note["method"] != note["kept"] else ""
             blocks.append(
                 f"**The default kept `{note['kept']}`{named}**: no method was named, so it trained the "
@@ -367,15 +367,15 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
                 f"training samples per domain, and the data has {n_s} source and {n_t} target samples."
             )
     flags = run_flags(run, data.num_classes if data else num_classes(run.run_dir), diag and diag["a_distance"])
-    selection = run.run_dir / RECIPE_FILE
-    kept_control = selection.is_file() and json.loads(selection.read_text()).get("kept") == "control"
+    default = default_record(run.run_dir)
+    kept_control = (default or {}).get("kept") == "control"
     control_dir = None if kept_control else find_control(run.run_dir, control)  # not the run against itself
-    chosen_by = json.loads(selection.read_text()).get("validator") if selection.is_file() else None
+    chosen_by = (default or {}).get("validator")
     judged = dataclasses.replace(run, validator=chosen_by) if chosen_by else run  # the default's own validator
     verdict, verdict_summary = _verdict(judged, control_dir, data, note)
     labeled = labeled_table(run)
     checkpoints = [checkpoint_table(run), *([labeled] if labeled else [])]
-    sections = [_answer(run, diag, flags, verdict), Section("Checkpoints", checkpoints)]
+    sections = [_answer(run, diag, flags, verdict, default), Section("Checkpoints", checkpoints)]
     sections += _curve_sections(run)
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
     shift = label_shift(run, data) if data is not None else None
@@ -395,7 +395,7 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
         "flags": [f.to_dict() for f in flags],
         "verdict": verdict_summary,
         "label_shift": shift.to_dict() if shift is not None else None,
-        "default": json.loads(selection.read_text()) if selection.is_file() else None,
+        "default": default,
     }
     atomic_write_text(run.run_dir / REPORT_JSON, json.dumps(summary, indent=1) + "\n")
     return run.run_dir / REPORT_HTML

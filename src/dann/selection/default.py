@@ -15,16 +15,15 @@ go to a temporary folder that is deleted afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from ..config import RECIPE_FILE, SELECTION, Config
+from ..config import SELECTION, Config
 from ..data import DomainData
+from ..evaluation.loading import default_record
 from ..runs import CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE
 from .choice import CONTROL, Evidence
 
@@ -62,12 +61,7 @@ def where(root: Path, name: str) -> Path:
 
 def selection_state(out: str | Path | None) -> str | None:
     """``default.json``'s state in ``out`` (``SELECTING``, ``DONE``), or None when ``out`` holds no selection."""
-    path = Path(out) / RECIPE_FILE if out is not None else None
-    if path is None or not path.is_file():
-        return None
-    with contextlib.suppress(ValueError, OSError):
-        return json.loads(path.read_text()).get("state")
-    return None
+    return (default_record(out) or {}).get("state") if out is not None else None
 
 
 def cost_line(names: list[str]) -> str:
