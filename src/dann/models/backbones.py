@@ -105,10 +105,42 @@ def _timm_backbone(cfg: ModelConfig, input_shape: tuple[int, ...]) -> nn.Module:
     import timm
 
     c, _, _ = _image_shape(cfg.backbone, input_shape)
-    model = timm.create_model(cfg.backbone, pretrained=cfg.pretrained, num_classes=0, in_chans=c)
+    if not cfg.pretrained:
+        model = timm.create_model(cfg.backbone, num_classes=0, in_chans=c)
+    else:
+        model = _pretrained_timm(cfg.backbone, c)
     if cfg.pretrained_file:
         load_pretrained_file(model, cfg.pretrained_file)
     return model
+
+
+def _pretrained_timm(backbone: str, in_chans: int) -> nn.Module:
+    """``timm.create_model(backbone, pretrained=True)``, from the local cache when the hub is unreachable; a fetch
+    that fails anyway (a network that drops) ends in one line naming the file and the offline route."""
+    import timm
+
+    from .weights import fetch_failed, offline_overlay, weights_source
+
+    overlay = offline_overlay(backbone)
+    try:
+        return timm.create_model(
+            backbone, pretrained=True, num_classes=0, in_chans=in_chans, pretrained_cfg_overlay=overlay or None
+        )
+    except Exception as e:  # requests/httpx/huggingface_hub errors share no base class beyond this
+        source = weights_source(backbone)
+        if overlay or source is None or not _network_error(e):
+            raise
+        raise ConfigError(fetch_failed(source, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")) from None
+
+
+def _network_error(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is a failed download rather than a fault of the model or its weights."""
+    while e is not None:
+        module = type(e).__module__.split(".")[0]
+        if isinstance(e, OSError) or module in {"requests", "httpx", "httpcore", "urllib3", "huggingface_hub"}:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def load_pretrained_file(model: nn.Module, path: str) -> None:
