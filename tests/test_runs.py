@@ -23,6 +23,7 @@ from dann.runs import (
     STARTUP_CONTROL,
     STARTUP_EVENTS,
     STARTUP_FILES,
+    TRAIN_LOG_FILE,
     Checkpoint,
     atomic_write_text,
     guard_output,
@@ -130,6 +131,8 @@ def test_resume_from_a_truncated_last_checkpoint_uses_the_previous_one(tiny_cfg,
         resumed = dann.fit(out=tmp_path / "crashed", data=tiny_data, resume=True)
     assert_same(weights(full.net), weights(resumed.net))
     assert [r["step"] for r in read_jsonl(tmp_path / "crashed/metrics.jsonl")] == [6, 12, 18]
+    logged = read_jsonl(tmp_path / "crashed" / TRAIN_LOG_FILE)  # the lines after step 6 dropped, then written again
+    assert [r["step"] for r in logged] == [3, 6, 9, 12, 15, 18] and logged == read_jsonl(full.run_dir / TRAIN_LOG_FILE)
 
 
 @pytest.mark.parametrize("chosen", [12, 6, None], ids=["resumed-step", "lost-step", "none-yet"])

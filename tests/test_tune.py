@@ -275,3 +275,18 @@ def test_cli_round_trip(tuned, tmp_path, capsys):
     assert "[uses target labels, not used for the choice]" in printed
     assert main(["tune", *CLI, "--methods", "cdan_e", "--out", str(out), "--quiet"]) == 2
     assert "dann tune: error:" in capsys.readouterr().err
+
+
+def test_compare_html_draws_every_evaluation_of_each_run(tmp_path, monkeypatch):
+    """With the intervals left to auto, a 30-step run evaluates every 5 steps: compare.html draws 6 points per run."""
+    from dann.reporting import plots
+
+    drawn, draw = [], plots.compare_curves
+    monkeypatch.setattr(plots, "compare_curves", lambda *args: drawn.append(args) or draw(*args))
+    cfg = load_config("moons", [*FAST, "train.eval_every=auto", "train.log_every=auto"])
+    result = dann.tune(cfg, tmp_path / "t", methods=("dann",), lambdas=(1.0,), progress=False)
+    histories, validator = drawn[-1]
+    assert len(histories) == len(result.rows) == 2
+    for history in histories.values():
+        assert plots.series(history, "validators", validator)[0] == [5, 10, 15, 20, 25, 30]
+        assert plots.series(history, "oracle", "target_acc")[0] == [5, 10, 15, 20, 25, 30]

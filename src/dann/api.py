@@ -26,6 +26,7 @@ from .config import (
     config_from_dict,
     load_config,
     replace,
+    resolve_intervals,
     resolve_method,
     resume_config,
 )
@@ -51,7 +52,7 @@ from .errors import (
 )
 from .evaluation.label_shift import LabelShift, model_label_shift
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
-from .evaluation.metrics import classification_metrics, confusion_csv, predict_batches
+from .evaluation.metrics import confusion_counts, confusion_csv, metrics_from_confusion, predictions_by_batch
 from .methods import build_network, create_method
 from .methods.base import keeps_fp32, method_defaults, method_model
 from .models import DomainAdaptNet
@@ -62,6 +63,7 @@ from .runs import (
     PREV_CHECKPOINT,
     atomic_write_bytes,
     atomic_write_text,
+    atomic_writer,
     failed_start,
     guard_output,
     has_checkpoint,
@@ -89,6 +91,7 @@ from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
 from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
+from .training.threads import resolve_threads
 from .training.trainer import Trainer, resolve_device
 
 
@@ -188,8 +191,11 @@ def fit(
     adversarial = any(keeps_fp32(stage.method) for stage in stages)
     precision = resolve_precision(cfg.train.precision, device, data.input_shape, adversarial)
     channels_last = resolve_channels_last(cfg.train.channels_last, precision, data.input_shape)
-    train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last)
+    threads = resolve_threads(cfg.train.threads, cfg.model.backbone, device.type, world.size)
+    train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last, threads=threads.count)
     cfg = dataclasses.replace(cfg, train=train)
+    if echo is not None and world.main and threads.why:
+        echo(f"threads:  {threads.count} ({threads.why}; train.threads sets it)")
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         fresh = overwrite or (restart and failed_start(out))  # continue_or_restart said so (still true: checked)
@@ -203,7 +209,7 @@ def fit(
     trainer = Trainer(cfg, run_dir, resume, world, echo)
     history = trainer.fit(net, method, data)
     baseline = fit_control(cfg, run_dir, data, resume, echo) if control and run_dir is not None else None
-    page = build_report(run_dir, data) if report and run_dir is not None and world.main else None
+    page = build_report(run_dir, data, echo=echo) if report and run_dir is not None and world.main else None
     summary = trainer.summary.to_dict() if trainer.summary is not None else None
     return FitResult(net, cfg, data.classes, history, run_dir, page, control=baseline, summary=summary)
 
@@ -293,7 +299,9 @@ def resolve_config(cfg: Config, data: DomainData) -> Config:
     """The concrete values a run records in config.yaml: the ``auto`` network (``methods.base.method_model``: the
     method's reference layout), the ``recommended`` method and every method key left to the method's reference
     default (``methods.base.method_defaults``), and, for image files, the input size used (``data.image_size``: the
-    backbone's native or pretrained size unless given)."""
+    backbone's native or pretrained size unless given), and the evaluation and log intervals (``train.eval_every``,
+    ``train.log_every``: ``auto`` set by the run's length, ``training.cadence``)."""
+    cfg = resolve_intervals(cfg)
     data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
     model, method = method_model(cfg.model, cfg.method, data.input_shape), method_defaults(cfg.method)
     if cfg.train.stages:  # each stage's method takes its own reference defaults over these: leave the null keys null
@@ -363,13 +371,19 @@ def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) ->
     net.load_state_dict(fits, strict=False)
 
 
-def build_report(run_dir: str | Path, data: DomainData | None = None, control: str | Path | None = None) -> Path:
+def build_report(
+    run_dir: str | Path,
+    data: DomainData | None = None,
+    control: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
     """Write ``report.html``, ``report.md`` and ``report.json`` into a run directory from its files (``data``
     defaults to the data its config names; ``control``, the source-only control's run directory, to
-    ``run_dir/control`` when it exists); returns the HTML path. See ``dann.reporting.report.build_report``."""
+    ``run_dir/control`` when it exists); returns the HTML path. ``echo`` (e.g. ``print``) receives one line per
+    diagnostic as it starts. See ``dann.reporting.report.build_report``."""
     from .reporting.report import build_report as build  # matplotlib loads only when a report is asked for
 
-    return build(run_dir, data, control)
+    return build(run_dir, data, control, echo)
 
 
 def compare(
@@ -421,18 +435,14 @@ def _domain(
     return ImageDomain(images.paths, y, pipeline, images.origin), unknown
 
 
-def _predictions(
-    model: TrainedModel, domain: Domain | ImageDomain, data_path: str | Path
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (M, K) and sample indices (M,) of the readable samples; one warning names the skipped
-    files. Raises ``DataError`` when none could be read."""
-    probs, index = predict_batches(model.net, domain.batches(model.config.train.eval_batch_size))
+def _check_read(domain: Domain | ImageDomain, data_path: str | Path, read: int) -> None:
+    """After a pass over ``domain`` that read ``read`` samples: one warning names the skipped files. Raises
+    ``DataError`` when none could be read."""
     bad = sorted(domain.bad)
-    if bad and len(index) == 0:
+    if bad and read == 0:
         raise DataError(f"{data_path}: none of its {len(domain)} image file(s) could be read, e.g. {bad[0]}")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad[:5])}", DataWarning, stacklevel=3)
-    return probs, index
 
 
 def _load(run_dir: str | Path, checkpoint: str) -> TrainedModel:
@@ -457,13 +467,12 @@ def default_eval_dir(run_dir: str | Path, data_path: str | Path, checkpoint: str
     return Path(run_dir) / "eval" / f"{name}-{checkpoint}"
 
 
-def _unknown_to_model(y: torch.Tensor, pred: torch.Tensor, unknown: list[str], classes: list[str]) -> dict[str, Any]:
-    """Per class unknown to the model (labels ``K + j``, see ``_domain``): ``{"n": images, "predicted": {class:
-    images}}``, what the model took its images for."""
-    k, out = len(classes), {}
-    for j, name in enumerate(unknown):
-        counts = torch.bincount(pred[y == k + j], minlength=k).tolist()
-        out[name] = {"n": sum(counts), "predicted": {classes[i]: c for i, c in enumerate(counts) if c}}
+def _unknown_to_model(counts: torch.Tensor, unknown: list[str], classes: list[str]) -> dict[str, Any]:
+    """Per class unknown to the model (labels ``K + j``, see ``_domain``; ``counts`` (len(unknown), K): its images
+    per predicted class): ``{"n": images, "predicted": {class: images}}``, what the model took its images for."""
+    out = {}
+    for name, row in zip(unknown, counts.tolist(), strict=True):
+        out[name] = {"n": sum(row), "predicted": {classes[i]: c for i, c in enumerate(row) if c}}
     return out
 
 
@@ -479,9 +488,11 @@ def evaluate(
     on labeled data (``.npz``, class folders or a list file with labels), with the checkpoint, its step and the run's
     progress (``progress``: e.g. "step 400 of 1000 (unfinished)", with a warning). Images of classes unknown to the
     model are counted apart (``unknown_to_model``: per class, its images and what they were predicted as) and left
-    out of the metrics, with a warning. With ``out_dir`` (``default_eval_dir`` is the CLI's): writes metrics.json,
-    confusion.csv (unknown classes as extra rows) and confusion.png there (existing files are replaced only with
-    ``overwrite``). Raises ``DataError`` for unlabeled data or data without an image of the model's classes."""
+    out of the metrics, with a warning. The predictions are counted batch by batch (``confusion_counts``): memory
+    does not grow with the number of samples. With ``out_dir`` (``default_eval_dir`` is the CLI's): writes
+    metrics.json, confusion.csv (unknown classes as extra rows) and confusion.png there (existing files are replaced
+    only with ``overwrite``). Raises ``DataError`` for unlabeled data or data without an image of the model's
+    classes."""
     files = [Path(out_dir) / name for name in ("metrics.json", "confusion.csv", "confusion.png")] if out_dir else []
     guard_output(files, overwrite)
     model = _load(run_dir, checkpoint)
@@ -493,12 +504,12 @@ def evaluate(
         )
     k = len(model.classes)
     check_labels(domain.y, k + len(unknown), str(data_path))
-    probs, index = _predictions(model, domain, data_path)
-    y, pred = domain.y[index], probs.argmax(1)
-    if not bool((y < k).any()):
+    counts = confusion_counts(model.net, domain, k + len(unknown), model.config.train.eval_batch_size)
+    _check_read(domain, data_path, int(counts.sum()))
+    if not bool(counts[:k].sum()):
         raise DataError(f"{data_path}: none of its classes ({', '.join(unknown[:5])}) is a class of the run")
-    metrics = classification_metrics(y[y < k], pred[y < k], k)
-    apart = _unknown_to_model(y, pred, unknown, model.classes)
+    metrics = metrics_from_confusion(counts[:k])
+    apart = _unknown_to_model(counts[k:], unknown, model.classes)
     if apart:
         counted = ", ".join(f"{name}: {v['n']}" for name, v in apart.items())
         warnings.warn(
@@ -538,30 +549,53 @@ def predict(
     """Write ``out`` (CSV), one row per sample. ``.npz``: index, predicted_class, confidence. Image files (a folder,
     searched recursively, or a list file): path, predicted_class, confidence, then class_i, prob_i for the
     ``top_k`` most probable classes (fewer when the model has fewer classes). A run that has not finished training
-    gets a warning naming its step ("step 400 of 1000 (unfinished)")."""
+    gets a warning naming its step ("step 400 of 1000 (unfinished)"). The rows are written batch by batch to a
+    temporary file beside ``out``, renamed onto it once complete (removed on an error): memory does not grow with the
+    number of samples. Raises ``OutputExistsError`` for an existing ``out`` without ``overwrite``, ``DataError`` when
+    no sample could be read."""
     out = Path(out)
     guard_output([out], overwrite)
     model = _load(run_dir, checkpoint)
     domain, _ = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
-    probs, index = _predictions(model, domain, data_path)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    if isinstance(domain, Domain):
-        conf, pred = probs.max(1)
-        writer.writerow(["index", "predicted_class", "confidence"])
-        for i, (p, c) in enumerate(zip(pred.tolist(), conf.tolist(), strict=True)):
-            writer.writerow([i, model.classes[p], f"{c:.6f}"])
-    else:
-        k = max(1, min(top_k, len(model.classes)))
-        top_p, top_i = probs.topk(k, dim=1)
-        writer.writerow(
-            ["path", "predicted_class", "confidence", *[f"{n}_{j}" for j in range(1, k + 1) for n in ("class", "prob")]]
-        )
-        for i, ps, cs in zip(index.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
-            top = [v for c, p in zip(cs, ps, strict=True) for v in (model.classes[c], f"{p:.6f}")]
-            writer.writerow([domain.paths[i], model.classes[cs[0]], f"{ps[0]:.6f}", *top])
-    atomic_write_text(out, buffer.getvalue())
+    paths = None if isinstance(domain, Domain) else domain.paths
+    k = max(1, min(top_k, len(model.classes)))
+    top = [f"{n}_{j}" for j in range(1, k + 1) for n in ("class", "prob")]
+    header = (
+        ["index", "predicted_class", "confidence"] if paths is None else ["path", "predicted_class", "confidence", *top]
+    )
+    read = 0
+    with atomic_writer(out) as write:
+        write(_csv_text([header]))
+        for probs, index in predictions_by_batch(model.net, domain.batches(model.config.train.eval_batch_size)):
+            write(_csv_text(_prediction_rows(probs, index, model.classes, paths, k)))
+            read += len(index)
+        _check_read(domain, data_path, read)  # before the rename: no file when nothing could be read
     return out
+
+
+def _prediction_rows(
+    probs: torch.Tensor, index: torch.Tensor, classes: list[str], paths: list[str] | None, top_k: int
+) -> list[list[Any]]:
+    """``predict``'s CSV rows for one batch of probabilities (B, K) of samples ``index`` (B,): index, predicted class
+    and confidence for arrays (``paths`` None); else path, predicted class, confidence and the ``top_k`` most probable
+    classes with their probabilities."""
+    if paths is None:
+        conf, pred = probs.max(1)
+        return [
+            [i, classes[p], f"{c:.6f}"] for i, p, c in zip(index.tolist(), pred.tolist(), conf.tolist(), strict=True)
+        ]
+    top_p, top_i = probs.topk(top_k, dim=1)
+    rows = []
+    for i, ps, cs in zip(index.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
+        top = [v for c, p in zip(cs, ps, strict=True) for v in (classes[c], f"{p:.6f}")]
+        rows.append([paths[i], classes[cs[0]], f"{ps[0]:.6f}", *top])
+    return rows
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
 
 
 def estimate_label_shift(
@@ -701,7 +735,7 @@ def fit_selecting(
             atomic_write_text(root / RECIPE_FILE, json.dumps(note, indent=1) + "\n")
         say(f"default:  {why}")
         kept_result = results[kept]
-        page = build_report(root, data) if report and out is not None and main else None
+        page = build_report(root, data, echo=echo) if report and out is not None and main else None
         return dataclasses.replace(
             kept_result,
             run_dir=root if out is not None else None,

@@ -473,8 +473,9 @@ def _download(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from . import api
+    from .training.feedback import print_line
 
-    print(f"wrote {api.build_report(args.run, control=args.control)} and report.md")
+    print(f"wrote {api.build_report(args.run, control=args.control, echo=print_line)} and report.md")
     _print_verdicts(args.run)
     return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .training.cadence import eval_interval, log_interval
 from .training.schedules import GRL_SCHEDULES, LR_SCHEDULES
 from .training.stage_config import StageConfig, stage_label, stage_steps
 
@@ -26,6 +27,7 @@ ON_NONFINITE = ("error", "skip")  # see dann.training.nonfinite
 OPTIMIZERS = ("sgd", "adam", "adamw")
 CACHE_MODES = ("auto", "on", "off")  # data.cache, see dann.data.cache
 SWITCHES = frozenset({"data.cache"})  # string options whose bare on / off YAML 1.1 reads as true / false
+AUTO = "auto"  # train.eval_every and train.log_every: resolved from train.steps by resolve_intervals
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; auto resolves to bf16 or fp32
 DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 IW_CLS = ("balanced", "iw", "none")  # method.iw_cls, see dann.methods.iw
@@ -257,8 +259,11 @@ class OptimConfig:
 class TrainConfig:
     steps: int = 3000
     batch_size: int = 64  # per domain and step, global: torchrun processes split it
-    eval_every: int = 500
-    log_every: int = 50
+    eval_every: int | str = "auto"  # steps between evaluations; auto: about 20 per run (dann.training.cadence)
+    log_every: int | str = "auto"  # steps between log steps (train.jsonl, host syncs); auto: about 100 per run
+    threads: int | str = "auto"  # torch CPU threads; auto: 1 for small backbones, else free cores (training.threads)
+        "auto"  # torch CPU threads; auto: 1 for small backbones, else the free cores (training.threads)
+    )
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (torchrun: process r uses cuda:LOCAL_RANK)
@@ -272,8 +277,12 @@ class TrainConfig:
     stages: tuple[StageConfig, ...] = ()  # train in stages, one after another (see dann.training.stages); (): one
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "accumulate"):
+        for key in ("steps", "batch_size", "eval_batch_size", "accumulate"):
             _require(getattr(self, key) > 0, f"train.{key}", "> 0", getattr(self, key))
+        for key in ("eval_every", "log_every", "threads"):
+            value = getattr(self, key)
+            ok = value == AUTO or (isinstance(value, int) and value > 0)
+            _require(ok, f"train.{key}", "an integer > 0 or auto", value)
         if self.stages:
             stage_steps(self.stages, self.steps)  # they must add up to train.steps
         _require_seed("train.seed", self.seed)
@@ -351,8 +360,19 @@ def resolve_method(cfg: MethodConfig) -> MethodConfig:
     return dataclasses.replace(cfg, name=RECIPE["name"], regularizers=regularizers, **options)
 
 
+def resolve_intervals(cfg: Config) -> Config:
+    """``train.eval_every`` and ``train.log_every`` ``auto`` → the intervals for ``train.steps``
+    (``training.cadence``); intervals given as numbers are kept. Runs save the resolved config, so a run, its
+    start-up summary and its resume use the same steps."""
+    t = cfg.train
+    eval_every = eval_interval(t.steps) if t.eval_every == AUTO else t.eval_every
+    log_every = log_interval(t.steps, eval_every) if t.log_every == AUTO else t.log_every
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, eval_every=eval_every, log_every=log_every))
+
+
 # What a resumed run may change: settings that alter neither the network, nor the data it trains on, nor its schedule.
 RESUMABLE = (
+    "train.threads",  # the float sums' order, not the model or its schedule (a resume on another machine)
     "model.adabn",  # evaluation only: what the run evaluates and predicts with, not what it trains
     "data.skip_bad_images",
     "data.num_workers",
@@ -383,6 +403,9 @@ AUTOMATIC = {
     "data.image_size": 0,
     "train.precision": "auto",
     "train.channels_last": None,
+    "train.eval_every": AUTO,
+    "train.log_every": AUTO,
+    "train.threads": AUTO,
 }
 
 
@@ -481,11 +504,12 @@ def _coerce_dataclass(key: str, cls: type, value: Any) -> Any:
 
 
 def _union_member(hints: list[Any], value: Any) -> Any:
-    """The type of a union that ``value`` is given as: a list → the tuple type, a mapping → the dict type, anything
-    else → the first plain type (whose check then names what is wrong)."""
+    """The type of a union that ``value`` is given as: a list → the tuple type, a mapping → the dict type, a value
+    of one of the plain types → that type (``auto`` of ``int | str``), anything else → the first plain type (whose
+    check then names what is wrong)."""
     kinds = {tuple: (list, tuple), dict: (dict,)}
     for hint in hints:
-        if isinstance(value, kinds.get(typing.get_origin(hint), ())):
+        if isinstance(value, kinds.get(typing.get_origin(hint), ())) or type(value) is hint:
             return hint
     return next((h for h in hints if typing.get_origin(h) is None), hints[0])
 

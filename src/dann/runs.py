@@ -1,10 +1,11 @@
-"""Run directories and atomic file writes. A run directory holds ``config.yaml``, ``metrics.jsonl``,
+"""Run directories and atomic file writes. A run directory holds ``config.yaml``, ``metrics.jsonl``, ``train.jsonl``,
 ``checkpoints/last.pt`` (and ``checkpoints/prev.pt``, the one before it), ``checkpoints/best.pt`` and the
 reports. Files are written to a temporary sibling, flushed and fsynced, then renamed, so a crash never leaves a
 half-written file; an existing run is never replaced unless asked."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -13,7 +14,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from .errors import (
 )
 
 CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"  # one record per evaluation
+TRAIN_LOG_FILE = "train.jsonl"  # one record per log step (train.log_every, and every evaluation): the training terms
 LAST_CHECKPOINT = "checkpoints/last.pt"
 PREV_CHECKPOINT = "checkpoints/prev.pt"
 CHECKPOINT_FORMAT = 1  # the layout of Checkpoint.to_dict(); written in every checkpoint since the first version
@@ -43,7 +45,7 @@ BEST_CHECKPOINT = "checkpoints/best.pt"  # the best step by the run's selection.
 # (data.json: data.fingerprint.DATA_FILE; default.json: config.RECIPE_FILE), TensorBoard's folder
 # (training.tensorboard.EVENTS_DIR) and the control's (reporting.verdicts.CONTROL_DIR); tests/test_runs.py checks the
 # names against those modules. A start that stopped before its first checkpoint leaves nothing else.
-STARTUP_FILES = (CONFIG_FILE, METRICS_FILE, "data.json", "default.json")
+STARTUP_FILES = (CONFIG_FILE, METRICS_FILE, TRAIN_LOG_FILE, "data.json", "default.json")
 STARTUP_EVENTS, STARTUP_CONTROL = "tensorboard", "control"
 # temporary files of a write that never finished (``_write_temp``): ".<name>.<random>.tmp"
 STARTUP_TEMPORARY = re.compile(rf"\.({'|'.join(map(re.escape, STARTUP_FILES))})\.\w+\.tmp")
@@ -56,27 +58,61 @@ def _umask() -> int:
     return mask
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a new temporary file beside ``path``, flushed and fsynced; return its path."""
-    if path.parent.is_file():
-        raise OutputError(f"cannot write {path}: {path.parent} is a file, not a folder")
+@contextlib.contextmanager
+def _output_errors(path: Path) -> Iterator[None]:
+    """An ``OSError`` in the block (a full disk, no permission) becomes an ``OutputError`` naming ``path``."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        yield
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the mode open() would give them
-        with os.fdopen(fd, "wb") as f:
+
+
+@contextlib.contextmanager
+def _temp_file(path: Path) -> Iterator[tuple[Callable[[bytes], None], Path]]:
+    """A new temporary file beside ``path``, as ``(write, its path)``: ``write(data)`` appends bytes. When the block
+    ends the file is flushed and fsynced; if the block or a write raises, the file is removed. Raises
+    ``OutputError`` when the file cannot be made or written."""
+    if path.parent.is_file():
+        raise OutputError(f"cannot write {path}: {path.parent} is a file, not a folder")
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    f = os.fdopen(fd, "wb")
+
+    def write(data: bytes) -> None:
+        with _output_errors(path):
             f.write(data)
+
+    try:
+        with _output_errors(path):
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the mode open() would give
+        yield write, Path(tmp)
+        with _output_errors(path):
             f.flush()
-            os.fsync(f.fileno())
-    except BaseException as e:
+            os.fsync(fd)
+            f.close()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            f.close()  # a failed flush leaves bytes in the buffer: closing still releases the file
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
-    return Path(tmp)
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new temporary file beside ``path``, flushed and fsynced; return its path."""
+    with _temp_file(path) as (write, tmp):
+        write(data)
+    return tmp
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Rename the complete temporary file ``tmp`` onto ``path`` (removing ``tmp`` if that fails), durably."""
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,17 +131,23 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    tmp = _write_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    _fsync_dir(path.parent)
+    _replace(_write_temp(path, data), path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[Callable[[str], None]]:
+    """Write ``path`` piece by piece, atomically: ``with atomic_writer(path) as write: write(text)`` appends UTF-8
+    text to a temporary file beside ``path``, renamed onto it only when the block ends without an error; if it
+    raises (or is interrupted), the temporary file is removed and ``path`` is left as it was. Memory stays that of
+    one piece. Raises ``OutputError`` when the file cannot be written (a full disk, a parent that is a file)."""
+    path = Path(path)
+    with _temp_file(path) as (write, tmp):
+        yield lambda text: write(text.encode())
+    _replace(tmp, path)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], previous: str | Path | None = None) -> None:
@@ -391,6 +433,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: str | Path, last_step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint being resumed from (they will be rewritten)."""
+    """On resume, drop the lines of ``metrics.jsonl`` or ``train.jsonl`` written after the checkpoint being resumed
+    from (they will be rewritten)."""
     kept = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

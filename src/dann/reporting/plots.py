@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 ORACLE_LABEL = "target acc (uses target labels)"
 NOT_LOSS_TERMS = ("lr", "grl_lambda", "domain_acc", "pseudo_kept", "aux_agree_s")  # logged, but not loss terms
-CURVE_PANELS = [  # (title, [(label, key path in a metrics.jsonl record)]); the loss-term panel is filled per run
+CURVE_PANELS = [  # (title, [(label, key path in a train.jsonl or metrics.jsonl record)]); loss terms: per run
     ("GRL coefficient λ", [("GRL λ", ("train", "grl_lambda"))]),
     ("learning rate", [("lr", ("train", "lr"))]),
     ("domain discriminator accuracy (training batches)", [("domain_acc", ("train", "domain_acc"))]),
@@ -41,20 +41,33 @@ def series(history: Sequence[dict[str, Any]], *path: str) -> tuple[list[int], li
     return steps, values
 
 
-def _panel(ax: Axes, history: Sequence[dict[str, Any]], title: str, lines: list[tuple[str, tuple[str, ...]]]) -> None:
-    drawn = False
+Line = tuple[str, list[int], list[float], bool]  # label, steps, values, dashed (uses target labels)
+MARKED_POINTS = 40  # a line of at most this many points marks each one
+
+
+def curve_lines(
+    history: Sequence[dict[str, Any]], log: Sequence[dict[str, Any]], lines: list[tuple[str, tuple[str, ...]]]
+) -> list[Line]:
+    """The lines of one panel that have values: a training term's (a path under ``train``) from ``log``, at every
+    log step, any other from ``history``, at every evaluation."""
+    drawn = []
     for label, path in lines:
-        steps, values = series(history, *path)
+        steps, values = series(log if path[0] == "train" else history, *path)
         if steps:
-            style = "--" if path[0] == "oracle" else "-"
-            ax.plot(steps, values, style, marker="o", markersize=3, label=label)
-            drawn = True
-    if not drawn:
+            drawn.append((label, steps, values, path[0] == "oracle"))
+    return drawn
+
+
+def _panel(ax: Axes, title: str, lines: list[Line]) -> None:
+    for label, steps, values, dashed in lines:
+        marker = "o" if len(steps) <= MARKED_POINTS else None
+        ax.plot(steps, values, "--" if dashed else "-", marker=marker, markersize=3, label=label)
+    if not lines:
         ax.text(0.5, 0.5, "not logged by this method", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=8)
-    if drawn:
+    if lines:
         ax.legend(fontsize=7)
 
 
@@ -80,17 +93,32 @@ def stage_boundaries(history: Sequence[dict[str, Any]]) -> list[tuple[int, str]]
     return bounds
 
 
-def training_curves(history: Sequence[dict[str, Any]], validator: str, selected_step: int | None) -> bytes:
-    """Loss terms, GRL coefficient, lr, domain discriminator accuracy, accuracies and the validator that selects
-    ``best.pt``, against the step; stages of ``train.stages`` on the same axis, split by grey dashed lines."""
-    fig = Figure(figsize=(12, 6.4), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
+def training_panels(
+    history: Sequence[dict[str, Any]], log: Sequence[dict[str, Any]], validator: str
+) -> list[tuple[str, list[Line]]]:
+    """The panels of ``training_curves``, (title, lines): the training terms (loss terms, GRL λ, lr, domain
+    discriminator accuracy) at every log step of ``log`` (``summary.training_log``), the accuracies and the validator
+    at every evaluation of ``history`` (``metrics.jsonl``)."""
     chosen = (f"{validator} (selects best.pt; no target labels)", [(validator, ("validators", validator))])
-    panels = [("loss terms (training batches)", loss_terms(history)), *CURVE_PANELS, chosen]
+    panels = [("loss terms (training batches)", loss_terms(log)), *CURVE_PANELS, chosen]
     title, lines = panels[4]  # accuracy: each labeled domain's too
     panels[4] = (title, [*lines, *labeled_lines(history)])
-    for ax, (title, lines) in zip(axes, panels, strict=True):
-        _panel(ax, history, title, lines)
+    return [(title, curve_lines(history, log, lines)) for title, lines in panels]
+
+
+def training_curves(
+    history: Sequence[dict[str, Any]],
+    validator: str,
+    selected_step: int | None,
+    log: Sequence[dict[str, Any]] | None = None,
+) -> bytes:
+    """Loss terms, GRL coefficient, lr, domain discriminator accuracy (at every log step of ``log``; default: the
+    evaluation records), accuracies and the validator that selects ``best.pt`` (at every evaluation), against the
+    step; stages of ``train.stages`` on the same axis, split by grey dashed lines."""
+    fig = Figure(figsize=(12, 6.4), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    for ax, (title, lines) in zip(axes, training_panels(history, log or history, validator), strict=True):
+        _panel(ax, title, lines)
     axes[3].axhline(0.5, color="grey", lw=0.8, ls=":")  # the domain accuracy panel: chance
     bounds = stage_boundaries(history)
     for ax in axes:

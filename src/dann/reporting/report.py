@@ -1,13 +1,14 @@
 """``dann report`` and ``dann compare``: run directories → Markdown and self-contained HTML pages.
 
-Built from a run's files only (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``; the data named in the config
-for the feature diagnostics), so a report can be rebuilt at any time. Every number computed with target labels is
-marked as such; the checkpoint recommendation never uses them."""
+Built from a run's files only (``config.yaml``, ``metrics.jsonl``, ``train.jsonl``, ``checkpoints/``; the data named
+in the config for the feature diagnostics), so a report can be rebuilt at any time. Every number computed with target
+labels is marked as such; the checkpoint recommendation never uses them."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,19 @@ from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
 from ..evaluation.label_shift import LARGE_TV, LabelShift, model_label_shift
 from ..evaluation.loading import default_record, load_run
-from ..evaluation.metrics import classification_metrics, embed
+from ..evaluation.metrics import embed, evaluate_domain
 from ..methods import build_network
 from ..models import DomainAdaptNet
 from ..runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
     LAST_CHECKPOINT,
+    TRAIN_LOG_FILE,
     atomic_write_bytes,
     atomic_write_text,
 )
 from ..selection.bands import Band, checkpoint_band
-from ..selection.validators import subset
+from ..selection.validators import SUBSET_SEED, subset
 from ..training.seeds import derive_seed
 from ..training.stage_config import stage_label, stage_steps
 from . import plots
@@ -112,25 +114,44 @@ def _networks(run: RunSummary, data: DomainData) -> dict[str, DomainAdaptNet]:
     return nets
 
 
-def feature_diagnostics(run: RunSummary, data: DomainData, max_points: int = 1000, tsne_points: int = 200) -> dict:
+def feature_diagnostics(
+    run: RunSummary,
+    data: DomainData,
+    max_points: int = 1000,
+    tsne_points: int = 200,
+    echo: Callable[[str], None] | None = None,
+) -> dict:
     """Proxy A-distance per checkpoint (source vs unlabeled target features), a t-SNE map of the selected
-    checkpoint's features, and its confusion matrix on labeled target data when there is some (target labels)."""
+    checkpoint's features, and its confusion matrix on labeled target data when there is some (target labels).
+
+    Memory is bounded by the samples drawn, not by the data: features are computed only for a random sample (seed
+    ``SUBSET_SEED``, the same at every call) of at most ``max_points`` training samples per domain, drawn before the
+    forward pass; the t-SNE maps a random sample of at most ``tsne_points`` of those per domain; the confusion matrix
+    is counted batch by batch. ``out["sample"]`` records the sizes: ``{"source": (drawn, of), "target": (drawn, of),
+    "tsne": (source, target), "seed": SUBSET_SEED}``. ``echo`` (e.g. ``print``) receives one line per step."""
+    say = echo or (lambda line: None)
     nets = _networks(run, data)
-    source = data.source_train.subset(subset(len(data.source_train), max_points))
-    target = data.target_train.subset(subset(len(data.target_train), max_points))
-    out: dict[str, Any] = {"a_distance": {}, "which": "selected" if "selected" in nets else "last"}
+    n_s, n_t = len(data.source_train), len(data.target_train)
+    source = data.source_train.subset(subset(n_s, max_points))
+    target = data.target_train.subset(subset(n_t, max_points))
+    which = "selected" if "selected" in nets else "last"
+    out: dict[str, Any] = {"a_distance": {}, "which": which}
+    out["sample"] = {"source": (len(source), n_s), "target": (len(target), n_t), "seed": SUBSET_SEED}
     for label, net in nets.items():
+        say(f"report: proxy A-distance of the {label} network on {len(source)} + {len(target)} samples")
         f_s, _, kept_s = embed(net, source)
         f_t, logits_t, _ = embed(net, target)
         out["a_distance"][label] = proxy_a_distance(f_s, f_t)
-        if label == out["which"]:
-            k_s, k_t = min(tsne_points, len(f_s)), min(tsne_points, len(f_t))
-            out["tsne"] = tsne_2d(torch.cat([f_s[:k_s], f_t[:k_t]]))
-            out["domain"] = torch.tensor([SOURCE] * k_s + [TARGET] * k_t)
-            out["labels"] = torch.cat([source.y[kept_s][:k_s], logits_t[:k_t].argmax(1)])
+        if label == which:
+            pick_s, pick_t = subset(len(f_s), tsne_points), subset(len(f_t), tsne_points)
+            out["sample"]["tsne"] = (len(pick_s), len(pick_t))
+            say(f"report: t-SNE of {len(pick_s) + len(pick_t)} points ({len(pick_s)} + {len(pick_t)})")
+            out["tsne"] = tsne_2d(torch.cat([f_s[pick_s], f_t[pick_t]]))
+            out["domain"] = torch.tensor([SOURCE] * len(pick_s) + [TARGET] * len(pick_t))
+            out["labels"] = torch.cat([source.y[kept_s][pick_s], logits_t[pick_t].argmax(1)])
     if data.target_eval is not None and data.target_eval.y is not None:
-        _, logits, kept = embed(nets[out["which"]], data.target_eval)
-        out["target_metrics"] = classification_metrics(data.target_eval.y[kept], logits.argmax(1), data.num_classes)
+        say(f"report: confusion matrix on the {len(data.target_eval)} labeled target samples")
+        out["target_metrics"] = evaluate_domain(nets[which], data.target_eval, data.num_classes)
     return out | {"classes": data.classes}
 
 
@@ -199,11 +220,14 @@ def _answer(
 MAX_LABEL_SHIFT_ROWS = 30  # classes listed in the report's label-shift table
 
 
-def label_shift(run: RunSummary, data: DomainData) -> LabelShift | None:
+def label_shift(run: RunSummary, data: DomainData, echo: Callable[[str], None] | None = None) -> LabelShift | None:
     """The target's class proportions estimated with the run's last checkpoint (BBSE: its confusion on the held-out
-    source and its predictions on the target; ``evaluation.label_shift``), or None without held-out source samples."""
+    source and its predictions on the target; ``evaluation.label_shift``), or None without held-out source samples.
+    Keeps the class probabilities of both sets (K floats per sample), no features."""
     if data.source_val is None or len(data.source_val) == 0 or data.source_val.y is None:
         return None
+    if echo is not None:
+        echo(f"report: label shift from predictions on {len(data.source_val)} + {len(data.target_train)} samples")
     model = load_run(run.run_dir)
     balanced = run.config.data.balance_classes
     size = run.config.train.eval_batch_size
@@ -276,11 +300,16 @@ def _sources(source: str | tuple[str, ...] | dict[str, str]) -> str:
 
 def _curve_sections(run: RunSummary) -> list[Section]:
     step = run.selected["step"] if run.selected else None
-    caption = "Loss terms, GRL λ, lr, domain accuracy and accuracies against the step; dashed: uses target labels."
+    t, logged = run.config.train, (run.run_dir / TRAIN_LOG_FILE).is_file()  # a run written before it: evaluations
+    terms = f"every log step (every {t.log_every} steps, means since the one before)" if logged else "every evaluation"
+    caption = (
+        f"Loss terms, GRL λ, lr and domain accuracy at {terms}; accuracies and `{run.validator}` at every evaluation "
+        f"(every {t.eval_every} steps and at the end); against the step. Dashed: uses target labels."
+    )
     bounds = plots.stage_boundaries(run.history)
     if bounds:
         caption += " Grey dashed lines: the start of " + ", ".join(f"stage {n} (after step {s})" for s, n in bounds)
-    curves = Figure("curves", plots.training_curves(run.history, run.validator, step), caption)
+    curves = Figure("curves", plots.training_curves(run.history, run.validator, step, run.train_log), caption)
     hint = (
         "When adaptation works, `adv` stays near ln 2 ≈ 0.69 and the discriminator's accuracy near 0.5: it cannot "
         "tell the domains apart from the features. Near 1.0, the features are still domain-specific."
@@ -299,7 +328,13 @@ def _feature_sections(diag: dict) -> list[Section]:
     classes, which = diag["classes"], diag["which"]
     text = "Lower is better aligned: 2 means a linear classifier tells source from target features perfectly."
     table = Table(["features of", "proxy A-distance"], [[k, f"{v:.3f}"] for k, v in diag["a_distance"].items()])
-    caption = f"t-SNE of the {which} checkpoint's features; target classes are predictions (no target labels)."
+    sample = diag["sample"]
+    (drawn_s, n_s), (drawn_t, n_t) = sample["source"], sample["target"]
+    text += f" Computed on the features of {_drawn((drawn_s, drawn_t), (n_s, n_t), sample['seed'])}."
+    caption = (
+        f"t-SNE of the {which} checkpoint's features of {_drawn(sample['tsne'], (n_s, n_t), sample['seed'])}; target "
+        "classes are predictions (no target labels)."
+    )
     tsne = Figure("tsne", plots.tsne_map(diag["tsne"], diag["domain"], diag["labels"], classes), caption)
     sections = [Section("Domain alignment", [text, table, tsne])]
     metrics = diag.get("target_metrics")
@@ -312,6 +347,15 @@ def _feature_sections(diag: dict) -> list[Section]:
         )
         sections.append(Section(f"Target accuracy by class ({USES_LABELS})", [confusion, per_class]))
     return sections
+
+
+def _drawn(drawn: tuple[int, int], of: tuple[int, int], seed: int) -> str:
+    """The samples a diagnostic read, e.g. "200 of 4000 source and 200 of 3000 target training samples, drawn at
+    random (seed 0)", or "all 48 source and all 36 target training samples"."""
+    (k_s, k_t), (n_s, n_t) = drawn, of
+    part_s, part_t = (f"all {n}" if k == n else f"{k} of {n}" for k, n in ((k_s, n_s), (k_t, n_t)))
+    random = f", drawn at random (seed {seed})" if k_s < n_s or k_t < n_t else ""
+    return f"{part_s} source and {part_t} target training samples{random}"
 
 
 def _verdict(
@@ -345,12 +389,18 @@ def find_control(run_dir: Path, control: str | Path | None = None) -> Path | Non
     return default if (default / CONFIG_FILE).is_file() and default.resolve() != run_dir.resolve() else None
 
 
-def build_report(run_dir: str | Path, data: DomainData | None = None, control: str | Path | None = None) -> Path:
+def build_report(
+    run_dir: str | Path,
+    data: DomainData | None = None,
+    control: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
     """Write ``report.md`` (figures in ``report_files/``), ``report.html`` (self-contained) and ``report.json``;
     returns the HTML path. ``data`` defaults to the data named in the run's config; without it the feature
     diagnostics (A-distance, t-SNE, confusion matrix) and the noise bands are left out with a note. ``control``: the
     source-only control's run directory (default: ``run_dir/control`` when it exists), for the verdict "did adaptation
-    help?". Raises ``RunDirError`` for a control that adapted to other target data."""
+    help?". ``echo`` (e.g. ``print``) receives one line per diagnostic as it starts ("report: t-SNE of 400 points
+    ..."). Raises ``RunDirError`` for a control that adapted to other target data."""
     run = summarize(run_dir)
     diag, note = None, ""
     try:
@@ -360,7 +410,7 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
     if data is not None:
         n_s, n_t = len(data.source_train), len(data.target_train)
         if min(n_s, n_t) >= MIN_DIAGNOSTIC_SAMPLES:
-            diag = feature_diagnostics(run, data)
+            diag = feature_diagnostics(run, data, echo=echo)
         else:
             note = (
                 f"Feature diagnostics left out: the proxy A-distance and t-SNE need at least {MIN_DIAGNOSTIC_SAMPLES} "
@@ -378,7 +428,7 @@ def build_report(run_dir: str | Path, data: DomainData | None = None, control: s
     sections = [_answer(run, diag, flags, verdict, default), Section("Checkpoints", checkpoints)]
     sections += _curve_sections(run)
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
-    shift = label_shift(run, data) if data is not None else None
+    shift = label_shift(run, data, echo) if data is not None else None
     sections += [_label_shift_section(shift)] if shift is not None else []
     sections.append(_config_section(run))
     title = f"dann run report: {run.run_dir.name}"

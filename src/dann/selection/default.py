@@ -7,7 +7,7 @@ Layout of ``out`` (the run the user predicts with is ``out`` itself, as for any 
     out/control/                  the source-only control (same data, seed, steps and network as the candidates)
     out/candidates/<name>/        each candidate, e.g. adamatch_noda, iwdan
     out/default.json              the plan while it trains ("state": "selecting"), then what was kept and why
-    out/config.yaml, metrics.jsonl, data.json, checkpoints/   the kept run's files (hard links where possible)
+    out/config.yaml, metrics.jsonl, train.jsonl, data.json, checkpoints/   the kept run's files (linked or copied)
 
 An interrupted selection continues with ``resume=True`` (``dann train --out OUT --resume``): finished runs are kept,
 an unfinished one resumes from its checkpoint, and the rule runs again on the finished runs. Without ``out`` the runs
@@ -24,12 +24,13 @@ from typing import Any
 from ..config import SELECTION, Config
 from ..data import DomainData
 from ..evaluation.loading import default_record
-from ..runs import CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE
+from ..runs import CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, TRAIN_LOG_FILE
 from .choice import CONTROL, Evidence
 
 CANDIDATES_DIR = "candidates"
 SELECTING, DONE = "selecting", "done"  # default.json's "state" while the runs train, and once one is kept
-KEPT_FILES = (CONFIG_FILE, METRICS_FILE, "data.json")  # with checkpoints/*.pt: what makes ``out`` the kept run
+# with checkpoints/*.pt: what makes ``out`` the kept run
+KEPT_FILES = (CONFIG_FILE, METRICS_FILE, TRAIN_LOG_FILE, "data.json")
 
 
 def selection_configs(cfg: Config, input_shape: tuple[int, ...]) -> dict[str, Config]:

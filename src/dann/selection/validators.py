@@ -221,9 +221,13 @@ def check_validator(name: str, has_source_val: bool) -> None:
         )
 
 
+SUBSET_SEED = 0  # of every fixed random subset (``subset``)
+
+
 def subset(n: int, cap: int) -> torch.Tensor:
-    """Indices of a fixed random subset of ``range(n)`` of size ``min(n, cap)``: the same at every call."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:cap] if n > cap else torch.arange(n)
+    """Indices (min(n, cap),) of a fixed random subset of ``range(n)``, drawn with ``SUBSET_SEED``: the same at every
+    call; all of ``range(n)``, in order, when ``n <= cap``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))[:cap] if n > cap else torch.arange(n)
 
 
 def needs_source(name: str) -> bool:

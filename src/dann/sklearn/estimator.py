@@ -206,31 +206,34 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
             )
         return X
 
-    def _outputs(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N, num_features) float32 and class logits (N, K) float64, on the CPU."""
+    def _outputs(self, X: Any, features: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, num_features) float32 ((N, 0) unless ``features``: none are kept) and class logits (N, K)
+        float64, on the CPU. Raises ``NotFittedError`` before ``fit``, ``ValueError`` for samples of another shape."""
         check_is_fitted(self)
         x = as_domain(self._check_X(X), None, "X").x
-        f, logits, _ = embed(self.net_, x, self.config_.train.eval_batch_size, torch.device("cpu"))
+        f, logits, _ = embed(self.net_, x, self.config_.train.eval_batch_size, torch.device("cpu"), features=features)
         return f, logits.double()
 
     def transform(self, X: Any) -> np.ndarray:
         """(N, num_features) float32: the adapted features both heads read, e.g. for another estimator."""
-        return self._outputs(X)[0].numpy()
+        return self._outputs(X, features=True)[0].numpy()
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Class logits (N, K); for two classes (N,), the logit of ``classes_[1]`` minus that of ``classes_[0]``."""
-        logits = self._outputs(X)[1]
+        logits = self._outputs(X, features=False)[1]
         return (logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits).numpy()
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(N, K) float64 class probabilities, columns in the order of ``classes_``."""
-        return torch.softmax(self._outputs(X)[1], 1).numpy()
+        return torch.softmax(self._outputs(X, features=False)[1], 1).numpy()
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        return torch.log_softmax(self._outputs(X)[1], 1).numpy()
+        """(N, K) float64 log class probabilities, columns in the order of ``classes_``."""
+        return torch.log_softmax(self._outputs(X, features=False)[1], 1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        best = self._outputs(X)[1].argmax(1).numpy()
+        """(N,) predicted labels, taken from ``classes_``. Keeps no features: memory is the logits' (N, K)."""
+        best = self._outputs(X, features=False)[1].argmax(1).numpy()
         return self.classes_[best]
 
 

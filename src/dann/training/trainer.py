@@ -3,9 +3,11 @@
 Per step (``steps``): a term's ``refresh`` when it is due (SHOT clusters the whole target set once per epoch), one batch
 per domain per micro-batch (a pure function of the step), ``method.loss`` under autocast (``precision``), backward,
 optimizer step. No host-device synchronization except in a refresh, every ``log_every`` steps (progress bar, non-finite
-check) and every ``eval_every`` steps (non-finite check → evaluation and validator scores → one JSON line in
-``metrics.jsonl`` → atomic checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the
-``selection.validator`` score is the best so far; see ``selection.validators``). Non-finite losses: see ``nonfinite``.
+check, the training terms' means over the steps since the last log step → one JSON line in ``train.jsonl``) and every
+``eval_every`` steps (the same, then evaluation and validator scores → one JSON line in ``metrics.jsonl`` → atomic
+checkpoints: ``last.pt`` (the previous one kept as ``prev.pt``), and ``best.pt`` when the
+``selection.validator`` score is the best so far; see ``selection.validators``). Both intervals are ``auto`` by
+default, set by the run's length (``cadence``). Non-finite losses: see ``nonfinite``.
 Under torchrun the same loop runs in every process, with DistributedDataParallel and rank 0 writing: see
 ``distributed``. With ``train.stages`` the steps are split into stages, each with its own method, batch streams and
 schedules, and each ending with an evaluation: see ``stages`` (a run without them is one stage, the loop as it always
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, OptimConfig
+from ..config import Config, OptimConfig, resolve_intervals
 from ..data.domains import DomainData
 from ..data.fingerprint import write_data_fingerprint
 from ..data.loaders import step_batches
@@ -38,6 +40,7 @@ from ..runs import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     PREV_CHECKPOINT,
+    TRAIN_LOG_FILE,
     Checkpoint,
     append_jsonl,
     atomic_write_text,
@@ -56,6 +59,7 @@ from .seeds import derive_seed
 from .stages import Stage, StagePlan, keep_stage_checkpoint, part_streams, plan_stages
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
+from .threads import resolve_threads
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
 
@@ -157,7 +161,7 @@ class Trainer:
         world: World | None = None,
         echo: Echo | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = resolve_intervals(cfg)  # train.eval_every and log_every auto: set by train.steps
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = resume
         self.world = world or World.from_env()
@@ -175,6 +179,11 @@ class Trainer:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``.
         Joins the process group for the run when torchrun started several processes and none is joined yet."""
         joined = self.world.start(self.device)
+        threads = torch.get_num_threads()  # the caller's, put back when the run ends
+        t = self.cfg.train
+        torch.set_num_threads(
+            resolve_threads(t.threads, self.cfg.model.backbone, self.device.type, self.world.size).count
+        )
         try:
             with self.stop:
                 history = self._fit(net, method, data)
@@ -182,6 +191,8 @@ class Trainer:
             if joined:  # the others may be stuck in a collective: leave at once; torchrun stops them when we exit
                 self.world.stop(wait=False)
             raise
+        finally:
+            torch.set_num_threads(threads)
         if joined:
             self.world.stop()
         return history
@@ -250,6 +261,8 @@ class Trainer:
                 logged = world.mean(watch.check(done)) | {"lr": lr}  # raises on non-finite steps, before any save
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
                 self.events.scalars(logged, done, "train")
+                if self.writes:
+                    append_jsonl(self.run_dir / TRAIN_LOG_FILE, {"step": done, "train": logged} | plan.record(done))
             if evaluating:
                 world.sync_buffers(net)  # the model every rank evaluates is rank 0's, the one saved
                 check_weights(net, done, watch.saved)
@@ -338,6 +351,7 @@ class Trainer:
         step = int(state.step)
         if self.writes:
             truncate_metrics(self.run_dir / METRICS_FILE, step)
+            truncate_metrics(self.run_dir / TRAIN_LOG_FILE, step)
         history = [r for r in read_jsonl(self.run_dir / METRICS_FILE) if r.get("step", 0) <= step]
         if self.writes:
             reconcile_best(self.run_dir, state, history[-1].get("selection") if history else None)
