@@ -262,8 +262,6 @@ class TrainConfig:
     eval_every: int | str = "auto"  # steps between evaluations; auto: about 20 per run (dann.training.cadence)
     log_every: int | str = "auto"  # steps between log steps (train.jsonl, host syncs); auto: about 100 per run
     threads: int | str = "auto"  # torch CPU threads; auto: 1 for small backbones, else free cores (training.threads)
-        "auto"  # torch CPU threads; auto: 1 for small backbones, else the free cores (training.threads)
-    )
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (torchrun: process r uses cuda:LOCAL_RANK)
