@@ -95,3 +95,37 @@ def test_check_data_with_a_trained_run_estimates_the_targets_class_proportions(c
     out = capsys.readouterr().out
     assert "label shift (bbse, 100 bootstrap resamples" in out and "assumes each class looks the same" in out
     assert (": large" in out) is large and ("not shown to be large" in out) is not large
+
+
+@pytest.mark.parametrize(
+    ("classes", "handed"),
+    [
+        (["0", "1", "2", "3"], True),  # digits
+        (["10", "11", "12"], True),  # numbered classes of glyphs
+        (["A", "b", "C"], True),  # letters
+        (["handwritten_digit_7", "other"], True),
+        (["circle", "square"], False),  # shapes, plankton taxa: a mirror image is the same class
+        (["Calanus", "Oithona", "detritus"], False),
+        ([], False),
+    ],
+)
+def test_class_names_that_look_like_glyphs(classes, handed):
+    from dann.data.check import flip_note, looks_handed
+
+    assert looks_handed(classes) is handed
+    assert (flip_note(classes, 0.5) is not None) is handed
+    assert flip_note(classes, 0.0) is None  # flips already off: nothing to say
+
+
+def test_check_data_says_to_turn_flips_off_for_digit_folders(shape_folders, tmp_path, capsys):
+    digits = tmp_path / "digits"
+    for name, shape in (("3", "circle"), ("7", "square")):
+        shutil.copytree(shape_folders["source"] / shape, digits / name)
+    args = ["check-data", "--source", str(digits), "--target", str(shape_folders["target"]), "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "note: the source classes (3, 7) look like digits, letters or text" in out and "set data.hflip=0" in out
+    assert main([*args, "--set", "data.hflip=0"]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert main(["check-data", "--source", str(shape_folders["source"]), "--target", str(shape_folders["target"])]) == 0
+    assert "note:" not in capsys.readouterr().out  # circle, square

@@ -290,3 +290,26 @@ def test_compare_html_draws_every_evaluation_of_each_run(tmp_path, monkeypatch):
     for history in histories.values():
         assert plots.series(history, "validators", validator)[0] == [5, 10, 15, 20, 25, 30]
         assert plots.series(history, "oracle", "target_acc")[0] == [5, 10, 15, 20, 25, 30]
+
+
+def test_tune_says_what_it_will_train_then_the_time_left_after_each_run(tmp_path, capsys):
+    dann.tune(moons(), tmp_path / "t", methods=("dann",), lambdas=(0.5, 1.0), progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    names = "source_only, dann-l0.5-lr0.05, dann-l1-lr0.05"
+    assert lines[0] == f"tune: 3 runs (30 steps each), one after another, into {tmp_path / 't' / 'runs'}: {names}"
+    runs = [line for line in lines if line.startswith("[")]
+    assert re.search(r"; about \d+ s left for 2 runs$", runs[0]) and runs[1].endswith("left for 1 run")
+    assert "left" not in runs[2]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "left", "said"),
+    [
+        ([], 3, ""),
+        ([30.0], 0, ""),
+        ([30.0], 2, "; about 60 s left for 2 runs"),
+        ([60.0, 180.0], 5, "; about 10 min left for 5 runs"),
+    ],
+)
+def test_time_left_is_the_mean_run_time_so_far_times_the_runs_left(seconds, left, said):
+    assert tune_module.time_left(seconds, left) == said

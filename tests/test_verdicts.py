@@ -208,3 +208,21 @@ def test_evaluate_keeps_one_result_per_checkpoint(controlled, files, capsys):
         assert saved["checkpoint"] == f"checkpoints/{checkpoint}.pt" and saved["step"] == step
         assert f"checkpoint: {run}/checkpoints/{checkpoint}.pt, step {step} of 8" in out
     assert sorted(p.name for p in (run / "eval").iterdir()) == ["target-best", "target-last"]
+
+
+def test_a_run_with_its_control_says_so_before_training_and_as_the_control_starts(tiny_cfg, tiny_data, tmp_path):
+    lines: list[str] = []
+    cfg = dann.config.replace(tiny_cfg, method={"name": "dann"})
+    dann.fit(cfg, tmp_path / "run", data=tiny_data, control=True, echo=lines.append)
+    plan = next(i for i, line in enumerate(lines) if line.startswith("plan:"))
+    steps = cfg.train.steps
+    assert lines[plan] == (
+        f"plan:     2 runs, one after the other: this one ({steps} steps), then its source-only control ({steps} "
+        f"steps, a cheaper step) into {tmp_path / 'run' / 'control'}; the time below is this run's"
+    )
+    assert plan < next(i for i, line in enumerate(lines) if line.startswith("device:"))  # before the run's summary
+    starts = [i for i, line in enumerate(lines) if line.startswith("control:  this run took ")]
+    assert len(starts) == 1 and lines[starts[0]].endswith(
+        f"now its source-only control, into {tmp_path / 'run' / 'control'}"
+    )
+    assert sum(line.startswith("device:") for line in lines[starts[0] :]) == 1  # the control's own summary follows

@@ -87,6 +87,7 @@ from .selection.default import (
     where,
 )
 from .training.distributed import World, local_device
+from .training.feedback import format_duration
 from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
 from .training.stages import plan_stages
@@ -206,8 +207,17 @@ def fit(
             atomic_write_text(run_dir / RECIPE_FILE, json.dumps(note, indent=1) + "\n")
         if echo is not None and world.main:
             echo(f"default:  {note['method']}, as no method was named: {note['why']}")
-    trainer = Trainer(cfg, run_dir, resume, world, echo)
+    say = echo if echo is not None and world.main and control and run_dir is not None else None
+    if say is not None:
+        say(
+            f"plan:     2 runs, one after the other: this one ({cfg.train.steps} steps), then its source-only control "
+            f"({cfg.train.steps} steps, a cheaper step) into {run_dir / CONTROL_DIR}; the time below is this run's"
+        )
+    trainer, tic = Trainer(cfg, run_dir, resume, world, echo), time.perf_counter()
     history = trainer.fit(net, method, data)
+    if say is not None:
+        took = format_duration(time.perf_counter() - tic)
+        say(f"control:  this run took {took}; now its source-only control, into {run_dir / CONTROL_DIR}")
     baseline = fit_control(cfg, run_dir, data, resume, echo) if control and run_dir is not None else None
     page = build_report(run_dir, data, echo=echo) if report and run_dir is not None and world.main else None
     summary = trainer.summary.to_dict() if trainer.summary is not None else None

@@ -27,6 +27,7 @@ class DataCheck:
     origins: dict[str, str] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     bad: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # advice on the settings for this data (e.g. flips and glyphs)
 
     @property
     def ok(self) -> bool:
@@ -40,7 +41,32 @@ class DataCheck:
             out += [f"  {path}: {reason}" for path, reason in self.bad]
         else:
             out.append("every file is readable")
-        return out
+        return out + [f"note: {note}" for note in self.notes]
+
+
+GLYPH_WORDS = ("digit", "letter", "char", "text", "numeral", "glyph", "symbol", "word")
+
+
+def looks_handed(classes: list[str]) -> bool:
+    """Whether class names suggest classes that a mirror image changes (digits, letters, text): every name one letter
+    or digit, every name a number, or a name with a word such as "digit" or "letter" in it."""
+    names = [c.strip() for c in classes]
+    if not names:
+        return False
+    glyphs = all(len(n) == 1 and n.isalnum() for n in names) or all(n.isdigit() for n in names)
+    return glyphs or any(word in n.lower() for n in names for word in GLYPH_WORDS)
+
+
+def flip_note(classes: list[str], hflip: float) -> str | None:
+    """Advice to turn horizontal flips off when the source's class names look like digits or letters, or None."""
+    if not hflip or not looks_handed(classes):
+        return None
+    shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+    return (
+        f"the source classes ({shown}) look like digits, letters or text, which a mirror image turns into other "
+        f"shapes: training flips images horizontally (data.hflip={hflip:g}); set data.hflip=0 for them (keep it for "
+        "plankton, cells and other objects whose mirror image is the same class)"
+    )
 
 
 def problem(path: str) -> str:
@@ -94,8 +120,11 @@ def check_data(cfg: DataConfig, workers: int | None = None, progress: bool = Fal
     for role, path in _roles(cfg):
         check.origins[role] = path
         if _is_image_input(path):
-            listed = read_images(path, recursive=role == "target", root=cfg.root).paths  # as training reads it
+            found = read_images(path, recursive=role == "target", root=cfg.root)  # as training reads it
+            listed = found.paths
             images.update(dict.fromkeys(listed))
+            if role == "source" and found.labels and (note := flip_note(sorted(set(found.labels)), cfg.hflip)):
+                check.notes.append(note)
             check.files[role], check.units[role] = len(listed), "image file(s)"
         else:
             check.files[role], check.units[role] = len(load_npz(path)[0]), "sample(s)"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from ..methods import METHODS, REGULARIZERS, create_method
 from ..methods.base import method_model
 from ..reporting.pages import Section, Table, to_markdown
 from ..runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, atomic_write_text, load_checkpoint, read_jsonl
+from ..training.feedback import format_duration
 from ..training.nonfinite import ADVICE
 from .defaults import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS
 from .validators import CONFIDENCE_VALIDATORS, CONFIDENT_TERMS, check_validator
@@ -297,6 +299,23 @@ def caution(row: dict[str, Any], validator: str) -> str | None:
     )
 
 
+def plan_line(points: Sequence[GridPoint], out: Path) -> str:
+    """What a tune will train, said before it starts: the count, the steps and each run's name, in order."""
+    steps = {p.cfg.train.steps for p in points}
+    each = f"{steps.pop()} steps each" if len(steps) == 1 else "steps as configured"
+    names = ", ".join(p.name for p in points)
+    return f"{len(points)} runs ({each}), one after another, into {out / RUNS}: {names}"
+
+
+def time_left(seconds: Sequence[float], left: int) -> str:
+    """``; about 12 min left`` from the mean time of the runs trained so far, or ``""`` when none is left or none
+    was timed (every run so far reused). An adaptation step costs more than a source-only one, so the first
+    estimate, from the control alone, is low: it is refreshed after every run."""
+    if not left or not seconds:
+        return ""
+    return f"; about {format_duration(left * sum(seconds) / len(seconds))} left for {left} run{'s' * (left != 1)}"
+
+
 def _line(k: int, rows: list[dict[str, Any]], total: int, validator: str, reused: bool) -> str:
     row, fmt = rows[-1], (lambda x: "–" if x is None else f"{x:.4f}")
     best = min((r for r in rows if r["rank"] is not None), key=lambda r: r["rank"], default=None)
@@ -382,17 +401,23 @@ def tune(
     del config["selection"]["validator"]  # judging only: a rerun with another one re-ranks the same runs
     spec = json.loads(json.dumps({"grid": grid, "config": config, "data": _fingerprint(data)}))
     _start(out, spec, overwrite)
-    if progress and (note := guard_note(guard, len(data.source_val))):
-        print(f"tune: {note}", flush=True)
+    if progress:
+        print(f"tune: {plan_line(points, out)}", flush=True)
+        if note := guard_note(guard, len(data.source_val)):
+            print(f"tune: {note}", flush=True)
     rows: list[dict[str, Any]] = []
+    seconds: list[float] = []  # of each run trained here (not those reused), for the time left
     for k, point in enumerate(points, 1):
+        tic = time.perf_counter()
         history, reused, failed = _train(point, out / RUNS / point.name, data)
+        if not reused:
+            seconds.append(time.perf_counter() - tic)
         if failed and point is points[0]:
             raise DivergedError(f"the source-only control stopped ({failed}): the guard needs it; {ADVICE}")
         rows.append(_row(point, history, validator, failed))
         judge(rows, guard, validator, cfg.train.steps, len(data.source_val))
         if progress:
-            print(_line(k, rows, len(points), validator, reused), flush=True)
+            print(_line(k, rows, len(points), validator, reused) + time_left(seconds, len(points) - k), flush=True)
     chosen, why = choose(rows, validator)
     labeled = [r for r in rows if r["oracle"] is not None]
     oracle = max(labeled, key=lambda r: r["oracle"]["target_acc"])["name"] if labeled else None
