@@ -15,7 +15,10 @@ def test_demo_on_moons_prints_each_runs_own_numbers_and_draws_the_boundaries(tmp
     out = captured.out
     lines = out.splitlines()  # progress while it trains: a line as each run starts and ends, and its bar
     starting = lines.index("  moons   source_only  training 3000 steps ...")
-    assert lines[starting + 1].startswith("  moons   source_only  done in ")
+    assert re.match(
+        r"  moons   source_only  time: \S+ s/step → about \d+ s for the \d+ steps left", lines[starting + 1]
+    )
+    assert lines[starting + 2].startswith("  moons   source_only  done in ")  # the estimate came after the first steps
     assert "3000/3000" in captured.err
     methods = list(demo_methods("moons"))
     assert methods == ["source_only", "dann", "default"] and list(demo_methods("digits")) == ["source_only", "dann"]

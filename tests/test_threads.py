@@ -36,7 +36,7 @@ def test_auto_threads(backbone, cores, load, processes, count, busy):
     assert chosen.why.startswith("auto: ")
     assert ("busy" in chosen.why) == busy
     if load is not None:
-        assert f"load {load:.1f} on {cores} cores" in chosen.why
+        assert f"other work on {load:.1f} of {cores} cores" in chosen.why
 
 
 def test_a_given_count_is_kept_and_an_accelerator_keeps_torchs_setting():
@@ -67,7 +67,7 @@ def _cfg(npz, *extra):
 
 
 def test_the_run_records_and_trains_with_the_choice_then_puts_the_callers_back(npz, monkeypatch):
-    monkeypatch.setattr(threads_module, "machine_load", lambda: 3.7)
+    monkeypatch.setattr(threads_module, "machine_load", lambda sample: 3.7)
     monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
     seen, lines = [], []
     set_threads = torch.set_num_threads
@@ -78,7 +78,8 @@ def test_the_run_records_and_trains_with_the_choice_then_puts_the_callers_back(n
     assert saved["train"]["threads"] == 1 and result.config.train.threads == 1
     assert seen[0] == 1 and torch.get_num_threads() == before  # trained on 1, the caller's count put back
     assert any(
-        line.startswith("threads:  1 (auto: small backbone, machine busy; load 3.7 on 2 cores") for line in lines
+        line.startswith("threads:  1 (auto: small backbone, machine busy; other work on 3.7 of 2 cores")
+        for line in lines
     )
 
     recorded = saved_run_config(npz / "run")
@@ -93,3 +94,24 @@ def test_a_given_count_is_used_and_recorded_without_a_line(npz, monkeypatch):
     result = dann.fit(_cfg(npz, "train.threads=2"), npz / "run", echo=lines.append)
     assert result.config.train.threads == 2 and seen[0] == 2
     assert not any(line.startswith("threads:") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("busy", "own", "others"),
+    [(200, 0, 2.0), (200, 100, 1.0), (100, 100, 0.0), (50, 0, 0.5), (0, 0, 0.0)],
+)
+def test_other_work_is_the_machines_busy_time_less_this_processs_own(busy, own, others, monkeypatch):
+    """Over the sample, the machine's 2 CPUs have 200 ticks in all: ``busy`` of them busy, ``own`` by this process."""
+    machine = iter([(1000, 5000), (1000 + busy, 5200)])
+    mine = iter([40, 40 + own])
+    monkeypatch.setattr(threads_module, "_cpu_ticks", lambda: next(machine))
+    monkeypatch.setattr(threads_module, "_own_ticks", lambda: next(mine))
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads_module, "SAMPLE_SECONDS", 0.0)
+    assert threads_module.machine_load() == pytest.approx(others)
+
+
+def test_the_load_average_serves_where_there_is_no_proc_stat(monkeypatch):
+    monkeypatch.setattr(threads_module, "_cpu_ticks", lambda: None)
+    monkeypatch.setattr(threads_module.os, "getloadavg", lambda: (1.25, 1.0, 1.0))
+    assert threads_module.machine_load() == 1.25 and threads_module.machine_load(sample=False) == 1.25

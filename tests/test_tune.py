@@ -163,6 +163,8 @@ def test_a_killed_tune_continues_where_it_stopped(tuned, tmp_path, monkeypatch, 
     assert fits == [(NAMES[2], True)]  # only the unfinished run, resumed from its checkpoint
     assert result.rows == tuned.rows and result.chosen == tuned.chosen  # as if never killed
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("tune: 3 runs (30 steps each), one after another")
+    lines = lines[1:]
     assert lines[0] == (
         f"[1/3] source_only: bnm {tuned.rows[0]['score']:.4f}, source held-out "
         f"{100 * tuned.rows[0]['source_val_acc']:.1f}% (best so far: source_only {tuned.rows[0]['score']:.4f}), "
@@ -283,13 +285,17 @@ def test_compare_html_draws_every_evaluation_of_each_run(tmp_path, monkeypatch):
 
     drawn, draw = [], plots.compare_curves
     monkeypatch.setattr(plots, "compare_curves", lambda *args: drawn.append(args) or draw(*args))
-    cfg = load_config("moons", [*FAST, "train.eval_every=auto", "train.log_every=auto"])
+    cfg = load_config("moons", [*FAST, "train.eval_every=auto", "train.log_every=2"])
     result = dann.tune(cfg, tmp_path / "t", methods=("dann",), lambdas=(1.0,), progress=False)
-    histories, validator = drawn[-1]
+    histories, validator, logs = drawn[-1]
     assert len(histories) == len(result.rows) == 2
     for history in histories.values():
         assert plots.series(history, "validators", validator)[0] == [5, 10, 15, 20, 25, 30]
         assert plots.series(history, "oracle", "target_acc")[0] == [5, 10, 15, 20, 25, 30]
+    panels = dict(plots.compare_lines(histories, logs, validator))
+    losses = panels["source classification loss (training batches)"]
+    assert [name for name, *_ in losses] == list(histories)  # one line per run, from every log step
+    assert all(steps == sorted({*range(2, 31, 2), 5, 15, 25}) for _, steps, _, _ in losses)
 
 
 def test_tune_says_what_it_will_train_then_the_time_left_after_each_run(tmp_path, capsys):

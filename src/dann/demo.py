@@ -106,7 +106,7 @@ def run_demo(
             cfg = load_config(task, overrides)  # with its progress bar: the runs take minutes in all
             say(f"  {task:7s} {method:12s} training {cfg.train.steps} steps ...")
             tic = time.perf_counter()
-            result = fit(cfg, root / f"{task}-{method}")
+            result = fit(cfg, root / f"{task}-{method}", echo=_estimates(say, f"  {task:7s} {method:12s} "))
             last = result.history[-1]
             rows.append(
                 {
@@ -128,6 +128,17 @@ def run_demo(
         if task == "digits":
             pictures.append(_plot_digits(root))
     return DemoResult(rows, pictures, root)
+
+
+def _estimates(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """An ``echo`` for ``fit`` that passes on only each run's time estimate after its first steps (``time: ...``), so
+    that on a busy machine the demo says at once how long a run takes."""
+
+    def echo(line: str) -> None:
+        if line.startswith("time:"):
+            say(prefix + line)
+
+    return echo
 
 
 def format_table(rows: list[dict]) -> str:

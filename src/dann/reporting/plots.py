@@ -197,16 +197,36 @@ def confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[str], t
     return png(fig)
 
 
-def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], validator: str) -> bytes:
-    """Runs side by side: the validator score and, dashed, the target accuracy (target labels) against the step."""
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    for name, history in histories.items():
-        left.plot(*series(history, "validators", validator), marker="o", markersize=3, label=name)
-        right.plot(*series(history, "oracle", "target_acc"), "--", marker="o", markersize=3, label=name)
-    left.set_title(f"{validator} (no target labels; higher is better)", fontsize=10)
-    right.set_title(ORACLE_LABEL, fontsize=10)
-    for ax in (left, right):
-        ax.set_xlabel("step", fontsize=8)
-        ax.legend(fontsize=7)
+def compare_lines(
+    histories: dict[str, Sequence[dict[str, Any]]], logs: dict[str, Sequence[dict[str, Any]]], validator: str
+) -> list[tuple[str, list[Line]]]:
+    """The panels of ``compare_curves``, (title, one line per run): the validator and the target accuracy at every
+    evaluation of ``histories``, the source classification loss at every log step of ``logs`` (a run's
+    ``train.jsonl``; its evaluations when it has none)."""
+    panels: list[tuple[str, list[Line]]] = []
+    wanted = [
+        (f"{validator} (no target labels; higher is better)", ("validators", validator), histories),
+        (ORACLE_LABEL, ("oracle", "target_acc"), histories),
+        ("source classification loss (training batches)", ("train", "cls"), logs),
+    ]
+    for title, path, records in wanted:
+        lines = []
+        for name in histories:
+            steps, values = series(records.get(name) or histories[name], *path)
+            if steps:
+                lines.append((name, steps, values, path[0] == "oracle"))
+        panels.append((title, lines))
+    return panels
+
+
+def compare_curves(
+    histories: dict[str, Sequence[dict[str, Any]]],
+    validator: str,
+    logs: dict[str, Sequence[dict[str, Any]]] | None = None,
+) -> bytes:
+    """Runs side by side against the step: the validator score, the target accuracy (target labels; dashed) and the
+    source classification loss at every log step (``logs``: each run's ``train.jsonl`` records)."""
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    for ax, (title, lines) in zip(fig.subplots(1, 3), compare_lines(histories, logs or {}, validator), strict=True):
+        _panel(ax, title, lines)
     return png(fig)

@@ -516,7 +516,11 @@ def compare_runs(
     runs_section = Section("Runs", blocks)
     if out_html is not None:
         histories = {str(r.run_dir): r.history for r in runs}
-        caption = f"`{first.validator}` per run (no target labels) and, dashed, target accuracy ({USES_LABELS})."
-        curves = Figure("compare", plots.compare_curves(histories, first.validator), caption)
+        logs = {str(r.run_dir): r.train_log for r in runs}
+        caption = (
+            f"`{first.validator}` per run (no target labels), target accuracy ({USES_LABELS}; dashed) and the source "
+            "classification loss at every log step."
+        )
+        curves = Figure("compare", plots.compare_curves(histories, first.validator, logs), caption)
         atomic_write_text(out_html, to_html("dann: runs compared", [runs_section, Section("Curves", [curves])]))
     return to_markdown("dann: runs compared", [runs_section], FIGURE_DIR)
