@@ -200,3 +200,23 @@ def test_a_target_too_small_for_a_noise_band_trains_the_control_alone(n, tmp_pat
     result = dann.fit(load_config(None, ["model.backbone=mlp", *QUICK]), tmp_path / "run", data=data)
     assert result.selection["kept"] == CONTROL and "too few to measure a noise band" in result.selection["why"]
     assert not (tmp_path / "run" / "candidates").exists() and list(result.selection["runs"]) == [CONTROL]
+
+
+@pytest.mark.parametrize(("per_step", "left"), [(0.0123, 2980), (1.5, 100), (2e-4, 10)])
+def test_the_controls_estimate_becomes_one_for_the_whole_selection(per_step, left, monkeypatch):
+    from dann.selection.default import total_estimate
+    from dann.training.feedback import estimate_line, format_duration, per_step_seconds
+
+    line = estimate_line(per_step, left, "evaluations add to it")
+    assert per_step_seconds(line) == pytest.approx(per_step, rel=1e-2) and per_step_seconds("device: cpu") is None
+    monkeypatch.setitem(SELECTION, "relative_cost", {"adamatch_noda": 6.0})
+    passed, said = [], []
+    told = total_estimate(passed.append, said.append, 3000, ["adamatch_noda", "iwdan"])
+    for text in ("device:   cpu (1 thread)", line, "step 500: ..."):
+        told(text)
+    assert passed == ["device:   cpu (1 thread)", line, "step 500: ..."]  # every line of the control goes on
+    total = format_duration(per_step_seconds(line) * 3000 * (1 + 6 + 1))
+    assert said == [
+        f"default:  so the selection takes about {total} in all: this control, then adamatch_noda, iwdan "
+        "(about 7 control runs of compute)"
+    ]

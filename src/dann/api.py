@@ -84,6 +84,7 @@ from .selection.default import (
     remaining_line,
     selection_configs,
     selection_state,
+    total_estimate,
     where,
 )
 from .training.distributed import World, local_device
@@ -712,8 +713,11 @@ def fit_selecting(
             path = where(root, name)
             say(f"default:  run {i + 1} of {len(runs)}, {name}, into {path}")
             tic, fresh = time.perf_counter(), not has_checkpoint(path)
+            told = echo  # the control's estimate after its first steps becomes one for the whole selection
+            if echo is not None and name == CONTROL and fresh and len(runs) > 1:
+                told = total_estimate(echo, say, sub.train.steps, list(runs)[1:])
             try:  # a run with a checkpoint continues; one without starts afresh
-                results[name] = fit(sub, path, data=data, resume=not fresh, overwrite=fresh, echo=echo)
+                results[name] = fit(sub, path, data=data, resume=not fresh, overwrite=fresh, echo=told)
             except TrainingInterrupted:
                 say(f"default:  stopped while training {name}; continue the selection with --resume on {root}")
                 raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,27 @@ def remaining_line(control_seconds: float, names: list[str]) -> str:
     cost = sum(SELECTION["relative_cost"].get(n, 1.0) for n in names)
     minutes = control_seconds * cost / 60
     return f"default:  the control took {control_seconds:.0f} s; the candidates take about {minutes:.0f} min more"
+
+
+def total_estimate(
+    echo: Callable[[str], None], say: Callable[[str], None], steps: int, candidates: list[str]
+) -> Callable[[str], None]:
+    """An ``echo`` for the control's run that passes every line on and follows its time estimate (after its first
+    steps) with one for the whole selection: the control's steps, then the candidates' at their relative costs
+    (``SELECTION["relative_cost"]``; evaluations excluded)."""
+    from ..training.feedback import format_duration, per_step_seconds
+
+    def told(line: str) -> None:
+        echo(line)
+        per_step = per_step_seconds(line)
+        if per_step is not None:
+            cost = 1 + sum(SELECTION["relative_cost"].get(n, 1.0) for n in candidates)
+            say(
+                f"default:  so the selection takes about {format_duration(per_step * steps * cost)} in all: this "
+                f"control, then {', '.join(candidates)} (about {cost - 1:g} control runs of compute)"
+            )
+
+    return told
 
 
 def refuse_overridden(cfg: Config) -> None:

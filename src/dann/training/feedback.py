@@ -7,6 +7,7 @@ Python callers pass ``echo=print`` to ``dann.fit`` or read ``FitResult.summary``
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -215,6 +216,17 @@ def evaluation_line(record: dict[str, Any], steps: int) -> str:
     return "  ".join(parts)
 
 
+def estimate_line(per_step: float, left: int, extra: str) -> str:
+    """The time estimate a run prints after its first steps (``per_step_seconds`` reads it back)."""
+    return f"time: {per_step:.3g} s/step → about {format_duration(per_step * left)} for the {left} steps left ({extra})"
+
+
+def per_step_seconds(line: str) -> float | None:
+    """The seconds per step of an ``estimate_line``; None for any other line."""
+    match = re.match(r"time: (\S+) s/step → ", line)
+    return float(match.group(1)) if match else None
+
+
 class Console:
     """Sends a run's summary, time estimate and evaluation lines to ``echo`` (nothing when it is None). The trainer
     calls ``stepped`` after every step and ``evaluated`` after every evaluation; evaluation time is left out of the
@@ -255,9 +267,7 @@ class Console:
         total = per_step * left
         every = self.cfg.train.eval_every
         extra = f"evaluations every {every} steps add" if every < self.cfg.train.steps else "the final evaluation adds"
-        self.say(
-            f"time: {per_step:.3g} s/step → about {format_duration(total)} for the {left} steps left ({extra} to it)"
-        )
+        self.say(estimate_line(per_step, left, f"{extra} to it"))
         if self.device.type == "cpu" and total > SLOW_CPU_SECONDS:
             self.say(f"warning: about {format_duration(total)} on the CPU; {slow_advice(self.cfg, self.data)}")
 
