@@ -29,7 +29,7 @@ def test_summary_says_device_network_classes_counts_and_schedule(tiny_cfg, tiny_
     assert s["target_eval_is_target"] and (s["steps"], s["batch_size"], s["start"]) == (12, 16, 0)
     block = "\n".join(lines[:6])  # the summary, after the line saying how many threads auto chose
     assert "mlp, input 4" in block and "classes:  2 (0, 1)" in block
-    assert "source 64 train + 16 held out; target 60 unlabeled (their labels score it" in block
+    assert "source 64 train + 16 held out; target 60 unlabeled in training (its labels only score it" in block
     assert "12 steps × batch 16 per domain; method dann; precision fp32" in block and "images:" not in block
     assert not s["channels_last"] and s["images"] == ""  # arrays: no image files to read
     evaluations = [line for line in lines if line.startswith("step ")]

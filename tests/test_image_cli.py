@@ -92,10 +92,11 @@ def test_evaluate_counts_target_classes_unknown_to_the_model(run, shape_folders,
     assert "none of its classes (moon, star) is a class of the run" in capsys.readouterr().err
 
 
-def test_predict_top_k_is_capped_and_flat_folders_work(run, shape_folders, tmp_path):
+def test_predict_top_k_is_capped_and_flat_folders_work(run, shape_folders, tmp_path, capsys):
     preds = tmp_path / "p.csv"
     args = ["predict", "--run", str(run), "--images", str(shape_folders["flat"]), "--out", str(preds), "--top-k", "1"]
     assert main(args) == 0
+    assert capsys.readouterr().out == f"wrote {preds}: 12 predictions, by {run}/checkpoints/last.pt\n"
     table = list(csv.DictReader(preds.open()))
     assert len(table) == 12 and list(table[0])[-2:] == ["class_1", "prob_1"]
     assert main([*args[:-2], "--top-k", "9", "--overwrite"]) == 0

@@ -220,3 +220,25 @@ def test_the_controls_estimate_becomes_one_for_the_whole_selection(per_step, lef
         f"default:  so the selection takes about {total} in all: this control, then adamatch_noda, iwdan "
         "(about 7 control runs of compute)"
     ]
+
+
+def test_a_candidates_own_report_says_whether_the_selection_kept_it(tmp_path):
+    from dann.reporting.report import candidate_line
+
+    out = tmp_path / "run"
+    for name in ("adamatch_noda", "iwdan", "other"):
+        (out / "candidates" / name).mkdir(parents=True)
+    verdicts = {
+        "adamatch_noda": {"eligible": True, "clears": True, "gain": 0.1, "why": "clears: bands apart"},
+        "iwdan": {"eligible": False, "clears": False, "gain": None, "why": "not eligible: source held-out 50.0 %"},
+    }
+    (out / RECIPE_FILE).write_text(json.dumps({"state": "selecting", "runs": ["control", *verdicts]}))
+    assert candidate_line(out / "candidates" / "iwdan") is None  # still selecting: nothing to say yet
+    (out / RECIPE_FILE).write_text(json.dumps({"state": "done", "kept": "adamatch_noda", "verdicts": verdicts}))
+    kept = candidate_line(out / "candidates" / "adamatch_noda")
+    assert kept.startswith(f"**A candidate of the default's selection in `{out}`, and the run it kept**: clears")
+    dropped = candidate_line(out / "candidates" / "iwdan")
+    assert dropped.startswith("**Flag: not eligible**: ") and "it kept `adamatch_noda`" in dropped
+    assert "not eligible: source held-out 50.0 %" in dropped and f"Use the selection's run, `{out}`" in dropped
+    assert candidate_line(out / "candidates" / "other") is None  # no verdict of its own
+    assert candidate_line(out) is None and candidate_line(out / "control") is None

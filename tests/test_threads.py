@@ -36,7 +36,7 @@ def test_auto_threads(backbone, cores, load, processes, count, busy):
     assert chosen.why.startswith("auto: ")
     assert ("busy" in chosen.why) == busy
     if load is not None:
-        assert f"other work on {load:.1f} of {cores} cores" in chosen.why
+        assert f"load {load:.1f} on {cores} cores" in chosen.why
 
 
 def test_a_given_count_is_kept_and_an_accelerator_keeps_torchs_setting():
@@ -78,7 +78,7 @@ def test_the_run_records_and_trains_with_the_choice_then_puts_the_callers_back(n
     assert saved["train"]["threads"] == 1 and result.config.train.threads == 1
     assert seen[0] == 1 and torch.get_num_threads() == before  # trained on 1, the caller's count put back
     assert any(
-        line.startswith("threads:  1 (auto: small backbone, machine busy; other work on 3.7 of 2 cores")
+        line.startswith("threads:  1 (auto: small backbone, machine busy; load 3.7 on 2 cores")
         for line in lines
     )
 

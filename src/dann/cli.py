@@ -12,6 +12,7 @@ each command imports what it needs when it runs. The names the help lists are ke
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -459,7 +460,10 @@ def _predict(args: argparse.Namespace) -> int:
     out = api.predict(
         args.run, data, args.out, overwrite=args.overwrite, top_k=args.top_k, skip_bad=skip, checkpoint=args.checkpoint
     )
-    print(f"wrote {out}")
+    with open(out, encoding="utf-8", newline="") as rows:
+        n = sum(1 for _ in csv.reader(rows)) - 1  # the header
+    checkpoint = Path(args.run) / "checkpoints" / f"{args.checkpoint}.pt"
+    print(f"wrote {out}: {n} prediction{'s' * (n != 1)}, by {checkpoint}")
     return 0
 
 

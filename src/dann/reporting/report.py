@@ -155,6 +155,26 @@ def feature_diagnostics(
     return out | {"classes": data.classes}
 
 
+def candidate_line(run_dir: Path) -> str | None:
+    """For a candidate of the default's selection (``OUT/candidates/NAME``): whether the selection kept it, and the
+    rule's verdict on it (an ineligible candidate, e.g. one whose source accuracy collapsed, is marked as such);
+    None for any other run or a selection still running."""
+    if run_dir.parent.name != "candidates":
+        return None
+    record = default_record(run_dir.parent.parent)
+    verdict = ((record or {}).get("verdicts") or {}).get(run_dir.name)
+    if verdict is None:
+        return None
+    where = f"`{run_dir.parent.parent}`"
+    if record.get("kept") == run_dir.name:
+        return f"**A candidate of the default's selection in {where}, and the run it kept**: {verdict['why']}."
+    warning = "**Flag: not eligible**: " if not verdict["eligible"] else ""
+    return (
+        f"{warning}**A candidate of the default's selection in {where}, not kept** (it kept `{record['kept']}`): "
+        f"{verdict['why']}. Use the selection's run, {where}, not this one."
+    )
+
+
 def _answer(
     run: RunSummary, diag: dict | None, flags: list[Flag], verdict: list[str] | None, note: dict[str, Any] | None
 ) -> Section:
@@ -425,7 +445,11 @@ def build_report(
     verdict, verdict_summary = _verdict(judged, control_dir, data, note)
     labeled = labeled_table(run)
     checkpoints = [checkpoint_table(run), *([labeled] if labeled else [])]
-    sections = [_answer(run, diag, flags, verdict, default), Section("Checkpoints", checkpoints)]
+    answer = _answer(run, diag, flags, verdict, default)
+    candidate = candidate_line(run.run_dir)
+    if candidate:
+        answer.blocks.insert(0, candidate)
+    sections = [answer, Section("Checkpoints", checkpoints)]
     sections += _curve_sections(run)
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
     shift = label_shift(run, data, echo) if data is not None else None

@@ -77,7 +77,7 @@ class RunSummary:
         held_out = f" + {c['source_val']} held out" if c["source_val"] else " (none held out)"
         target = f"target {c['target_train']} unlabeled"
         if self.target_eval_is_target:
-            target += " (their labels score it: evaluation only)"
+            target += " in training (its labels only score it: evaluation only)"
         elif c["target_eval"]:
             target += f"; target eval {c['target_eval']} labeled (evaluation only)"
         shape = "×".join(map(str, self.input_shape))

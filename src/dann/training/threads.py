@@ -76,11 +76,11 @@ def machine_load(sample: bool = True) -> float | None:
 
 
 def auto_threads(backbone: str, cores: int, load: float | None, processes: int = 1) -> Threads:
-    """``train.threads: auto`` for ``backbone`` on ``cores`` usable CPUs of which other work keeps ``load`` busy
-    (``machine_load``), shared by ``processes`` training processes on the machine."""
+    """``train.threads: auto`` for ``backbone`` on ``cores`` usable CPUs under ``load`` (``machine_load``: the cores
+    other work keeps busy), shared by ``processes`` training processes on the machine."""
     per_process = max(1, cores // max(1, processes))
     busy = load is not None and load > cores - 0.5
-    state = f"other work on {load:.1f} of {cores} cores" if load is not None else f"{cores} cores"
+    state = f"load {load:.1f} on {cores} cores" if load is not None else f"{cores} cores"
     if backbone in SMALL_BACKBONES:
         return Threads(1, f"auto: small backbone{', machine busy' if busy else ''}; {state}")
     free = per_process if load is None else max(1, min(per_process, int(cores - load + 0.5) // max(1, processes)))
