@@ -78,8 +78,7 @@ def test_the_run_records_and_trains_with_the_choice_then_puts_the_callers_back(n
     assert saved["train"]["threads"] == 1 and result.config.train.threads == 1
     assert seen[0] == 1 and torch.get_num_threads() == before  # trained on 1, the caller's count put back
     assert any(
-        line.startswith("threads:  1 (auto: small backbone, machine busy; load 3.7 on 2 cores")
-        for line in lines
+        line.startswith("threads:  1 (auto: small backbone, machine busy; load 3.7 on 2 cores") for line in lines
     )
 
     recorded = saved_run_config(npz / "run")
