@@ -165,3 +165,19 @@ def test_the_report_estimates_the_targets_class_proportions(counts, large, tmp_p
     assert all(lo <= q <= hi for lo, q, hi in zip(shift["low"], shift["proportions"], shift["high"], strict=True))
     md = (tmp_path / "run/report.md").read_text().split("## Label shift")[1].split("##")[0]
     assert ("**large**" in md) is large and md.count("\n| ") == 3 + 2  # header, rule, one row per class
+
+
+def test_a_method_without_a_discriminator_draws_no_empty_panels():
+    from dann.reporting import plots
+
+    log = [{"step": s, "train": {"cls": 1.0 / s, "lr": 0.01}} for s in range(5, 55, 5)]
+    history = [{"step": 50, "source_val": {"acc": 0.9}, "validators": {"bnm": 0.5}}]
+    titles = [title for title, _ in plots.drawn_panels(plots.training_panels(history, log, "bnm"))]
+    assert "GRL coefficient λ" not in titles and plots.DOMAIN_PANEL not in titles
+    assert titles[0] == "loss terms (training batches)" and "learning rate" in titles and "accuracy" in titles
+    adversarial = [
+        {"step": s, "train": {"cls": 1.0, "adv": 0.69, "grl_lambda": 0.5, "domain_acc": 0.5}} for s in (5, 10)
+    ]
+    titles = [title for title, _ in plots.drawn_panels(plots.training_panels(history, adversarial, "bnm"))]
+    assert "GRL coefficient λ" in titles and plots.DOMAIN_PANEL in titles
+    assert plots.training_curves(history, "bnm", 50, log)[:8] == b"\x89PNG\r\n\x1a\n"  # 4 panels: one row and a half

@@ -13,11 +13,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 ORACLE_LABEL = "target acc (uses target labels)"
+DOMAIN_PANEL = "domain discriminator accuracy (training batches)"
 NOT_LOSS_TERMS = ("lr", "grl_lambda", "domain_acc", "pseudo_kept", "aux_agree_s")  # logged, but not loss terms
 CURVE_PANELS = [  # (title, [(label, key path in a train.jsonl or metrics.jsonl record)]); loss terms: per run
     ("GRL coefficient λ", [("GRL λ", ("train", "grl_lambda"))]),
     ("learning rate", [("lr", ("train", "lr"))]),
-    ("domain discriminator accuracy (training batches)", [("domain_acc", ("train", "domain_acc"))]),
+    (DOMAIN_PANEL, [("domain_acc", ("train", "domain_acc"))]),
     ("accuracy", [("source held-out acc", ("source_val", "acc")), (ORACLE_LABEL, ("oracle", "target_acc"))]),
 ]
 
@@ -106,6 +107,12 @@ def training_panels(
     return [(title, curve_lines(history, log, lines)) for title, lines in panels]
 
 
+def drawn_panels(panels: list[tuple[str, list[Line]]]) -> list[tuple[str, list[Line]]]:
+    """The panels worth drawing: those with a line, so that a method without a discriminator (source-only, AdaMatch)
+    shows no empty GRL λ or domain-accuracy panel. The loss-terms panel always stays."""
+    return [(title, lines) for i, (title, lines) in enumerate(panels) if lines or i == 0]
+
+
 def training_curves(
     history: Sequence[dict[str, Any]],
     validator: str,
@@ -115,11 +122,17 @@ def training_curves(
     """Loss terms, GRL coefficient, lr, domain discriminator accuracy (at every log step of ``log``; default: the
     evaluation records), accuracies and the validator that selects ``best.pt`` (at every evaluation), against the
     step; stages of ``train.stages`` on the same axis, split by grey dashed lines."""
-    fig = Figure(figsize=(12, 6.4), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
-    for ax, (title, lines) in zip(axes, training_panels(history, log or history, validator), strict=True):
+    panels = drawn_panels(training_panels(history, log or history, validator))
+    rows = -(-len(panels) // 3)
+    fig = Figure(figsize=(12, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, 3, squeeze=False).ravel()
+    for ax, (title, lines) in zip(axes, panels, strict=False):
         _panel(ax, title, lines)
-    axes[3].axhline(0.5, color="grey", lw=0.8, ls=":")  # the domain accuracy panel: chance
+        if title == DOMAIN_PANEL:
+            ax.axhline(0.5, color="grey", lw=0.8, ls=":")  # chance
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    axes = axes[: len(panels)]
     bounds = stage_boundaries(history)
     for ax in axes:
         if selected_step is not None:

@@ -323,16 +323,21 @@ def _curve_sections(run: RunSummary) -> list[Section]:
     t, logged = run.config.train, (run.run_dir / TRAIN_LOG_FILE).is_file()  # a run written before it: evaluations
     terms = f"every log step (every {t.log_every} steps, means since the one before)" if logged else "every evaluation"
     caption = (
-        f"Loss terms, GRL λ, lr and domain accuracy at {terms}; accuracies and `{run.validator}` at every evaluation "
-        f"(every {t.eval_every} steps and at the end); against the step. Dashed: uses target labels."
+        f"Loss terms, GRL λ, lr and domain accuracy (those the method logs) at {terms}; accuracies and "
+        f"`{run.validator}` at every evaluation (every {t.eval_every} steps and at the end); against the step. "
+        "Dashed: uses target labels."
     )
     bounds = plots.stage_boundaries(run.history)
     if bounds:
         caption += " Grey dashed lines: the start of " + ", ".join(f"stage {n} (after step {s})" for s, n in bounds)
     curves = Figure("curves", plots.training_curves(run.history, run.validator, step, run.train_log), caption)
+    adversarial = any("domain_acc" in r.get("train", {}) for r in run.train_log or run.history)
     hint = (
         "When adaptation works, `adv` stays near ln 2 ≈ 0.69 and the discriminator's accuracy near 0.5: it cannot "
         "tell the domains apart from the features. Near 1.0, the features are still domain-specific."
+        if adversarial
+        else f"`{run.config.method.name}` trains no domain discriminator: the curves show its loss terms, the "
+        "learning rate and the accuracies."
     )
     caption = "Validator scores against the step (no target labels; higher is better)."
     scores = Figure("validators", plots.validator_curves(run.history, run.validator, step), caption)
