@@ -51,6 +51,8 @@ CONFIGS: dict[str, list[str]] = {
     "shot": ["method.name=shot"],
     "source_only@256": ["method.name=source_only", "model.bottleneck_dim=256"],
     "source_only+norm": ["method.name=source_only", "model.input_norm=per_image"],
+    # the strong control's augmentation: random intensity inversion of training images (polarity shifts)
+    "source_only@256+invert": ["method.name=source_only", "model.bottleneck_dim=256", "data.invert=0.5"],
     "dann+mcc": ["method.name=dann", "method.regularizers={mcc: 1.0}"],
     "dann+fixmatch": ["method.name=dann", "method.regularizers={fixmatch: 1.0}"],
     "cdan_e+mcc": ["method.name=cdan_e", "method.regularizers={mcc: 1.0}"],

@@ -28,6 +28,7 @@ from dann.errors import DataError, DataWarning
 
 SIDE = 24  # cache_side of a 16 px input with crop_scale (0.5, 1): 16 / sqrt(0.5) = 22.6, rounded up to 8s
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255  # normalized units → 0..255
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
 
 
 def photos(root, count: int = 16, size: tuple[int, int] = (120, 90), seed: int = 0):
@@ -299,3 +300,23 @@ def test_several_labeled_domains_each_read_their_own_cache_with_the_same_crops(p
     out = capsys.readouterr().out
     assert f"{photo_folder}: " in out and out.count(f"{other}: ") == 1  # each folder once, sources included
     assert len(list((tmp_path / "c2").glob("*.npy"))) == 2
+
+
+@pytest.mark.parametrize("invert", [0.5, 1.0])
+def test_inversion_is_drawn_and_applied_alike_from_the_files_and_the_cache(photo_folder, tmp_path, invert):
+    cached = folder_data(photo_folder, "on", tmp_path / "cache", invert=invert, color_jitter=0.3)
+    plain = folder_data(photo_folder, "off", tmp_path / "cache", invert=invert, color_jitter=0.3)
+    still = folder_data(photo_folder, "off", tmp_path / "cache", color_jitter=0.3)
+    streams = [
+        LoaderBatches(d.source_train, 8, 0, torch.device("cpu"), 0, augment=True) for d in (cached, plain, still)
+    ]
+    flipped = 0
+    for step in range(3):
+        (x_c, _), (x_p, _), (x_s, _) = (s.get(step) for s in streams)
+        assert per_image(x_c, x_p).max() < 3  # the same draws, inversion included: only resampling differs
+        raw = lambda x: x * STD + MEAN  # noqa: E731  back to 0..255
+        inverted = (raw(x_p) + raw(x_s) - 255).abs().mean(dim=(1, 2, 3)) < 1  # 255 - x of the image without it
+        same = per_image(x_p, x_s) < 1e-3
+        assert bool((inverted | same).all())  # every image is as it was, or its inverse (the other draws unchanged)
+        flipped += int(inverted.sum())
+    assert flipped == 24 if invert == 1.0 else 0 < flipped < 24

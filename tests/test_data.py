@@ -7,7 +7,7 @@ import torch
 
 from dann.config import DataConfig
 from dann.data import Domain, build_data, load_npz, make_domain_data
-from dann.data.loaders import StepBatches, batch_indices, random_shift
+from dann.data.loaders import StepBatches, batch_indices, random_invert, random_shift
 from dann.errors import DataError, DataWarning
 
 
@@ -387,3 +387,35 @@ def test_evaluate_and_predict_refuse_data_on_another_scale_than_training(tiny_cf
     )
     with pytest.raises(DataError, match=message):
         run(tmp_path / "run", other)
+
+
+def test_array_images_are_inverted_with_their_own_range_drawn_per_step_and_row():
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 5, 5) * 0.5 + 0.25  # each image within [0.25, 0.75]
+    flipped = random_invert(x, 1.0, g)
+    lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(flipped, lo + hi - x) and torch.allclose(flipped.amin((1, 2, 3)), x.amin((1, 2, 3)))
+    assert torch.equal(random_invert(x, 0.0, g), x)
+    whole = random_invert(x, 0.5, torch.Generator().manual_seed(3))
+    halves = [random_invert(x[a:b], 0.5, torch.Generator().manual_seed(3), (a, b, 6)) for a, b in ((0, 3), (3, 6))]
+    assert torch.equal(torch.cat(halves), whole)  # a process's rows get what they get in the whole batch
+
+    domain = Domain(torch.rand(40, 1, 28, 28), torch.arange(40) % 2)
+    plain = StepBatches(domain, 8, 0, torch.device("cpu"), augment=True)
+    off = StepBatches(domain, 8, 0, torch.device("cpu"), augment=True, invert=0.0)
+    on = StepBatches(domain, 8, 0, torch.device("cpu"), augment=True, invert=0.5)
+    unaugmented = StepBatches(domain, 8, 0, torch.device("cpu"), augment=False, invert=0.5)
+    inverted = 0
+    for step in range(5):
+        base = plain.get(step)[0]
+        assert torch.equal(off.get(step)[0], base)  # no inversion: the stream is the one before the option
+        x_on = on.get(step)[0]
+        assert torch.equal(x_on, on.get(step)[0])  # a function of (seed, step): resume is exact
+        mirrored = base.amin((1, 2, 3), keepdim=True) + base.amax((1, 2, 3), keepdim=True) - base
+        same = (x_on == base).flatten(1).all(1)
+        flipped = torch.isclose(x_on, mirrored).flatten(1).all(1)
+        assert bool((same | flipped).all())
+        inverted += int(flipped.sum())
+        assert torch.equal(unaugmented.get(step)[0], domain.x[unaugmented._indices(step)])  # evaluation-like: never
+    assert 5 < inverted < 35

@@ -86,6 +86,7 @@ class DataConfig:
     hflip: float = 0.5  # image files: probability of a horizontal flip
     vflip: float = 0.0  # image files: probability of a vertical flip (plankton, micrographs: no up or down)
     color_jitter: float = 0.0  # image files: brightness, contrast and saturation jitter strength; 0: none
+    invert: float = 0.0  # images (files and arrays): probability of inverting a training image's intensities
     balance_classes: bool = False  # source batches draw a class uniformly, then one of its images
     skip_bad_images: bool = False  # unreadable image files are skipped and counted instead of stopping the run
     num_workers: int | None = None  # image files: workers per DataLoader; None: CPUs shared by loaders, at most 8
@@ -102,7 +103,7 @@ class DataConfig:
         _require(self.image_size >= 0, "data.image_size", ">= 0", self.image_size)
         scale = self.crop_scale
         _require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "data.crop_scale", "[lo, hi] in (0, 1]", scale)
-        for key in ("hflip", "vflip"):
+        for key in ("hflip", "vflip", "invert"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "a probability in [0, 1]", getattr(self, key))
         _require(self.color_jitter >= 0, "data.color_jitter", ">= 0", self.color_jitter)
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)

@@ -117,15 +117,15 @@ class TensorTransform:
         sy, sx = height / new_h, width / new_w
         return top * sy, left * sx, self.center * sy, self.center * sx
 
-    def draw(self, seed: int | None, height: int, width: int) -> tuple[tuple[float, ...], bool, bool, Any]:
-        """(crop box, horizontal flip, vertical flip, jitter parameters or None) of one sample of that original
-        size; ``seed`` None: the deterministic evaluation view. Seeds torch's CPU generator (as ``ImageDomain``'s
-        ``torch.manual_seed`` does): the caller saves and restores its state."""
+    def draw(self, seed: int | None, height: int, width: int) -> tuple[tuple[float, ...], bool, bool, Any, bool]:
+        """(crop box, horizontal flip, vertical flip, jitter parameters or None, inversion) of one sample of that
+        original size; ``seed`` None: the deterministic evaluation view. Seeds torch's CPU generator (as
+        ``ImageDomain``'s ``torch.manual_seed`` does): the caller saves and restores its state."""
         box = self.eval_box(height, width) if self.resize else (0.0, 0.0, float(height), float(width))
-        hflip = vflip = False
+        hflip = vflip = invert = False
         jitter = None
         if seed is None:
-            return box, hflip, vflip, jitter
+            return box, hflip, vflip, jitter, invert
         if self.augment is not None:  # the draws of Augment.__call__, in its order, from the sample's own generator
             a, g = self.augment, torch.Generator().manual_seed(seed)
             box = a.crop_box(height, width, g)
@@ -136,7 +136,8 @@ class TensorTransform:
                 lo, hi = max(0.0, 1.0 - a.jitter), 1.0 + a.jitter
                 factors = [float(torch.empty(1).uniform_(lo, hi, generator=g).item()) for _ in range(3)]
                 jitter = ("augment", (order, factors))
-            return box, hflip, vflip, jitter
+            invert = bool(a.invert and torch.rand(1, generator=g).item() < a.invert)
+            return box, hflip, vflip, jitter, invert
         torch.default_generator.manual_seed(seed)
         for kind, op in self.steps:
             if kind == "crop":
@@ -146,7 +147,7 @@ class TensorTransform:
             else:  # torchvision's random flips apply when torch.rand(1) < p
                 flip = bool(torch.rand(1) < op)
                 hflip, vflip = (flip, vflip) if kind == "hflip" else (hflip, flip)
-        return box, hflip, vflip, jitter
+        return box, hflip, vflip, jitter, invert
 
     def __call__(self, pixels: np.ndarray, sizes: np.ndarray, seeds: Sequence[int] | None) -> torch.Tensor:
         """Cached ``pixels`` (B, S, S, 3) uint8 of images of original ``sizes`` (B, 2) (height, width) → normalized
@@ -155,12 +156,15 @@ class TensorTransform:
         # per image, the sampling grid's x and y: scale and offset of [-1, 1] (grid_sample's span of the outer pixel
         # edges, align_corners=False, in the original and the cached image alike, so the cache's side drops out)
         affine = np.zeros((n, 4), dtype=np.float32)
-        jitters = []
+        jitters, inverted = [], []
         state = torch.default_generator.get_state()
         try:
             for k in range(n):
                 height, width = int(sizes[k, 0]), int(sizes[k, 1])
-                (top, left, h, w), hflip, vflip, jitter = self.draw(None if seeds is None else seeds[k], height, width)
+                seed = None if seeds is None else seeds[k]
+                (top, left, h, w), hflip, vflip, jitter, invert = self.draw(seed, height, width)
+                if invert:
+                    inverted.append(k)
                 affine[k] = ((-w if hflip else w) / width, (2 * left + w) / width - 1,
                              (-h if vflip else h) / height, (2 * top + h) / height - 1)  # fmt: skip
                 if jitter is not None:
@@ -186,6 +190,8 @@ class TensorTransform:
                 out[k] = img.clamp(0, 1) * 255.0
             else:
                 out[k] = op.transform(out[k] / 255.0, params).clamp(0, 1) * 255.0
+        if inverted:  # after the jitter, as Augment does; resampling is linear, so it commutes with inversion
+            out[inverted] = 255.0 - out[inverted]
         return out * self.scale + self.shift
 
 

@@ -98,6 +98,24 @@ def random_shift(
     return padded[n_idx, c_idx, rows, cols]
 
 
+INVERT_SEED = 1 << 40  # offsets the seeds of the inversion draws from those of the shifts
+
+
+def random_invert(
+    x: torch.Tensor, p: float, generator: torch.Generator, part: tuple[int, int, int] | None = None
+) -> torch.Tensor:
+    """Invert the intensities of each image of (N, C, H, W) with probability ``p``: ``min + max - x``, with the
+    image's own minimum and maximum, so an image keeps its range (``1 - x`` for an image spanning [0, 1]; a
+    polarity shift, light digits on dark and dark on light). ``generator`` must live on ``x``'s device; ``part``
+    as in ``random_shift``."""
+    n = len(x)
+    lo, hi, total = part or (0, n, n)
+    flip = (torch.rand(total, generator=generator, device=x.device) < p)[lo:hi].view(n, 1, 1, 1)
+    dims = tuple(range(1, x.ndim))
+    mirrored = x.amin(dims, keepdim=True) + x.amax(dims, keepdim=True) - x
+    return torch.where(flip, mirrored, x)
+
+
 class StepBatches:
     """Endless batches of one in-memory domain, held on ``device``; ``get(step)`` → (x, y or None): rows
     ``rows = (lo, hi)`` of the step's batch of ``batch_size`` (all of it by default).
@@ -113,12 +131,14 @@ class StepBatches:
         augment: bool,
         balanced: bool = False,
         rows: tuple[int, int] | None = None,
+        invert: float = 0.0,
     ) -> None:
         self.x = domain.x.to(device)
         self.y, self.w, self.d = (v.to(device) if v is not None else None for v in (domain.y, domain.w, domain.d))
         # random shifts scale with the image: 2 pixels at 28×28 (the paper's digits), none below 14×14
         self.max_shift = min(self.x.shape[-2:]) // 14 if self.x.ndim == 4 else 0
         self.batch_size, self.seed, self.augment = batch_size, seed, augment and self.max_shift > 0
+        self.invert = invert if augment and self.x.ndim == 4 else 0.0
         self.rows = rows or (0, batch_size)
         self.balance = ClassBalance(domain.y) if balanced and domain.y is not None else None
         self._perms: dict[int, torch.Tensor] = {}
@@ -149,6 +169,9 @@ class StepBatches:
         if self.augment:
             generator = torch.Generator(self.x.device).manual_seed(self.seed * SEED_STRIDE + step)
             x = random_shift(x, self.max_shift, generator, (*self.rows, self.batch_size))
+        if self.invert:  # its own generator: the shifts of a run without inversion stay as they were
+            generator = torch.Generator(self.x.device).manual_seed(INVERT_SEED + self.seed * SEED_STRIDE + step)
+            x = random_invert(x, self.invert, generator, (*self.rows, self.batch_size))
         return Rows(x, *(v[idx] if v is not None else None for v in (self.y, self.w, self.d)))
 
 
@@ -234,10 +257,12 @@ def step_batches(
     balanced: bool = False,
     rows: tuple[int, int] | None = None,
     share: int = 1,
+    invert: float = 0.0,
 ) -> StepBatches | LoaderBatches:
     """The batch stream of a domain: on the device for arrays, through a DataLoader for image files. With ``rows``,
     only those rows of each step's batch of ``batch_size`` (one process's share under torchrun). ``share``: how many
-    streams run at once, which share the CPUs for loader workers (``images.default_workers``)."""
+    streams run at once, which share the CPUs for loader workers (``images.default_workers``). ``invert``: the
+    probability of inverting an array image (``data.invert``; image files invert in their own transform)."""
     if isinstance(domain, ImageDomain):
         return LoaderBatches(domain, batch_size, seed, device, start, augment, balanced, rows, share)
-    return StepBatches(domain, batch_size, seed, device, augment, balanced, rows)
+    return StepBatches(domain, batch_size, seed, device, augment, balanced, rows, invert)

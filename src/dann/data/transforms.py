@@ -136,7 +136,8 @@ class Unaugmented:
 class Augment:
     """Random resized crop (area share in ``crop_scale``, aspect ratio in [3/4, 4/3]), horizontal and vertical flips
     (probabilities ``hflip``, ``vflip``), colour jitter (brightness, contrast, saturation factors uniform in
-    ``[max(0, 1 - j), 1 + j]``, applied in a random order), then normalize.
+    ``[max(0, 1 - j), 1 + j]``, applied in a random order), an intensity inversion (probability ``invert``: 255 - x
+    per channel, for polarity shifts), then normalize.
 
     The operations are torchvision's (``transforms.v2.functional``); their random parameters are drawn from the
     generator passed with each image, in the order and with the formulas of torchvision's ``RandomResizedCrop``,
@@ -151,7 +152,7 @@ class Augment:
         self.size, self.scale = [image.size, image.size], tuple(data.crop_scale)
         self.mode = v2.InterpolationMode[image.interpolation.upper()]
         self.log_ratio = [float(r) for r in torch.log(torch.tensor(self.RATIO))]  # torchvision's float32 bounds
-        self.hflip, self.vflip, self.jitter = data.hflip, data.vflip, data.color_jitter
+        self.hflip, self.vflip, self.jitter, self.invert = data.hflip, data.vflip, data.color_jitter, data.invert
         self.normalize = ToNormalizedTensor(image.mean, image.std)
 
     def crop_box(self, height: int, width: int, g: torch.Generator) -> tuple[int, int, int, int]:
@@ -187,6 +188,8 @@ class Augment:
             for i in order:
                 if i < 3:
                     img = adjust[i](img, factors[i])
+        if self.invert and torch.rand(1, generator=generator).item() < self.invert:
+            img = F.invert(img)
         return self.normalize(img)
 
 

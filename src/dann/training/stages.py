@@ -237,12 +237,14 @@ def part_streams(
     share = len(parts) + uses_target
     streams = [
         step_batches(data.domains[k].train, t.batch_size, part_seed(t.seed, k), device, first, augment, balanced, rows,
-                     share)
+                     share, cfg.data.invert)
         for k in parts
     ]  # fmt: skip
     target = None
     if uses_target:
-        target = step_batches(data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share)
+        target = step_batches(
+            data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share, cfg.data.invert
+        )
     return (PartBatches(streams, parts) if streams else None), target  # type: ignore[arg-type]
 
 

@@ -130,9 +130,13 @@ def batch_streams(
     first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.training.steps
     seed, source, target = derive_seed(t.seed, "data"), None, None
     if uses_source:
-        source = step_batches(data.source_train, t.batch_size, seed, device, first, augment, balanced, rows, share)
+        source = step_batches(
+            data.source_train, t.batch_size, seed, device, first, augment, balanced, rows, share, cfg.data.invert
+        )
     if uses_target:
-        target = step_batches(data.target_train, t.batch_size, seed + 1, device, first, augment, False, rows, share)
+        target = step_batches(
+            data.target_train, t.batch_size, seed + 1, device, first, augment, False, rows, share, cfg.data.invert
+        )
     return source, target
 
 
