@@ -181,3 +181,17 @@ def test_a_method_without_a_discriminator_draws_no_empty_panels():
     titles = [title for title, _ in plots.drawn_panels(plots.training_panels(history, adversarial, "bnm"))]
     assert "GRL coefficient λ" in titles and plots.DOMAIN_PANEL in titles
     assert plots.training_curves(history, "bnm", 50, log)[:8] == b"\x89PNG\r\n\x1a\n"  # 4 panels: one row and a half
+
+
+@pytest.mark.parametrize(("a_distance", "cautioned"), [(0.0, False), (1.2, False), (1.8, False), (1.95, True)])
+def test_the_label_shift_estimate_is_marked_unreliable_when_the_domains_are_separable(a_distance, cautioned):
+    from dann.evaluation.label_shift import LabelShift
+    from dann.reporting.pages import to_markdown
+    from dann.reporting.report import _label_shift_section
+
+    q, p = np.array([0.7, 0.2, 0.1]), np.array([1 / 3] * 3)
+    shift = LabelShift(q, p, q / p, q - 0.05, q + 0.05, "bbse", 0.37, (0.32, 0.42), True, 100, ("a", "b", "c"))
+    md = to_markdown("r", [_label_shift_section(shift, a_distance)], "f")
+    assert ("**Unreliable on this data**" in md) is cautioned and "**large**" in md
+    if cautioned:
+        assert f"proxy A-distance {a_distance:.2f} of 2" in md
