@@ -1,6 +1,8 @@
 """SHOT as published (tim-learn/SHOT, digit/): pseudo-labels from the whole target set clustered once per epoch in eval
 mode, a sample's label independent of its batch, only the final classifier frozen, and its reference layout."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,3 +153,19 @@ def test_a_start_without_shots_layout_is_refused_with_the_setting_to_use(tmp_pat
     cfg = replace(tiny_config(), method={"name": "shot"}, model=auto)
     with pytest.raises(ConfigError, match=r"train that run with --set model\.bottleneck_dim=256"):
         dann.fit(cfg, data=tiny_domains())
+
+
+def test_a_run_started_from_a_trained_source_model_says_its_label_shift_estimate_first(source, tmp_path):
+    lines: list[str] = []
+    dann.fit(shot_config(source), tmp_path / "run", data=tiny_domains(), echo=lines.append)
+    said = [line for line in lines if line.startswith("label shift: ")]
+    assert len(said) == 1 and lines.index(said[0]) < next(i for i, x in enumerate(lines) if x.startswith("device:"))
+    assert re.match(
+        rf"label shift: \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \(total variation between the source's class proportions and "
+        rf"the target's, estimated by {re.escape(str(source))}\), (large|not shown to be large)",
+        said[0],
+    )
+    quiet: list[str] = []
+    dann.fit(replace(shot_config(source), model={"init_from": ""}, method={"name": "dann"}), data=tiny_domains(),
+             echo=quiet.append)  # fmt: skip
+    assert not any(line.startswith("label shift: ") for line in quiet)  # no trained model, no estimate

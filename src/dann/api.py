@@ -182,6 +182,18 @@ def fit(
         )
     if cfg.model.init_from and not resume:
         init_from_run(net, cfg.model.init_from, data)
+        if echo is not None and data.source_val is not None and len(data.source_val) and len(data.target_train):
+            # a trained source model is at hand: what it says of the target's class proportions, before adapting
+            shift = model_label_shift(
+                net, data.source_val, data.target_train, data.classes, bootstrap=100,
+                batch_size=cfg.train.eval_batch_size,
+            )  # fmt: skip
+            verdict = "large: methods that align marginals assume none" if shift.large else "not shown to be large"
+            echo(
+                f"label shift: {shift.tv:.2f} [{shift.tv_band[0]:.2f}, {shift.tv_band[1]:.2f}] (total variation "
+                f"between the source's class proportions and the target's, estimated by {cfg.model.init_from}), "
+                f"{verdict}"
+            )
     world = World.from_env()  # a torchrun launch, or a world of one
     world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
     stages = plan_stages(cfg, method, data).stages  # one, `method`, without train.stages
