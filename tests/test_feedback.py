@@ -25,7 +25,7 @@ def test_summary_says_device_network_classes_counts_and_schedule(tiny_cfg, tiny_
     s = result.summary
     assert s["device"].startswith("cpu (") and s["backbone"] == "mlp" and s["input_shape"] == (4,)
     assert s["classes"] == ["0", "1"] and s["method"] == "dann" and s["precision"] == "fp32"
-    assert s["counts"] == {"source_train": 64, "source_val": 16, "target_train": 60, "target_eval": 60}
+    assert s["counts"] == {"source_train": 64, "source_val": 16, "target_train": 60, "target_eval": 60, "target_val": 0}
     assert s["target_eval_is_target"] and (s["steps"], s["batch_size"], s["start"]) == (12, 16, 0)
     block = "\n".join(lines[:6])  # the summary, after the line saying how many threads auto chose
     assert "mlp, input 4" in block and "classes:  2 (0, 1)" in block

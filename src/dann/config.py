@@ -79,6 +79,7 @@ class DataConfig:
     root: str = ""  # folder that relative source/target/target_eval paths are resolved against
     dataset: str = ""  # a benchmark of dann.data.catalog (office31, ...): check its folders and image counts
     val_fraction: float = 0.1  # share of the source held out for validation
+    target_val_fraction: float = 0.0  # share of the unlabeled target held out of training, read by the validators only
     seed: int = 0  # builds the embedded task and the source split
     augment: bool = True  # training augmentation: array shifts (side // 14 px); crop, flips, jitter below (files)
     image_size: int = 0  # image files: side of the square network input; 0: the backbone's (runs record the size used)
@@ -99,6 +100,9 @@ class DataConfig:
         if isinstance(self.intermediate, str):  # one name, as --set data.intermediate=mid gives it
             object.__setattr__(self, "intermediate", (self.intermediate,) if self.intermediate else ())
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "in [0, 1)", self.val_fraction)
+        _require(
+            0.0 <= self.target_val_fraction < 1.0, "data.target_val_fraction", "in [0, 1)", self.target_val_fraction
+        )
         _require_seed("data.seed", self.seed)
         _require(self.image_size >= 0, "data.image_size", ">= 0", self.image_size)
         scale = self.crop_scale

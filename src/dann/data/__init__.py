@@ -12,6 +12,7 @@ from .domains import (
     Domain,
     DomainData,
     LabeledDomain,
+    hold_out_target,
     make_domain_data,
     mark_intermediate,
 )
@@ -58,7 +59,12 @@ def _is_image_input(path: str) -> bool:
 
 def build_data(cfg: DataConfig, model: ModelConfig | None = None) -> DomainData:
     """The DomainData a config asks for: ``.npz`` files, image folders or list files when ``data.source`` is set
-    (image inputs follow ``model.backbone``'s timm data config), else the embedded task."""
+    (image inputs follow ``model.backbone``'s timm data config), else the embedded task; with
+    ``data.target_val_fraction`` a share of the target held out for the validators (``domains.hold_out_target``)."""
+    return hold_out_target(_build_data(cfg, model), cfg.target_val_fraction, cfg.seed)
+
+
+def _build_data(cfg: DataConfig, model: ModelConfig | None = None) -> DomainData:
     sources = labeled_sources(cfg)
     if cfg.dataset:
         from .catalog import check_dataset

@@ -100,6 +100,9 @@ class DomainData:
     classes: list[str]
     image: ImageConfig | None = None  # how image files become inputs (image-file data only); saved in checkpoints
     labeled: list[LabeledDomain] = field(default_factory=list)  # empty: one labeled domain, source_train/source_val
+    # unlabeled target samples held out of training for the validators alone (data.target_val_fraction); None: the
+    # validators read target_train
+    target_val: AnyDomain | None = None
 
     @property
     def domains(self) -> list[LabeledDomain]:
@@ -122,7 +125,7 @@ class DomainData:
 
     def skipped_images(self) -> list[str]:
         """Unreadable image files skipped so far (``data.skip_bad_images``), over all domains, sorted."""
-        domains = [self.source_train, self.source_val, self.target_train, self.target_eval]
+        domains = [self.source_train, self.source_val, self.target_train, self.target_eval, self.target_val]
         domains += [part for p in self.labeled for part in (p.train, p.val)]
         return sorted(set().union(*(d.bad for d in domains if d is not None)))
 
@@ -210,6 +213,24 @@ def make_domain_data(
     ]
     source_train, source_val = pooled(parts)
     return DomainData(source_train, source_val, target.unlabeled(), target_eval, list(classes), image, parts)
+
+
+TARGET_VAL_SEED = 104_729  # added to data.seed for the target's held-out draw, apart from the source's split
+
+
+def hold_out_target(data: DomainData, fraction: float, seed: int) -> DomainData:
+    """``data`` with a random ``fraction`` of its unlabeled target training samples moved to ``target_val`` (drawn
+    with ``seed``; at least one sample, and one left to train on): no loss, stream or statistic of training reads
+    them, only the validators that score checkpoints and the default's noise bands. ``data`` as it is for a fraction
+    of 0 or a target of fewer than 2 samples. ``target_eval`` (labels, evaluation only) is left whole."""
+    n = len(data.target_train)
+    if fraction <= 0 or n < 2:
+        return data
+    k = min(n - 1, max(1, round(fraction * n)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + TARGET_VAL_SEED))
+    train, val = order[k:].sort().values, order[:k].sort().values
+    target = data.target_train
+    return dataclasses.replace(data, target_train=target.subset(train), target_val=target.subset(val))
 
 
 def check_intermediate(intermediate: Sequence[str], names: Sequence[str]) -> None:

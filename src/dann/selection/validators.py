@@ -244,11 +244,12 @@ def collect_inputs(
     source: bool = True,
 ) -> ValidationInputs:
     """Network outputs on fixed subsets (at most ``max_samples`` per set) of the source training, source held-out
-    and unlabeled target data, in eval mode without gradients. Reads ``data.target_train``, never target labels.
+    and unlabeled target data, in eval mode without gradients. Reads the target's held-out part ``data.target_val``
+    when there is one (``data.target_val_fraction``), else ``data.target_train``; never target labels.
     With a ``world`` of several processes, they compute the outputs together (``evaluate.embed``). Without
     ``source`` only the target outputs are computed (``f_s`` is (0, F), no held-out set): enough for the validators
     that ``needs_source`` says read only the target."""
-    target = data.target_train
+    target = data.target_val if data.target_val is not None else data.target_train
     f_t, logits_t, _ = embed(net, target.subset(subset(len(target), max_samples)), batch_size, world=world)
     if not source:
         return ValidationInputs(f_t[:0], None, None, None, f_t, logits_t)

@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..config import RECOMMENDED, SEED_LIMIT, SELECTION, Config, load_config, replace, resolve_method
 from ..data.arrays import as_domain
-from ..data.domains import Domain, make_domain_data
+from ..data.domains import Domain, hold_out_target, make_domain_data
 from ..data.rows import UNLABELED, target_rows
 from ..data.weights import as_weights
 from ..errors import ConfigError, DataError, DataWarning
@@ -191,6 +191,7 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
             names=("X", "X_target", "X_target"),
             intermediate=cfg.data.intermediate,
         )
+        data = hold_out_target(data, cfg.data.target_val_fraction, cfg.data.seed)
         result = fit(cfg, data=data)
         self.net_, self.config_ = result.net.cpu().eval(), result.config  # config_: "auto" and "recommended" resolved
         self.selection_ = result.selection  # with no method named: what the selecting default kept and why

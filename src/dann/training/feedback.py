@@ -76,6 +76,8 @@ class RunSummary:
         shown = ", ".join(self.classes[:SHOWN_CLASSES]) + (", ..." if len(self.classes) > SHOWN_CLASSES else "")
         held_out = f" + {c['source_val']} held out" if c["source_val"] else " (none held out)"
         target = f"target {c['target_train']} unlabeled"
+        if c.get("target_val"):
+            target += f" + {c['target_val']} held out for the validators"
         if self.target_eval_is_target:
             target += " in training (its labels only score it: evaluation only)"
         elif c["target_eval"]:
@@ -154,7 +156,7 @@ def summarize(cfg: Config, data: DomainData, device: torch.device, world: World,
     def count(domain: Any) -> int:
         return len(domain) if domain is not None else 0
 
-    parts = ("source_train", "source_val", "target_train", "target_eval")
+    parts = ("source_train", "source_val", "target_train", "target_eval", "target_val")
     return RunSummary(
         device=describe_device(device, world),
         backbone=cfg.model.backbone,
