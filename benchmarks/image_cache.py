@@ -168,7 +168,7 @@ def main() -> None:
         if "sizes" not in args.skip:
             file_sizes(args, tmp)
         if "bench" not in args.skip:
-            torch.set_num_threads(threads)  # training's default
+            torch.set_num_threads(threads)  # the count this process started with (bench times at the caller's)
             os.environ["DANN_CACHE"] = str(tmp / "bench-cache")
             result = run_bench(args.backbone, steps=args.steps, rounds=args.rounds, images=str(folder),
                                image_size=args.image_size)  # fmt: skip

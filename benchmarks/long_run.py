@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the moons MLP is too small to gain)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = dann.load_config("moons", [f"train.steps={args.steps}", "train.progress=false", *args.overrides])
+    sets = [f"train.steps={args.steps}", "train.progress=false", f"train.threads={args.threads}", *args.overrides]
+    cfg = dann.load_config("moons", sets)  # train.threads: the run sets its own count, auto would choose
     samples: list[tuple[int, float]] = []
     evaluate = Trainer._evaluate
 

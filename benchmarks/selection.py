@@ -45,6 +45,7 @@ def grid_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
                     f"data.seed={seed}",
                     f"train.eval_every={args.eval_every}",
                     "train.progress=false",
+                    f"train.threads={args.threads}",  # the run's own setting: auto would choose for itself
                     *([f"train.steps={args.steps}"] if args.steps else []),
                 ]
                 history = dann.fit(load_config(args.task, overrides)).history

@@ -106,6 +106,8 @@ def test_check_data_with_a_trained_run_estimates_the_targets_class_proportions(c
         (["handwritten_digit_7", "other"], True),
         (["circle", "square"], False),  # shapes, plankton taxa: a mirror image is the same class
         (["Calanus", "Oithona", "detritus"], False),
+        (["charcoal", "textile", "sword"], False),  # whole words only
+        (["letters_a", "digits-b"], True),
         ([], False),
     ],
 )

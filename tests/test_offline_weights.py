@@ -112,7 +112,7 @@ def test_a_download_that_fails_after_the_probe_gives_the_same_line(no_network, e
     def broken(*args, **kwargs):
         raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
 
-    monkeypatch.setattr(weights, "offline_reason", lambda host: None)  # the host answered, the download then failed
+    monkeypatch.setattr(weights, "offline_reason", lambda address: None)  # the host answered, the download then failed
     monkeypatch.setattr("timm.models._hub.hf_hub_download", broken)
     with pytest.raises(ConfigError) as error:
         create_backbone(ModelConfig(backbone="test_resnet", pretrained=True), (3, 32, 32))
@@ -126,3 +126,39 @@ def test_cli_train_offline_ends_in_one_line(shape_folders, tmp_path, no_network,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     _one_line_about_the_file(err)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "port"), [("https://huggingface.co", 443), ("http://mirror.local:8080", 8080), ("http://m", 80)]
+)
+def test_the_probe_asks_the_endpoints_own_host_and_port(endpoint, port, monkeypatch):
+    asked = []
+
+    def refuse(address, *args, **kwargs):
+        asked.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    reason = weights.offline_reason(endpoint)
+    assert asked == [(endpoint.split("//")[1].split(":")[0], port)] and "cannot be reached" in reason
+
+
+def test_behind_a_proxy_the_download_is_left_to_try(monkeypatch, no_network):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
+    assert weights.offline_reason("https://huggingface.co") is None and no_network == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError(13, "Permission denied"), OSError(28, "No space left on device"), ValueError("bad repo id")],
+)
+def test_a_failure_that_is_not_the_network_is_not_called_one(error, no_network, empty_cache, monkeypatch):
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(weights, "offline_reason", lambda address: None)
+    monkeypatch.setattr("timm.models._hub.hf_hub_download", broken)
+    with pytest.raises(type(error)):
+        create_backbone(ModelConfig(backbone="test_resnet", pretrained=True), (3, 32, 32))

@@ -44,7 +44,7 @@ def test_a_given_count_is_kept_and_an_accelerator_keeps_torchs_setting():
     assert resolve_threads("auto", "resnet50", "cuda").count == torch.get_num_threads()
 
 
-@pytest.mark.parametrize("bad", [0, -1, "two", 1.5])
+@pytest.mark.parametrize("bad", [-1, "two", 1.5])
 def test_bad_thread_counts_are_refused(bad):
     with pytest.raises(ConfigError, match=r"train\.threads"):
         dann.load_config(None, [f"train.threads={bad}"])
@@ -114,3 +114,14 @@ def test_the_load_average_serves_where_there_is_no_proc_stat(monkeypatch):
     monkeypatch.setattr(threads_module, "_cpu_ticks", lambda: None)
     monkeypatch.setattr(threads_module.os, "getloadavg", lambda: (1.25, 1.0, 1.0))
     assert threads_module.machine_load() == 1.25 and threads_module.machine_load(sample=False) == 1.25
+
+
+def test_zero_keeps_torchs_own_setting_as_runs_before_train_threads_did(npz, monkeypatch):
+    assert resolve_threads(0, "lenet", "cpu").count == torch.get_num_threads()
+    result = dann.fit(_cfg(npz), npz / "old")
+    path = npz / "old" / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["train"]["threads"]  # a run written before train.threads existed
+    path.write_text(yaml.safe_dump(saved))
+    assert saved_run_config(npz / "old").train.threads == 0  # its resume keeps torch's setting, as it trained
+    assert result.config.train.threads == 1

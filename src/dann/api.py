@@ -93,7 +93,7 @@ from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
 from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
-from .training.threads import resolve_threads
+from .training.threads import local_processes, resolve_threads
 from .training.trainer import Trainer, resolve_device
 
 
@@ -205,7 +205,7 @@ def fit(
     adversarial = any(keeps_fp32(stage.method) for stage in stages)
     precision = resolve_precision(cfg.train.precision, device, data.input_shape, adversarial)
     channels_last = resolve_channels_last(cfg.train.channels_last, precision, data.input_shape)
-    threads = resolve_threads(cfg.train.threads, cfg.model.backbone, device.type, world.size)
+    threads = resolve_threads(cfg.train.threads, cfg.model.backbone, device.type, local_processes())
     train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last, threads=threads.count)
     cfg = dataclasses.replace(cfg, train=train)
     if echo is not None and world.main and threads.why:
@@ -272,6 +272,7 @@ LEGACY = {
     "method": {"distribution_alignment": False, "logit_interpolation": False, "unlabeled_warmup": 0.0,
                "ema_eval": 0.0, "grl_horizon": 0},
     "model": {"input_norm": "none", "adabn": False},
+    "train": {"threads": 0},  # torch's own setting, which every run used before train.threads
 }  # fmt: skip
 
 

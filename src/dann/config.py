@@ -266,7 +266,7 @@ class TrainConfig:
     batch_size: int = 64  # per domain and step, global: torchrun processes split it
     eval_every: int | str = "auto"  # steps between evaluations; auto: about 20 per run (dann.training.cadence)
     log_every: int | str = "auto"  # steps between log steps (train.jsonl, host syncs); auto: about 100 per run
-    threads: int | str = "auto"  # torch CPU threads; auto: 1 for small backbones, else free cores (training.threads)
+    threads: int | str = "auto"  # torch CPU threads; auto: 1 for small backbones, else free cores; 0: torch's own
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (torchrun: process r uses cuda:LOCAL_RANK)
@@ -282,10 +282,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_batch_size", "accumulate"):
             _require(getattr(self, key) > 0, f"train.{key}", "> 0", getattr(self, key))
-        for key in ("eval_every", "log_every", "threads"):
+        for key in ("eval_every", "log_every"):
             value = getattr(self, key)
             ok = value == AUTO or (isinstance(value, int) and value > 0)
             _require(ok, f"train.{key}", "an integer > 0 or auto", value)
+        ok = self.threads == AUTO or (isinstance(self.threads, int) and self.threads >= 0)
+        _require(ok, "train.threads", "an integer >= 0 (0: torch's own setting) or auto", self.threads)
         if self.stages:
             stage_steps(self.stages, self.steps)  # they must add up to train.steps
         _require_seed("train.seed", self.seed)

@@ -6,6 +6,7 @@ as training loads them."""
 from __future__ import annotations
 
 import concurrent.futures
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -54,7 +55,8 @@ def looks_handed(classes: list[str]) -> bool:
     if not names:
         return False
     glyphs = all(len(n) == 1 and n.isalnum() for n in names) or all(n.isdigit() for n in names)
-    return glyphs or any(word in n.lower() for n in names for word in GLYPH_WORDS)
+    words = {w for n in names for w in re.split(r"[^a-z]+", n.lower())}  # whole words: "charcoal" is no "char"
+    return glyphs or any(w.rstrip("s") in GLYPH_WORDS for w in words)
 
 
 def flip_note(classes: list[str], hflip: float) -> str | None:

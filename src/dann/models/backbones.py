@@ -5,6 +5,7 @@ looked up in timm (``timm.create_model(name, num_classes=0)`` is a pooled featur
 from __future__ import annotations
 
 import difflib
+import socket
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -133,11 +134,20 @@ def _pretrained_timm(backbone: str, in_chans: int) -> nn.Module:
         raise ConfigError(fetch_failed(source, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")) from None
 
 
-def _network_error(e: BaseException) -> bool:
-    """Whether ``e`` (or what caused it) is a failed download rather than a fault of the model or its weights."""
+# Failures to reach a server, by class name (requests, httpx, httpcore, urllib3, huggingface_hub), so that none of
+# those packages is imported to recognise them; a full disk, a gated repository or a wrong name is not one of them.
+NETWORK_ERRORS = {
+    "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutException", "ConnectError",
+    "NetworkError", "NewConnectionError", "MaxRetryError", "NameResolutionError", "LocalEntryNotFoundError",
+    "OfflineModeIsEnabled",
+}  # fmt: skip
+
+
+def _network_error(e: BaseException | None) -> bool:
+    """Whether ``e`` (or what caused it) is a failed connection rather than a fault of the model, its weights or the
+    cache (a full disk, no permission), or a refusal by the server (a gated repository, a wrong name)."""
     while e is not None:
-        module = type(e).__module__.split(".")[0]
-        if isinstance(e, OSError) or module in {"requests", "httpx", "httpcore", "urllib3", "huggingface_hub"}:
+        if isinstance(e, ConnectionError | TimeoutError | socket.gaierror) or type(e).__name__ in NETWORK_ERRORS:
             return True
         e = e.__cause__ or e.__context__
     return False

@@ -33,12 +33,17 @@ class WeightsSource:
     url: str
 
     @property
-    def host(self) -> str:
+    def address(self) -> str:
+        """The URL the weights come from: the hub's endpoint (``HF_ENDPOINT``) or the weights' own URL."""
         if self.repo:
             from huggingface_hub import constants
 
-            return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-        return urlparse(self.url).hostname or ""
+            return constants.ENDPOINT
+        return self.url
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.address).hostname or ""
 
     @property
     def what(self) -> str:
@@ -64,7 +69,10 @@ class WeightsSource:
         if self.repo:
             from huggingface_hub import constants
 
-            return f"{constants.HF_HUB_CACHE} (e.g. `hf download {self.repo} {HF_FILES[0]}`)"
+            return (
+                f"{constants.HF_HUB_CACHE} (its own layout: fill it with `hf download {self.repo} {HF_FILES[0]}`, "
+                "or copy a whole cache folder from a machine that has the weights)"
+            )
         import torch.hub
 
         return str(Path(torch.hub.get_dir()) / "checkpoints")
@@ -81,19 +89,27 @@ def weights_source(backbone: str) -> WeightsSource | None:
     return WeightsSource(backbone, repo, url) if repo or url else None
 
 
-def offline_reason(host: str, timeout: float | None = None) -> str | None:
-    """Why the weights' host cannot be reached ("HF_HUB_OFFLINE is set", "huggingface.co did not answer in 3 s"),
-    or None when it accepts a TCP connection on port 443 within ``timeout`` seconds (``PROBE_SECONDS``; name lookup
-    included)."""
+def offline_reason(address: str, timeout: float | None = None) -> str | None:
+    """Why the weights' server at ``address`` (a URL) cannot be reached ("HF_HUB_OFFLINE is set", "huggingface.co
+    did not answer in 3 s"), or None when it accepts a TCP connection on its port within ``timeout`` seconds
+    (``PROBE_SECONDS``; name lookup included). None without probing when a proxy serves the address (the download
+    then goes through it, which a direct probe cannot tell)."""
+    from urllib.request import getproxies, proxy_bypass
+
     timeout = PROBE_SECONDS if timeout is None else timeout
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in TRUE:
             return f"{var} is set"
+    url = urlparse(address if "//" in address else f"https://{address}")
+    host = url.hostname or ""
+    if url.scheme in getproxies() and not proxy_bypass(host):
+        return None
+    port = url.port or (80 if url.scheme == "http" else 443)
     outcome: list[str | None] = []
 
     def probe() -> None:
         try:
-            socket.create_connection((host, 443), timeout=timeout).close()
+            socket.create_connection((host, port), timeout=timeout).close()
             outcome.append(None)
         except OSError as e:
             outcome.append(f"{host} cannot be reached ({e.strerror or type(e).__name__})")
@@ -111,7 +127,7 @@ def offline_overlay(backbone: str) -> dict[str, Any]:
     source = weights_source(backbone)
     if source is None:
         return {}
-    reason = offline_reason(source.host)
+    reason = offline_reason(source.address)
     if reason is None:
         return {}
     cached = source.cached()

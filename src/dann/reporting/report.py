@@ -474,7 +474,7 @@ def build_report(
     sections += _curve_sections(run)
     sections += _feature_sections(diag) if diag else [Section("Domain alignment", [note])]
     shift = label_shift(run, data, echo) if data is not None else None
-    far = max((diag or {}).get("a_distance", {}).get(k, 0.0) for k in ("last", "selected", "initialization"))
+    far = (diag or {}).get("a_distance", {}).get("last", 0.0)  # the network the estimate reads
     sections += [_label_shift_section(shift, far)] if shift is not None else []
     sections.append(_config_section(run))
     title = f"dann run report: {run.run_dir.name}"

@@ -30,11 +30,18 @@ class Threads:
 
 
 def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    """The CPUs this process may run on: its affinity mask, capped by a container's CPU quota (``usable_cpus``)."""
+    from ..data.images import usable_cpus
+
+    return usable_cpus()
+
+
+def local_processes() -> int:
+    """The training processes on this machine: torchrun's ``LOCAL_WORLD_SIZE``, 1 without torchrun."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        return 1
 
 
 SAMPLE_SECONDS = 0.3  # how long other processes' CPU use is watched before a run picks its threads
@@ -90,6 +97,10 @@ def auto_threads(backbone: str, cores: int, load: float | None, processes: int =
 def resolve_threads(setting: int | str, backbone: str, device_type: str, processes: int = 1) -> Threads:
     """The thread count of a run: ``setting`` when it is a number; for ``auto``, ``auto_threads`` on a CPU device
     and torch's current setting on any other."""
+    if setting == 0:  # torch's own setting (what runs used before train.threads)
+        import torch
+
+        return Threads(torch.get_num_threads())
     if setting != AUTO:
         return Threads(int(setting))
     if device_type != "cpu":

@@ -59,7 +59,7 @@ from .seeds import derive_seed
 from .stages import Stage, StagePlan, keep_stage_checkpoint, part_streams, plan_stages
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
-from .threads import resolve_threads
+from .threads import local_processes, resolve_threads
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
 
@@ -186,7 +186,7 @@ class Trainer:
         threads = torch.get_num_threads()  # the caller's, put back when the run ends
         t = self.cfg.train
         torch.set_num_threads(
-            resolve_threads(t.threads, self.cfg.model.backbone, self.device.type, self.world.size).count
+            resolve_threads(t.threads, self.cfg.model.backbone, self.device.type, local_processes()).count
         )
         try:
             with self.stop:
