@@ -212,7 +212,7 @@ def test_evaluate_keeps_one_result_per_checkpoint(controlled, files, capsys):
 
 def test_a_run_with_its_control_says_so_before_training_and_as_the_control_starts(tiny_cfg, tiny_data, tmp_path):
     lines: list[str] = []
-    cfg = dann.config.replace(tiny_cfg, method={"name": "dann"})
+    cfg = dann.config.replace(tiny_cfg, method={"name": "dann"}, train={"steps": 30})  # long enough to estimate
     dann.fit(cfg, tmp_path / "run", data=tiny_data, control=True, echo=lines.append)
     plan = next(i for i, line in enumerate(lines) if line.startswith("plan:"))
     steps = cfg.train.steps
@@ -221,6 +221,8 @@ def test_a_run_with_its_control_says_so_before_training_and_as_the_control_start
         f"steps, a cheaper step) into {tmp_path / 'run' / 'control'}; the time below is this run's"
     )
     assert plan < next(i for i, line in enumerate(lines) if line.startswith("device:"))  # before the run's summary
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("time:"))
+    assert lines[estimate + 1].startswith("plan:     with its source-only control, at most about ")
     starts = [i for i, line in enumerate(lines) if line.startswith("control:  this run took ")]
     assert len(starts) == 1 and lines[starts[0]].endswith(
         f"now its source-only control, into {tmp_path / 'run' / 'control'}"

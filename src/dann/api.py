@@ -88,7 +88,7 @@ from .selection.default import (
     where,
 )
 from .training.distributed import World, local_device
-from .training.feedback import format_duration
+from .training.feedback import format_duration, per_step_seconds
 from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
 from .training.stages import plan_stages
@@ -226,7 +226,8 @@ def fit(
             f"plan:     2 runs, one after the other: this one ({cfg.train.steps} steps), then its source-only control "
             f"({cfg.train.steps} steps, a cheaper step) into {run_dir / CONTROL_DIR}; the time below is this run's"
         )
-    trainer, tic = Trainer(cfg, run_dir, resume, world, echo), time.perf_counter()
+    told = echo if say is None else with_control_estimate(say, cfg.train.steps)
+    trainer, tic = Trainer(cfg, run_dir, resume, world, told), time.perf_counter()
     history = trainer.fit(net, method, data)
     if say is not None:
         took = format_duration(time.perf_counter() - tic)
@@ -235,6 +236,20 @@ def fit(
     page = build_report(run_dir, data, echo=echo) if report and run_dir is not None and world.main else None
     summary = trainer.summary.to_dict() if trainer.summary is not None else None
     return FitResult(net, cfg, data.classes, history, run_dir, page, control=baseline, summary=summary)
+
+
+def with_control_estimate(say: Callable[[str], None], steps: int) -> Callable[[str], None]:
+    """An ``echo`` for a run trained with its control: every line goes on, and the run's time estimate after its
+    first steps is followed by one for both runs (the control's steps cost at most the run's: a bound, not a guess)."""
+
+    def told(line: str) -> None:
+        say(line)
+        per_step = per_step_seconds(line)
+        if per_step is not None:
+            whole = format_duration(2 * per_step * steps)
+            say(f"plan:     with its source-only control, at most about {whole} in all (a control step costs less)")
+
+    return told
 
 
 def continue_or_restart(out: str | Path | None, cfg: Config | None) -> tuple[Config | None, bool]:
