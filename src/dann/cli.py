@@ -369,7 +369,10 @@ def _train(args: argparse.Namespace) -> int:
         print(f"source held-out accuracy: {last['source_val']['acc']:.4f}")
     if "selection" in last:
         sel, best = last["selection"], f"{result.run_dir}/checkpoints/best.pt"
-        print(f"selected: {best} (step {sel['step']}, by {sel['validator']}; no target labels)")
+        print(
+            f"also kept: {best} (step {sel['step']}, the best {sel['validator']} score, no target labels; "
+            "--checkpoint best uses it)"
+        )
     if "oracle" in last:
         print(f"target accuracy: {last['oracle']['target_acc']:.4f}  [uses target labels: evaluation only]")
     if result.control is not None:
