@@ -53,6 +53,8 @@ CONFIGS: dict[str, list[str]] = {
     "source_only+norm": ["method.name=source_only", "model.input_norm=per_image"],
     # the strong control's augmentation: random intensity inversion of training images (polarity shifts)
     "source_only@256+invert": ["method.name=source_only", "model.bottleneck_dim=256", "data.invert=0.5"],
+    "adamatch_noda+invert": ["method.name=adamatch", "method.distribution_alignment=false", "data.invert=0.5"],
+    "iwdan+invert": ["method.name=iwdan", "data.invert=0.5"],
     "dann+mcc": ["method.name=dann", "method.regularizers={mcc: 1.0}"],
     "dann+fixmatch": ["method.name=dann", "method.regularizers={fixmatch: 1.0}"],
     "cdan_e+mcc": ["method.name=cdan_e", "method.regularizers={mcc: 1.0}"],
@@ -67,14 +69,16 @@ PRECISION = ["train.precision=fp32"]  # every run, so that a method and its cont
 
 def control_of(name: str) -> str:
     """The matched source-only control of a benchmark config: source-only on the same network (the method's
-    reference bottleneck on the small backbones, ``Method.bottleneck``), with the same input normalisation."""
+    reference bottleneck on the small backbones, ``Method.bottleneck``), with the same input normalisation and
+    intensity inversion."""
     from dann.methods import METHODS
 
     if name.startswith("source_only"):
         return name
     method = next(o.split("=", 1)[1] for o in CONFIGS[name] if o.startswith("method.name="))
     width = METHODS.get(method).bottleneck if method in METHODS else 0
-    return f"source_only@{width}" if width else "source_only"
+    inverted = "+invert" if "data.invert=0.5" in CONFIGS[name] else ""
+    return (f"source_only@{width}" if width else "source_only") + inverted
 
 
 def run_dir(out: Path, task: str, name: str, seed: int) -> Path:
