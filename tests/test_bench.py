@@ -71,3 +71,16 @@ def test_bench_streams_image_files_through_the_training_loader(shape_folders, ca
     assert f"{bad}: cannot read this image file" in err and "pass --skip-bad-images" in err
     assert main([*args, "--images", str(broken), "--workers", "0", "--skip-bad-images", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cache"]["dann_img_s"] > 0
+
+
+@pytest.mark.parametrize(("given", "used"), [([], 1), (["--threads", "2"], 2), (["--threads", "1"], 1)])
+def test_bench_times_at_the_thread_count_training_would_use_and_puts_the_callers_back(given, used, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    args = ["bench", "--backbone", "lenet", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--rounds", "1"]
+    assert main([*args, *given, "--json"]) == 0  # lenet: auto picks one thread, as train.threads: auto does
+    assert json.loads(capsys.readouterr().out)["device"].endswith(f", {used} threads")
+    assert torch.get_num_threads() == before
+    assert main([*args, "--threads", "two"]) == 2
+    assert "--threads must be auto or an integer >= 0, got 'two'" in capsys.readouterr().err

@@ -289,6 +289,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--image-size", type=int, default=0, help="with --images: network input side (default: above)")
     bench.add_argument("--skip-bad-images", action="store_true", help="with --images: skip unreadable image files")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    bench.add_argument(
+        "--threads", default="auto", help="torch CPU threads: auto (as training picks, train.threads) | N | 0 (torch's)"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
     cache = sub.add_parser("cache", help="decode image folders once into the decoded-image cache, ahead of training")
@@ -511,25 +514,38 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import torch
+
     from .config import PRECISIONS
     from .training.bench import format_bench, run_bench
+    from .training.threads import resolve_threads
+    from .training.trainer import resolve_device
 
     if args.precision not in PRECISIONS:
         raise DannError(f"--precision must be {' | '.join(PRECISIONS)}, got {args.precision!r}")
-    result = run_bench(
-        args.backbone,
-        args.batch_size,
-        args.steps,
-        args.warmup,
-        args.rounds,
-        args.precision,
-        args.channels_last,
-        args.device,
-        args.images,
-        args.workers,
-        args.image_size,
-        args.skip_bad_images,
-    )
+    if args.threads != "auto" and not args.threads.isdigit():
+        raise DannError(f"--threads must be auto or an integer >= 0, got {args.threads!r}")
+    setting = args.threads if args.threads == "auto" else int(args.threads)
+    # the thread count a training run of this backbone would use, so the figures are the ones it gets
+    before = torch.get_num_threads()
+    torch.set_num_threads(resolve_threads(setting, args.backbone, resolve_device(args.device).type).count)
+    try:
+        result = run_bench(
+            args.backbone,
+            args.batch_size,
+            args.steps,
+            args.warmup,
+            args.rounds,
+            args.precision,
+            args.channels_last,
+            args.device,
+            args.images,
+            args.workers,
+            args.image_size,
+            args.skip_bad_images,
+        )
+    finally:
+        torch.set_num_threads(before)
     print(json.dumps(result) if args.json else format_bench(result))
     return 0
 
