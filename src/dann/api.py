@@ -38,7 +38,7 @@ from .data.check import DataCheck
 from .data.check import check_data as check_files
 from .data.domains import check_labels
 from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
-from .data.images import CALL_SKIP_HINT, Pipeline
+from .data.images import CALL_SKIP_HINT, Pipeline, local_processes
 from .data.scales import check_scales
 from .data.transforms import Unaugmented, eval_transform
 from .errors import (
@@ -93,7 +93,7 @@ from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
 from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
-from .training.threads import local_processes, resolve_threads
+from .training.threads import resolve_threads
 from .training.trainer import Trainer, resolve_device
 
 

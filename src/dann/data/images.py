@@ -117,12 +117,15 @@ def default_workers(requested: int | None, share: int = 1) -> int:
     turns with each other and the model."""
     if requested is not None:
         return requested
-    cpus = usable_cpus()
+    return max(1, min(8, usable_cpus() // (share * local_processes())))
+
+
+def local_processes() -> int:
+    """The training processes on this machine: torchrun's ``LOCAL_WORLD_SIZE``, 1 without torchrun."""
     try:
-        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     except ValueError:
-        local = 1
-    return max(1, min(8, cpus // (share * local)))
+        return 1
 
 
 class ImageDomain(Dataset):

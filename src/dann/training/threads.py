@@ -36,14 +36,6 @@ def usable_cores() -> int:
     return usable_cpus()
 
 
-def local_processes() -> int:
-    """The training processes on this machine: torchrun's ``LOCAL_WORLD_SIZE``, 1 without torchrun."""
-    try:
-        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
-    except ValueError:
-        return 1
-
-
 SAMPLE_SECONDS = 0.3  # how long other processes' CPU use is watched before a run picks its threads
 
 

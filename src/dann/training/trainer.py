@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..config import Config, OptimConfig, resolve_intervals
 from ..data.domains import DomainData
 from ..data.fingerprint import write_data_fingerprint
+from ..data.images import local_processes
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning, TrainingInterrupted
 from ..evaluation.metrics import evaluate_domain, labeled_accuracy
@@ -59,7 +60,7 @@ from .seeds import derive_seed
 from .stages import Stage, StagePlan, keep_stage_checkpoint, part_streams, plan_stages
 from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
 from .tensorboard import EventLog
-from .threads import local_processes, resolve_threads
+from .threads import resolve_threads
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
 
