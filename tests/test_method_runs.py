@@ -117,7 +117,7 @@ def test_shot_without_a_trained_start_or_with_a_foreign_one_is_one_clear_error(t
     with pytest.raises(ConfigError, match=r"model\.init_from"):
         dann.fit(cfg, tmp_path / "a", data=tiny())
     assert not (tmp_path / "a").exists()
-    cfg = replace(cfg, model={"init_from": str(source_run)})
+    cfg = replace(cfg, model={"init_from": str(source_run), "bottleneck_dim": None})  # auto: the start's network
     renamed = make_domain_data(as_domain(*blobs(80, 0.0, 0)), as_domain(*blobs(60, 1.5, 1)), classes=["a", "b"])
     with pytest.raises(ConfigError, match="classes"):
         dann.fit(cfg, tmp_path / "b", data=renamed)

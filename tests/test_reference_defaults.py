@@ -96,6 +96,23 @@ def test_a_run_that_left_the_bottleneck_to_auto_before_runs_recorded_it_still_lo
     assert dann.load_run(run).net.num_features == width
 
 
+def test_the_bottleneck_kinds_and_the_weight_normalized_classifier_are_the_references_layers():
+    x = torch.randn(6, 4)
+    for kind, last in (("bn_relu", torch.nn.ReLU), ("bn_dropout", torch.nn.Dropout)):
+        model = ModelConfig(backbone="mlp", mlp_dims=(8,), bottleneck_dim=5, bottleneck_kind=kind, weight_norm=True)
+        net = build_network(model, MethodConfig(name="dann"), (4,), 3).eval()
+        assert [type(m) for m in net.bottleneck] == [torch.nn.Linear, torch.nn.BatchNorm1d, last], kind
+        head = net.head[-1]
+        g, v = head.parametrizations.weight.original0, head.parametrizations.weight.original1
+        torch.testing.assert_close(head.weight, g * v / v.norm(dim=1, keepdim=True))  # per output row
+        f = net.forward_features(x)
+        assert (f < 0).any() == (kind == "bn_dropout")  # no activation after SHOT's BatchNorm: negative features
+    resolved = method_model(ModelConfig(), MethodConfig(name="dann"), (4,))
+    assert (resolved.bottleneck_kind, resolved.weight_norm) == ("bn_relu", False)  # auto: the methods' layer
+    with pytest.raises(dann.ConfigError, match=r"model\.bottleneck_kind.*bn_relu \| bn_dropout.*'bn'"):
+        ModelConfig(bottleneck_kind="bn")
+
+
 def test_per_image_standardisation_is_part_of_the_network():
     layer = PerImageStandardize()
     x = torch.rand(5, 3, 16, 16) * torch.arange(1, 6).view(5, 1, 1, 1) + 2
@@ -260,11 +277,13 @@ def test_a_run_written_before_the_reference_defaults_resumes_as_it_trained(tiny_
     old = yaml.safe_load((run / "config.yaml").read_text())  # as an earlier version wrote it: no such keys, auto width
     for key in ("distribution_alignment", "logit_interpolation", "unlabeled_warmup", "ema_eval", "grl_horizon"):
         del old["method"][key]
-    del old["model"]["input_norm"], old["model"]["adabn"]
+    for key in ("input_norm", "adabn", "bottleneck_kind", "weight_norm"):
+        del old["model"][key]
     old["model"]["bottleneck_dim"] = None
     (run / "config.yaml").write_text(yaml.safe_dump(old))
     resumed = dann.fit(out=run, resume=True, data=tiny_data)
     assert resumed.config.model.bottleneck_dim == 0  # read from the checkpoint, not today's 256 for dann
+    assert (resumed.config.model.bottleneck_kind, resumed.config.model.weight_norm) == ("bn_relu", False)
     m = resumed.config.method
     assert (m.distribution_alignment, m.unlabeled_warmup, m.ema_eval, m.grl_horizon) == (False, 0.0, 0.0, 0)
     old["method"]["name"] = "fixmatch"  # the former FixMatch loss cannot be continued by AdaMatch: one clear error

@@ -145,14 +145,46 @@ def test_a_resumed_run_continues_with_the_saved_centres_without_another_pass(
         assert torch.equal(v, resumed.net.state_dict()[k]), k
 
 
-def test_a_start_without_shots_layout_is_refused_with_the_setting_to_use(tmp_path):
+def test_shot_adapts_its_starts_network_whatever_its_layout(tmp_path):
+    """Under auto, shot takes the network of the run it starts from (no bottleneck here, though shot's own width is
+    256); a value given against the start's is refused, naming both, before anything is written."""
     dann.fit(
         replace(tiny_config(), method={"name": "source_only"}, train={"steps": 2}), tmp_path / "s", data=tiny_domains()
     )
-    auto = {"init_from": str(tmp_path / "s"), "bottleneck_dim": None}  # shot's own layout under auto: 256
-    cfg = replace(tiny_config(), method={"name": "shot"}, model=auto)
-    with pytest.raises(ConfigError, match=r"train that run with --set model\.bottleneck_dim=256"):
-        dann.fit(cfg, data=tiny_domains())
+    auto = {"init_from": str(tmp_path / "s"), "bottleneck_dim": None}
+    cfg = replace(tiny_config(), method={"name": "shot"}, model=auto, train={"steps": 2})
+    assert dann.fit(cfg, tmp_path / "shot", data=tiny_domains()).config.model.bottleneck_dim == 0
+    for given, said in (
+        ({"bottleneck_dim": 256}, "model.bottleneck_dim=0 there, 256 here"),
+        ({"weight_norm": True}, "model.weight_norm=False there, True here"),
+        ({"input_norm": "per_image", "bottleneck_dim": 8}, "model.bottleneck_dim=0 there, 8 here; model.input_norm"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            dann.fit(replace(cfg, model=given), tmp_path / "refused", data=tiny_domains())
+        assert not (tmp_path / "refused").exists()
+
+
+@pytest.fixture(scope="module")
+def reference_source(tmp_path_factory):
+    """A source model on tim-learn/SHOT's network: Linear-BN-Dropout(0.5) bottleneck, weight-normalized classifier."""
+    out = tmp_path_factory.mktemp("shot") / "reference"
+    layout = {"bottleneck_dim": 16, "bottleneck_kind": "bn_dropout", "weight_norm": True}
+    dann.fit(replace(tiny_config(), model=layout, method={"name": "source_only"}), out, data=tiny_domains())
+    return out
+
+
+def test_shot_on_the_reference_network_freezes_the_weight_normalized_classifier(reference_source, tmp_path):
+    start = load_checkpoint(reference_source / LAST_CHECKPOINT).model
+    assert {"head.0.parametrizations.weight.original0", "head.0.parametrizations.weight.original1"} <= set(start)
+    auto = {"init_from": str(reference_source), "bottleneck_dim": None}
+    run = dann.fit(replace(shot_config(reference_source), model=auto), tmp_path / "run", data=tiny_domains())
+    model = run.config.model
+    assert (model.bottleneck_dim, model.bottleneck_kind, model.weight_norm) == (16, "bn_dropout", True)
+    assert [type(m) for m in run.net.bottleneck] == [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.Dropout]
+    after = run.net.state_dict()
+    for key in ("head.0.parametrizations.weight.original0", "head.0.parametrizations.weight.original1", "head.0.bias"):
+        assert torch.equal(after[key], start[key]), key  # the source hypothesis, g and v alike, as trained
+    assert not torch.equal(after["bottleneck.0.weight"], start["bottleneck.0.weight"])  # the bottleneck adapted
 
 
 def test_a_run_started_from_a_trained_source_model_says_its_label_shift_estimate_first(source, tmp_path):

@@ -18,11 +18,13 @@ from typing import Any
 import torch
 
 from .config import (
+    AUTOMATIC,
     RECIPE,
     RECIPE_FILE,
     RECOMMENDED,
     SELECTION,
     Config,
+    ModelConfig,
     config_from_dict,
     load_config,
     replace,
@@ -286,7 +288,7 @@ def continue_or_restart(out: str | Path | None, cfg: Config | None) -> tuple[Con
 LEGACY = {
     "method": {"distribution_alignment": False, "logit_interpolation": False, "unlabeled_warmup": 0.0,
                "ema_eval": 0.0, "grl_horizon": 0},
-    "model": {"input_norm": "none", "adabn": False},
+    "model": {"input_norm": "none", "adabn": False, "bottleneck_kind": "bn_relu", "weight_norm": False},
     "train": {"threads": 0},  # torch's own setting, which every run used before train.threads
 }  # fmt: skip
 
@@ -342,7 +344,8 @@ def resolve_config(cfg: Config, data: DomainData) -> Config:
     ``train.log_every``: ``auto`` set by the run's length, ``training.cadence``)."""
     cfg = resolve_intervals(cfg)
     data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
-    model, method = method_model(cfg.model, cfg.method, data.input_shape), method_defaults(cfg.method)
+    start = start_network(cfg.model) if cfg.model.init_from else cfg.model
+    model, method = method_model(start, cfg.method, data.input_shape), method_defaults(cfg.method)
     if cfg.train.stages:  # each stage's method takes its own reference defaults over these: leave the null keys null
         method = resolve_method(cfg.method)
     return dataclasses.replace(cfg, data=data_cfg, model=model, method=method)
@@ -370,6 +373,39 @@ def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:
     if not caches:
         raise ConfigError("the data are arrays, which need no cache; give image folders or list files")
     return list(caches.values())
+
+
+# The model.* keys that shape the network a run predicts with, and so must match those of the run it starts from
+NETWORK_KEYS = ("backbone", "mlp_dims", "batchnorm", "bottleneck_dim", "bottleneck_kind", "weight_norm", "head_dims",
+                "head_norm", "input_norm")  # fmt: skip
+
+
+def start_network(model: ModelConfig) -> ModelConfig:
+    """The network of a run that starts from ``model.init_from``'s weights is that run's: every ``NETWORK_KEYS`` key
+    left to auto takes the value that run trained with (its config.yaml), so ``shot`` adapts its start whatever layout
+    the start has. A key given another value than the start's raises ``ConfigError`` naming both (no tensor would
+    tell an input normalisation or a bottleneck's activation apart). A directory without config.yaml is left to
+    ``init_from_run``, which says there is no trained run there."""
+    run = Path(model.init_from)
+    if not (run / CONFIG_FILE).is_file():
+        return model
+    theirs = saved_run_config(run).model
+    taken, differ = {}, []
+    for key in NETWORK_KEYS:
+        mine, start = getattr(model, key), getattr(theirs, key)
+        if start is None or mine == start:
+            continue
+        if AUTOMATIC.get(f"model.{key}", ()) == mine:
+            taken[key] = start
+        else:
+            differ.append(f"model.{key}={start!r} there, {mine!r} here")
+    if differ:
+        raise ConfigError(
+            f"model.init_from {model.init_from}: this run starts from that run's weights, so it needs that run's "
+            f"network, but {'; '.join(differ)}: leave {'them' if len(differ) > 1 else 'it'} unset (auto takes the "
+            "start's) or give the start's value"
+        )
+    return dataclasses.replace(model, **taken)
 
 
 def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) -> None:

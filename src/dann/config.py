@@ -32,6 +32,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see dann.training.precision; au
 DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 IW_CLS = ("balanced", "iw", "none")  # method.iw_cls, see dann.methods.iw
 INPUT_NORMS = ("none", "per_image")  # model.input_norm, see dann.models.network
+BOTTLENECK_KINDS = ("bn_relu", "bn_dropout")  # model.bottleneck_kind, see dann.models.heads.Bottleneck
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
@@ -124,6 +125,8 @@ class ModelConfig:
     mlp_dims: tuple[int, ...] = (100, 100)  # hidden widths of the `mlp` backbone
     batchnorm: bool = False  # BatchNorm in the `lenet` / `mlp` backbones (the paper has none)
     bottleneck_dim: int | None = None  # linear + BN + ReLU before both heads; None: 256 for timm backbones, else none
+    bottleneck_kind: str | None = None  # bn_relu | bn_dropout (Linear-BN-Dropout(0.5), SHOT's); None: bn_relu
+    weight_norm: bool | None = None  # the label head's last Linear weight-normalized (SHOT's classifier); None: off
     head_dims: tuple[int, ...] | None = None  # hidden widths of the label head; []: one linear layer; null: auto
     discriminator_dims: tuple[int, ...] = (100,)  # hidden widths of the domain discriminator MLP
     dropout: float = 0.0  # in the discriminator's hidden layers
@@ -143,6 +146,8 @@ class ModelConfig:
             )
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
         _require(self.input_norm in INPUT_NORMS, "model.input_norm", " | ".join(INPUT_NORMS), self.input_norm)
+        kind = self.bottleneck_kind
+        _require(kind is None or kind in BOTTLENECK_KINDS, "model.bottleneck_kind", " | ".join(BOTTLENECK_KINDS), kind)
         slope = self.discriminator_slope
         _require(0.0 <= slope < 1.0, "model.discriminator_slope", "in [0, 1) (0: ReLU)", slope)
 
@@ -398,6 +403,8 @@ AUTOMATIC = {
     "model.backbone": "auto",
     "model.head_dims": None,
     "model.bottleneck_dim": None,
+    "model.bottleneck_kind": None,
+    "model.weight_norm": None,
     "method.lambda_adv": None,
     "method.grl_hi": None,
     "method.grl_horizon": None,

@@ -1,9 +1,10 @@
 """SHOT, source-free adaptation (Liang, Hu, Feng, "Do We Really Need to Access the Source Data? Source Hypothesis
 Transfer for Unsupervised Domain Adaptation", ICML 2020; official code tim-learn/SHOT, folder ``digit/``).
 
-Starts from a trained source model (``model.init_from``, a run directory), keeps its final linear classifier (the
-source hypothesis, the reference's ``netC``) frozen, and trains the rest (backbone and the Linear-BatchNorm
-bottleneck, 256 wide as the reference's ``feat_bottleneck``) on **target batches only**; no source sample is read:
+Starts from a trained source model (``model.init_from``, a run directory) on that model's network (the network keys
+left to auto take the start's: ``dann.api.start_network``), keeps its final linear classifier (the source
+hypothesis, the reference's ``netC``) frozen, and trains the rest (backbone and bottleneck) on **target batches
+only**; no source sample is read:
 
     p = softmax(z_t)
     im = mean_t H(p_t) + Σ_k p̄_k log p̄_k            information maximization (Eq. 2–3), p̄ = mean_t p_t
@@ -145,16 +146,13 @@ class HypothesisTransfer(Term):
 
 @METHODS.register("shot")
 class SHOT(Method):
-    """SHOT (Liang et al., ICML 2020; tim-learn/SHOT): see the module docstring. Its reference network puts a
-    256-wide Linear-BatchNorm bottleneck under the classifier; the source run it starts from must have the same
-    layout (train it with ``--set model.bottleneck_dim=256``).
-
-    Not the reference's network: dann's bottleneck is Linear-BatchNorm-**ReLU** without dropout, and its classifier
-    a plain Linear, where tim-learn/SHOT ``digit/network.py`` has Linear-BatchNorm-Dropout(0.5) with no ReLU
-    (``feat_bootleneck``, type ``bn``) and a weight-normalized Linear (``feat_classifier``, type ``wn``;
-    ``uda_digit.py``: ``--classifier bn --layer wn``). Measured on ``digits`` (seeds 0, 1; 1,000 steps from a
-    3,000-step source run): with dann's network SHOT ends 7.7 and 3.3 points under its start, with the reference's
-    11.9 and 0.7 points over it."""
+    """SHOT (Liang et al., ICML 2020; tim-learn/SHOT): see the module docstring. It adapts the network of the run it
+    starts from. The reference's source network (tim-learn/SHOT ``digit/network.py``, ``uda_digit.py``:
+    ``--classifier bn --layer wn``) is a 256-wide Linear-BatchNorm-Dropout(0.5) bottleneck with no activation
+    (``feat_bootleneck``, type ``bn``) under a weight-normalized Linear classifier (``feat_classifier``, type ``wn``):
+    train the source with ``--set model.bottleneck_dim=256 model.bottleneck_kind=bn_dropout model.weight_norm=true``.
+    On the methods' Linear-BatchNorm-ReLU bottleneck with a plain classifier SHOT loses target accuracy on ``digits``
+    (docs/benchmarks.md, "SHOT in its reference network")."""
 
     uses_source = False
     needs_init = True

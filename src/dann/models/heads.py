@@ -10,10 +10,15 @@ from torch import nn
 
 
 class Bottleneck(nn.Sequential):
-    """Linear + BatchNorm + ReLU: (N, in_features) → (N, dim)."""
+    """(N, in_features) → (N, dim). ``kind``: ``bn_relu``, Linear + BatchNorm + ReLU (TLlib's ``ImageClassifier``,
+    thuml/MDD's ``MDDNet``); ``bn_dropout``, Linear + BatchNorm + Dropout(0.5) with no activation (tim-learn/SHOT
+    ``feat_bootleneck``, type ``bn``). Raises ``ValueError`` for another kind."""
 
-    def __init__(self, in_features: int, dim: int) -> None:
-        super().__init__(nn.Linear(in_features, dim), nn.BatchNorm1d(dim), nn.ReLU())
+    def __init__(self, in_features: int, dim: int, kind: str = "bn_relu") -> None:
+        last = {"bn_relu": nn.ReLU, "bn_dropout": lambda: nn.Dropout(0.5)}
+        if kind not in last:
+            raise ValueError(f"bottleneck kind {kind!r}: expected one of {', '.join(last)}")
+        super().__init__(nn.Linear(in_features, dim), nn.BatchNorm1d(dim), last[kind]())
 
 
 def mlp_layers(
@@ -23,10 +28,13 @@ def mlp_layers(
     dropout: float = 0.0,
     negative_slope: float = 0.0,
     norm: bool = False,
+    weight_norm: bool = False,
 ) -> nn.Sequential:
     """Linear + ReLU (LeakyReLU with ``negative_slope`` > 0) (+ Dropout) per hidden width, then a final Linear to
     ``out_features``. ``norm``: the final Linear has no bias and reads its input through BatchNorm1d then LayerNorm,
-    so the logits see normalized features of one scale."""
+    so the logits see normalized features of one scale. ``weight_norm``: the final Linear's weight is g · v / ‖v‖
+    per output row (``torch.nn.utils.parametrizations.weight_norm``; Salimans & Kingma 2016), as SHOT's classifier
+    (tim-learn/SHOT ``feat_classifier``, type ``wn``)."""
     layers: list[nn.Module] = []
     widths = [in_features, *hidden_dims]
     for d_in, d_out in pairwise(widths):
@@ -35,7 +43,8 @@ def mlp_layers(
             layers.append(nn.Dropout(dropout))
     if norm:
         layers += [nn.BatchNorm1d(widths[-1]), nn.LayerNorm(widths[-1])]
-    layers.append(nn.Linear(widths[-1], out_features, bias=not norm))
+    last = nn.Linear(widths[-1], out_features, bias=not norm)
+    layers.append(nn.utils.parametrizations.weight_norm(last) if weight_norm else last)
     return nn.Sequential(*layers)
 
 

@@ -32,15 +32,17 @@ class DomainAdaptNet(nn.Module):
         head_norm: bool = False,
         freeze_bn: bool = False,
         input_norm: str = "none",
+        bottleneck_kind: str = "bn_relu",
+        weight_norm: bool = False,
     ) -> None:
         super().__init__()
         self.input_norm = PerImageStandardize() if input_norm == "per_image" else nn.Identity()
         self.backbone = backbone
         width = backbone.num_features
-        self.bottleneck = Bottleneck(width, bottleneck_dim) if bottleneck_dim else nn.Identity()
+        self.bottleneck = Bottleneck(width, bottleneck_dim, bottleneck_kind) if bottleneck_dim else nn.Identity()
         self.num_features = bottleneck_dim or width
         self.num_classes = num_classes
-        self.head = mlp_layers(self.num_features, head_dims, num_classes, norm=head_norm)
+        self.head = mlp_layers(self.num_features, head_dims, num_classes, norm=head_norm, weight_norm=weight_norm)
         self.discriminator = discriminator or DomainDiscriminator(self.num_features, discriminator_dims, dropout)
         self.freeze_bn = freeze_bn  # model.freeze_bn: see ``train``
 
@@ -129,13 +131,18 @@ AUTO_IMAGE_BACKBONE = "lenet_conv"  # what model.backbone=auto gives images (C, 
 def resolve_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ModelConfig:
     """``model.backbone: auto`` → ``lenet_conv`` for images (C, H, W), ``mlp`` for anything else; ``head_dims: null``
     → the paper's (100, 100) label predictor after ``lenet_conv`` without a bottleneck, one linear layer otherwise.
-    So the same data gets the same network through every entry point. Other values are kept."""
+    ``bottleneck_kind: null`` → ``bn_relu``, ``weight_norm: null`` → off. So the same data gets the same network
+    through every entry point. Other values are kept."""
     backbone = cfg.backbone
     if backbone == "auto":
         backbone = AUTO_IMAGE_BACKBONE if len(input_shape) == 3 else "mlp"
     paper = backbone == "lenet_conv" and not cfg.bottleneck_dim  # with a bottleneck: one linear layer, as SHOT's
     head = cfg.head_dims if cfg.head_dims is not None else (PAPER_HEAD if paper else ())
-    return dataclasses.replace(cfg, backbone=backbone, head_dims=tuple(head))
+    kind = cfg.bottleneck_kind or "bn_relu"
+    weight_norm = bool(cfg.weight_norm)
+    return dataclasses.replace(
+        cfg, backbone=backbone, head_dims=tuple(head), bottleneck_kind=kind, weight_norm=weight_norm
+    )
 
 
 TIMM_BOTTLENECK = 256  # the bottleneck width timm backbones get unless model.bottleneck_dim says otherwise
@@ -171,5 +178,5 @@ def create_network(
                                      negative_slope=cfg.discriminator_slope)  # fmt: skip
     return DomainAdaptNet(
         backbone, num_classes, dim, cfg.discriminator_dims, cfg.dropout, cfg.head_dims, module, cfg.head_norm,
-        cfg.freeze_bn, cfg.input_norm,
+        cfg.freeze_bn, cfg.input_norm, cfg.bottleneck_kind, cfg.weight_norm,
     )  # fmt: skip
