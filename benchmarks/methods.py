@@ -48,9 +48,17 @@ CONFIGS: dict[str, list[str]] = {
     "vada": ["method.name=vada"],
     "iwdan": ["method.name=iwdan"],
     "iwcdan": ["method.name=iwcdan"],
-    "shot": ["method.name=shot"],
+    "shot": ["method.name=shot"],  # from source_only@shot: the reference's network (STARTS)
+    "shot@bn_relu": ["method.name=shot"],  # from source_only@256: the methods' Linear-BN-ReLU bottleneck, plain head
     "source_only@256": ["method.name=source_only", "model.bottleneck_dim=256"],
     "source_only+norm": ["method.name=source_only", "model.input_norm=per_image"],
+    # tim-learn/SHOT's source network: Linear-BN-Dropout(0.5) bottleneck (256), weight-normalized classifier
+    "source_only@shot": [
+        "method.name=source_only",
+        "model.bottleneck_dim=256",
+        "model.bottleneck_kind=bn_dropout",
+        "model.weight_norm=true",
+    ],
     # the strong control's augmentation: random intensity inversion of training images (polarity shifts)
     "source_only@256+invert": ["method.name=source_only", "model.bottleneck_dim=256", "data.invert=0.5"],
     "adamatch_noda+invert": ["method.name=adamatch", "method.distribution_alignment=false", "data.invert=0.5"],
@@ -59,6 +67,9 @@ CONFIGS: dict[str, list[str]] = {
     "dann+fixmatch": ["method.name=dann", "method.regularizers={fixmatch: 1.0}"],
     "cdan_e+mcc": ["method.name=cdan_e", "method.regularizers={mcc: 1.0}"],
 }
+# the configs that adapt a trained source model (model.init_from): the matched control they start from, and
+# inherit their network from (dann.api.start_network)
+STARTS = {"shot": "source_only@shot", "shot@bn_relu": "source_only@256"}
 DEFAULT_METHODS = ["dann", "mdd", "mmd", "adamatch", "mean_teacher", "vada", "iwdan", "shot"]
 DIGIT_TASKS = ("digits", "digits_scanner", "digits_inverted", "digits_gradual", "digits_label_shift")
 # The digit tasks at the budget where source-only has converged: 3,000 steps of 64 + 64 images (their presets train
@@ -75,6 +86,8 @@ def control_of(name: str) -> str:
 
     if name.startswith("source_only"):
         return name
+    if name in STARTS:
+        return STARTS[name]
     method = next(o.split("=", 1)[1] for o in CONFIGS[name] if o.startswith("method.name="))
     width = METHODS.get(method).bottleneck if method in METHODS else 0
     inverted = "+invert" if "data.invert=0.5" in CONFIGS[name] else ""
@@ -96,8 +109,8 @@ def train(job: tuple[str, str, int, str, list[str]]) -> Path:
     run = run_dir(Path(out), task, name, seed)
     overrides = [*CONFIGS[name], *BUDGET.get(task, []), *PRECISION, f"train.seed={seed}", f"data.seed={seed}", *extra]
     cfg = load_config(task, [*overrides, "train.progress=false"])
-    if name == "shot":
-        cfg = replace(cfg, model={"init_from": str(run_dir(Path(out), task, control_of("shot"), seed))})
+    if name in STARTS:
+        cfg = replace(cfg, model={"init_from": str(run_dir(Path(out), task, STARTS[name], seed))})
     if (run / METRICS_FILE).is_file():
         history = read_jsonl(run / METRICS_FILE)
         if history and history[-1]["step"] == cfg.train.steps:
@@ -235,14 +248,12 @@ def main() -> None:
         return
     if not args.timing_only:
         out = Path(args.out)
-        first = [
-            (t, n, s, str(out), args.overrides) for s in args.seeds for t in args.tasks for n in names if n != "shot"
-        ]
-        then = [(t, "shot", s, str(out), args.overrides) for t in args.tasks for s in args.seeds if "shot" in names]
+        jobs = [(t, n, s, str(out), args.overrides) for s in args.seeds for t in args.tasks for n in names]
+        first, then = [j for j in jobs if j[1] not in STARTS], [j for j in jobs if j[1] in STARTS]
         tic = time.perf_counter()
         with ProcessPoolExecutor(args.jobs) as pool:
             list(pool.map(train, first))
-            list(pool.map(train, then))  # shot starts from the source_only runs
+            list(pool.map(train, then))  # shot starts from its source_only control's trained model
         print(f"# trained in {time.perf_counter() - tic:.0f} s")
         for task in args.tasks:
             table(task, names, args.seeds, out)

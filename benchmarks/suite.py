@@ -76,7 +76,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from methods import CONFIGS, control_of, finished, fmt, gain, run_dir, scores, train
+from methods import CONFIGS, STARTS, control_of, finished, fmt, gain, run_dir, scores, train
 
 CANDIDATES = ["adamatch_noda", "iwdan"]
 SHOWN = ["adamatch"]  # trained and graded beside the candidates, never chosen (rule, step 0)
@@ -175,11 +175,12 @@ def report(per_task: dict[str, dict[str, dict[str, list[float]]]], candidates: l
     print("\n\\* uses target labels: a reference no user without them could reach, never used for any choice.")
 
 
-def selecting(tasks: list[str], seeds: list[int], out: Path) -> None:
-    """Grade the selecting default on the runs already there: per task and seed, what the product's rule
-    (``dann.selection.choice`` with ``dann.selection.default.evidence``, the code ``dann.fit`` runs) keeps among
-    the source-only control on the candidates' network and the candidates of ``dann.config.SELECTION``, and that
-    run's target accuracy (target labels: grading only)."""
+def kept(task: str, seeds: list[int], out: Path, suffix: str = "") -> list[dict] | None:
+    """Per seed, what the product's rule (``dann.selection.choice`` with ``dann.selection.default.evidence``, the
+    code ``dann.fit`` runs) keeps among the source-only control on the candidates' network and the candidates of
+    ``dann.config.SELECTION``, every config with ``suffix`` (``"+invert"``: trained with ``data.invert=0.5``):
+    the kept run's name, its validator score and source held-out accuracy (no target label), its target accuracy and
+    the control's and the plain source-only model's (target labels: grading only). None until every run finished."""
     import torch
 
     torch.set_num_threads(1)
@@ -189,35 +190,93 @@ def selecting(tasks: list[str], seeds: list[int], out: Path) -> None:
     from dann.selection.choice import CONTROL, choose
     from dann.selection.default import evidence
 
-    names = {CONTROL: "source_only@256", **{n: n for n in SELECTION["candidates"]}}
-    print(f"\nThe selecting default: {', '.join(names)} (control: source-only on the candidates' network), bands of")
-    print(f"{SELECTION['validator']}\n")
+    names = {CONTROL: "source_only@256" + suffix, **{n: n + suffix for n in SELECTION["candidates"]}}
+    runs = {n: [run_dir(out, task, c, s) for s in seeds] for n, c in names.items()}
+    matched = [run_dir(out, task, "source_only", s) for s in seeds]  # the plain model, for the comparison
+    if not all(finished(r) for rs in [*runs.values(), matched] for r in rs):
+        return None
+    rows = []
+    for i, seed in enumerate(seeds):
+        data = build_task(task, seed)
+        seen = {
+            n: evidence(rs[i], read_jsonl(rs[i] / METRICS_FILE), data, SELECTION["validator"]) for n, rs in runs.items()
+        }
+        held_out = len(data.source_val) if data.source_val is not None else 0
+        pick, _ = choose(seen, held_out, SELECTION["validator"], SELECTION["guard"])
+        rows.append(
+            {
+                "kept": pick,
+                "validator": seen[pick].band.score if seen[pick].band else float("nan"),
+                "source_val": float("nan") if seen[pick].source_acc is None else 100 * seen[pick].source_acc,
+                "held_out": held_out,
+                "last": scores(runs[pick][i])["last"],
+                "control": scores(runs[CONTROL][i])["last"],
+                "plain": scores(matched[i])["last"],
+            }
+        )
+    return rows
+
+
+def selecting(tasks: list[str], seeds: list[int], out: Path, suffix: str = "") -> None:
+    """Grade the selecting default on the runs already there: per task and seed, the run the product's rule keeps
+    (``kept``) and that run's target accuracy (target labels: grading only)."""
+    from dann.config import SELECTION
+
+    print(f"\nThe selecting default{' with ' + suffix if suffix else ''}: control (source-only on the candidates'")
+    print(f"network), {', '.join(SELECTION['candidates'])}; bands of {SELECTION['validator']}\n")
     print("| task | kept per seed | default | plain source-only | vs plain source-only | its control | vs it |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for task in tasks:
-        runs = {n: [run_dir(out, task, c, s) for s in seeds] for n, c in names.items()}
-        matched = [run_dir(out, task, "source_only", s) for s in seeds]  # the plain model, for the comparison
-        if not all(finished(r) for rs in [*runs.values(), matched] for r in rs):
+        rows = kept(task, seeds, out, suffix)
+        if rows is None:
             print(f"| {task} | not all runs finished yet | | | | | |")
             continue
-        kept, mine, plain, base = [], [], [], []
-        for i, seed in enumerate(seeds):
-            data = build_task(task, seed)
-            seen = {
-                n: evidence(rs[i], read_jsonl(rs[i] / METRICS_FILE), data, SELECTION["validator"])
-                for n, rs in runs.items()
-            }
-            held_out = len(data.source_val) if data.source_val is not None else 0
-            pick, _ = choose(seen, held_out, SELECTION["validator"], SELECTION["guard"])
-            kept.append(pick)
-            mine.append(scores(runs[pick][i])["last"])
-            plain.append(scores(matched[i])["last"])
-            base.append(scores(runs[CONTROL][i])["last"])
-        per_seed = " / ".join(f"{k} {x:.1f}" for k, x in zip(kept, mine, strict=True))
-        vs_plain, vs_base = gain(mine, plain), gain(mine, base)
-        cells = [per_seed, fmt(mine), fmt(plain), " ".join(vs_plain), fmt(base), " ".join(vs_base)]
+        mine, plain, base = ([r[k] for r in rows] for k in ("last", "plain", "control"))
+        per_seed = " / ".join(f"{r['kept']} {r['last']:.1f}" for r in rows)
+        cells = [per_seed, fmt(mine), fmt(plain), " ".join(gain(mine, plain)), fmt(base), " ".join(gain(mine, base))]
         print(f"| {task} | {' | '.join(cells)} |")
     print("\nTarget accuracy at the last step uses target labels: grading only, never used for the choice.")
+
+
+IMAGE_TASKS = ["digits", "digits_inverted", "digits_label_shift"]  # where data.invert acts (the fifth rule)
+
+
+def fifth(tasks: list[str], seeds: list[int], out: Path) -> bool | None:
+    """Grade the fifth rule (docstring) on the runs there: per image task, the validator score of the run the
+    selecting default keeps with ``data.invert=0.5`` minus that of the run it keeps without, per seed, and the kept
+    runs' source held-out accuracy; print the verdict and return it (None until every run finished). Target
+    accuracy is printed beside it for grading only."""
+    from dann.config import SELECTION
+
+    print(f"\nThe fifth rule: the selecting default with data.invert=0.5 against without, by {SELECTION['validator']}")
+    print("of the run each keeps (no target label decides)\n")
+    print("| task | kept without / with, per seed | validator gain (per seed) | mean ± sd | worst source loss |")
+    print("| --- | --- | --- | --- | --- |")
+    verdicts, graded = [], []
+    for task in tasks:
+        without, with_ = kept(task, seeds, out), kept(task, seeds, out, "+invert")
+        if without is None or with_ is None:
+            print(f"| {task} | not all runs finished yet | | | |")
+            return None
+        diffs = [b["validator"] - a["validator"] for a, b in zip(without, with_, strict=True)]
+        mean, sd = statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else float("inf")
+        # step a per seed: the run kept with inversion against the run kept without, on the same held-out samples
+        loss = max(a["source_val"] - b["source_val"] for a, b in zip(without, with_, strict=True))
+        one = 100 / min(a["held_out"] for a in without)
+        guarded = not (loss > GUARD and loss > one + 1e-9)
+        verdicts.append((mean > -sd, mean > sd, guarded))
+        pairs = " / ".join(f"{a['kept']} → {b['kept']}" for a, b in zip(without, with_, strict=True))
+        per = " / ".join(f"{d:+.3f}" for d in diffs)
+        print(f"| {task} | {pairs} | {per} | {mean:+.3f} ± {sd:.3f} | {loss:+.1f} (guard {max(GUARD, one):.1f}) |")
+        graded.append((task, [a["last"] for a in without], [b["last"] for b in with_]))
+    adopt = all(no_loss and ok for no_loss, _, ok in verdicts) and any(win for _, win, _ in verdicts)
+    print(f"\nVerdict: inversion is {'ADOPTED' if adopt else 'NOT adopted'} in the default on image data.\n")
+    print("Target accuracy of the run kept, without and with inversion (target labels: grading only).\n")
+    print("| task | without | with | difference |")
+    print("| --- | --- | --- | --- |")
+    for task, a, b in graded:
+        print(f"| {task} | {fmt(a)} | {fmt(b)} | {' '.join(gain(b, a))} |")
+    return adopt
 
 
 def main() -> None:
@@ -229,8 +288,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="grade the runs already there; train nothing")
     parser.add_argument("--selecting", action="store_true", help="grade the selecting default on the runs there")
+    parser.add_argument("--fifth", action="store_true", help="grade the fifth rule (inversion) on the runs there")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.fifth:
+        tasks = [t for t in args.tasks if t in IMAGE_TASKS]
+        selecting(tasks, args.seeds, out, "+invert")
+        fifth(tasks, args.seeds, out)
+        return
     if args.selecting:
         selecting(args.tasks, args.seeds, out)
         return
@@ -239,8 +304,8 @@ def main() -> None:
     names = list(dict.fromkeys(["source_only", *(control_of(n) for n in every), *every]))
     if not args.report_only:
         # the controls first, then one candidate after another (in the order given), each on every task and seed
-        first = [(t, n, s, str(out), []) for n in names if n != "shot" for s in args.seeds for t in args.tasks]
-        then = [(t, "shot", s, str(out), []) for s in args.seeds for t in args.tasks if "shot" in names]
+        first = [(t, n, s, str(out), []) for n in names if n not in STARTS for s in args.seeds for t in args.tasks]
+        then = [(t, n, s, str(out), []) for s in args.seeds for t in args.tasks for n in names if n in STARTS]
         tic = time.perf_counter()
         with ProcessPoolExecutor(args.jobs) as pool:
             list(pool.map(train, first))
