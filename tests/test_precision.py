@@ -40,6 +40,25 @@ def test_bf16_trains_on_the_cpu_with_finite_losses_close_to_fp32(tiny_cfg, tiny_
     assert all(math.isfinite(v) for r in longer.history for v in r["train"].values())
 
 
+def test_the_grl_and_the_discriminator_run_in_float32_under_autocast_while_the_features_do_not():
+    torch.manual_seed(0)
+    net = create_network(ModelConfig(backbone="mlp", mlp_dims=(8,), bottleneck_dim=6), (4,), 3)
+    seen = []
+    net.discriminator.register_forward_hook(lambda m, inputs, out: seen.append((inputs[0].dtype, out.dtype)))
+    x = torch.randn(10, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        f = net.forward_features(x)
+        d = net.domain_logits(f, 0.5)
+    assert f.dtype == torch.bfloat16 and seen == [(torch.float32, torch.float32)] and d.dtype == torch.float32
+    d.sum().backward()  # the reversed gradient reaches the bfloat16 features and the layers under them
+    assert all(p.grad is not None for p in net.bottleneck.parameters())
+    with torch.no_grad():
+        exact = net.discriminator(f.float())  # outside autocast: float32 throughout
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert net.discriminator(f).dtype == torch.bfloat16  # what it would be without the guard
+            torch.testing.assert_close(net.domain_logits(f, 0.5), exact, rtol=0, atol=0)
+
+
 def test_fp16_gradscaler_state_is_checkpointed_and_resume_is_exact(
     tiny_cfg, tiny_data, tmp_path, crash_after_first_checkpoint
 ):
