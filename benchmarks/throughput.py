@@ -34,8 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dann.cli import _parser, main
+from dann.plan import plan_bench
 from dann.training.bench import INPUTS, Mode, device_name
-from dann.training.precision import Precision, resolve_channels_last, resolve_precision
+from dann.training.precision import Precision
 from plain_dann import PlainLoop
 
 
@@ -74,8 +75,8 @@ def vs_precision(argv: list[str]) -> int:
 def vs_plain(argv: list[str]) -> int:
     args = bench_options(argv, "--vs-plain")
     device = torch.device("cpu")
-    precision = resolve_precision(args.precision, device, INPUTS["lenet"], adversarial=True)  # as DANN runs resolve it
-    channels_last = resolve_channels_last(args.channels_last, precision, INPUTS["lenet"])
+    plan = plan_bench("lenet", INPUTS["lenet"], "cpu", args.precision, args.channels_last, threads=0)  # as a run's
+    precision, channels_last = plan.precision, plan.channels_last
     dann_step = Mode("dann", "lenet", args.batch_size, Precision(precision, device, channels_last), device)
     x, y = dann_step.domain.x, dann_step.domain.y  # the same tensors feed both: source and target alike
     plain = PlainLoop(x, y, x, args.batch_size, total=args.warmup + args.rounds * args.steps)

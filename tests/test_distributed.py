@@ -176,8 +176,8 @@ class ThisRankOnly(World):
 
 def test_training_streams_and_evaluation_are_split_between_the_processes(tiny_cfg, tiny_data):
     cfg, cpu = replace(tiny_cfg, train={"batch_size": 8}), torch.device("cpu")
-    one = batch_streams(cfg, tiny_data, True, 3, cpu, World())
-    parts = [batch_streams(cfg, tiny_data, True, 3, cpu, World(r, 2)) for r in (0, 1)]
+    one = batch_streams(cfg, tiny_data, True, 3, cpu, World().rows(cfg.train.batch_size))
+    parts = [batch_streams(cfg, tiny_data, True, 3, cpu, World(r, 2).rows(cfg.train.batch_size)) for r in (0, 1)]
     for step in (3, 4):
         for domain in (0, 1):
             x, y = one[domain].get(step)

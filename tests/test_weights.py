@@ -12,6 +12,7 @@ from dann.data import as_domain, build_data, load_npz, make_domain_data, read_im
 from dann.data.loaders import LoaderBatches, StepBatches
 from dann.errors import DataError
 from dann.methods import Batch, build_network, create_method
+from dann.plan import plan_run
 
 from .conftest import blobs
 
@@ -70,7 +71,7 @@ def test_npz_weights_reach_every_training_batch(tmp_path, tiny_cfg):
     cfg = replace(tiny_cfg, data={"source": str(tmp_path / "s.npz"), "target": str(tmp_path / "t.npz")})
     data = build_data(cfg.data)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
-    dann.training.trainer.Trainer(cfg).fit(net, method, data)
+    dann.training.trainer.Trainer(plan_run(cfg, data)).fit(net, method, data)
     assert len(seen) == cfg.train.steps
     for y_s, w_s in seen:
         assert torch.equal(w_s, 1.0 + y_s.float())

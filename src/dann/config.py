@@ -416,10 +416,10 @@ AUTOMATIC = {
 
 def resume_config(saved: Config, given: Config, run: str) -> Config:
     """The config a run resumed with new options continues with: ``saved`` (its config.yaml) with the ``RESUMABLE``
-    settings of ``given``. Any other setting whose value differs (after ``resolve_method``; an ``AUTOMATIC`` value
-    matches what the run resolved it to) would change the model or its schedule: a ``ConfigError`` names each, with
-    the saved and the given value."""
-    old, new = saved.to_dict(), dataclasses.replace(given, method=resolve_method(given.method)).to_dict()
+    settings of ``given``. Any other setting whose value differs (an ``AUTOMATIC`` value matches what the run resolved
+    it to; ``dann.plan.resumed_config`` resolves ``recommended`` first) would change the model or its schedule: a
+    ``ConfigError`` names each, with the saved and the given value."""
+    old, new = saved.to_dict(), given.to_dict()
     taken: dict[str, dict[str, Any]] = {}
     refused = []
     for section, values in new.items():

@@ -37,10 +37,10 @@ from ..data.loaders import Rows, step_batches
 from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
-from .precision import Precision, resolve_channels_last, resolve_precision
+from .precision import Precision
 from .seeds import derive_seed
 from .steps import Batches, MethodLoss, train_step
-from .trainer import build_optimizer, resolve_device
+from .trainer import build_optimizer
 
 # backbone → input: images (C, H, W), or feature vectors (D,) for the tables' MLP
 INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224), "mlp": (30,)}
@@ -192,9 +192,9 @@ def run_bench(
     steps: int = 10,
     warmup: int = 3,
     rounds: int = 3,
-    precision: str = "auto",
-    channels_last: bool | None = None,
-    device: str = "auto",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    device: torch.device | None = None,
     images: str | None = None,
     workers: int | None = None,
     image_size: int = 0,
@@ -206,24 +206,22 @@ def run_bench(
     backbone's bench size), instead of tensors in memory, with ``workers`` DataLoader workers per loader (None: the
     trainer's default), skipping unreadable files with ``skip_bad`` (as ``data.skip_bad_images``); both steps then
     also run from the folder's decoded-image cache (built first if needed), reported under ``cache`` with the
-    speed-up of its DANN step over the files'. ``precision`` ``auto`` and ``channels_last`` None are resolved as
-    training resolves them (``dann.training.precision``); the result names the choices."""
+    speed-up of its DANN step over the files'. ``device`` (default: the CPU), ``precision`` and ``channels_last``
+    are concrete: ``dann.plan.plan_bench`` resolves ``auto`` as a DANN run would (what ``dann bench`` times with);
+    the result names them."""
     if backbone not in INPUTS:
         raise DannError(f"unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if images and len(INPUTS[backbone]) != 3:
         raise DannError(f"`images` needs an image backbone, not {backbone!r}")
     if min(batch_size, steps, rounds) < 1 or warmup < 0 or image_size < 0:
         raise DannError("`batch_size`, `steps` and `rounds` must be >= 1, `warmup` and `image_size` >= 0")
-    dev = resolve_device(device)
+    dev = device if device is not None else torch.device("cpu")
     paths: dict[str, ImageDomain | None] = {"": None}
     if images:
         paths = {
             kind: image_domain(images, backbone, workers, mode, image_size, skip_bad) for kind, mode in PATHS.items()
         }
     first = next(iter(paths.values()))
-    shape = first.input_shape if first is not None else INPUTS[backbone]
-    precision = resolve_precision(precision, dev, shape, adversarial=True)  # as a DANN run resolves it
-    channels_last = resolve_channels_last(channels_last, precision, shape)
     amp = Precision(precision, dev, channels_last)
     modes = {
         (name, kind): Mode(name, backbone, batch_size, amp, dev, folder)

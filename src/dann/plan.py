@@ -1,0 +1,174 @@
+"""The run plan: every choice of a run resolved once, from its config, its data and its processes, before anything is
+written. This module is the only one that resolves (calls the ``resolve_*`` functions of the layers below: the method,
+the network, the intervals, the input size, the device, the precision, the memory layout, the threads);
+everything downstream (the trainer, its stages and methods, the start-up summary, the report, ``dann bench``) takes
+the plan or its plain values.
+
+``plan_run(cfg, data, world)`` builds the ``RunPlan`` of a run and runs every check that can refuse it, so a refused
+run writes nothing. Its ``config`` is what ``config.yaml`` records, and what ``--resume`` compares a new command with
+(``resumed_config``); the start-up summary prints it."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .config import Config, MethodConfig, replace, resolve_intervals, resolve_method, resume_config
+from .data.domains import DomainData
+from .data.images import local_processes
+from .data.transforms import resolve_image_config, timm_data_config
+from .errors import ConfigError, DannError, DataWarning
+from .methods.base import METHODS, create_method, keeps_fp32, method_defaults, method_model
+from .models.backbones import NATIVE_SIZE
+from .reporting.verdicts import CONTROL_METHOD
+from .training.distributed import World, local_device
+from .training.precision import resolve_channels_last, resolve_precision
+from .training.seeds import derive_seed
+from .training.stages import plan_stages
+from .training.threads import Threads, resolve_threads
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Every choice of one run (one process of it under torchrun), resolved. ``config`` has no ``auto`` left: the
+    network (``model.backbone``, ``bottleneck_dim``, ``head_dims``), the input size (``data.image_size``), the method
+    and its keys, the intervals, ``train.precision``, ``channels_last`` and ``threads``; the other fields are what a
+    config cannot hold."""
+
+    config: Config  # what config.yaml records and a resume compares
+    methods: tuple[MethodConfig, ...]  # each stage's method with its regularizers (one stage without train.stages)
+    device: torch.device  # this process's
+    threads: Threads  # config.train.threads and, for auto, what it was chosen from
+    world: World  # this process's place in a torchrun launch (a world of one otherwise)
+    rows: tuple[int, int]  # this process's rows [lo, hi) of each step's global batch per domain
+    seeds: dict[str, int]  # per purpose (training.seeds): init (the network), data (the batch streams), train
+    input_note: str  # where an image input size comes from (the backbone's size or data.image_size); "" for arrays
+    control: Config | None = None  # the source-only control's config, for a run trained with its control
+
+
+def plan_run(cfg: Config, data: DomainData, world: World | None = None, control: bool = False) -> RunPlan:
+    """The plan of a run of ``cfg`` on ``data`` in ``world`` (default: the torchrun environment's, else a world of
+    one), with its source-only control when ``control``. Raises ``ConfigError`` (or ``DannError`` for a device this
+    machine lacks) for anything that would stop the run: a batch that processes cannot split, a method that needs
+    ``model.init_from`` without it, stages that name domains the data lacks, a control of the control."""
+    world = world or World.from_env()
+    config = resolved_config(cfg, data)
+    t = config.train
+    world.check_batch_size(t.batch_size)
+    if control and config.method.name == CONTROL_METHOD:
+        raise ConfigError(f"this run is the source-only control already (method.name={CONTROL_METHOD}): drop control")
+    with warnings.catch_warnings():  # the run's own method warns when the run creates it
+        warnings.simplefilter("ignore", DataWarning)
+        method = create_method(config.method)
+        stages = plan_stages(config, method, data).stages  # one, `method`, without train.stages
+    if method.needs_init and not config.model.init_from:
+        raise ConfigError(
+            f"method {config.method.name!r} adapts a trained source model: name its run directory with "
+            "model.init_from, e.g. a source_only run on the same classes"
+        )
+    device = resolve_device(local_device(t.device, world))
+    adversarial = any(keeps_fp32(stage.method) for stage in stages)
+    precision = resolve_precision(t.precision, device, data.input_shape, adversarial)
+    channels_last = resolve_channels_last(t.channels_last, precision, data.input_shape)
+    threads = resolve_threads(t.threads, config.model.backbone, device.type, local_processes())
+    train = dataclasses.replace(t, precision=precision, channels_last=channels_last, threads=threads.count)
+    config = dataclasses.replace(config, train=train)
+    return RunPlan(
+        config=config,
+        methods=tuple(getattr(stage.method, "inner", stage.method).cfg for stage in stages),
+        device=device,
+        threads=threads,
+        world=world,
+        rows=world.rows(t.batch_size),
+        seeds={purpose: derive_seed(t.seed, purpose, world.rank) for purpose in ("init", "data", "train")},
+        input_note=input_note(config, data),
+        control=replace(config, method={"name": CONTROL_METHOD, "regularizers": {}}) if control else None,
+    )
+
+
+def resolved_config(cfg: Config, data: DomainData) -> Config:
+    """The config's automatic values that follow from the config and the data: the ``auto`` network
+    (``methods.base.method_model``: the method's reference layout), the ``recommended`` method and every method key
+    left to the method's reference default (``methods.base.method_defaults``), for image files the input size used
+    (``data.image_size``: the backbone's native or pretrained size unless given), and the evaluation and log intervals
+    (``train.eval_every``, ``train.log_every``: ``auto`` set by the run's length, ``training.cadence``). The device's
+    choices (precision, memory layout, threads) are ``plan_run``'s."""
+    cfg = resolve_intervals(cfg)
+    data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
+    method = resolve_method(cfg.method)
+    model = method_model(cfg.model, method, data.input_shape)
+    if not cfg.train.stages:  # with stages, each stage's method takes its own reference defaults: null keys stay
+        method = method_defaults(method)
+    return dataclasses.replace(cfg, data=data_cfg, model=model, method=method)
+
+
+def input_note(cfg: Config, data: DomainData) -> str:
+    """Why image files become inputs of this size: the backbone's own size, or ``data.image_size``."""
+    if data.image is None:
+        return ""
+    own = resolve_image_config(dataclasses.replace(cfg.data, image_size=0), cfg.model).size  # the backbone's own
+    if own != data.image.size:
+        return "data.image_size"
+    backbone = cfg.model.backbone
+    kind = "native" if backbone in NATIVE_SIZE else "pretrained" if timm_data_config(backbone) else "default"
+    return f"images resized to {own}×{own}: {backbone}'s {kind} size; data.image_size changes it"
+
+
+def resumed_config(saved: Config, given: Config, run: str) -> Config:
+    """What a run resumed with the options ``given`` continues with (``config.resume_config``): ``saved``, its
+    ``config.yaml`` (the recorded plan), with what a resume may change; both methods compared resolved."""
+    return resume_config(
+        dataclasses.replace(saved, method=resolve_method(saved.method)),
+        dataclasses.replace(given, method=resolve_method(given.method)),
+        run,
+    )
+
+
+def reads_target(cfg: MethodConfig) -> bool:
+    """Whether the method ``cfg`` names (``recommended`` resolved) reads target batches."""
+    return METHODS.get(resolve_method(cfg).name).uses_target
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` → a device this machine has: cpu, cuda[:N] or mps (``auto``: cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise DannError(f"train.device {name!r} is not a valid device (auto, cpu, cuda, cuda:N, mps)")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[device.type]:
+        kind = device.type.upper()
+        raise DannError(f"train.device is {name!r} but {kind} is not available here; use train.device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DannError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What ``dann bench`` times with: its device, precision, memory layout and thread count, resolved as a DANN
+    run of the same backbone would resolve them."""
+
+    device: torch.device
+    precision: str
+    channels_last: bool
+    threads: int
+
+
+def plan_bench(
+    backbone: str, input_shape: tuple[int, ...], device: str = "auto", precision: str = "auto",
+    channels_last: bool | None = None, threads: int | str = "auto",
+) -> BenchPlan:  # fmt: skip
+    """The choices of ``dann bench`` for ``backbone`` on inputs of ``input_shape`` (``training.bench.INPUTS``)."""
+    dev = resolve_device(device)
+    shape = input_shape
+    chosen = resolve_precision(precision, dev, shape, adversarial=True)  # as a DANN run resolves it
+    layout = resolve_channels_last(channels_last, chosen, shape)
+    return BenchPlan(dev, chosen, layout, resolve_threads(threads, backbone, dev.type).count)
