@@ -149,9 +149,9 @@ def commit() -> str:
 
 def bench(s: Sizes, **images: Any) -> dict[str, Any]:
     """``dann bench`` (``run_bench``) at these sizes, ``precision: auto``; ``images``: its image-folder options."""
-    plan = plan_bench(s.backbone, INPUTS[s.backbone], s.device, "auto", s.channels_last, threads=0)
-    return run_bench(s.backbone, s.batch_size, s.steps, s.warmup, s.rounds, plan.precision, plan.channels_last,
-                     plan.device, **images)  # fmt: skip
+    size = images.pop("image_size", 0)
+    plan = plan_bench(s.backbone, INPUTS[s.backbone], s.device, "auto", s.channels_last, threads=0, image_size=size)
+    return run_bench(s.backbone, plan, s.batch_size, s.steps, s.warmup, s.rounds, **images)
 
 
 def part_bench(s: Sizes, work: Path) -> list[str]:

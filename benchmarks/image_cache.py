@@ -171,10 +171,8 @@ def main() -> None:
         if "bench" not in args.skip:
             torch.set_num_threads(threads)  # the count this process started with (bench times at the caller's)
             os.environ["DANN_CACHE"] = str(tmp / "bench-cache")
-            plan = plan_bench(args.backbone, INPUTS[args.backbone], threads=0)  # dann bench's choices
-            result = run_bench(args.backbone, steps=args.steps, rounds=args.rounds, precision=plan.precision,
-                               channels_last=plan.channels_last, device=plan.device, images=str(folder),
-                               image_size=args.image_size)  # fmt: skip
+            plan = plan_bench(args.backbone, INPUTS[args.backbone], threads=0, image_size=args.image_size)
+            result = run_bench(args.backbone, plan, steps=args.steps, rounds=args.rounds, images=str(folder))
             print(f"\n```\n{format_bench(result)}\n```")
 
 

@@ -6,8 +6,7 @@ from torch import nn
 
 import dann
 from dann.config import MethodConfig, ModelConfig, replace
-from dann.methods import build_network
-from dann.plan import plan_run
+from dann.plan import build_network, plan_run
 from dann.training.trainer import Trainer
 
 

@@ -4,8 +4,7 @@ import torch
 from dann.config import Config, replace
 from dann.errors import DannError
 from dann.methods import Batch, Method, create_method
-from dann.models import create_network
-from dann.plan import plan_run
+from dann.plan import create_network, plan_run
 from dann.runs import LAST_CHECKPOINT, PREV_CHECKPOINT, load_checkpoint, prepare_run_dir, read_jsonl
 from dann.training import nonfinite
 from dann.training.seeds import derive_seed

@@ -27,7 +27,7 @@ from .config import (
     load_config,
     replace,
 )
-from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
+from .data import Domain, DomainData, ImageDomain, check_same_classes, load_npz, read_images
 from .data.arrays import as_domain
 from .data.cache import DecodedImages
 from .data.cached import CachedImageDomain
@@ -52,7 +52,7 @@ from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import confusion_counts, confusion_csv, metrics_from_confusion, predictions_by_batch
 from .methods import build_network, create_method
 from .models import DomainAdaptNet
-from .plan import plan_run, resumed_config
+from .plan import build_run_data, plan_run, resumed_config
 from .reporting.verdicts import CONTROL_DIR
 from .runs import (
     CONFIG_FILE,
@@ -162,7 +162,7 @@ def fit(
         restart = not resume
     cfg = cfg or Config()
     by_default = cfg.method.name == RECOMMENDED and not resume  # the recipe, because no method was named
-    data = data or build_data(cfg.data, cfg.model)
+    data = data or build_run_data(cfg.data, cfg.model)
     plan = plan_run(cfg, data, control=control)  # every check that can fail comes before the run directory is made
     cfg, world = plan.config, plan.world
     torch.manual_seed(plan.seeds["init"])
@@ -321,7 +321,7 @@ def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:
     """Build (or find) the decoded-image caches of the image folders or lists ``cfg.data`` names, ahead of training
     (``data.cache`` is taken as ``on``; see ``dann.data.cache``): one (folder or list, cache) per distinct file list.
     A cache's ``seconds`` is its build time, None when it was already built. Raises ``ConfigError`` for array data."""
-    data = build_data(dataclasses.replace(cfg.data, cache="on"), cfg.model)
+    data = build_run_data(dataclasses.replace(cfg.data, cache="on"), cfg.model)
     caches: dict[Path, tuple[str, DecodedImages]] = {}
     for domain in (data.source_train, data.target_train, data.target_eval):
         if isinstance(domain, CachedImageDomain):
@@ -620,7 +620,7 @@ def estimate_label_shift(
     run's held-out source split (``data.val_fraction``): predictions on the samples it trained on are too good to
     measure its confusion. Raises ``DataError`` when there is no held-out source sample."""
     model = run if isinstance(run, TrainedModel) else _load(run, checkpoint)
-    data = build_data(model.config.data, model.config.model) if target is None or source is None else None
+    data = build_run_data(model.config.data, model.config.model) if target is None or source is None else None
     target_domain = data.target_train if data is not None and target is None else _samples(model, target, False)
     source_domain = data.source_val if data is not None and source is None else _samples(model, source, True)
     if source_domain is None or len(source_domain) == 0:
@@ -679,7 +679,7 @@ def fit_selecting(
             if main:
                 prepare_run_dir(root, False, overwrite)
         assert cfg is not None
-        data = data or build_data(cfg.data, cfg.model)
+        data = data or build_run_data(cfg.data, cfg.model)
         runs = selection_configs(cfg, data.input_shape)
         too_few = len(data.target_train) < MIN_BAND_SAMPLES  # no band can be measured: no candidate could clear
         if too_few:

@@ -528,22 +528,20 @@ def _bench(args: argparse.Namespace) -> int:
         raise DannError(f"unknown backbone {args.backbone!r}; choose one of {', '.join(INPUTS)}")
     setting = args.threads if args.threads == "auto" else int(args.threads)
     # the choices a training run of this backbone would make (threads included), so the figures are the ones it gets
-    plan = plan_bench(args.backbone, INPUTS[args.backbone], args.device, args.precision, args.channels_last, setting)
+    shape = INPUTS[args.backbone]
+    plan = plan_bench(args.backbone, shape, args.device, args.precision, args.channels_last, setting, args.image_size)
     before = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     try:
         result = run_bench(
             args.backbone,
+            plan,
             args.batch_size,
             args.steps,
             args.warmup,
             args.rounds,
-            plan.precision,
-            plan.channels_last,
-            plan.device,
             args.images,
             args.workers,
-            args.image_size,
             args.skip_bad_images,
         )
     finally:

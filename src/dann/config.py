@@ -58,6 +58,7 @@ SELECTION: dict[str, Any] = {
     "relative_cost": {"adamatch_noda": 6.0, "iwdan": 1.2},
 }
 RECIPE_FILE = "default.json"  # in a run trained by the default: the recipe and why (written by dann.fit)
+CONTROL_METHOD = "source_only"  # the method of a run's source-only control (dann train --control)
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:

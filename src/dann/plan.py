@@ -13,17 +13,31 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .config import Config, MethodConfig, replace, resolve_intervals, resolve_method, resume_config
+from .config import (
+    CONTROL_METHOD,
+    Config,
+    DataConfig,
+    MethodConfig,
+    ModelConfig,
+    replace,
+    resolve_intervals,
+    resolve_method,
+    resume_config,
+)
+from .data import build_data
 from .data.domains import DomainData
 from .data.images import local_processes
-from .data.transforms import resolve_image_config, timm_data_config
+from .data.transforms import ImageConfig, resolve_image_config, timm_data_config
 from .errors import ConfigError, DannError, DataWarning
-from .methods.base import METHODS, create_method, keeps_fp32, method_defaults, method_model
+from .methods import base as methods
+from .methods.base import METHODS, Method, keeps_fp32, method_defaults
+from .models import network
 from .models.backbones import NATIVE_SIZE
-from .reporting.verdicts import CONTROL_METHOD
+from .models.network import DomainAdaptNet, resolve_model
 from .training.distributed import World, local_device
 from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
@@ -44,7 +58,7 @@ class RunPlan:
     threads: Threads  # config.train.threads and, for auto, what it was chosen from
     world: World  # this process's place in a torchrun launch (a world of one otherwise)
     rows: tuple[int, int]  # this process's rows [lo, hi) of each step's global batch per domain
-    seeds: dict[str, int]  # per purpose (training.seeds): init (the network), data (the batch streams), train
+    seeds: dict[str, int]  # per purpose (training.seeds): init (the network), train (this process's generators)
     input_note: str  # where an image input size comes from (the backbone's size or data.image_size); "" for arrays
     control: Config | None = None  # the source-only control's config, for a run trained with its control
 
@@ -62,7 +76,7 @@ def plan_run(cfg: Config, data: DomainData, world: World | None = None, control:
         raise ConfigError(f"this run is the source-only control already (method.name={CONTROL_METHOD}): drop control")
     with warnings.catch_warnings():  # the run's own method warns when the run creates it
         warnings.simplefilter("ignore", DataWarning)
-        method = create_method(config.method)
+        method = methods.create_method(config.method)
         stages = plan_stages(config, method, data).stages  # one, `method`, without train.stages
     if method.needs_init and not config.model.init_from:
         raise ConfigError(
@@ -83,7 +97,7 @@ def plan_run(cfg: Config, data: DomainData, world: World | None = None, control:
         threads=threads,
         world=world,
         rows=world.rows(t.batch_size),
-        seeds={purpose: derive_seed(t.seed, purpose, world.rank) for purpose in ("init", "data", "train")},
+        seeds={purpose: derive_seed(t.seed, purpose, world.rank) for purpose in ("init", "train")},
         input_note=input_note(config, data),
         control=replace(config, method={"name": CONTROL_METHOD, "regularizers": {}}) if control else None,
     )
@@ -91,7 +105,7 @@ def plan_run(cfg: Config, data: DomainData, world: World | None = None, control:
 
 def resolved_config(cfg: Config, data: DomainData) -> Config:
     """The config's automatic values that follow from the config and the data: the ``auto`` network
-    (``methods.base.method_model``: the method's reference layout), the ``recommended`` method and every method key
+    (``network_model``: the method's reference layout), the ``recommended`` method and every method key
     left to the method's reference default (``methods.base.method_defaults``), for image files the input size used
     (``data.image_size``: the backbone's native or pretrained size unless given), and the evaluation and log intervals
     (``train.eval_every``, ``train.log_every``: ``auto`` set by the run's length, ``training.cadence``). The device's
@@ -99,10 +113,30 @@ def resolved_config(cfg: Config, data: DomainData) -> Config:
     cfg = resolve_intervals(cfg)
     data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
     method = resolve_method(cfg.method)
-    model = method_model(cfg.model, method, data.input_shape)
+    model = network_model(cfg.model, method, data.input_shape)
     if not cfg.train.stages:  # with stages, each stage's method takes its own reference defaults: null keys stay
         method = method_defaults(method)
     return dataclasses.replace(cfg, data=data_cfg, model=model, method=method)
+
+
+SMALL_BACKBONES = ("lenet", "lenet_conv", "mlp")  # the registered backbones whose bottleneck the method decides
+
+
+def network_model(model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...]) -> ModelConfig:
+    """The network a method trains, every auto value resolved: ``model.backbone`` and ``head_dims``
+    (``models.network.resolve_model``) and, for the small registered backbones, ``model.bottleneck_dim`` null → the
+    method's ``bottleneck`` (its reference layout); timm backbones keep theirs (256 under auto). ``method``: a method
+    of ``dann.methods.METHODS`` (``recommended`` resolved)."""
+    backbone = resolve_model(model, input_shape).backbone
+    if model.bottleneck_dim is None and backbone in SMALL_BACKBONES:
+        model = dataclasses.replace(model, bottleneck_dim=METHODS.get(method.name).bottleneck)
+    return resolve_model(model, input_shape)
+
+
+def build_run_data(data: DataConfig, model: ModelConfig | None = None) -> DomainData:
+    """The ``DomainData`` that ``data`` names, image files prepared for ``model.backbone`` (``data.transforms.
+    resolve_image_config``: its native or pretrained input size, mean and std, unless ``data.image_size`` is given)."""
+    return build_data(data, resolve_image_config(data, model or ModelConfig()))
 
 
 def input_note(cfg: Config, data: DomainData) -> str:
@@ -132,6 +166,29 @@ def reads_target(cfg: MethodConfig) -> bool:
     return METHODS.get(resolve_method(cfg).name).uses_target
 
 
+def create_method(cfg: MethodConfig) -> Method:
+    """The method ``cfg.name`` names (``recommended``: the recommended recipe, ``dann.config.RECIPE``), its null keys
+    set to the method's reference defaults (``methods.base.create_method``)."""
+    return methods.create_method(resolve_method(cfg))
+
+
+def create_network(
+    cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, discriminator: Any = None
+) -> DomainAdaptNet:
+    """``models.network.create_network`` with ``model.backbone: auto`` and ``head_dims: null`` resolved for samples of
+    ``input_shape`` (``models.network.resolve_model``)."""
+    return network.create_network(resolve_model(cfg, input_shape), input_shape, num_classes, discriminator)
+
+
+def build_network(
+    model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...], num_classes: int, num_domains: int = 2
+) -> DomainAdaptNet:
+    """The network ``method`` trains (``methods.base.build_network``), ``model`` resolved (``network_model``)."""
+    method = resolve_method(method)
+    return methods.build_network(network_model(model, method, input_shape), method, input_shape, num_classes,
+                                 num_domains)  # fmt: skip
+
+
 def resolve_device(name: str) -> torch.device:
     """``train.device`` → a device this machine has: cpu, cuda[:N] or mps (``auto``: cuda when available)."""
     if name == "auto":
@@ -153,22 +210,31 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """What ``dann bench`` times with: its device, precision, memory layout and thread count, resolved as a DANN
-    run of the same backbone would resolve them."""
+    """What ``dann bench`` times with: its network, device, precision, memory layout, thread count and, for an image
+    backbone, how image files become inputs, resolved as a DANN run of the same backbone would resolve them."""
 
+    model: ModelConfig
     device: torch.device
     precision: str
     channels_last: bool
     threads: int
+    image: ImageConfig | None  # None for feature vectors
 
 
 def plan_bench(
     backbone: str, input_shape: tuple[int, ...], device: str = "auto", precision: str = "auto",
-    channels_last: bool | None = None, threads: int | str = "auto",
+    channels_last: bool | None = None, threads: int | str = "auto", image_size: int = 0,
 ) -> BenchPlan:  # fmt: skip
-    """The choices of ``dann bench`` for ``backbone`` on inputs of ``input_shape`` (``training.bench.INPUTS``)."""
+    """The choices of ``dann bench`` for ``backbone`` on inputs of ``input_shape`` (``training.bench.INPUTS``); image
+    files, when it reads some, at ``image_size`` (0: the side of ``input_shape``)."""
+    if image_size < 0:
+        raise DannError(f"`image_size` must be >= 0, got {image_size}")
+    model = ModelConfig(backbone=backbone)
     dev = resolve_device(device)
-    shape = input_shape
-    chosen = resolve_precision(precision, dev, shape, adversarial=True)  # as a DANN run resolves it
-    layout = resolve_channels_last(channels_last, chosen, shape)
-    return BenchPlan(dev, chosen, layout, resolve_threads(threads, backbone, dev.type).count)
+    chosen = resolve_precision(precision, dev, input_shape, adversarial=True)  # as a DANN run resolves it
+    layout = resolve_channels_last(channels_last, chosen, input_shape)
+    image = None
+    if len(input_shape) == 3:
+        image = resolve_image_config(DataConfig(image_size=image_size or input_shape[-1]), model)
+    count = resolve_threads(threads, backbone, dev.type).count
+    return BenchPlan(resolve_model(model, input_shape), dev, chosen, layout, count, image)
