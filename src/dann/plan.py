@@ -4,9 +4,11 @@ the network, the intervals, the input size, the device, the precision, the memor
 everything downstream (the trainer, its stages and methods, the start-up summary, the report, ``dann bench``) takes
 the plan or its plain values.
 
-``plan_run(cfg, data, world)`` builds the ``RunPlan`` of a run and runs every check that can refuse it, so a refused
-run writes nothing. Its ``config`` is what ``config.yaml`` records, and what ``--resume`` compares a new command with
-(``resumed_config``); the start-up summary prints it."""
+``plan_run(cfg, data, world)`` builds the ``RunPlan`` of a run and runs every check of the config, the data and the
+processes that can refuse it, so a refused run writes nothing (the one check that needs the built network, BatchNorm
+layers that one sample per forward would break, follows in ``dann.fit``, before the run directory is made too). Its
+``config`` is what ``config.yaml`` records, and what ``--resume`` compares a new command with (``resumed_config``);
+the start-up summary prints it."""
 
 from __future__ import annotations
 
