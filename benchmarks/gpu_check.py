@@ -64,8 +64,9 @@ from PIL import Image  # noqa: E402
 
 import dann  # noqa: E402
 from dann.errors import TrainingInterrupted  # noqa: E402
+from dann.plan import plan_bench  # noqa: E402
 from dann.runs import METRICS_FILE, read_jsonl  # noqa: E402
-from dann.training.bench import run_bench  # noqa: E402
+from dann.training.bench import INPUTS, run_bench  # noqa: E402
 
 NO_GPU = "gpu_check: no CUDA device here; pass --dry-run to run the same checks on the CPU with tiny sizes"
 TASK = ["--config", "digits", "--method", "dann"]  # the embedded task of parts 3 and 4 (LeNet's conv layers)
@@ -148,7 +149,9 @@ def commit() -> str:
 
 def bench(s: Sizes, **images: Any) -> dict[str, Any]:
     """``dann bench`` (``run_bench``) at these sizes, ``precision: auto``; ``images``: its image-folder options."""
-    return run_bench(s.backbone, s.batch_size, s.steps, s.warmup, s.rounds, "auto", s.channels_last, s.device, **images)
+    size = images.pop("image_size", 0)
+    plan = plan_bench(s.backbone, INPUTS[s.backbone], s.device, "auto", s.channels_last, threads=0, image_size=size)
+    return run_bench(s.backbone, plan, s.batch_size, s.steps, s.warmup, s.rounds, **images)
 
 
 def part_bench(s: Sizes, work: Path) -> list[str]:

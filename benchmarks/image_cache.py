@@ -36,7 +36,8 @@ from dann.data.cache import build, cache_side, worth_it
 from dann.data.images import usable_cpus
 from dann.data.loaders import LoaderBatches
 from dann.data.transforms import ImageConfig
-from dann.training.bench import device_name, format_bench, run_bench
+from dann.plan import plan_bench
+from dann.training.bench import INPUTS, device_name, format_bench, run_bench
 
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255  # normalized units → 0..255
 
@@ -170,8 +171,8 @@ def main() -> None:
         if "bench" not in args.skip:
             torch.set_num_threads(threads)  # the count this process started with (bench times at the caller's)
             os.environ["DANN_CACHE"] = str(tmp / "bench-cache")
-            result = run_bench(args.backbone, steps=args.steps, rounds=args.rounds, images=str(folder),
-                               image_size=args.image_size)  # fmt: skip
+            plan = plan_bench(args.backbone, INPUTS[args.backbone], threads=0, image_size=args.image_size)
+            result = run_bench(args.backbone, plan, steps=args.steps, rounds=args.rounds, images=str(folder))
             print(f"\n```\n{format_bench(result)}\n```")
 
 

@@ -68,7 +68,7 @@ CONFIGS: dict[str, list[str]] = {
     "cdan_e+mcc": ["method.name=cdan_e", "method.regularizers={mcc: 1.0}"],
 }
 # the configs that adapt a trained source model (model.init_from): the matched control they start from, and
-# inherit their network from (dann.api.start_network)
+# inherit their network from (dann.plan.start_network)
 STARTS = {"shot": "source_only@shot", "shot@bn_relu": "source_only@256"}
 DEFAULT_METHODS = ["dann", "mdd", "mmd", "adamatch", "mean_teacher", "vada", "iwdan", "shot"]
 DIGIT_TASKS = ("digits", "digits_scanner", "digits_inverted", "digits_gradual", "digits_label_shift")

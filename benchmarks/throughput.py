@@ -34,8 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dann.cli import _parser, main
+from dann.plan import plan_bench
 from dann.training.bench import INPUTS, Mode, device_name
-from dann.training.precision import Precision, resolve_channels_last, resolve_precision
+from dann.training.precision import Precision
 from plain_dann import PlainLoop
 
 
@@ -51,8 +52,9 @@ VARIANTS = {"fp32": ("fp32", False), "fp32 + channels_last": ("fp32", True), "bf
 def vs_precision(argv: list[str]) -> int:
     args = bench_options(argv, "--vs-precision")
     device = torch.device("cpu")
+    model = plan_bench(args.backbone, INPUTS[args.backbone], "cpu", threads=0).model  # dann bench's network
     modes = {
-        name: Mode("dann", args.backbone, args.batch_size, Precision(precision, device, layout), device)
+        name: Mode("dann", model, args.batch_size, Precision(precision, device, layout), device)
         for name, (precision, layout) in VARIANTS.items()
     }
     for mode in modes.values():
@@ -74,9 +76,9 @@ def vs_precision(argv: list[str]) -> int:
 def vs_plain(argv: list[str]) -> int:
     args = bench_options(argv, "--vs-plain")
     device = torch.device("cpu")
-    precision = resolve_precision(args.precision, device, INPUTS["lenet"], adversarial=True)  # as DANN runs resolve it
-    channels_last = resolve_channels_last(args.channels_last, precision, INPUTS["lenet"])
-    dann_step = Mode("dann", "lenet", args.batch_size, Precision(precision, device, channels_last), device)
+    plan = plan_bench("lenet", INPUTS["lenet"], "cpu", args.precision, args.channels_last, threads=0)  # as a run's
+    precision, channels_last = plan.precision, plan.channels_last
+    dann_step = Mode("dann", plan.model, args.batch_size, Precision(precision, device, channels_last), device)
     x, y = dann_step.domain.x, dann_step.domain.y  # the same tensors feed both: source and target alike
     plain = PlainLoop(x, y, x, args.batch_size, total=args.warmup + args.rounds * args.steps)
     dann_step.run(args.warmup)

@@ -4,8 +4,9 @@ import shutil
 import pytest
 
 from dann.cli import main
+from dann.plan import plan_bench
 from dann.training import bench
-from dann.training.bench import run_bench
+from dann.training.bench import INPUTS, run_bench
 
 KEYS = {"supervised_img_s", "dann_img_s", "ratio", "data_wait_fraction", "peak_memory_mb", "device"}
 
@@ -27,14 +28,15 @@ def test_bench_counts_the_images_of_the_fastest_round_of_each_step(monkeypatch):
         return (0.0, 0.0) if steps == 0 else rounds[self.method.uses_target].pop(0)
 
     monkeypatch.setattr(bench.Mode, "run", timed)
-    out = run_bench("lenet", batch_size=4, steps=2, warmup=0, rounds=3)
+    out = run_bench("lenet", plan_bench("lenet", INPUTS["lenet"]), batch_size=4, steps=2, warmup=0, rounds=3)
     assert out["supervised_img_s"] == 16 / 2.0 and out["dann_img_s"] == 16 / 4.0
     assert out["ratio"] == 2.0 and out["data_wait_fraction"] == 1.0 / 4.0
     assert rounds == {False: [], True: []}  # every round was timed
 
 
 def test_bench_runs_the_trainer_step_in_bf16_and_channels_last():
-    out = run_bench("lenet", batch_size=4, steps=1, warmup=0, rounds=1, precision="bf16", channels_last=True)
+    plan = plan_bench("lenet", INPUTS["lenet"], precision="bf16", channels_last=True)
+    out = run_bench("lenet", plan, batch_size=4, steps=1, warmup=0, rounds=1)
     assert out["precision"] == "bf16" and out["channels_last"] and out["dann_img_s"] > 0
 
 

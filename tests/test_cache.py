@@ -19,12 +19,12 @@ from PIL import Image
 import dann
 from dann.cli import main
 from dann.config import DataConfig, ModelConfig, load_config, replace
-from dann.data import build_data
 from dann.data import cache as cache_module
 from dann.data.cache import DecodedImages, build, cache_key, wanted
 from dann.data.cached import CachedImageDomain
 from dann.data.loaders import LoaderBatches
 from dann.errors import DataError, DataWarning
+from dann.plan import build_run_data
 
 SIDE = 24  # cache_side of a 16 px input with crop_scale (0.5, 1): 16 / sqrt(0.5) = 22.6, rounded up to 8s
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255  # normalized units → 0..255
@@ -53,7 +53,7 @@ def folder_data(folder, cache: str, cache_dir, workers: int = 0, **data):
         source=str(folder), target=str(folder), num_workers=workers, cache=cache, cache_dir=str(cache_dir),
         **{"image_size": 16, **data},
     )  # fmt: skip
-    return build_data(cfg, ModelConfig(backbone="lenet"))
+    return build_run_data(cfg, ModelConfig(backbone="lenet"))
 
 
 def per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -283,7 +283,7 @@ def test_several_labeled_domains_each_read_their_own_cache_with_the_same_crops(p
     def several(cache: str):
         cfg = DataConfig(source=sources, target=str(other), image_size=16, num_workers=0, cache=cache,
                          cache_dir=str(tmp_path / "cache"))  # fmt: skip
-        return build_data(cfg, ModelConfig(backbone="lenet"))
+        return build_run_data(cfg, ModelConfig(backbone="lenet"))
 
     cached, plain = several("on"), several("off")
     assert isinstance(cached.source_train, CachedImageDomain) and len(cached.source_train.caches) == 2

@@ -16,11 +16,11 @@ import torch
 import dann
 from dann.cli import main
 from dann.config import load_config, replace
-from dann.data import Domain, build_data
+from dann.data import Domain
 from dann.data.loaders import LoaderBatches, StepBatches
 from dann.errors import ConfigError, DannError, DataWarning
 from dann.evaluation.metrics import embed, evaluate_domain
-from dann.models import create_network
+from dann.plan import build_run_data, create_network
 from dann.runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, load_checkpoint, read_jsonl
 from dann.selection.validators import evaluate_validators
 from dann.training.distributed import World, local_device
@@ -120,7 +120,7 @@ def test_batchnorm_and_dropout_under_two_processes_evaluate_what_is_saved_and_re
     assert len(rng) == 2 and not torch.equal(rng[0]["cpu"], rng[1]["cpu"])
     # the recorded metrics are those of last.pt scored in one process (rank 0's BatchNorm statistics everywhere)
     cfg = load_config(str(run / "config.yaml"))
-    data = build_data(cfg.data, cfg.model)
+    data = build_run_data(cfg.data, cfg.model)
     net = create_network(cfg.model, data.input_shape, data.num_classes)
     net.load_state_dict(state.model)
     last = read_jsonl(run / METRICS_FILE)[-1]
@@ -176,8 +176,8 @@ class ThisRankOnly(World):
 
 def test_training_streams_and_evaluation_are_split_between_the_processes(tiny_cfg, tiny_data):
     cfg, cpu = replace(tiny_cfg, train={"batch_size": 8}), torch.device("cpu")
-    one = batch_streams(cfg, tiny_data, True, 3, cpu, World())
-    parts = [batch_streams(cfg, tiny_data, True, 3, cpu, World(r, 2)) for r in (0, 1)]
+    one = batch_streams(cfg, tiny_data, True, 3, cpu, World().rows(cfg.train.batch_size))
+    parts = [batch_streams(cfg, tiny_data, True, 3, cpu, World(r, 2).rows(cfg.train.batch_size)) for r in (0, 1)]
     for step in (3, 4):
         for domain in (0, 1):
             x, y = one[domain].get(step)
@@ -211,7 +211,7 @@ def test_the_processes_rows_make_up_the_one_process_batch(balanced):
 
 
 def test_image_file_shards_make_up_the_one_process_batch(shape_folders):
-    domain = dann.data.build_data(folder_cfg(shape_folders, color_jitter=0.4), TIMM).source_train
+    domain = build_run_data(folder_cfg(shape_folders, color_jitter=0.4), TIMM).source_train
     cpu = torch.device("cpu")
     full = LoaderBatches(domain, 6, 3, cpu, start=2, augment=True)
     shards = [LoaderBatches(domain, 6, 3, cpu, start=2, augment=True, rows=World(r, 2).rows(6)) for r in (0, 1)]

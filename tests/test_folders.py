@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from dann.config import DataConfig, ModelConfig, replace
-from dann.data import Domain, build_data, data_paths, read_images
+from dann.data import Domain, data_paths, read_images
 from dann.data import images as images_module
 from dann.data.images import default_workers, to_rgb
 from dann.data.loaders import ClassBalance, LoaderBatches, StepBatches, batch_indices
 from dann.data.transforms import ToNormalizedTensor, resolve_image_config
 from dann.errors import ConfigError, DataError, DataWarning
+from dann.plan import build_run_data
 from dann.training.distributed import World
 from dann.training.trainer import batch_streams
 
@@ -29,11 +30,11 @@ def folder_cfg(paths, **keys):
 
 
 def test_class_folders_flat_folders_and_lists_agree(shape_folders, tmp_path):
-    data = build_data(folder_cfg(shape_folders, val_fraction=0.25), TIMM)
+    data = build_run_data(folder_cfg(shape_folders, val_fraction=0.25), TIMM)
     assert data.classes == ["circle", "square", "triangle"] and data.input_shape == (3, 32, 32)
     assert len(data.source_train) == 18 and len(data.source_val) == 6 and data.target_train.y is None
     assert data.target_eval.y.tolist() == [0] * 6 + [1] * 6 + [2] * 6  # kept for evaluation only
-    flat = build_data(folder_cfg(shape_folders, target=str(shape_folders["flat"])), TIMM)
+    flat = build_run_data(folder_cfg(shape_folders, target=str(shape_folders["flat"])), TIMM)
     assert len(flat.target_train) == 12 and flat.target_eval is None
     listed = tmp_path / "lists" / "source.csv"
     listed.parent.mkdir()
@@ -42,7 +43,7 @@ def test_class_folders_flat_folders_and_lists_agree(shape_folders, tmp_path):
         for p, lab in zip(*_paths_and_labels(shape_folders["source"]), strict=True)
     ]
     listed.write_text("\n".join(rows) + "\n")
-    from_list = build_data(folder_cfg(shape_folders, source=str(listed), val_fraction=0.25), TIMM)
+    from_list = build_run_data(folder_cfg(shape_folders, source=str(listed), val_fraction=0.25), TIMM)
     assert from_list.source_train.paths == data.source_train.paths
     assert torch.equal(from_list.source_train.y, data.source_train.y)
 
@@ -56,7 +57,7 @@ def test_txt_lists_and_root_relative_paths(shape_folders, tmp_path):
     paths, labels = _paths_and_labels(shape_folders["target"])
     (tmp_path / "target.txt").write_text("".join(f"{p} {lab}\n" for p, lab in zip(paths, labels, strict=True)))
     cfg = DataConfig(root=str(shape_folders["source"].parent), source="source", target=str(tmp_path / "target.txt"))
-    data = build_data(cfg, TIMM)
+    data = build_run_data(cfg, TIMM)
     assert data.target_eval.y.tolist() == [0] * 6 + [1] * 6 + [2] * 6
 
 
@@ -67,7 +68,7 @@ def test_nothing_is_decoded_when_a_dataset_is_built(shape_folders, tmp_path, mon
     shutil.copytree(shape_folders["source"], garbage)
     for p in garbage.rglob("*.png"):
         p.write_bytes(b"not an image")
-    build_data(folder_cfg(shape_folders, source=str(garbage)), TIMM)
+    build_run_data(folder_cfg(shape_folders, source=str(garbage)), TIMM)
     assert calls == []
 
 
@@ -99,7 +100,7 @@ def test_palette_with_transparency_is_composited():
 
 
 def test_generated_files_of_all_modes_load_as_normalized_rgb_tensors(shape_folders):
-    data = build_data(folder_cfg(shape_folders, augment=False), TIMM)
+    data = build_run_data(folder_cfg(shape_folders, augment=False), TIMM)
     modes = {Image.open(p).mode for p in data.target_eval.paths}
     assert {"RGB", "L", "P", "RGBA", "I;16"} <= modes
     x, idx = next(data.target_eval.batches(64))
@@ -137,10 +138,10 @@ def _bad_copy(shape_folders, tmp_path, name="target"):
 
 def test_unreadable_files_fail_with_their_path_or_are_skipped_and_counted(shape_folders, tmp_path):
     folder, bad, truncated = _bad_copy(shape_folders, tmp_path)
-    data = build_data(folder_cfg(shape_folders, target=str(folder)), TIMM)
+    data = build_run_data(folder_cfg(shape_folders, target=str(folder)), TIMM)
     with pytest.raises(DataError, match=f"{bad}: cannot read this image file.*skip_bad_images=true"):
         list(data.target_eval.batches(64))
-    data = build_data(folder_cfg(shape_folders, target=str(folder), skip_bad_images=True), TIMM)
+    data = build_run_data(folder_cfg(shape_folders, target=str(folder), skip_bad_images=True), TIMM)
     x, idx = zip(*data.target_eval.batches(5), strict=True)
     assert sum(len(b) for b in x) == 16 and data.skipped_images() == sorted([str(bad), str(truncated)])
     kept = torch.cat(idx).tolist()
@@ -149,7 +150,7 @@ def test_unreadable_files_fail_with_their_path_or_are_skipped_and_counted(shape_
 
 def test_decompression_bomb_guard_stays_on(shape_folders, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32×32 images are now "bombs" (> 2 × 100 pixels)
-    data = build_data(folder_cfg(shape_folders), TIMM)
+    data = build_run_data(folder_cfg(shape_folders), TIMM)
     with pytest.raises(DataError, match="decompression-bomb guard"):
         list(data.target_eval.batches(4))
 
@@ -159,18 +160,18 @@ def test_class_matching_by_name(shape_folders, tmp_path):
     shutil.copytree(shape_folders["target"], extra)
     shutil.copytree(extra / "circle", extra / "star")
     with pytest.raises(DataError, match=f"class 'star' of {extra} is not a class of {shape_folders['source']}"):
-        build_data(folder_cfg(shape_folders, target_eval=str(extra)), TIMM)  # labeled evaluation: class folders
+        build_run_data(folder_cfg(shape_folders, target_eval=str(extra)), TIMM)  # labeled evaluation: class folders
     unlabeled = f"{extra} is read as unlabeled images, so no target accuracy is reported: its subfolders star are not"
     with pytest.warns(
         DataWarning, match=f"{unlabeled} classes of {shape_folders['source']}, though circle, square, tri"
     ):
-        data = build_data(folder_cfg(shape_folders, target=str(extra)), TIMM)  # the target of training: unlabeled
+        data = build_run_data(folder_cfg(shape_folders, target=str(extra)), TIMM)  # the target of training: unlabeled
     assert len(data.target_train) == 24 and data.target_train.y is None and data.target_eval is None
     fewer = tmp_path / "fewer"
     shutil.copytree(shape_folders["target"], fewer)
     shutil.rmtree(fewer / "triangle")
     with pytest.warns(DataWarning, match=f"{fewer} has no images of 1 class.*triangle"):
-        data = build_data(folder_cfg(shape_folders, target=str(fewer)), TIMM)
+        data = build_run_data(folder_cfg(shape_folders, target=str(fewer)), TIMM)
     assert data.classes == ["circle", "square", "triangle"]
 
 
@@ -202,11 +203,11 @@ def test_bad_folders_and_lists_are_named(tmp_path, setup, message):
 
 def test_source_without_labels_and_mixed_formats_are_refused(shape_folders, tmp_path):
     with pytest.raises(DataError, match="needs labels"):
-        build_data(folder_cfg(shape_folders, source=str(shape_folders["flat"])), TIMM)
+        build_run_data(folder_cfg(shape_folders, source=str(shape_folders["flat"])), TIMM)
     with pytest.raises(ConfigError, match=r"mixing \.npz files with image folders"):
-        build_data(folder_cfg(shape_folders, target=str(tmp_path / "t.npz")), TIMM)
+        build_run_data(folder_cfg(shape_folders, target=str(tmp_path / "t.npz")), TIMM)
     with pytest.raises(DataError, match=r"image folder .*nowhere does not exist"):
-        build_data(folder_cfg(shape_folders, source=str(tmp_path / "nowhere")), TIMM)
+        build_run_data(folder_cfg(shape_folders, source=str(tmp_path / "nowhere")), TIMM)
 
 
 def _stream(domain, start, steps, workers=0, augment=True):
@@ -216,7 +217,7 @@ def _stream(domain, start, steps, workers=0, augment=True):
 
 
 def test_folder_batches_are_a_pure_function_of_the_step_so_resume_is_exact(shape_folders):
-    data = build_data(folder_cfg(shape_folders, color_jitter=0.4, vflip=0.5), TIMM)
+    data = build_run_data(folder_cfg(shape_folders, color_jitter=0.4, vflip=0.5), TIMM)
     full = _stream(data.source_train, 0, 6)
     resumed = _stream(data.source_train, 4, 2)
     for (xa, ya), (xb, yb) in zip(full[4:], resumed, strict=True):
@@ -228,7 +229,7 @@ def test_folder_batches_are_a_pure_function_of_the_step_so_resume_is_exact(shape
 
 
 def test_workers_deliver_the_same_batches(shape_folders):
-    data = build_data(folder_cfg(shape_folders, color_jitter=0.4), TIMM)
+    data = build_run_data(folder_cfg(shape_folders, color_jitter=0.4), TIMM)
     one = _stream(data.source_train, 2, 2, workers=0)
     two = _stream(data.source_train, 2, 2, workers=2)
     for (xa, _), (xb, _) in zip(one, two, strict=True):
@@ -238,7 +239,7 @@ def test_workers_deliver_the_same_batches(shape_folders):
 def test_a_training_view_neither_seeds_nor_moves_the_global_generators(shape_folders, monkeypatch):
     """Augmentation draws from a generator of its own: seeding torch's global one would also seed every GPU's (and
     leave them seeded), changing what dropout draws on the device after each image."""
-    domain = build_data(folder_cfg(shape_folders, color_jitter=0.4, vflip=0.5), TIMM).source_train
+    domain = build_run_data(folder_cfg(shape_folders, color_jitter=0.4, vflip=0.5), TIMM).source_train
     calls = []
     for name in ("manual_seed", "seed", "set_rng_state"):
         monkeypatch.setattr(torch, name, lambda *a, name=name, **k: calls.append(f"torch.{name}"))
@@ -316,10 +317,11 @@ def test_training_loaders_get_their_share_of_the_workers(shape_folders, tiny_cfg
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(images_module, "CGROUP_CPU_MAX", shape_folders["source"] / "absent")
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    data = build_data(folder_cfg(shape_folders, num_workers=None), TIMM)
+    data = build_run_data(folder_cfg(shape_folders, num_workers=None), TIMM)
     cfg = replace(tiny_cfg, train={"batch_size": 4})
     for uses_target, expected in ((True, 2), (False, 4)):
-        streams = [s for s in batch_streams(cfg, data, uses_target, 0, torch.device("cpu"), World()) if s is not None]
+        rows = World().rows(cfg.train.batch_size)
+        streams = [s for s in batch_streams(cfg, data, uses_target, 0, torch.device("cpu"), rows) if s is not None]
         assert [s._batches._num_workers for s in streams] == [expected] * len(streams)
         del streams  # stops the workers
 
@@ -328,7 +330,7 @@ def test_a_source_folder_with_a_single_class_is_an_error(shape_folders, tmp_path
     only = tmp_path / "only"
     shutil.copytree(shape_folders["source"] / "circle", only / "circle")
     with pytest.raises(DataError, match=r"only: every source sample has label 0 \('circle'\); a classifier needs"):
-        build_data(folder_cfg(shape_folders, source=str(only), target=str(shape_folders["flat"])), TIMM)
+        build_run_data(folder_cfg(shape_folders, source=str(only), target=str(shape_folders["flat"])), TIMM)
 
 
 def image_list_layout(shape_folders, root, list_dir="image_list", prefix="", ext=".txt"):
@@ -362,7 +364,7 @@ def test_list_entries_resolve_against_data_root_when_it_is_set(shape_folders, tm
     lists = image_list_layout(shape_folders, root, list_dir, prefix, ext)
     rel = os.path.relpath(lists, root)
     cfg = folder_cfg(shape_folders, root=str(root), source=f"{rel}/source{ext}", target=f"{rel}/target{ext}")
-    data = build_data(cfg, TIMM)
+    data = build_run_data(cfg, TIMM)
     assert data.classes == ["0", "1", "2"] and len(data.source_train) + len(data.source_val) == 24
     assert all(p.startswith(str(root / "src")) for p in data.source_train.paths)
     assert data.target_eval.y.tolist() == [0] * 6 + [1] * 6 + [2] * 6
@@ -380,10 +382,10 @@ def test_list_entries_found_under_a_parent_folder_name_it_and_the_setting(shape_
         rf"and name the list relative to it \({re.escape(list_dir)}/source\.txt\)$"
     )
     with pytest.raises(DataError, match=message):
-        build_data(cfg, TIMM)
+        build_run_data(cfg, TIMM)
     rel = os.path.relpath(source, root)
     fixed = folder_cfg(shape_folders, root=str(root), source=rel, target=os.path.relpath(lists / "target.txt", root))
-    assert len(build_data(fixed, TIMM).target_train) == 18  # what the message says works
+    assert len(build_run_data(fixed, TIMM).target_train) == 18  # what the message says works
 
 
 def test_list_entries_relative_to_the_list_with_data_root_set_say_where_they_are(shape_folders, tmp_path):
@@ -395,13 +397,13 @@ def test_list_entries_relative_to_the_list_with_data_root_set_say_where_they_are
     cfg = folder_cfg(shape_folders, root=root, source="image_list/source.txt", target="image_list/target.txt")
     message = rf"; they exist under {re.escape(str(lists))}: with data.root set, relative entries are read from it"
     with pytest.raises(DataError, match=message):
-        build_data(cfg, TIMM)
+        build_run_data(cfg, TIMM)
     (lists / "lost.txt").write_text("nowhere/a.png 0\nnowhere/b.png 1\n")
     cfg = folder_cfg(shape_folders, root=root, source="image_list/lost.txt", target="image_list/target.txt")
     with pytest.raises(
         DataError, match=rf"missing file.*\(relative entries are read from {re.escape(root)}, data.root"
     ):
-        build_data(cfg, TIMM)
+        build_run_data(cfg, TIMM)
 
 
 def test_lists_for_evaluate_and_predict_point_to_the_folder_they_are_read_from(shape_folders, tmp_path):
@@ -421,7 +423,7 @@ def test_an_unlabeled_target_is_read_whatever_its_layout(layout, shape_folders, 
     cfg = folder_cfg(shape_folders, target=str(target))
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)  # nothing to warn about: no labels were expected
-        data = build_data(cfg, TIMM)
+        data = build_run_data(cfg, TIMM)
     assert sorted(data.target_train.paths) == sorted(map(str, expected)) and len(expected) == 12
     assert data.target_train.y is None and data.target_eval is None
     assert check_data(cfg, workers=1).files["target"] == 12
@@ -438,7 +440,7 @@ def test_target_list_labels_that_are_not_all_classes_leave_it_unlabeled(labels, 
     listed.write_text("".join(f"{p} {labels[i % len(labels)]}\n" for i, p in enumerate(paths)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = build_data(folder_cfg(shape_folders, target=str(listed)), TIMM)
+        data = build_run_data(folder_cfg(shape_folders, target=str(listed)), TIMM)
     assert data.target_train.paths == paths and data.target_train.y is None and data.target_eval is None
     said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
     warned = (
@@ -454,4 +456,4 @@ def test_a_labeled_evaluation_target_still_needs_class_subfolders(layout, shape_
     says = "holds image files and also subfolders" if layout == "beside-subfolders" else "is not a class of"
     says = "the target evaluation data needs labels" if layout == "flat" else says
     with pytest.raises(DataError, match=says):
-        build_data(folder_cfg(shape_folders, target_eval=str(target)), TIMM)
+        build_run_data(folder_cfg(shape_folders, target_eval=str(target)), TIMM)

@@ -5,6 +5,7 @@ examples it finds in .hypothesis/ and replays them first."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -215,6 +216,8 @@ def one_step(monkeypatch):
 
     def short_fit(self, net, method, data):
         self.cfg = replace(self.cfg, train={"steps": 1, "batch_size": min(self.cfg.train.batch_size, 8)})
+        rows = self.world.rows(self.cfg.train.batch_size)  # the plan's rows of the smaller batch
+        self.run_plan = dataclasses.replace(self.run_plan, config=self.cfg, rows=rows)
         return fit(self, net, method, data)
 
     monkeypatch.setattr(Trainer, "fit", short_fit)

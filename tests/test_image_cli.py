@@ -12,8 +12,9 @@ from PIL import Image
 
 import dann
 from dann.cli import main
-from dann.data import build_data, read_images
+from dann.data import read_images
 from dann.errors import DataError
+from dann.plan import build_run_data
 
 from .shapes import LAYOUTS, LIST_LAYOUTS, unlabeled_target
 
@@ -148,7 +149,7 @@ def test_an_evaluation_batch_of_only_unreadable_files_is_skipped(run, shape_fold
     for path in bad:
         path.write_bytes(b"\x89PNG\r\n\x1a\n corrupt")
     cfg = dataclasses.replace(dann.load_run(run).config.data, target=str(folder), skip_bad_images=True)
-    domain = build_data(cfg, dann.load_run(run).config.model).target_eval
+    domain = build_run_data(cfg, dann.load_run(run).config.model).target_eval
     assert [str(p) for p in bad] == domain.paths[-2:]
     net = dann.load_run(run).net
     metrics = evaluate_domain(net, domain, 3, batch_size=4)

@@ -18,8 +18,9 @@ from dann.evaluation.label_shift import (
     mean_prediction,
     solve_weights,
 )
-from dann.methods import Batch, build_network, create_method
+from dann.methods import Batch, create_method
 from dann.methods.base import Forward
+from dann.plan import build_network
 from dann.runs import LAST_CHECKPOINT, load_checkpoint
 
 from .test_distributed import MOONS, assert_close, model_weights, torchrun

@@ -11,10 +11,11 @@ import torch
 import dann
 from dann.cli import main
 from dann.config import DataConfig, MethodConfig, ModelConfig, load_config, replace
-from dann.data import build_data, labeled_sources
+from dann.data import labeled_sources
 from dann.errors import ConfigError, DataError
-from dann.methods import Batch, build_network, create_method
+from dann.methods import Batch, create_method
 from dann.methods.dann import multiclass_domain_loss
+from dann.plan import build_network, build_run_data
 
 from .conftest import blobs
 
@@ -64,7 +65,7 @@ def test_npz_domains_are_matched_by_class_name_and_pooled(three_domains):
     cfg = DataConfig(
         source={"lab": "lab.npz", "mid": "mid.npz"}, target="target.npz", root=str(root), intermediate="mid"
     )
-    data = build_data(cfg)
+    data = build_run_data(cfg)
     assert data.classes == ["cat", "dog"]
     assert [(d.name, d.intermediate) for d in data.domains] == [("lab", False), ("mid", True)]
     _, y_mid = blobs(20, 0.7, 1)
@@ -84,7 +85,7 @@ def test_folders_with_different_classes_share_one_sorted_list(shape_folders, tmp
         source=[f"lab={shape_folders['source']}", f"mid={mid}"], target=str(shape_folders["flat"]), image_size=32,
         num_workers=0,
     )  # fmt: skip
-    data = build_data(cfg, ModelConfig(backbone="test_resnet"))
+    data = build_run_data(cfg, ModelConfig(backbone="test_resnet"))
     assert data.classes == ["circle", "square", "triangle"]
     assert [d.name for d in data.domains] == ["lab", "mid"]
     assert set(data.domains[1].train.y.tolist()) <= {0, 2}
@@ -101,7 +102,7 @@ def test_folders_with_different_classes_share_one_sorted_list(shape_folders, tmp
 def test_bad_labeled_domains_are_named(three_domains, keys, error, message):
     values = {"source": {"lab": "lab.npz", "mid": "mid.npz"}, "target": "target.npz", "root": str(three_domains)}
     with pytest.raises(error, match=message):
-        build_data(DataConfig(**(values | keys)))
+        build_run_data(DataConfig(**(values | keys)))
 
 
 def test_some_npz_files_naming_classes_and_others_not_is_refused(three_domains):
@@ -109,7 +110,7 @@ def test_some_npz_files_naming_classes_and_others_not_is_refused(three_domains):
     np.savez(three_domains / "plain.npz", x=x, y=y)
     cfg = DataConfig(source=["lab.npz", "plain.npz"], target="target.npz", root=str(three_domains))
     with pytest.raises(DataError, match=r"plain\.npz does not"):
-        build_data(cfg)
+        build_run_data(cfg)
 
 
 def test_cli_trains_on_named_domains_and_reports_each_held_out_accuracy(three_domains, tiny_cfg):

@@ -71,7 +71,7 @@ def test_the_cycle_finder_finds_a_cycle_through_a_lazy_import():
 
 def test_the_top_level_holds_only_the_entry_points_and_shared_foundations():
     top = sorted(p.stem for p in SRC.glob("*.py"))
-    assert top == ["__init__", "__main__", "api", "cli", "config", "demo", "errors", "registry", "runs"]
+    assert top == ["__init__", "__main__", "api", "cli", "config", "demo", "errors", "plan", "registry", "runs"]
 
 
 def test_the_public_face_and_the_documented_import_paths_resolve():

@@ -8,8 +8,9 @@ import torch
 import dann
 from dann.config import MethodConfig, ModelConfig, replace
 from dann.data.strong import self_ensembling_augment
-from dann.methods import Batch, build_network, create_method
+from dann.methods import Batch, create_method
 from dann.methods.mean_teacher import class_balance_loss, consistency_loss
+from dann.plan import build_network
 from dann.runs import load_checkpoint
 
 from .conftest import tiny_config, tiny_domains

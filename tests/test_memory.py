@@ -14,10 +14,10 @@ import torch
 
 import dann
 from dann.config import load_config
-from dann.data import build_data
 from dann.evaluation import metrics
 from dann.evaluation.loading import load_run
 from dann.evaluation.metrics import classification_metrics, confusion_counts, evaluate_domain
+from dann.plan import build_run_data
 from dann.reporting import report
 from dann.runs import atomic_writer
 from dann.training.distributed import World
@@ -175,7 +175,7 @@ def test_the_classifier_predicts_without_keeping_features(monkeypatch):
 
 def test_the_report_diagnostics_read_a_bounded_seeded_sample_and_say_so(wide_run, monkeypatch):
     run = report.summarize(wide_run)
-    data = build_data(run.config.data, run.config.model)  # 200 training samples per domain, less the held-out ones
+    data = build_run_data(run.config.data, run.config.model)  # 200 training samples per domain, less the held-out ones
     embedded = []
     embed = report.embed
 

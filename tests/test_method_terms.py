@@ -9,7 +9,7 @@ import torch
 from dann.config import MethodConfig, ModelConfig
 from dann.data.strong import strong_augment
 from dann.errors import ConfigError
-from dann.methods import REGULARIZERS, Batch, build_network, create_method
+from dann.methods import REGULARIZERS, Batch, create_method
 from dann.methods.base import Forward
 from dann.methods.cdan import RANDOMIZED_DIM, MultilinearDiscriminator
 from dann.methods.coral import coral_loss
@@ -19,6 +19,7 @@ from dann.methods.mdd import mdd_loss
 from dann.methods.mmd import BANDWIDTHS, mmd_loss
 from dann.methods.regularizers import bnm_loss, entropy_loss
 from dann.methods.shot import cluster_centres, information_maximization, nearest_centre
+from dann.plan import build_network
 
 G = torch.Generator().manual_seed(0)
 Z = torch.randn(6, 3, generator=G) * 2  # logits of 6 samples, 3 classes

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from dann.config import MethodConfig, ModelConfig
-from dann.methods import METHODS, Batch, build_network, create_method
+from dann.methods import METHODS, Batch, create_method
 from dann.methods.base import weighted_mean
 from dann.methods.dann import domain_adversarial_loss
+from dann.plan import build_network
 
 MODEL = ModelConfig(backbone="mlp", mlp_dims=(8,), discriminator_dims=(6,))
 # the seed's network: no BatchNorm bottleneck, so each row's features depend on that row alone

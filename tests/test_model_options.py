@@ -6,7 +6,7 @@ from torch import nn
 
 import dann
 from dann.config import MethodConfig, ModelConfig, replace
-from dann.methods import build_network
+from dann.plan import build_network, plan_run
 from dann.training.trainer import Trainer
 
 
@@ -22,7 +22,7 @@ def test_freeze_bn_keeps_running_statistics_bit_identical_while_affine_parameter
     before = {k: v.clone() for k, v in net.state_dict().items()}
     layers = _batchnorm(net)
     assert len(layers) == 3  # the backbone's, the bottleneck's, the head's
-    Trainer(cfg).fit(net, dann.methods.create_method(cfg.method), tiny_data)
+    Trainer(plan_run(cfg, tiny_data)).fit(net, dann.methods.create_method(cfg.method), tiny_data)
     after = net.state_dict()
     stats = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     affine = [k for k, m in net.named_modules() if m in layers]

@@ -3,8 +3,9 @@ import torch
 
 from dann.config import ModelConfig
 from dann.errors import ConfigError
-from dann.models import BACKBONES, create_backbone, create_network
+from dann.models import BACKBONES, create_backbone
 from dann.models.backbones import LeNet
+from dann.plan import create_network
 
 SHAPES = {"lenet": (3, 28, 28), "lenet_conv": (3, 28, 28), "mlp": (3, 8, 8)}
 

@@ -4,7 +4,7 @@ import torch
 from dann.config import Config, replace
 from dann.errors import DannError
 from dann.methods import Batch, Method, create_method
-from dann.models import create_network
+from dann.plan import create_network, plan_run
 from dann.runs import LAST_CHECKPOINT, PREV_CHECKPOINT, load_checkpoint, prepare_run_dir, read_jsonl
 from dann.training import nonfinite
 from dann.training.seeds import derive_seed
@@ -48,7 +48,7 @@ def train(cfg: Config, data, run_dir=None, bad=(), inf_grad=False, resume=False)
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     net = create_network(cfg.model, data.input_shape, data.num_classes)
     run_dir = prepare_run_dir(run_dir, resume) if run_dir else None
-    history = Trainer(cfg, run_dir, resume).fit(net, Poisoned(cfg, set(bad), inf_grad), data)
+    history = Trainer(plan_run(cfg, data), run_dir, resume).fit(net, Poisoned(cfg, set(bad), inf_grad), data)
     return net, history
 
 

@@ -7,9 +7,8 @@ import dann
 from dann.config import MethodConfig, ModelConfig, load_config, replace
 from dann.data import as_domain, make_domain_data
 from dann.errors import ConfigError
-from dann.methods import create_method
 from dann.methods.base import Batch
-from dann.models import create_network
+from dann.plan import create_method, create_network
 from dann.reporting.report import initial_network
 from dann.runs import LAST_CHECKPOINT, load_checkpoint
 from dann.training import precision as precision_module

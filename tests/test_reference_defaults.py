@@ -9,10 +9,11 @@ import torch
 
 import dann
 from dann.config import Config, MethodConfig, ModelConfig, load_config, replace
-from dann.methods import METHODS, Batch, build_network, create_method
-from dann.methods.base import METHOD_DEFAULTS, Forward, grl_coeff, method_defaults, method_model
+from dann.methods import METHODS, Batch, create_method
+from dann.methods.base import METHOD_DEFAULTS, Forward, grl_coeff, method_defaults
 from dann.methods.fixmatch import TARGET_WINDOW, DistributionAlignment, warmup
 from dann.models.network import PerImageStandardize
+from dann.plan import build_network, network_model
 
 
 def test_null_keys_resolve_to_the_methods_own_defaults_and_given_values_win():
@@ -58,16 +59,16 @@ def test_the_bottleneck_follows_the_methods_reference_network_on_small_backbones
     images, vectors = (3, 28, 28), (30,)
     for name in METHODS.names():
         width = METHODS.get(name).bottleneck
-        resolved = method_model(ModelConfig(), MethodConfig(name=name), images)
+        resolved = network_model(ModelConfig(), MethodConfig(name=name), images)
         assert resolved.bottleneck_dim == width, name
         assert resolved.head_dims == (() if width else (100, 100)), name  # the paper's fc-100 head only without one
-        assert method_model(ModelConfig(), MethodConfig(name=name), vectors).bottleneck_dim == width
+        assert network_model(ModelConfig(), MethodConfig(name=name), vectors).bottleneck_dim == width
     assert all(METHODS.get(n).bottleneck == 256 for n in METHODS.names() if n != "source_only")
     assert METHODS.get("source_only").bottleneck == 0  # a BatchNorm layer that only sees the source stays opt-in
     given = ModelConfig(bottleneck_dim=64)
-    assert method_model(given, MethodConfig(name="mdd"), images).bottleneck_dim == 64  # a given width wins
+    assert network_model(given, MethodConfig(name="mdd"), images).bottleneck_dim == 64  # a given width wins
     timm_like = ModelConfig(backbone="resnet18")
-    assert method_model(timm_like, MethodConfig(name="dann"), images).bottleneck_dim is None  # timm: 256 under auto
+    assert network_model(timm_like, MethodConfig(name="dann"), images).bottleneck_dim is None  # timm: 256 under auto
     net = build_network(ModelConfig(backbone="mlp", mlp_dims=(8,)), MethodConfig(name="mdd"), (4,), 3)
     assert net.num_features == METHODS.get("mdd").bottleneck
     assert isinstance(net.bottleneck[1], torch.nn.BatchNorm1d)
@@ -107,7 +108,7 @@ def test_the_bottleneck_kinds_and_the_weight_normalized_classifier_are_the_refer
         torch.testing.assert_close(head.weight, g * v / v.norm(dim=1, keepdim=True))  # per output row
         f = net.forward_features(x)
         assert (f < 0).any() == (kind == "bn_dropout")  # no activation after SHOT's BatchNorm: negative features
-    resolved = method_model(ModelConfig(), MethodConfig(name="dann"), (4,))
+    resolved = network_model(ModelConfig(), MethodConfig(name="dann"), (4,))
     assert (resolved.bottleneck_kind, resolved.weight_norm) == ("bn_relu", False)  # auto: the methods' layer
     with pytest.raises(dann.ConfigError, match=r"model\.bottleneck_kind.*bn_relu \| bn_dropout.*'bn'"):
         ModelConfig(bottleneck_kind="bn")
@@ -253,7 +254,7 @@ def test_the_weight_average_ramps_its_momentum_as_the_mean_teacher_does():
 
 def test_the_paper_preset_is_the_seeds_exact_dann_network_and_schedule():
     cfg = load_config("paper")
-    model = method_model(cfg.model, cfg.method, (3, 28, 28))
+    model = network_model(cfg.model, cfg.method, (3, 28, 28))
     method = method_defaults(cfg.method)
     assert (model.backbone, model.bottleneck_dim, model.head_dims, model.discriminator_dims) == (
         "lenet_conv",

@@ -11,9 +11,10 @@ import dann
 from dann.config import MethodConfig, ModelConfig, replace
 from dann.data import Domain
 from dann.errors import ConfigError
-from dann.methods import Batch, build_network, create_method
-from dann.methods.base import Forward, method_model
+from dann.methods import Batch, create_method
+from dann.methods.base import Forward
 from dann.methods.shot import HypothesisTransfer, augmented, classifier, cluster_centres, nearest_centre
+from dann.plan import build_network, network_model
 from dann.runs import LAST_CHECKPOINT, load_checkpoint
 
 from .conftest import tiny_config, tiny_domains
@@ -91,7 +92,7 @@ def test_only_the_final_linear_classifier_is_frozen():
 
 
 def test_shot_has_the_reference_bottleneck_and_beta():
-    model = method_model(ModelConfig(backbone="mlp"), MethodConfig(name="shot"), (4,))
+    model = network_model(ModelConfig(backbone="mlp"), MethodConfig(name="shot"), (4,))
     assert model.bottleneck_dim == 256 and model.head_dims == ()
     assert create_method(MethodConfig(name="shot")).cfg.shot_beta == 0.1
 

@@ -11,9 +11,10 @@ import dann
 from dann.config import load_config, replace
 from dann.data import as_domain, make_domain_data
 from dann.errors import ConfigError
-from dann.methods import Batch, build_network, create_method
+from dann.methods import Batch, create_method
 from dann.methods.base import method_defaults
 from dann.models.grl import grad_reverse
+from dann.plan import build_network
 from dann.reporting import plots
 from dann.training.schedules import warm_start_grl
 from dann.training.stages import plan_stages

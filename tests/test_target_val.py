@@ -10,8 +10,9 @@ import torch
 
 import dann
 from dann.config import replace
-from dann.data import build_data, hold_out_target
+from dann.data import hold_out_target
 from dann.errors import ConfigError
+from dann.plan import build_run_data
 from dann.selection import validators as validators_module
 from dann.training import trainer as trainer_module
 
@@ -79,8 +80,8 @@ def test_training_never_reads_the_held_out_target_and_the_validators_read_nothin
 
 def test_build_data_and_the_estimator_hold_out_the_same_share():
     cfg = dann.load_config("moons", ["data.target_val_fraction=0.2"])
-    data = build_data(cfg.data, cfg.model)
-    whole = build_data(replace(cfg, data={"target_val_fraction": 0.0}).data, cfg.model)
+    data = build_run_data(cfg.data, cfg.model)
+    whole = build_run_data(replace(cfg, data={"target_val_fraction": 0.0}).data, cfg.model)
     assert len(data.target_val) == round(0.2 * len(whole.target_train))
     assert len(data.target_train) + len(data.target_val) == len(whole.target_train)
 

@@ -210,7 +210,7 @@ def test_one_sample_per_domain_trains_when_no_batchnorm_layer_sees_it_alone(tiny
 
 def test_the_batchnorm_check_follows_the_rows_of_each_process(tiny_cfg, tiny_data):
     from dann.methods import create_method
-    from dann.models import create_network
+    from dann.plan import create_network
     from dann.training.steps import check_batchnorm_rows
 
     net = create_network(replace(tiny_cfg, model={"batchnorm": True}).model, (4,), 2)

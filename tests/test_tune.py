@@ -13,8 +13,9 @@ import torch
 import dann
 from dann.cli import main
 from dann.config import load_config
-from dann.data import Domain, build_data
+from dann.data import Domain
 from dann.errors import ConfigError, RunDirError
+from dann.plan import build_run_data
 from dann.runs import LAST_CHECKPOINT, load_checkpoint
 from dann.training.trainer import Trainer
 
@@ -81,7 +82,7 @@ def test_the_guard_excludes_a_collapsed_run_the_validator_would_have_chosen(tune
 
 def test_target_labels_never_change_scores_or_choice(tuned, tmp_path, capsys):
     cfg = moons()
-    data = build_data(cfg.data, cfg.model)
+    data = build_run_data(cfg.data, cfg.model)
     y = data.target_eval.y
     permuted = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
     assert (permuted != y).any()

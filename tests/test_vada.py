@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from dann.config import MethodConfig, ModelConfig
 from dann.errors import DataWarning
-from dann.methods import Batch, build_network, create_method
+from dann.methods import Batch, create_method
 from dann.methods.vada import kl_rows, unit_rows, vat_loss, vat_perturbation
+from dann.plan import build_network
 
 G = torch.Generator().manual_seed(0)
 BATCH = Batch(torch.randn(6, 4, generator=G), torch.tensor([0, 1, 2, 1, 0, 2]), torch.randn(5, 4, generator=G) + 1.0)

@@ -8,10 +8,11 @@ import torch
 
 import dann
 from dann.config import DataConfig, MethodConfig, ModelConfig, replace
-from dann.data import as_domain, build_data, load_npz, make_domain_data, read_images
+from dann.data import as_domain, load_npz, make_domain_data, read_images
 from dann.data.loaders import LoaderBatches, StepBatches
 from dann.errors import DataError
-from dann.methods import Batch, build_network, create_method
+from dann.methods import Batch, create_method
+from dann.plan import build_network, build_run_data, plan_run
 
 from .conftest import blobs
 
@@ -68,9 +69,9 @@ def test_npz_weights_reach_every_training_batch(tmp_path, tiny_cfg):
 
     method.loss = spy
     cfg = replace(tiny_cfg, data={"source": str(tmp_path / "s.npz"), "target": str(tmp_path / "t.npz")})
-    data = build_data(cfg.data)
+    data = build_run_data(cfg.data)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
-    dann.training.trainer.Trainer(cfg).fit(net, method, data)
+    dann.training.trainer.Trainer(plan_run(cfg, data)).fit(net, method, data)
     assert len(seen) == cfg.train.steps
     for y_s, w_s in seen:
         assert torch.equal(w_s, 1.0 + y_s.float())
@@ -119,7 +120,7 @@ def test_list_file_weights_reach_the_image_batches(shape_folders, tmp_path, name
     listed = tmp_path / name
     _write_list(listed, images.paths, images.labels, weights, header, sep)
     cfg = DataConfig(source=str(listed), target=str(shape_folders["flat"]), image_size=32, num_workers=0)
-    data = build_data(cfg, TIMM)
+    data = build_run_data(cfg, TIMM)
     assert torch.equal(data.source_train.w, 1.0 + data.source_train.y.float())
     rows = LoaderBatches(data.source_train, 5, 0, torch.device("cpu"), 0, augment=False).get_rows(0)
     assert torch.equal(rows.w, 1.0 + rows.y.float())

@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # imported on first use, by __getattr__ below; listed here fo
     )
     from .data import SOURCE, TARGET
     from .evaluation.label_shift import LabelShift
-    from .methods import create_method
-    from .models import DomainAdaptNet, create_backbone, create_network, grad_reverse
+    from .models import DomainAdaptNet, create_backbone, grad_reverse
+    from .plan import create_method, create_network
     from .selection.tune import TuneResult, tune
 
 __version__ = "0.1.0"
@@ -44,8 +44,8 @@ _LAZY = {
     ),
     ".data": ("SOURCE", "TARGET"),
     ".evaluation.label_shift": ("LabelShift",),
-    ".methods": ("create_method",),
-    ".models": ("DomainAdaptNet", "create_backbone", "create_network", "grad_reverse"),
+    ".models": ("DomainAdaptNet", "create_backbone", "grad_reverse"),
+    ".plan": ("create_method", "create_network"),
     ".selection.tune": ("TuneResult", "tune"),
     ".sklearn": ("DANNClassifier",),
 }

@@ -18,21 +18,14 @@ from typing import Any
 import torch
 
 from .config import (
-    AUTOMATIC,
     RECIPE,
     RECIPE_FILE,
     RECOMMENDED,
     SELECTION,
     Config,
-    ModelConfig,
     config_from_dict,
-    load_config,
-    replace,
-    resolve_intervals,
-    resolve_method,
-    resume_config,
 )
-from .data import Domain, DomainData, ImageDomain, build_data, check_same_classes, load_npz, read_images
+from .data import Domain, DomainData, ImageDomain, check_same_classes, load_npz, read_images
 from .data.arrays import as_domain
 from .data.cache import DecodedImages
 from .data.cached import CachedImageDomain
@@ -40,7 +33,7 @@ from .data.check import DataCheck
 from .data.check import check_data as check_files
 from .data.domains import check_labels
 from .data.folders import LIST_EXTENSIONS, encode_labels, unknown_classes
-from .data.images import CALL_SKIP_HINT, Pipeline, local_processes
+from .data.images import CALL_SKIP_HINT, Pipeline
 from .data.scales import check_scales
 from .data.transforms import Unaugmented, eval_transform
 from .errors import (
@@ -56,9 +49,9 @@ from .evaluation.label_shift import LabelShift, model_label_shift
 from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import confusion_counts, confusion_csv, metrics_from_confusion, predictions_by_batch
 from .methods import build_network, create_method
-from .methods.base import keeps_fp32, method_defaults, method_model
 from .models import DomainAdaptNet
-from .reporting.verdicts import CONTROL_DIR, CONTROL_METHOD
+from .plan import build_run_data, plan_run, resumed_config, saved_run_config
+from .reporting.verdicts import CONTROL_DIR
 from .runs import (
     CONFIG_FILE,
     LAST_CHECKPOINT,
@@ -70,7 +63,6 @@ from .runs import (
     guard_output,
     has_checkpoint,
     load_checkpoint,
-    load_latest_checkpoint,
     prepare_run_dir,
 )
 from .selection.bands import MIN_BAND_SAMPLES
@@ -89,14 +81,11 @@ from .selection.default import (
     total_estimate,
     where,
 )
-from .training.distributed import World, local_device
+from .training.distributed import World
 from .training.feedback import format_duration, per_step_seconds
-from .training.precision import resolve_channels_last, resolve_precision
-from .training.seeds import derive_seed
 from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
-from .training.threads import resolve_threads
-from .training.trainer import Trainer, resolve_device
+from .training.trainer import Trainer
 
 
 @dataclass
@@ -170,18 +159,14 @@ def fit(
         restart = not resume
     cfg = cfg or Config()
     by_default = cfg.method.name == RECOMMENDED and not resume  # the recipe, because no method was named
-    data = data or build_data(cfg.data, cfg.model)
-    cfg = resolve_config(cfg, data)
-    if control and cfg.method.name == CONTROL_METHOD:
-        raise ConfigError(f"this run is the source-only control already (method.name={CONTROL_METHOD}): drop control")
-    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+    data = data or build_run_data(cfg.data, cfg.model)
+    plan = plan_run(cfg, data, control=control)  # every check that can fail comes before the run directory is made
+    cfg, world = plan.config, plan.world
+    torch.manual_seed(plan.seeds["init"])
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
-    if method.needs_init and not cfg.model.init_from:
-        raise ConfigError(
-            f"method {cfg.method.name!r} adapts a trained source model: name its run directory with "
-            "model.init_from, e.g. a source_only run on the same classes"
-        )
+    for stage in plan_stages(cfg, method, data).stages:  # one, `method`, without train.stages
+        check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
     if cfg.model.init_from and not resume:
         init_from_run(net, cfg.model.init_from, data)
         if echo is not None and data.source_val is not None and len(data.source_val) and len(data.target_train):
@@ -196,22 +181,8 @@ def fit(
                 f"between the source's class proportions and the target's, estimated by {cfg.model.init_from}), "
                 f"{verdict}"
             )
-    world = World.from_env()  # a torchrun launch, or a world of one
-    world.check_batch_size(cfg.train.batch_size)  # every check that can fail comes before the run directory is made
-    stages = plan_stages(cfg, method, data).stages  # one, `method`, without train.stages
-    for stage in stages:
-        check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
-    device = resolve_device(local_device(cfg.train.device, world))
-    # train.precision "auto" (and channels_last null) become the choices for this device and data, which config.yaml
-    # records
-    adversarial = any(keeps_fp32(stage.method) for stage in stages)
-    precision = resolve_precision(cfg.train.precision, device, data.input_shape, adversarial)
-    channels_last = resolve_channels_last(cfg.train.channels_last, precision, data.input_shape)
-    threads = resolve_threads(cfg.train.threads, cfg.model.backbone, device.type, local_processes())
-    train = dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last, threads=threads.count)
-    cfg = dataclasses.replace(cfg, train=train)
-    if echo is not None and world.main and threads.why:
-        echo(f"threads:  {threads.count} ({threads.why}; train.threads sets it)")
+    if echo is not None and world.main and plan.threads.why:
+        echo(f"threads:  {plan.threads.count} ({plan.threads.why}; train.threads sets it)")
     run_dir = None
     if out is not None:  # under torchrun only rank 0 prepares (and writes) it; the others read it on resume
         fresh = overwrite or (restart and failed_start(out))  # continue_or_restart said so (still true: checked)
@@ -229,12 +200,12 @@ def fit(
             f"({cfg.train.steps} steps, a cheaper step) into {run_dir / CONTROL_DIR}; the time below is this run's"
         )
     told = echo if say is None else with_control_estimate(say, cfg.train.steps)
-    trainer, tic = Trainer(cfg, run_dir, resume, world, told), time.perf_counter()
+    trainer, tic = Trainer(plan, run_dir, resume, told), time.perf_counter()
     history = trainer.fit(net, method, data)
     if say is not None:
         took = format_duration(time.perf_counter() - tic)
         say(f"control:  this run took {took}; now its source-only control, into {run_dir / CONTROL_DIR}")
-    baseline = fit_control(cfg, run_dir, data, resume, echo) if control and run_dir is not None else None
+    baseline = fit_control(plan.control, run_dir, data, resume, echo) if plan.control and run_dir is not None else None
     page = build_report(run_dir, data, echo=echo) if report and run_dir is not None and world.main else None
     summary = trainer.summary.to_dict() if trainer.summary is not None else None
     return FitResult(net, cfg, data.classes, history, run_dir, page, control=baseline, summary=summary)
@@ -280,17 +251,7 @@ def continue_or_restart(out: str | Path | None, cfg: Config | None) -> tuple[Con
     if not saved.is_file():
         raise RunDirError(f"cannot resume: {saved} does not exist")
     saved_cfg = saved_run_config(Path(out))  # a damaged config.yaml is a ConfigError naming it
-    return (saved_cfg if cfg is None else resume_config(saved_cfg, cfg, str(out))), True
-
-
-# What a run written before these keys existed trained with: its config.yaml lacks them, and a resume must continue
-# the same method, not today's defaults.
-LEGACY = {
-    "method": {"distribution_alignment": False, "logit_interpolation": False, "unlabeled_warmup": 0.0,
-               "ema_eval": 0.0, "grl_horizon": 0},
-    "model": {"input_norm": "none", "adabn": False, "bottleneck_kind": "bn_relu", "weight_norm": False},
-    "train": {"threads": 0},  # torch's own setting, which every run used before train.threads
-}  # fmt: skip
+    return (saved_cfg if cfg is None else resumed_config(saved_cfg, cfg, str(out))), True
 
 
 def default_note(cfg: Config) -> dict[str, Any]:
@@ -300,55 +261,17 @@ def default_note(cfg: Config) -> dict[str, Any]:
     return {"method": cfg.method.name, "options": options, "why": RECIPE["why"]}
 
 
-def saved_run_config(run_dir: Path) -> Config:
-    """A run's ``config.yaml`` as it trained: keys it predates take their ``LEGACY`` values, and a bottleneck it left
-    to auto is read from its newest checkpoint. Raises ``ConfigError`` for a run of the former ``fixmatch`` loss
-    (FixMatch with a relative threshold), which today's ``fixmatch`` (AdaMatch) cannot continue."""
-    import yaml
-
-    path = run_dir / CONFIG_FILE
-    cfg = load_config(str(path))
-    raw = yaml.safe_load(path.read_text()) or {}
-    missing = {name: {k: v for k, v in keys.items() if k not in (raw.get(name) or {})} for name, keys in LEGACY.items()}
-    if missing["method"].get("distribution_alignment") is False and cfg.method.name == "fixmatch":
-        raise ConfigError(
-            f"cannot resume {run_dir}: it trained the former fixmatch (FixMatch with a relative threshold), which this "
-            "version replaced by AdaMatch; resume it with the dann version that wrote it, or start a new run"
-        )
-    cfg = replace(cfg, **{section: keys for section, keys in missing.items() if keys})
-    if cfg.model.bottleneck_dim is None and any((run_dir / n).is_file() for n in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
-        model = load_latest_checkpoint(run_dir).model
-        width = model["bottleneck.0.weight"].shape[0] if "bottleneck.0.weight" in model else 0
-        cfg = replace(cfg, model={"bottleneck_dim": width})
-    return cfg
-
-
 def fit_control(
-    cfg: Config, run_dir: Path, data: DomainData, resume: bool = False, echo: Callable[[str], None] | None = None
+    control: Config, run_dir: Path, data: DomainData, resume: bool = False, echo: Callable[[str], None] | None = None
 ) -> FitResult:
-    """Train the source-only control of the run in ``run_dir`` into ``run_dir/control``: ``cfg`` with
-    ``method.name=source_only`` (no regularizers), on ``data``, with the same seed, steps and network. With ``resume``
-    a control that has a checkpoint continues (a finished one is left as it is); else it starts afresh."""
+    """Train the source-only control of the run in ``run_dir`` into ``run_dir/control``: ``control`` is the run's
+    planned config with ``method.name=source_only`` (no regularizers, ``RunPlan.control``), trained on ``data`` with
+    the same seed, steps and network. With ``resume`` a control that has a checkpoint continues (a finished one is left
+    as it is); else it starts afresh."""
     where = run_dir / CONTROL_DIR
     if resume and any((where / name).is_file() for name in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
         return fit(out=where, data=data, resume=True, echo=echo)
-    control = replace(cfg, method={"name": CONTROL_METHOD, "regularizers": {}})
     return fit(control, where, data=data, overwrite=True, echo=echo)
-
-
-def resolve_config(cfg: Config, data: DomainData) -> Config:
-    """The concrete values a run records in config.yaml: the ``auto`` network (``methods.base.method_model``: the
-    method's reference layout), the ``recommended`` method and every method key left to the method's reference
-    default (``methods.base.method_defaults``), and, for image files, the input size used (``data.image_size``: the
-    backbone's native or pretrained size unless given), and the evaluation and log intervals (``train.eval_every``,
-    ``train.log_every``: ``auto`` set by the run's length, ``training.cadence``)."""
-    cfg = resolve_intervals(cfg)
-    data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
-    start = start_network(cfg.model) if cfg.model.init_from else cfg.model
-    model, method = method_model(start, cfg.method, data.input_shape), method_defaults(cfg.method)
-    if cfg.train.stages:  # each stage's method takes its own reference defaults over these: leave the null keys null
-        method = resolve_method(cfg.method)
-    return dataclasses.replace(cfg, data=data_cfg, model=model, method=method)
 
 
 def check_data(cfg: Config, workers: int | None = None, progress: bool = False) -> DataCheck:
@@ -362,7 +285,7 @@ def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:
     """Build (or find) the decoded-image caches of the image folders or lists ``cfg.data`` names, ahead of training
     (``data.cache`` is taken as ``on``; see ``dann.data.cache``): one (folder or list, cache) per distinct file list.
     A cache's ``seconds`` is its build time, None when it was already built. Raises ``ConfigError`` for array data."""
-    data = build_data(dataclasses.replace(cfg.data, cache="on"), cfg.model)
+    data = build_run_data(dataclasses.replace(cfg.data, cache="on"), cfg.model)
     caches: dict[Path, tuple[str, DecodedImages]] = {}
     for domain in (data.source_train, data.target_train, data.target_eval):
         if isinstance(domain, CachedImageDomain):
@@ -373,39 +296,6 @@ def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:
     if not caches:
         raise ConfigError("the data are arrays, which need no cache; give image folders or list files")
     return list(caches.values())
-
-
-# The model.* keys that shape the network a run predicts with, and so must match those of the run it starts from
-NETWORK_KEYS = ("backbone", "mlp_dims", "batchnorm", "bottleneck_dim", "bottleneck_kind", "weight_norm", "head_dims",
-                "head_norm", "input_norm")  # fmt: skip
-
-
-def start_network(model: ModelConfig) -> ModelConfig:
-    """The network of a run that starts from ``model.init_from``'s weights is that run's: every ``NETWORK_KEYS`` key
-    left to auto takes the value that run trained with (its config.yaml), so ``shot`` adapts its start whatever layout
-    the start has. A key given another value than the start's raises ``ConfigError`` naming both (no tensor would
-    tell an input normalisation or a bottleneck's activation apart). A directory without config.yaml is left to
-    ``init_from_run``, which says there is no trained run there."""
-    run = Path(model.init_from)
-    if not (run / CONFIG_FILE).is_file():
-        return model
-    theirs = saved_run_config(run).model
-    taken, differ = {}, []
-    for key in NETWORK_KEYS:
-        mine, start = getattr(model, key), getattr(theirs, key)
-        if start is None or mine == start:
-            continue
-        if AUTOMATIC.get(f"model.{key}", ()) == mine:
-            taken[key] = start
-        else:
-            differ.append(f"model.{key}={start!r} there, {mine!r} here")
-    if differ:
-        raise ConfigError(
-            f"model.init_from {model.init_from}: this run starts from that run's weights, so it needs that run's "
-            f"network, but {'; '.join(differ)}: leave {'them' if len(differ) > 1 else 'it'} unset (auto takes the "
-            "start's) or give the start's value"
-        )
-    return dataclasses.replace(model, **taken)
 
 
 def init_from_run(net: DomainAdaptNet, run_dir: str | Path, data: DomainData) -> None:
@@ -694,7 +584,7 @@ def estimate_label_shift(
     run's held-out source split (``data.val_fraction``): predictions on the samples it trained on are too good to
     measure its confusion. Raises ``DataError`` when there is no held-out source sample."""
     model = run if isinstance(run, TrainedModel) else _load(run, checkpoint)
-    data = build_data(model.config.data, model.config.model) if target is None or source is None else None
+    data = build_run_data(model.config.data, model.config.model) if target is None or source is None else None
     target_domain = data.target_train if data is not None and target is None else _samples(model, target, False)
     source_domain = data.source_val if data is not None and source is None else _samples(model, source, True)
     if source_domain is None or len(source_domain) == 0:
@@ -747,17 +637,13 @@ def fit_selecting(
                 raise RunDirError(f"cannot resume {root}: it holds no selection of the default")
             saved = config_from_dict(json.loads((root / RECIPE_FILE).read_text())["config"])
             # options given on resume: only those a resume may change (config.RESUMABLE), as for any run
-            cfg = (
-                saved
-                if cfg is None
-                else resume_config(dataclasses.replace(saved, method=resolve_method(saved.method)), cfg, str(root))
-            )
+            cfg = saved if cfg is None else resumed_config(saved, cfg, str(root))
         else:
             refuse_overridden(cfg)
             if main:
                 prepare_run_dir(root, False, overwrite)
         assert cfg is not None
-        data = data or build_data(cfg.data, cfg.model)
+        data = data or build_run_data(cfg.data, cfg.model)
         runs = selection_configs(cfg, data.input_shape)
         too_few = len(data.target_train) < MIN_BAND_SAMPLES  # no band can be measured: no candidate could clear
         if too_few:

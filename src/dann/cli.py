@@ -517,31 +517,31 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from .config import PRECISIONS
-    from .training.bench import format_bench, run_bench
-    from .training.threads import resolve_threads
-    from .training.trainer import resolve_device
+    from .plan import plan_bench
+    from .training.bench import INPUTS, format_bench, run_bench
 
     if args.precision not in PRECISIONS:
         raise DannError(f"--precision must be {' | '.join(PRECISIONS)}, got {args.precision!r}")
     if args.threads != "auto" and not args.threads.isdigit():
         raise DannError(f"--threads must be auto or an integer >= 0, got {args.threads!r}")
+    if args.backbone not in INPUTS:
+        raise DannError(f"unknown backbone {args.backbone!r}; choose one of {', '.join(INPUTS)}")
     setting = args.threads if args.threads == "auto" else int(args.threads)
-    # the thread count a training run of this backbone would use, so the figures are the ones it gets
+    # the choices a training run of this backbone would make (threads included), so the figures are the ones it gets
+    shape = INPUTS[args.backbone]
+    plan = plan_bench(args.backbone, shape, args.device, args.precision, args.channels_last, setting, args.image_size)
     before = torch.get_num_threads()
-    torch.set_num_threads(resolve_threads(setting, args.backbone, resolve_device(args.device).type).count)
+    torch.set_num_threads(plan.threads)
     try:
         result = run_bench(
             args.backbone,
+            plan,
             args.batch_size,
             args.steps,
             args.warmup,
             args.rounds,
-            args.precision,
-            args.channels_last,
-            args.device,
             args.images,
             args.workers,
-            args.image_size,
             args.skip_bad_images,
         )
     finally:

@@ -59,6 +59,7 @@ SELECTION: dict[str, Any] = {
     "relative_cost": {"adamatch_noda": 6.0, "iwdan": 1.2},
 }
 RECIPE_FILE = "default.json"  # in a run trained by the default: the recipe and why (written by dann.fit)
+CONTROL_METHOD = "source_only"  # the method of a run's source-only control (dann train --control)
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -423,10 +424,10 @@ AUTOMATIC = {
 
 def resume_config(saved: Config, given: Config, run: str) -> Config:
     """The config a run resumed with new options continues with: ``saved`` (its config.yaml) with the ``RESUMABLE``
-    settings of ``given``. Any other setting whose value differs (after ``resolve_method``; an ``AUTOMATIC`` value
-    matches what the run resolved it to) would change the model or its schedule: a ``ConfigError`` names each, with
-    the saved and the given value."""
-    old, new = saved.to_dict(), dataclasses.replace(given, method=resolve_method(given.method)).to_dict()
+    settings of ``given``. Any other setting whose value differs (an ``AUTOMATIC`` value matches what the run resolved
+    it to; ``dann.plan.resumed_config`` resolves ``recommended`` first) would change the model or its schedule: a
+    ``ConfigError`` names each, with the saved and the given value."""
+    old, new = saved.to_dict(), given.to_dict()
     taken: dict[str, dict[str, Any]] = {}
     refused = []
     for section, values in new.items():

@@ -1,7 +1,7 @@
 import dataclasses
 from pathlib import Path
 
-from ..config import DataConfig, ModelConfig
+from ..config import DataConfig
 from ..errors import ConfigError
 from .arrays import as_domain, check_same_classes, load_npz, save_npz
 from .builtin import TASKS, build_task
@@ -19,7 +19,7 @@ from .domains import (
 from .folders import LIST_EXTENSIONS, build_folder_data, read_images
 from .images import ImageDomain
 from .sources import labeled_sources, merge_npz_classes, resolve
-from .transforms import ImageConfig, resolve_image_config
+from .transforms import ImageConfig
 
 __all__ = [
     "SOURCE",
@@ -57,14 +57,15 @@ def _is_image_input(path: str) -> bool:
     return p.is_dir() or p.suffix.lower() in LIST_EXTENSIONS or (not p.exists() and not p.suffix)
 
 
-def build_data(cfg: DataConfig, model: ModelConfig | None = None) -> DomainData:
+def build_data(cfg: DataConfig, image: ImageConfig | None = None) -> DomainData:
     """The DomainData a config asks for: ``.npz`` files, image folders or list files when ``data.source`` is set
-    (image inputs follow ``model.backbone``'s timm data config), else the embedded task; with
-    ``data.target_val_fraction`` a share of the target held out for the validators (``domains.hold_out_target``)."""
-    return hold_out_target(_build_data(cfg, model), cfg.target_val_fraction, cfg.seed)
+    (image files become inputs as ``image`` says: the run's plan resolves it for the backbone, ``dann.plan.
+    build_run_data``), else the embedded task; with ``data.target_val_fraction`` a share of the target held out for
+    the validators (``domains.hold_out_target``)."""
+    return hold_out_target(_build_data(cfg, image), cfg.target_val_fraction, cfg.seed)
 
 
-def _build_data(cfg: DataConfig, model: ModelConfig | None = None) -> DomainData:
+def _build_data(cfg: DataConfig, image: ImageConfig | None = None) -> DomainData:
     sources = labeled_sources(cfg)
     if cfg.dataset:
         from .catalog import check_dataset
@@ -79,7 +80,9 @@ def _build_data(cfg: DataConfig, model: ModelConfig | None = None) -> DomainData
         if any(arrays) and not all(arrays):
             raise ConfigError(f"mixing .npz files with image folders or lists is not supported: {', '.join(every)}")
         if not arrays[0]:
-            return build_folder_data(cfg, resolve_image_config(cfg, model or ModelConfig()), paths, sources)
+            if image is None:
+                raise ConfigError("image files need the input size and normalisation: dann.plan.build_run_data")
+            return build_folder_data(cfg, image, paths, sources)
         return _npz_data(cfg, sources, paths)
     if cfg.task:
         return mark_intermediate(build_task(cfg.task, cfg.seed, cfg.val_fraction), cfg.intermediate)

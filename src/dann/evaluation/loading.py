@@ -13,8 +13,8 @@ from ..config import Config, config_from_dict, replace
 from ..data import ImageConfig
 from ..data.scales import Scale
 from ..errors import DataError, RunDirError
-from ..methods import build_network
 from ..models import DomainAdaptNet
+from ..plan import build_network
 from ..runs import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, load_checkpoint, read_jsonl
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MethodConfig, ModelConfig, resolve_method
+from ..config import MethodConfig, ModelConfig
 from ..data.domains import SOURCE, TARGET, AnyDomain  # noqa: F401 -- SOURCE, TARGET re-exported for methods
 from ..errors import ConfigError, DataWarning
 from ..models.heads import DomainDiscriminator
@@ -358,29 +358,13 @@ METHOD_DEFAULTS: dict[str, Any] = {
 
 
 def method_defaults(cfg: MethodConfig) -> MethodConfig:
-    """``cfg`` with ``recommended`` resolved (``config.resolve_method``) and every method.* key left null set to the
-    method's reference default (its class's ``defaults``, else ``METHOD_DEFAULTS``). Runs record the result, so a
-    run keeps meaning what it trained. Raises ``ConfigError`` for an unknown method name."""
-    cfg = resolve_method(cfg)
+    """``cfg`` with every method.* key left null set to the method's reference default (its class's ``defaults``,
+    else ``METHOD_DEFAULTS``); a concrete method name (``recommended`` is resolved by the run's plan, ``dann.plan``).
+    Runs record the result, so a run keeps meaning what it trained. Raises ``ConfigError`` for an unknown method
+    name."""
     own = {**METHOD_DEFAULTS, **METHODS.get(cfg.name).defaults}
     unset = {k: v for k, v in own.items() if getattr(cfg, k) is None}
     return dataclasses.replace(cfg, **unset) if unset else cfg
-
-
-SMALL_BACKBONES = ("lenet", "lenet_conv", "mlp")  # the registered backbones whose bottleneck the method decides
-
-
-def method_model(model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...]) -> ModelConfig:
-    """The network a method trains, every auto value resolved: ``model.backbone`` and ``head_dims``
-    (``models.network.resolve_model``) and, for the small registered backbones, ``model.bottleneck_dim`` null → the
-    method's ``bottleneck`` (its reference layout); timm backbones keep theirs (256 under auto)."""
-    from ..models.network import resolve_model
-
-    method = method_defaults(method)
-    backbone = resolve_model(model, input_shape).backbone
-    if model.bottleneck_dim is None and backbone in SMALL_BACKBONES:
-        model = dataclasses.replace(model, bottleneck_dim=METHODS.get(method.name).bottleneck)
-    return resolve_model(model, input_shape)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -434,8 +418,8 @@ class FeatureDistance(Term):
 
 
 def create_method(cfg: MethodConfig) -> Method:
-    """The method ``cfg.name`` names (``recommended``: the recommended recipe, ``dann.config.RECIPE``), its null keys
-    set to the method's reference defaults (``method_defaults``)."""
+    """The method ``cfg.name`` names (one of ``METHODS``: ``dann.create_method`` also takes ``recommended``, the
+    recommended recipe), its null keys set to the method's reference defaults (``method_defaults``)."""
     cfg = method_defaults(cfg)
     return METHODS.get(cfg.name)(cfg)
 
@@ -443,13 +427,12 @@ def create_method(cfg: MethodConfig) -> Method:
 def build_network(
     model: ModelConfig, method: MethodConfig, input_shape: tuple[int, ...], num_classes: int, num_domains: int = 2
 ) -> DomainAdaptNet:
-    """The network ``method`` trains: ``create_network`` with the discriminator its term reads (CDAN's reads the
-    multilinear map of features and predictions, MDD's is an auxiliary classifier). ``num_domains``: the labeled
-    domains and the target (``method.domain_discriminator=multiclass`` tells them all apart)."""
+    """The network ``method`` trains: ``create_network`` of ``model`` (resolved: ``dann.plan.network_model``) with
+    the discriminator its term reads (CDAN's reads the multilinear map of features and predictions, MDD's is an
+    auxiliary classifier). ``num_domains``: the labeled domains and the target (``method.domain_discriminator=
+    multiclass`` tells them all apart)."""
     from ..models.network import create_network
 
-    method = method_defaults(method)
-    model = method_model(model, method, input_shape)
     term = METHODS.get(method.name).term or Term
 
     def discriminator(num_features: int) -> nn.Module:

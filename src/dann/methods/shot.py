@@ -2,7 +2,7 @@
 Transfer for Unsupervised Domain Adaptation", ICML 2020; official code tim-learn/SHOT, folder ``digit/``).
 
 Starts from a trained source model (``model.init_from``, a run directory) on that model's network (the network keys
-left to auto take the start's: ``dann.api.start_network``), keeps its final linear classifier (the source
+left to auto take the start's: ``dann.plan.start_network``), keeps its final linear classifier (the source
 hypothesis, the reference's ``netC``) frozen, and trains the rest (backbone and bottleneck) on **target batches
 only**; no source sample is read:
 

@@ -166,8 +166,14 @@ def create_network(
     discriminator: Callable[[int], nn.Module] | None = None,
 ) -> DomainAdaptNet:
     """The network for samples of ``input_shape``. ``discriminator(num_features)`` builds the module behind
-    ``domain_logits`` (default: DANN's one-logit MLP of ``cfg.discriminator_dims``)."""
-    cfg = resolve_model(cfg, input_shape)
+    ``domain_logits`` (default: DANN's one-logit MLP of ``cfg.discriminator_dims``). ``cfg`` is resolved (a run's
+    plan, ``dann.plan``; ``dann.create_network`` resolves ``auto`` itself): a concrete ``model.backbone`` and
+    ``model.head_dims``."""
+    if cfg.backbone == "auto" or cfg.head_dims is None:
+        raise ConfigError(
+            "model.backbone=auto and model.head_dims=null are chosen for the data by a run's plan: build the network "
+            "with dann.create_network (or dann.plan.network_model first)"
+        )
     if cfg.input_norm == "per_image" and len(input_shape) != 3:
         raise ConfigError(
             f"model.input_norm=per_image standardises images (C, H, W), but the samples have shape {tuple(input_shape)}"

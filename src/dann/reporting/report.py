@@ -15,14 +15,14 @@ from typing import Any
 import torch
 
 from ..config import RECIPE_FILE, Config, stage_sections
-from ..data import SOURCE, TARGET, DomainData, build_data
+from ..data import SOURCE, TARGET, DomainData
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
 from ..evaluation.label_shift import LARGE_TV, LabelShift, model_label_shift
 from ..evaluation.loading import default_record, load_run
 from ..evaluation.metrics import embed, evaluate_domain
-from ..methods import build_network
 from ..models import DomainAdaptNet
+from ..plan import build_network, build_run_data
 from ..runs import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
@@ -445,7 +445,7 @@ def build_report(
     run = summarize(run_dir)
     diag, note = None, ""
     try:
-        data = data or build_data(run.config.data, run.config.model)
+        data = data or build_run_data(run.config.data, run.config.model)
     except DannError as e:
         note = f"Feature diagnostics left out: the run's data could not be loaded ({e})."
     if data is not None:

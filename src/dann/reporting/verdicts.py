@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import DomainData, build_data
+from ..config import CONTROL_METHOD
+from ..data import DomainData
 from ..data.fingerprint import DATA_FILE, describe_target, domain_fingerprint, read_data_fingerprint
 from ..errors import DannError, DataWarning, RunDirError
 from ..evaluation.loading import Progress
+from ..plan import build_run_data
 from ..runs import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 from ..selection.bands import Band, checkpoint_band
 from ..selection.validators import CONFIDENCE_VALIDATORS, CONFIDENT_TERMS
@@ -22,7 +24,6 @@ CHANCE_MARGIN = 0.1  # "near chance": within this fraction of the way from chanc
 PINNED_ACC, PINNED_EVALS = 0.95, 3  # the discriminator's accuracy at least this at the last evaluations (2 at least)
 A_DISTANCE_RISE = 0.1  # a rise of the proxy A-distance larger than its typical noise on a few hundred samples
 USES_LABELS = "uses target labels"
-CONTROL_METHOD = "source_only"
 CONTROL_DIR = "control"  # where `dann train --control` puts the source-only control, inside the run directory
 
 
@@ -263,7 +264,7 @@ def _data_for(run: RunSummary, cache: dict[str, DomainData | str]) -> DomainData
     key = repr((cfg.data, cfg.model))  # frozen dataclasses: equal configs, equal reprs
     if key not in cache:
         try:
-            cache[key] = build_data(cfg.data, cfg.model)
+            cache[key] = build_run_data(cfg.data, cfg.model)
         except DannError as e:
             cache[key] = f"its data could not be loaded ({' '.join(str(e).split())})"
     return cache[key]

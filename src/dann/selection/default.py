@@ -39,7 +39,7 @@ def selection_configs(cfg: Config, input_shape: tuple[int, ...]) -> dict[str, Co
     its method (the candidate's method keys set, any other left as given) and no regularizers. The control trains on
     the candidates' network (the first candidate's bottleneck: the matched control of the suite's rule), so a
     difference of network is never credited to adaptation."""
-    from ..methods.base import method_model
+    from ..plan import network_model
 
     def with_method(c: Config, **keys: Any) -> Config:
         return dataclasses.replace(c, method=dataclasses.replace(c.method, regularizers={}, **keys))
@@ -50,7 +50,7 @@ def selection_configs(cfg: Config, input_shape: tuple[int, ...]) -> dict[str, Co
         control = dataclasses.replace(control, train=dataclasses.replace(control.train, precision="fp32"))
     if candidates:
         first = next(iter(candidates.values()))
-        width = method_model(first.model, first.method, input_shape).bottleneck_dim
+        width = network_model(first.model, first.method, input_shape).bottleneck_dim
         control = dataclasses.replace(control, model=dataclasses.replace(control.model, bottleneck_dim=width))
     return {CONTROL: control, **candidates}
 

@@ -26,10 +26,10 @@ from typing import Any
 
 from .. import api
 from ..config import Config, replace
-from ..data import DomainData, build_data
+from ..data import DomainData
 from ..errors import CheckpointError, ConfigError, DivergedError, RunDirError
 from ..methods import METHODS, REGULARIZERS, create_method
-from ..methods.base import method_model
+from ..plan import build_run_data, network_model
 from ..reporting.pages import Section, Table, to_markdown
 from ..runs import LAST_CHECKPOINT, METRICS_FILE, PREV_CHECKPOINT, atomic_write_text, load_checkpoint, read_jsonl
 from ..training.feedback import format_duration
@@ -128,7 +128,7 @@ def matched_control(points: list[GridPoint], data: DomainData) -> list[GridPoint
     control = points[0]
     if control.cfg.model.bottleneck_dim is not None:
         return points
-    widths = {method_model(p.cfg.model, p.cfg.method, data.input_shape).bottleneck_dim for p in points[1:]}
+    widths = {network_model(p.cfg.model, p.cfg.method, data.input_shape).bottleneck_dim for p in points[1:]}
     if len(widths) != 1:
         return points
     matched = GridPoint(control.name, replace(control.cfg, model={"bottleneck_dim": widths.pop()}))
@@ -140,7 +140,7 @@ def control_layout(point: GridPoint, control: GridPoint, data: DomainData) -> Gr
     bottleneck, so the control's weights fit its network (under auto each method has its reference layout)."""
     if not point.cfg.model.init_from or point.cfg.model.bottleneck_dim is not None:
         return point
-    dim = method_model(control.cfg.model, control.cfg.method, data.input_shape).bottleneck_dim
+    dim = network_model(control.cfg.model, control.cfg.method, data.input_shape).bottleneck_dim
     return GridPoint(point.name, replace(point.cfg, model={"bottleneck_dim": dim}))
 
 
@@ -390,7 +390,7 @@ def tune(
     grid = {"methods": list(methods), "lambdas": [float(x) for x in lambdas]}
     grid["lrs"] = [float(x) for x in ((cfg.optim.lr,) if lrs is None else lrs)]
     points = grid_points(cfg, out, grid["methods"], grid["lambdas"], grid["lrs"])
-    data = build_data(cfg.data, cfg.model) if data is None else data
+    data = build_run_data(cfg.data, cfg.model) if data is None else data
     points = matched_control(points, data)
     points = [control_layout(point, points[0], data) for point in points]
     if data.source_val is None:

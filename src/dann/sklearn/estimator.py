@@ -30,14 +30,14 @@ from sklearn.utils import Tags, TransformerTags, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..config import RECOMMENDED, SEED_LIMIT, SELECTION, Config, load_config, replace, resolve_method
+from ..config import RECOMMENDED, SEED_LIMIT, SELECTION, Config, load_config, replace
 from ..data.arrays import as_domain
 from ..data.domains import Domain, hold_out_target, make_domain_data
 from ..data.rows import UNLABELED, target_rows
 from ..data.weights import as_weights
 from ..errors import ConfigError, DataError, DataWarning
 from ..evaluation.metrics import embed
-from ..methods import METHODS
+from ..plan import reads_target
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "UNLABELED", "DANNClassifier"]
 
@@ -174,7 +174,7 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
         w_s = _labeled_weights(sample_weight, ~is_target)
         cfg = self._config()
         selects = cfg.method.name == RECOMMENDED and bool(SELECTION["candidates"])  # the selecting default adapts
-        if len(x_t) == 0 and (selects or METHODS.get(resolve_method(cfg.method).name).uses_target):
+        if len(x_t) == 0 and (selects or reads_target(cfg.method)):
             warnings.warn(NO_ADAPTATION, DataWarning, stacklevel=2)
             cfg = replace(cfg, method={"name": "source_only"})
         elif selects and cfg.data.val_fraction == 0:  # its source guard reads a held-out split, as dann train's does

@@ -24,7 +24,7 @@ import platform
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,13 +34,17 @@ from ..data.cached import CachedImageDomain
 from ..data.domains import AnyDomain, Domain
 from ..data.images import CALL_SKIP_HINT, ImageDomain, default_workers
 from ..data.loaders import Rows, step_batches
+from ..data.transforms import ImageConfig
 from ..errors import DannError
 from ..methods import create_method
 from ..models import create_network
-from .precision import Precision, resolve_channels_last, resolve_precision
+from .precision import Precision
 from .seeds import derive_seed
 from .steps import Batches, MethodLoss, train_step
-from .trainer import build_optimizer, resolve_device
+from .trainer import build_optimizer
+
+if TYPE_CHECKING:
+    from ..plan import BenchPlan
 
 # backbone → input: images (C, H, W), or feature vectors (D,) for the tables' MLP
 INPUTS = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64), "resnet50": (3, 224, 224), "mlp": (30,)}
@@ -77,15 +81,15 @@ class Mode:
     def __init__(
         self,
         method: str,
-        backbone: str,
+        model: ModelConfig,
         batch_size: int,
         amp: Precision,
         device: torch.device,
         images: ImageDomain | None = None,
     ) -> None:
-        shape = images.input_shape if images is not None else INPUTS[backbone]
+        shape = images.input_shape if images is not None else INPUTS[model.backbone]
         torch.manual_seed(derive_seed(SEED, "init"))
-        self.net = create_network(ModelConfig(backbone=backbone), shape, NUM_CLASSES).to(device).train()
+        self.net = create_network(model, shape, NUM_CLASSES).to(device).train()
         amp.prepare_model(self.net)
         self.method = create_method(MethodConfig(name=method))
         self.model = MethodLoss(self.net, self.method)
@@ -145,9 +149,9 @@ def device_name(device: torch.device) -> str:
 
 
 def image_domain(
-    folder: str, backbone: str, workers: int | None = None, cache: str = "off", size: int = 0, skip_bad: bool = False
+    folder: str, image: ImageConfig, workers: int | None = None, cache: str = "off", skip_bad: bool = False
 ) -> ImageDomain:
-    """The images of ``folder`` (class subfolders), at ``size`` (0: the backbone's bench input size), with the
+    """The images of ``folder`` (class subfolders), prepared as ``image`` says (``BenchPlan.image``), with the
     default loader settings (``data.pin_memory``; ``data.num_workers`` unless ``workers`` is given), read from the
     files (``cache="off"``) or from their decoded-image cache (``"on"``: built first if needed, see
     ``dann.data.cache``)."""
@@ -155,10 +159,9 @@ def image_domain(
         raise DannError(f"`images` {folder} is not a folder (expected class subfolders of images)")
     if workers is not None and workers < 0:
         raise DannError(f"`workers` must be >= 0, got {workers}")
-    side = size or INPUTS[backbone][1]
-    cfg = DataConfig(source=folder, target=folder, val_fraction=0.0, image_size=side, num_workers=workers, cache=cache,
-                     skip_bad_images=skip_bad)  # fmt: skip
-    domain = build_data(cfg, ModelConfig(backbone=backbone)).source_train
+    cfg = DataConfig(source=folder, target=folder, val_fraction=0.0, image_size=image.size, num_workers=workers,
+                     cache=cache, skip_bad_images=skip_bad)  # fmt: skip
+    domain = build_data(cfg, image).source_train
     if not isinstance(domain, ImageDomain):
         raise DannError(f"`images` {folder} holds no image files")
     domain.pipeline = dataclasses.replace(domain.pipeline, skip_hint=CALL_SKIP_HINT)  # run_bench's own `skip_bad`
@@ -187,46 +190,39 @@ def describe_workers(folder: ImageDomain) -> str:
 
 
 def run_bench(
-    backbone: str = "lenet",
+    backbone: str,
+    plan: BenchPlan,
     batch_size: int = 64,
     steps: int = 10,
     warmup: int = 3,
     rounds: int = 3,
-    precision: str = "auto",
-    channels_last: bool | None = None,
-    device: str = "auto",
     images: str | None = None,
     workers: int | None = None,
-    image_size: int = 0,
     skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Images/s of the supervised step on 2B images and of the DANN step on B + B; their ratio (supervised / DANN:
     how many times longer the DANN step takes), the DANN step's data-wait fraction, peak memory and the device.
-    ``images``: a folder of class subfolders to stream both domains from (at ``image_size``, default the
-    backbone's bench size), instead of tensors in memory, with ``workers`` DataLoader workers per loader (None: the
-    trainer's default), skipping unreadable files with ``skip_bad`` (as ``data.skip_bad_images``); both steps then
-    also run from the folder's decoded-image cache (built first if needed), reported under ``cache`` with the
-    speed-up of its DANN step over the files'. ``precision`` ``auto`` and ``channels_last`` None are resolved as
-    training resolves them (``dann.training.precision``); the result names the choices."""
+    ``images``: a folder of class subfolders to stream both domains from (as ``plan.image`` says: at the backbone's
+    bench size unless another was asked for), instead of tensors in memory, with ``workers`` DataLoader workers per
+    loader (None: the trainer's default), skipping unreadable files with ``skip_bad`` (as ``data.skip_bad_images``);
+    both steps then also run from the folder's decoded-image cache (built first if needed), reported under ``cache``
+    with the speed-up of its DANN step over the files'. ``plan`` (``dann.plan.plan_bench``): the network, device,
+    precision and memory layout, resolved as a DANN run of the backbone would resolve them; the result names them."""
     if backbone not in INPUTS:
         raise DannError(f"unknown backbone {backbone!r}; choose one of {', '.join(INPUTS)}")
     if images and len(INPUTS[backbone]) != 3:
         raise DannError(f"`images` needs an image backbone, not {backbone!r}")
-    if min(batch_size, steps, rounds) < 1 or warmup < 0 or image_size < 0:
-        raise DannError("`batch_size`, `steps` and `rounds` must be >= 1, `warmup` and `image_size` >= 0")
-    dev = resolve_device(device)
+    if min(batch_size, steps, rounds) < 1 or warmup < 0:
+        raise DannError("`batch_size`, `steps` and `rounds` must be >= 1, `warmup` >= 0")
+    dev, precision, channels_last = plan.device, plan.precision, plan.channels_last
     paths: dict[str, ImageDomain | None] = {"": None}
     if images:
-        paths = {
-            kind: image_domain(images, backbone, workers, mode, image_size, skip_bad) for kind, mode in PATHS.items()
-        }
+        assert plan.image is not None  # an image backbone's plan
+        paths = {kind: image_domain(images, plan.image, workers, mode, skip_bad) for kind, mode in PATHS.items()}
     first = next(iter(paths.values()))
-    shape = first.input_shape if first is not None else INPUTS[backbone]
-    precision = resolve_precision(precision, dev, shape, adversarial=True)  # as a DANN run resolves it
-    channels_last = resolve_channels_last(channels_last, precision, shape)
     amp = Precision(precision, dev, channels_last)
     modes = {
-        (name, kind): Mode(name, backbone, batch_size, amp, dev, folder)
+        (name, kind): Mode(name, plan.model, batch_size, amp, dev, folder)
         for kind, folder in paths.items()
         for name in ("source_only", "dann")
     }

@@ -6,7 +6,6 @@ Python callers pass ``echo=print`` to ``dann.fit`` or read ``FitResult.summary``
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 import time
@@ -116,21 +115,6 @@ def _images_note(data: DomainData) -> str:
     )
 
 
-def _input_note(cfg: Config, data: DomainData) -> str:
-    """Why image files become inputs of this size: the backbone's own size, or ``data.image_size``."""
-    from ..data.transforms import resolve_image_config, timm_data_config
-    from ..models.backbones import NATIVE_SIZE
-
-    if data.image is None:
-        return ""
-    own = resolve_image_config(dataclasses.replace(cfg.data, image_size=0), cfg.model).size  # the backbone's own
-    if own != data.image.size:
-        return "data.image_size"
-    backbone = cfg.model.backbone
-    kind = "native" if backbone in NATIVE_SIZE else "pretrained" if timm_data_config(backbone) else "default"
-    return f"images resized to {own}×{own}: {backbone}'s {kind} size; data.image_size changes it"
-
-
 def _same_samples(a: Any, b: Any) -> bool:
     """Whether two domains hold the same samples (the target's labels scoring the target itself)."""
     if hasattr(a, "paths"):
@@ -150,8 +134,11 @@ def describe_device(device: torch.device, world: World) -> str:
     return f"{name} × {world.size} processes" if world.active else name
 
 
-def summarize(cfg: Config, data: DomainData, device: torch.device, world: World, start: int = 0) -> RunSummary:
-    """The start-up summary of a run of the resolved ``cfg`` on ``data``."""
+def summarize(
+    cfg: Config, data: DomainData, device: torch.device, world: World, input_note: str = "", start: int = 0
+) -> RunSummary:
+    """The start-up summary of a run of the resolved ``cfg`` (its plan's, ``dann.plan.RunPlan``) on ``data``, on
+    ``device`` in ``world``; ``input_note``: where an image input size comes from."""
 
     def count(domain: Any) -> int:
         return len(domain) if domain is not None else 0
@@ -161,7 +148,7 @@ def summarize(cfg: Config, data: DomainData, device: torch.device, world: World,
         device=describe_device(device, world),
         backbone=cfg.model.backbone,
         input_shape=tuple(data.input_shape),
-        input_note=_input_note(cfg, data),
+        input_note=input_note,
         classes=list(data.classes),
         counts={part: count(getattr(data, part)) for part in parts},
         target_eval_is_target=data.target_eval is not None and _same_samples(data.target_eval, data.target_train),

@@ -5,8 +5,8 @@
   (``native_bf16``: a CUDA GPU with bfloat16 units, an x86 CPU with AVX-512 BF16 or AMX-BF16), ``fp32`` otherwise.
   Feature vectors stay ``fp32``: their small MLPs gain no speed from bfloat16 (0.6-0.8x fp32 measured). Adversarial
   methods stay ``fp32``: bfloat16 failed the recipe suite's accuracy rule for them (``resolve_precision``).
-  ``dann.fit`` resolves it before the run's ``config.yaml`` is written, so a run records (and a resume keeps) the
-  concrete choice; see ``docs/speed.md``.
+  The run's plan (``dann.plan``) resolves it before the run's ``config.yaml`` is written, so a run records (and a
+  resume keeps) the concrete choice; see ``docs/speed.md``.
 - ``fp32``: plain float32, no autocast.
 - ``bf16``: ``torch.autocast(dtype=bfloat16)`` around the forward and the loss only; backward and the optimizer
   step run on the float32 weights. No loss scaling is needed (bfloat16 has float32's exponent range). Works on the

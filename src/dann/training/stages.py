@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config, OptimConfig, resolve_method, stage_sections
+from ..config import Config, OptimConfig, stage_sections
 from ..data.domains import DomainData, LabeledDomain
 from ..data.loaders import Rows, step_batches
 from ..errors import ConfigError, DataWarning
@@ -28,7 +28,6 @@ from ..methods.base import METHODS, Method, Term, create_method
 from ..methods.staged import StageLoss
 from ..models.network import DomainAdaptNet
 from ..runs import LAST_CHECKPOINT, atomic_write_bytes
-from .distributed import World
 from .schedules import LR_SCHEDULES
 from .stage_config import stage_label, stage_steps
 from .steps import Batches
@@ -182,7 +181,7 @@ def _check_discriminator(cfg: Config, stage_cfg: Any, inner: Method, where: str)
     ``method`` section builds. Raises ``ConfigError`` saying which key to set for the whole run."""
     if not inner.uses_discriminator:
         return
-    run = resolve_method(cfg.method)
+    run = cfg.method  # the run's, resolved by its plan (dann.plan)
     built = (METHODS.get(run.name).term or Term).discriminator.__func__  # type: ignore[attr-defined]
     for _, _, term in inner.terms:
         if term.uses_discriminator and type(term).discriminator.__func__ is not built:  # type: ignore[attr-defined]
@@ -227,12 +226,13 @@ class PartBatches:
 
 
 def part_streams(
-    cfg: Config, data: DomainData, stage: Stage, start: int, device: torch.device, world: World
+    cfg: Config, data: DomainData, stage: Stage, start: int, device: torch.device, rows: tuple[int, int]
 ) -> tuple[PartBatches | None, Batches | None]:
     """The streams of a stage of ``train.stages`` resumed at step ``start``: one per labeled domain it reads, joined
-    (None when it reads none), and the target's (None when its method reads no target batch)."""
+    (None when it reads none), and the target's (None when its method reads no target batch); ``rows``: this
+    process's rows of each step's global batch."""
     t, augment, balanced = cfg.train, cfg.data.augment, cfg.data.balance_classes
-    first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.training.steps
+    first = start * t.accumulate  # micro-batch indices: see dann.training.steps
     parts, uses_target = stage.parts or (), stage.method.uses_target
     share = len(parts) + uses_target
     streams = [

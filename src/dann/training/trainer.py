@@ -15,25 +15,23 @@ was)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import signal
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, OptimConfig, resolve_intervals
+from ..config import Config, OptimConfig
 from ..data.domains import DomainData
 from ..data.fingerprint import write_data_fingerprint
-from ..data.images import local_processes
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning, TrainingInterrupted
 from ..evaluation.metrics import evaluate_domain, labeled_accuracy
-from ..methods.base import Method, evaluated_with, keeps_fp32
+from ..methods.base import Method, evaluated_with
 from ..models.network import DomainAdaptNet, recompute_batchnorm
 from ..runs import (
     BEST_CHECKPOINT,
@@ -51,16 +49,17 @@ from ..runs import (
     truncate_metrics,
 )
 from ..selection.validators import check_validator, evaluate_validators, running_best, selecting_validator
-from .distributed import World, local_device
 from .feedback import Console, Echo, RunSummary, bar_interval, summarize
 from .interrupt import StopRequest
 from .nonfinite import LossWatch, SkipGuard, check_weights
-from .precision import Precision, resolve_channels_last, resolve_precision
+from .precision import Precision
 from .seeds import derive_seed
 from .stages import Stage, StagePlan, keep_stage_checkpoint, part_streams, plan_stages
-from .steps import Batches, MethodLoss, check_batchnorm_rows, train_step
+from .steps import Batches, MethodLoss, train_step
 from .tensorboard import EventLog
-from .threads import resolve_threads
+
+if TYPE_CHECKING:
+    from ..plan import RunPlan
 
 ORACLE_NOTE = "computed with target labels: for evaluation only, never used for training or selection"
 
@@ -74,25 +73,6 @@ def set_rng_state(state: dict[str, torch.Tensor | None], device: torch.device) -
     torch.set_rng_state(state["cpu"].cpu())  # type: ignore[union-attr]
     if state.get("cuda") is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)  # type: ignore[union-attr]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` → a device this machine has: cpu, cuda[:N] or mps (``auto``: cuda when available)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise DannError(f"train.device {name!r} is not a valid device (auto, cpu, cuda, cuda:N, mps)")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available[device.type]:
-        kind = device.type.upper()
-        raise DannError(f"train.device is {name!r} but {kind} is not available here; use train.device=cpu or auto")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise DannError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def build_optimizer(cfg: OptimConfig, net: DomainAdaptNet, pretrained: bool) -> torch.optim.Optimizer:
@@ -122,13 +102,13 @@ def batch_streams(
     uses_target: bool,
     start: int,
     device: torch.device,
-    world: World,
+    rows: tuple[int, int],
     uses_source: bool = True,
 ) -> tuple[Batches | None, Batches | None]:
     """The source and target batch streams of a run resumed at step ``start`` (None for a domain the method does not
-    read): this process's rows of each step's global batch (``dann.training.distributed``)."""
+    read): ``rows``, this process's rows of each step's global batch (``dann.training.distributed``)."""
     t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, uses_source + uses_target
-    first, rows = start * t.accumulate, world.rows(t.batch_size)  # micro-batch indices: see dann.training.steps
+    first = start * t.accumulate  # micro-batch indices: see dann.training.steps
     seed, source, target = derive_seed(t.seed, "data"), None, None
     if uses_source:
         source = step_batches(
@@ -142,36 +122,31 @@ def batch_streams(
 
 
 def stage_streams(
-    cfg: Config, data: DomainData, stage: Stage, start: int, device: torch.device, world: World
+    cfg: Config, data: DomainData, stage: Stage, start: int, device: torch.device, rows: tuple[int, int]
 ) -> tuple[Batches | None, Batches | None]:
     """The streams of ``stage`` from step ``start``: those of ``batch_streams`` in a run without ``train.stages``,
     else one per labeled domain the stage reads and the target's (``dann.training.stages``)."""
     if stage.parts is None:
         m = stage.method
-        return batch_streams(cfg, data, m.uses_target, start, device, world, uses_source=m.uses_source)
-    return part_streams(cfg, data, stage, start, device, world)
+        return batch_streams(cfg, data, m.uses_target, start, device, rows, uses_source=m.uses_source)
+    return part_streams(cfg, data, stage, start, device, rows)
 
 
 class Trainer:
-    """Trains per ``cfg``; with ``run_dir`` its files go there (``resume`` continues them). ``world`` is this
-    process's place in a torchrun launch, read from the environment by default (a world of one otherwise). ``echo``
+    """Trains per ``plan`` (``dann.plan.RunPlan``: the resolved config, this process's device, place in a torchrun
+    launch, rows, seeds and threads); with ``run_dir`` its files go there (``resume`` continues them). ``echo``
     receives the start-up summary, the time estimate and one line per evaluation (``feedback``); SIGINT and SIGTERM
     stop the run with a checkpoint (``interrupt``)."""
 
     def __init__(
-        self,
-        cfg: Config,
-        run_dir: str | Path | None = None,
-        resume: bool = False,
-        world: World | None = None,
-        echo: Echo | None = None,
+        self, plan: RunPlan, run_dir: str | Path | None = None, resume: bool = False, echo: Echo | None = None
     ) -> None:
-        self.cfg = cfg = resolve_intervals(cfg)  # train.eval_every and log_every auto: set by train.steps
+        self.run_plan = plan
+        self.cfg = plan.config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = resume
-        self.world = world or World.from_env()
-        self.world.check_batch_size(cfg.train.batch_size)
-        self.device = resolve_device(local_device(cfg.train.device, self.world))
+        self.world = plan.world
+        self.device = plan.device
         self.writes = self.run_dir is not None and self.world.main  # only rank 0 writes files
         self.events = EventLog(None)
         self.warned: set[str] = set()  # what this run has warned about (validators without a score...), once each
@@ -185,10 +160,7 @@ class Trainer:
         Joins the process group for the run when torchrun started several processes and none is joined yet."""
         joined = self.world.start(self.device)
         threads = torch.get_num_threads()  # the caller's, put back when the run ends
-        t = self.cfg.train
-        torch.set_num_threads(
-            resolve_threads(t.threads, self.cfg.model.backbone, self.device.type, local_processes()).count
-        )
+        torch.set_num_threads(self.run_plan.threads.count)
         try:
             with self.stop:
                 history = self._fit(net, method, data)
@@ -207,12 +179,8 @@ class Trainer:
         # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
         self.plan = plan = plan_stages(cfg, method, data)  # one stage, `method`, without train.stages
-        for stage in plan.stages:
-            check_batchnorm_rows(net, stage.method, t.batch_size, world.size)
         net.to(self.device).train()
-        adversarial = any(keeps_fp32(stage.method) for stage in plan.stages)
-        precision = resolve_precision(t.precision, self.device, data.input_shape, adversarial)
-        amp = Precision(precision, self.device, resolve_channels_last(t.channels_last, precision, data.input_shape))
+        amp = Precision(t.precision, self.device, bool(t.channels_last))
         amp.prepare_model(net, t.compile)
         plan.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
@@ -225,8 +193,7 @@ class Trainer:
         guard = SkipGuard(net, optimizer) if t.on_nonfinite == "skip" else None
         self.events = EventLog(self.run_dir if self.writes else None, t.tensorboard)
         train_time, logged, clip = 0.0, {}, cfg.optim.grad_clip
-        resolved = dataclasses.replace(t, precision=precision, channels_last=amp.channels_last)
-        self.summary = summarize(dataclasses.replace(cfg, train=resolved), data, self.device, world, start)
+        self.summary = summarize(cfg, data, self.device, world, self.run_plan.input_note, start)
         console = Console(self.echo if world.main else None, cfg, data, self.device)
         console.started(self.summary)
         show = t.progress and world.main
@@ -242,7 +209,7 @@ class Trainer:
                 # a method that never runs the discriminator: DDP must be told some parameters get no gradient
                 unused = not stage.method.uses_discriminator
                 model = world.wrap(MethodLoss(net, stage.method), self.device, find_unused_parameters=unused)
-                source, target = stage_streams(cfg, data, stage, step, self.device, world)
+                source, target = stage_streams(cfg, data, stage, step, self.device, self.run_plan.rows)
                 bar.set_description(stage.name or cfg.method.name, refresh=False)
             progress = stage.progress(step)
             lr = stage.lr(step)
@@ -334,7 +301,7 @@ class Trainer:
         teacher, cluster centres) and RNG states from the newest complete checkpoint (in every process), and make
         ``best.pt`` agree with the records kept (``runs.reconcile_best``). Returns (step, skipped steps so far,
         evaluation records up to that step)."""
-        torch.manual_seed(derive_seed(self.cfg.train.seed, "train", self.world.rank))  # not the init stream
+        torch.manual_seed(self.run_plan.seeds["train"])  # not the init stream
         if self.run_dir is None:
             return 0, 0, []
         if not self.resume:
