@@ -107,6 +107,39 @@ def test_missing_data_file_is_named(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("name", ["r\U00010000s.npz", "r\udcffs.npz", "r\u00e9s.npz"])  # beyond ASCII; undecodable
+def test_a_path_the_terminal_cannot_encode_is_printed_escaped_not_a_crash(npz_files, tmp_path, monkeypatch, name):
+    import io
+
+    streams = {k: io.TextIOWrapper(io.BytesIO(), encoding="ascii") for k in ("stdout", "stderr")}  # errors: strict
+    for k, stream in streams.items():
+        monkeypatch.setattr(sys, k, stream)
+    assert main(["train", "--source", str(tmp_path / name), "--target", "t.npz", "--out", str(tmp_path / "r")]) == 2
+    out = tmp_path / name.replace(".npz", "")  # a run whose folder name the terminal cannot show
+    assert (
+        main(
+            [
+                "train",
+                "--source",
+                str(npz_files["source"]),
+                "--target",
+                str(npz_files["target"]),
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    for stream in streams.values():
+        stream.flush()
+    err, said = streams["stderr"].buffer.getvalue().decode(), streams["stdout"].buffer.getvalue().decode()
+    escaped = name.encode("ascii", "backslashreplace").decode()
+    assert f"data file {tmp_path}/{escaped} does not exist" in err
+    assert escaped.removesuffix(".npz") in said  # the run's summary names its folder
+    assert all(s.errors == "strict" for s in streams.values())  # the streams' own handling is back
+
+
 def test_python_dash_m_entry_point_starts_without_the_slow_optional_imports():
     # scikit-learn and torchvision take seconds to import; the command line loads them only when a command needs them
     slow = ("sklearn", "torchvision", "matplotlib")

@@ -67,6 +67,27 @@ def test_train_evaluate_predict_on_folders(run, shape_folders, tmp_path, capsys)
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)  # three classes: the top 3 are all of them
 
 
+def test_files_whose_names_are_not_utf8_train_cache_and_predict(shape_folders, tmp_path, capsys):
+    """A file name with a byte that is not UTF-8 (Python reads it as a lone surrogate) goes through the data check, the
+    fingerprint, the decoded-image cache, the report and the predictions CSV, which writes it backslash-escaped."""
+    import os
+
+    folders = {k: tmp_path / k for k in ("source", "target")}
+    for k, folder in folders.items():
+        shutil.copytree(shape_folders[k], folder)
+        first = sorted((folder / "circle").iterdir())[0]
+        os.rename(os.fsencode(first), os.fsencode(first.parent) + b"/caf\xe9-\xff.png")  # Latin-1 bytes
+    args = ["train", "--source", str(folders["source"]), "--target", str(folders["target"]), "--out"]
+    assert main([*args, str(tmp_path / "run"), *FAST, "--set", "data.cache=on", "--check-data"]) == 0
+    preds = tmp_path / "preds.csv"
+    assert (
+        main(["predict", "--run", str(tmp_path / "run"), "--images", str(folders["target"]), "--out", str(preds)]) == 0
+    )
+    text = preds.read_bytes().decode("utf-8")  # valid UTF-8
+    assert "caf\\udce9-\\udcff.png" in text and len(text.splitlines()) == 19
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_evaluate_counts_target_classes_unknown_to_the_model(run, shape_folders, tmp_path, capsys):
     folder = tmp_path / "target"
     shutil.copytree(shape_folders["target"], folder)

@@ -12,13 +12,15 @@ each command imports what it needs when it runs. The names the help lists are ke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import os
 import shlex
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +584,28 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with _printable_streams():
+        return _main(argv)
+
+
+@contextlib.contextmanager
+def _printable_streams() -> Iterator[None]:
+    """stdout and stderr write any text: a character their encoding lacks (a file name with undecodable bytes, read
+    back as a lone surrogate; a class name on an ASCII terminal) comes out as a backslash escape instead of ending the
+    command in a ``UnicodeEncodeError`` before its message. Their own error handling comes back afterwards."""
+    streams = [s for s in (sys.stdout, sys.stderr) if isinstance(s, io.TextIOWrapper)]
+    before = [s.errors for s in streams]
+    for stream in streams:
+        stream.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        for stream, errors in zip(streams, before, strict=True):
+            with contextlib.suppress(ValueError):  # a stream closed meanwhile keeps what it has
+                stream.reconfigure(errors=errors)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
 
     original = warnings.showwarning

@@ -135,18 +135,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    """``atomic_write_bytes`` of ``text`` in UTF-8; a lone surrogate (a file name's undecodable byte, as Python reads
+    it) is written as its backslash escape, so a report or CSV naming such a file is still written and valid UTF-8."""
+    atomic_write_bytes(path, utf8(text))
+
+
+def utf8(text: str) -> bytes:
+    """``text`` in UTF-8, a lone surrogate written as its backslash escape (``\\udcff``) instead of raising."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[Callable[[str], None]]:
     """Write ``path`` piece by piece, atomically: ``with atomic_writer(path) as write: write(text)`` appends UTF-8
-    text to a temporary file beside ``path``, renamed onto it only when the block ends without an error; if it
-    raises (or is interrupted), the temporary file is removed and ``path`` is left as it was. Memory stays that of
-    one piece. Raises ``OutputError`` when the file cannot be written (a full disk, a parent that is a file)."""
+    text (``utf8``) to a temporary file beside ``path``, renamed onto it only when the block ends without an error;
+    if it raises (or is interrupted), the temporary file is removed and ``path`` is left as it was. Memory stays that
+    of one piece. Raises ``OutputError`` when the file cannot be written (a full disk, a parent that is a file)."""
     path = Path(path)
     with _temp_file(path) as (write, tmp):
-        yield lambda text: write(text.encode())
+        yield lambda text: write(utf8(text))
     _replace(tmp, path)
 
 

@@ -102,7 +102,7 @@ def cache_key(paths: Sequence[str], side: int, resample: str) -> str:
             st = os.stat(path)
         except OSError as e:
             raise DataError(f"{path}: cannot read this image file ({e.strerror or e})") from None
-        digest.update(f"\0{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        digest.update(b"\0" + os.fsencode(os.path.abspath(path)) + f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
 
 

@@ -33,7 +33,7 @@ def domain_fingerprint(domain: Any) -> dict[str, Any]:
     common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
     for path in paths:
         size = os.path.getsize(path) if os.path.isfile(path) else -1
-        digest.update(f"{os.path.relpath(path, common)}\0{size}\n".encode())
+        digest.update(os.fsencode(os.path.relpath(path, common)) + f"\0{size}\n".encode())  # a name's own bytes
     return {"kind": "images", "n": len(paths), "sha256": digest.hexdigest(), "origin": domain.name}
 
 
