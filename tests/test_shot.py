@@ -147,14 +147,17 @@ def test_a_resumed_run_continues_with_the_saved_centres_without_another_pass(
 
 
 def test_shot_adapts_its_starts_network_whatever_its_layout(tmp_path):
-    """Under auto, shot takes the network of the run it starts from (no bottleneck here, though shot's own width is
-    256); a value given against the start's is refused, naming both, before anything is written."""
+    """Under auto (or a key's default), shot takes the network of the run it starts from (no bottleneck here, though
+    shot's own width is 256); a value given against the start's is refused, naming both, before anything is
+    written."""
     dann.fit(
         replace(tiny_config(), method={"name": "source_only"}, train={"steps": 2}), tmp_path / "s", data=tiny_domains()
     )
     auto = {"init_from": str(tmp_path / "s"), "bottleneck_dim": None}
     cfg = replace(tiny_config(), method={"name": "shot"}, model=auto, train={"steps": 2})
     assert dann.fit(cfg, tmp_path / "shot", data=tiny_domains()).config.model.bottleneck_dim == 0
+    plain = replace(cfg, model={"mlp_dims": list(ModelConfig().mlp_dims)})  # a key at its default: the start's too
+    assert dann.fit(plain, data=tiny_domains()).config.model.mlp_dims == (16,)
     for given, said in (
         ({"bottleneck_dim": 256}, "model.bottleneck_dim=0 there, 256 here"),
         ({"weight_norm": True}, "model.weight_norm=False there, True here"),

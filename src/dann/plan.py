@@ -160,16 +160,17 @@ def saved_run_config(run_dir: Path) -> Config:
 
 
 # The model.* keys that shape the network a run predicts with, and so must match those of the run it starts from
+DEFAULT_MODEL = ModelConfig()
 NETWORK_KEYS = ("backbone", "mlp_dims", "batchnorm", "bottleneck_dim", "bottleneck_kind", "weight_norm", "head_dims",
                 "head_norm", "input_norm")  # fmt: skip
 
 
 def start_network(model: ModelConfig) -> ModelConfig:
     """The network of a run that starts from ``model.init_from``'s weights is that run's: every ``NETWORK_KEYS`` key
-    left to auto takes the value that run trained with (its config.yaml), so ``shot`` adapts its start whatever layout
-    the start has. A key given another value than the start's raises ``ConfigError`` naming both (no tensor would
-    tell an input normalisation or a bottleneck's activation apart). A directory without config.yaml is left to
-    ``init_from_run``, which says there is no trained run there."""
+    left to auto or to its default takes the value that run trained with (its config.yaml), so ``shot`` adapts its
+    start whatever layout the start has. A key given another value than the start's raises ``ConfigError`` naming
+    both (no tensor would tell an input normalisation or a bottleneck's activation apart). A directory without
+    config.yaml is left to ``init_from_run``, which says there is no trained run there."""
     run = Path(model.init_from)
     if not (run / CONFIG_FILE).is_file():
         return model
@@ -179,7 +180,7 @@ def start_network(model: ModelConfig) -> ModelConfig:
         mine, start = getattr(model, key), getattr(theirs, key)
         if start is None or mine == start:
             continue
-        if AUTOMATIC.get(f"model.{key}", ()) == mine:
+        if mine in (AUTOMATIC.get(f"model.{key}", ()), getattr(DEFAULT_MODEL, key)):
             taken[key] = start
         else:
             differ.append(f"model.{key}={start!r} there, {mine!r} here")

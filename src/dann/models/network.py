@@ -68,13 +68,13 @@ class DomainAdaptNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def domain_logits(self, f: torch.Tensor, coeff: float) -> torch.Tensor:
-        """(N, num_features) → (N,) float32 logits of "is target"; gradients into ``f`` are reversed and scaled by
-        coeff. The GRL and the discriminator run in float32 even under autocast (the adversarial game's small
-        gradient differences are what bfloat16 rounds away); the features upstream keep the autocast dtype. (A
-        method may give the net another discriminator: CDAN's reads (N, num_features + num_classes), MDD's returns
-        (N, num_classes) logits of an auxiliary classifier; see ``dann.methods``.)"""
+        """(N, num_features) → (N,) float32 logits of "is target" (float64 for float64 features); gradients into
+        ``f`` are reversed and scaled by coeff. The GRL and the discriminator run in float32 even under autocast (the
+        adversarial game's small gradient differences are what bfloat16 rounds away); the features upstream keep the
+        autocast dtype. (A method may give the net another discriminator: CDAN's reads (N, num_features +
+        num_classes), MDD's returns (N, num_classes) logits of an auxiliary classifier; see ``dann.methods``.)"""
         with torch.autocast(f.device.type, enabled=False):
-            return self.discriminator(grad_reverse(f.float(), coeff))
+            return self.discriminator(grad_reverse(f if f.dtype == torch.float64 else f.float(), coeff))
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, all other parameters), for a separate backbone learning rate."""
