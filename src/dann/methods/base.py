@@ -42,7 +42,8 @@ class Batch:
     ``w_s`` (B_s,); ``x_t`` (B_t, ...) unlabeled target samples (target labels never reach a method). A method that
     reads no source batch (``uses_source = False``) gets B_s = 0. With several labeled domains, ``d_s`` (B_s,) is the
     index of each labeled sample's domain (``DomainData.labeled``), and ``parts`` the number of rows each domain's
-    batch holds when ``x_s`` joins one batch per domain (a stage of ``train.stages``)."""
+    batch holds when ``x_s`` joins one batch per domain (a stage of ``train.stages``). ``i_t`` (B_t,): the target
+    samples' indices in the target training set, where the stream knows them."""
 
     x_s: torch.Tensor
     y_s: torch.Tensor
@@ -50,6 +51,7 @@ class Batch:
     w_s: torch.Tensor | None = None
     d_s: torch.Tensor | None = None
     parts: tuple[int, ...] | None = None
+    i_t: torch.Tensor | None = None
 
 
 class LossOutput(NamedTuple):
