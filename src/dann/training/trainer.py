@@ -214,6 +214,8 @@ class Trainer:
         precision = resolve_precision(t.precision, self.device, data.input_shape, adversarial)
         amp = Precision(precision, self.device, resolve_channels_last(t.channels_last, precision, data.input_shape))
         amp.prepare_model(net, t.compile)
+        for stage in plan.stages:  # class names, image preparation (CLIP's teacher builds its prompts from them)
+            getattr(stage.method, "inner", stage.method).bind(data, cfg, self.echo if world.main else None)
         plan.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
         start, skipped, history = self._restore(net, optimizer, amp, plan)
