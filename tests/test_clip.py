@@ -177,6 +177,11 @@ def test_a_checkpoint_of_another_architecture_is_one_error_naming_the_file(clip_
     missing = tmp_path / "absent.pt"
     with pytest.raises(ConfigError, match=f"method.clip_file {missing} does not exist"):
         build_teacher(MethodConfig(name="clip_distill", clip_model=str(config), clip_file=str(missing)), CLASSES)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not weights")
+    with pytest.raises(ConfigError, match=f"method.clip_file {junk} could not be read as weights") as error:
+        build_teacher(MethodConfig(name="clip_distill", clip_model=str(config), clip_file=str(junk)), CLASSES)
+    assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match=r"unknown method.clip_model 'ViT-B-61'; did you mean ViT-B-16"):
         load_clip(MethodConfig(name="clip_distill", clip_model="ViT-B-61"))
     with pytest.raises(ConfigError, match="local file only"):

@@ -216,7 +216,11 @@ def load_clip(cfg: MethodConfig) -> tuple[nn.Module, Any]:
                 f"{cfg.clip_model}: {detail[:300]}"
             ) from None
         except Exception as e:  # not a checkpoint at all: pickled objects, another format, a truncated file
-            raise ConfigError(f"method.clip_file {cfg.clip_file} could not be read as weights: {e}") from None
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"method.clip_file {cfg.clip_file} could not be read as weights (an OpenCLIP checkpoint: a state dict "
+                f"saved by torch.save, or .safetensors): {first}"
+            ) from None
     return model, open_clip.get_tokenizer(name)
 
 
