@@ -79,6 +79,15 @@ def image_data(seed: int = 0, classes=CLASSES, val_fraction: float = 0.25):
     return make_domain_data(as_domain(x_s, y_s), as_domain(x_t, None), classes=classes, val_fraction=val_fraction)
 
 
+def class_folders(root, rng, per_class: int = 1, side: int = 32):
+    """One subfolder of random PNG images per class of CLASSES under ``root``."""
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
 def run_config(clip_files, **method):
     config, weights, _ = clip_files
     return load_config(
@@ -274,10 +283,7 @@ def test_as_a_regularizer_with_a_clip_tower_the_run_resumes_exactly(clip_files, 
 def test_predict_zero_shot_gives_the_argmax_of_image_times_text(clip_files, tmp_path, capsys):
     config, weights, _ = clip_files
     rng = np.random.default_rng(0)
-    source = tmp_path / "source"
-    for name in CLASSES:
-        (source / name).mkdir(parents=True)
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(source / name / "a.png")
+    source = class_folders(tmp_path / "source", rng)
     images = tmp_path / "new"
     images.mkdir()
     pictures = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(6)]
@@ -333,3 +339,28 @@ def test_target_labels_never_reach_the_teacher_or_the_weights(clip_files):
     a, b = dann.fit(cfg, data=plain), dann.fit(cfg, data=labeled)
     for key, value in a.net.state_dict().items():
         assert torch.equal(value, b.net.state_dict()[key]), key
+
+
+def test_with_image_files_unaugmented_the_kept_logits_are_the_teachers_on_each_image(clip_files, tmp_path):
+    rng = np.random.default_rng(3)
+    source, target = class_folders(tmp_path / "s", rng, 4, 40), class_folders(tmp_path / "t", rng, 4, 40)
+    cfg = replace(
+        run_config(clip_files),
+        data={
+            "source": str(source),
+            "target": str(target),
+            "image_size": 32,
+            "num_workers": 0,
+            "cache": "off",
+            "val_fraction": 0.25,
+        },
+        train={"steps": 4, "batch_size": 4, "eval_every": 4},
+    )
+    data = dann.data.build_data(cfg.data, cfg.model)
+    method = create_method(cfg.method)
+    net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
+    Trainer(cfg, None).fit(net, method, data)
+    term = method.terms[0][2]
+    assert int(term.known.sum()) == len(data.target_train) == 12  # 4 steps × 4 rows, one pass and a third
+    x, index = next(iter(data.target_train.batches(64)))  # the evaluation view: resized, normalized, no augmentation
+    torch.testing.assert_close(term.logits[index], term.teacher(x), rtol=1e-5, atol=1e-5)
