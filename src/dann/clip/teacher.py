@@ -121,7 +121,8 @@ class ZeroShotTeacher(nn.Module):
         return self.text
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (N, C, H, W) as dann prepared them → (N, 3, h, w) as CLIP's image tower expects them."""
+        """Images (N, C, H, W) as dann prepared them → (N, 3, h, w) as CLIP's image tower expects them. Raises
+        ``ConfigError`` for inputs of another shape (feature vectors, C not 1 or 3)."""
         if x.ndim != 4 or x.shape[1] not in (1, 3):
             raise ConfigError(f"the CLIP teacher reads images of 1 or 3 channels, got inputs of shape {tuple(x.shape)}")
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x

@@ -17,11 +17,11 @@ On target logits z_t (B, K) and the teacher's zero-shot logits z_c (B, K):
     clip_distill = λ(t) · cmkd
 
 Summed over the batch, as the reference does: the term grows with ``train.batch_size`` (the reference's is 32).
-Its weight, alone as a method (``method.lambda_adv``) or as a regularizer on any method (``method.regularizers:
-{clip_distill: w}``), is the reference's λ1 = 0.25 (office_home.yaml). The reference's other two terms train CLIP's
-own text classifier (a source cross-entropy, a Gini term on its target outputs); here the teacher stays frozen, so
-they have no place. Where target batches are not augmented (``data.augment=false``) the teacher's logits are
-exact per target image and are kept, by index, across steps and in checkpoints."""
+As a method its weight ``method.lambda_adv`` defaults to the reference's λ1 = 0.25 (office_home.yaml); as a
+regularizer on any method it takes the weight given, ``method.regularizers: {clip_distill: w}``. The reference's
+other two terms train CLIP's own text classifier (a source cross-entropy, a Gini term on its target outputs); here
+the teacher stays frozen, so they have no place. Where target batches are not augmented (``data.augment=false``) the
+teacher's logits are exact per target image and are kept, by index, across steps and in checkpoints."""
 
 from __future__ import annotations
 
