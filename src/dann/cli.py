@@ -31,6 +31,7 @@ METHOD_NAMES = (
     "adamatch",
     "cdan",
     "cdan_e",
+    "clip_distill",
     "coral",
     "dann",
     "fixmatch",
