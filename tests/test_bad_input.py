@@ -405,13 +405,13 @@ ROWS = [
     Row(
         "unknown method",
         lambda f: f.train("--method", "dan"),
-        "unknown method 'dan'; valid methods: adamatch, cdan, cdan_e, coral, dann, fixmatch, iwcdan, iwdan, mcc, mdd, "
-        "mean_teacher, mmd, shot, source_only, vada",
+        "unknown method 'dan'; valid methods: adamatch, cdan, cdan_e, clip_distill, coral, dann, fixmatch, iwcdan, "
+        "iwdan, mcc, mdd, mean_teacher, mmd, shot, source_only, vada",
     ),
     Row(
         "unknown regularizer",
         lambda f: f.train("--method", "dann", "--set", "method.regularizers={entrpy: 1.0}"),
-        "unknown regularizer 'entrpy'; valid regularizers: bnm, entropy, fixmatch, mcc, vat",
+        "unknown regularizer 'entrpy'; valid regularizers: bnm, clip_distill, entropy, fixmatch, mcc, vat",
     ),
     Row(
         "negative regularizer weight",

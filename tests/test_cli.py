@@ -47,7 +47,7 @@ def _labels(path):
     ("extra", "message"),
     [
         (["--set", "optim.lrr=1"], "unknown key optim.lrr"),
-        (["--method", "dan"], "unknown method 'dan'; valid methods: adamatch, cdan, cdan_e, coral, dann"),
+        (["--method", "dan"], "unknown method 'dan'; valid methods: adamatch, cdan, cdan_e, clip_distill, coral"),
         (["--backbone", "lenett"], "unknown backbone 'lenett'"),
     ],
 )

@@ -198,13 +198,16 @@ def test_regularizers_add_weighted_terms_to_any_method():
     assert set(b.terms) == set(a.terms) | {"mcc", "entropy"}
     expected = a.total + 0.5 * b.terms["mcc"] + 2.0 * b.terms["entropy"]
     torch.testing.assert_close(b.total, expected)
-    assert set(REGULARIZERS.names()) == {"bnm", "entropy", "fixmatch", "mcc", "vat"}
+    assert set(REGULARIZERS.names()) == {"bnm", "clip_distill", "entropy", "fixmatch", "mcc", "vat"}
+
+
+REGULARIZER_NAMES = "valid regularizers: bnm, clip_distill, entropy, fixmatch, mcc, vat"
 
 
 @pytest.mark.parametrize(
     ("method", "message"),
     [
-        ({"name": "dann", "regularizers": {"entrpy": 1.0}}, "valid regularizers: bnm, entropy, fixmatch, mcc, vat"),
+        ({"name": "dann", "regularizers": {"entrpy": 1.0}}, REGULARIZER_NAMES),
         ({"name": "source_only", "regularizers": {"mcc": 1.0}}, "reads no target batch"),
         ({"name": "mcc", "regularizers": {"mcc": 1.0}}, "already method 'mcc'"),
     ],

@@ -503,7 +503,7 @@ def _write_evaluation(files: list[Path], metrics: dict[str, Any], title: str) ->
 
 
 def predict(
-    run_dir: str | Path,
+    run_dir: str | Path | TrainedModel,
     data_path: str | Path,
     out: str | Path,
     overwrite: bool = False,
@@ -517,10 +517,10 @@ def predict(
     gets a warning naming its step ("step 400 of 1000 (unfinished)"). The rows are written batch by batch to a
     temporary file beside ``out``, renamed onto it once complete (removed on an error): memory does not grow with the
     number of samples. Raises ``OutputExistsError`` for an existing ``out`` without ``overwrite``, ``DataError`` when
-    no sample could be read."""
+    no sample could be read. ``run_dir`` may be a model already loaded (e.g. CLIP's zero-shot classifier)."""
     out = Path(out)
     guard_output([out], overwrite)
-    model = _load(run_dir, checkpoint)
+    model = run_dir if isinstance(run_dir, TrainedModel) else _load(run_dir, checkpoint)
     domain, _ = _domain(model, data_path, labeled=False, skip_bad=skip_bad)
     paths = None if isinstance(domain, Domain) else domain.paths
     k = max(1, min(top_k, len(model.classes)))

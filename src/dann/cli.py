@@ -33,6 +33,7 @@ METHOD_NAMES = (
     "adamatch",
     "cdan",
     "cdan_e",
+    "clip_distill",
     "coral",
     "dann",
     "fixmatch",
@@ -241,8 +242,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
     _add_checkpoint_flag(evaluate)
 
-    predict = sub.add_parser("predict", help="write predictions of a trained run to CSV")
-    predict.add_argument("--run", required=True, help="run directory")
+    predict = sub.add_parser("predict", help="write predictions of a trained run (or of CLIP, zero-shot) to CSV")
+    predict.add_argument("--run", help="run directory (required unless --zero-shot)")
+    predict.add_argument(
+        "--zero-shot", action="store_true", help="CLIP's zero-shot classifier, no training (docs/clip.md): the classes "
+        "of --source, the teacher of --config / --set method.clip_model, method.clip_file, method.clip_templates",
+    )  # fmt: skip
+    predict.add_argument("--config", help="with --zero-shot: YAML file or preset")
+    predict.add_argument("--source", action="append", help="with --zero-shot: class subfolders naming the classes")
+    predict.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     given = predict.add_mutually_exclusive_group(required=True)
     given.add_argument("--data", help="arrays to classify (.npz with x)")
     given.add_argument("--images", help="image files to classify: a folder (searched recursively) or a list file")
@@ -465,6 +473,15 @@ def _predict(args: argparse.Namespace) -> int:
 
     skip = True if args.skip_bad_images else None
     data = args.data or args.images
+    if args.zero_shot or not args.run:
+        if not args.zero_shot:
+            raise DannError("predict needs --run RUN (a trained run), or --zero-shot for CLIP's zero-shot classifier")
+        from .clip import zero_shot_predict
+
+        cfg = _config(args)
+        out = zero_shot_predict(cfg, data, args.out, args.overwrite, args.top_k, skip)
+        print(f"wrote {out}: zero-shot predictions of CLIP {cfg.method.clip_model}, {cfg.method.clip_file or 'random'}")
+        return 0
     out = api.predict(
         args.run, data, args.out, overwrite=args.overwrite, top_k=args.top_k, skip_bad=skip, checkpoint=args.checkpoint
     )

@@ -190,6 +190,9 @@ class MethodConfig:
     iw_warmup: float = 0.02  # iwdan, iwcdan: share of the run before the weighted adversarial term starts
     iw_ma: float = 0.5  # iwdan, iwcdan: weight of the previous class weights in each re-estimate's moving average
     iw_cls: str = "balanced"  # iwdan, iwcdan: source CE weights: balanced (w[y] / p_s[y], the reference) | iw | none
+    clip_model: str = "ViT-B-16"  # clip_distill: the teacher's OpenCLIP architecture, or a model config .json file
+    clip_file: str = ""  # clip_distill: the teacher's OpenCLIP checkpoint file; "": random weights (tests only)
+    clip_templates: tuple[str, ...] = ()  # clip_distill: prompts, each with {} for the class name; (): dann.clip's
 
     def __post_init__(self) -> None:
         _require(self.lambda_adv is None or self.lambda_adv >= 0, "method.lambda_adv", ">= 0", self.lambda_adv)
@@ -221,6 +224,8 @@ class MethodConfig:
         _require(0.0 <= self.iw_warmup <= 1.0, "method.iw_warmup", "in [0, 1] (0: none)", self.iw_warmup)
         _require(0.0 <= self.iw_ma < 1.0, "method.iw_ma", "in [0, 1) (0: no averaging)", self.iw_ma)
         _require(self.iw_cls in IW_CLS, "method.iw_cls", " | ".join(IW_CLS), self.iw_cls)
+        for template in self.clip_templates:
+            _require(template.count("{}") == 1, "method.clip_templates", "prompts with one {} each", template)
         kinds = DOMAIN_DISCRIMINATORS
         _require(
             self.domain_discriminator in kinds,

@@ -27,13 +27,15 @@ SEED_STRIDE = 1_000_003  # separates the streams of different seeds
 class Rows(NamedTuple):
     """One step's batch of a stream: ``x`` (B, ...), labels ``y`` (B,) or None, per-sample weights ``w`` (B,) and
     labeled-domain indices ``d`` (B,) when the domain has them, and ``parts``: the number of rows of each labeled
-    domain, in order, when the batch joins several domains' batches (``dann.training.stages``)."""
+    domain, in order, when the batch joins several domains' batches (``dann.training.stages``); ``i`` (B,): the
+    samples' indices in the domain, where known."""
 
     x: torch.Tensor
     y: torch.Tensor | None
     w: torch.Tensor | None = None
     d: torch.Tensor | None = None
     parts: tuple[int, ...] | None = None
+    i: torch.Tensor | None = None
 
 
 def permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -172,7 +174,7 @@ class StepBatches:
         if self.invert:  # its own generator: the shifts of a run without inversion stay as they were
             generator = torch.Generator(self.x.device).manual_seed(INVERT_SEED + self.seed * SEED_STRIDE + step)
             x = random_invert(x, self.invert, generator, (*self.rows, self.batch_size))
-        return Rows(x, *(v[idx] if v is not None else None for v in (self.y, self.w, self.d)))
+        return Rows(x, *(v[idx] if v is not None else None for v in (self.y, self.w, self.d)), i=idx)
 
 
 class StepSampler:
@@ -243,8 +245,8 @@ class LoaderBatches:
         domain = self.domain
         w = domain.w[index] if domain.w is not None else None
         d = domain.d[index] if domain.d is not None else None
-        y, w, d = (v.to(self.device, non_blocking=True) if v is not None else None for v in (y, w, d))
-        return Rows(x.to(self.device, non_blocking=True), y if domain.y is not None else None, w, d)
+        y, w, d, i = (v.to(self.device, non_blocking=True) if v is not None else None for v in (y, w, d, index))
+        return Rows(x.to(self.device, non_blocking=True), y if domain.y is not None else None, w, d, i=i)
 
 
 def step_batches(

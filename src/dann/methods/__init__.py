@@ -1,5 +1,6 @@
 from . import (  # noqa: F401 -- registers
     cdan,
+    clip_distill,
     coral,
     dann,
     fixmatch,

@@ -16,9 +16,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,10 @@ from ..models.network import DomainAdaptNet
 from ..registry import Registry
 from ..training.schedules import GRL_SCHEDULES
 
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..data.domains import DomainData
+
 METHODS: Registry = Registry("method")
 REGULARIZERS: Registry = Registry("regularizer")
 
@@ -42,7 +46,8 @@ class Batch:
     ``w_s`` (B_s,); ``x_t`` (B_t, ...) unlabeled target samples (target labels never reach a method). A method that
     reads no source batch (``uses_source = False``) gets B_s = 0. With several labeled domains, ``d_s`` (B_s,) is the
     index of each labeled sample's domain (``DomainData.labeled``), and ``parts`` the number of rows each domain's
-    batch holds when ``x_s`` joins one batch per domain (a stage of ``train.stages``)."""
+    batch holds when ``x_s`` joins one batch per domain (a stage of ``train.stages``). ``i_t`` (B_t,): the target
+    samples' indices in the target training set, where the stream knows them."""
 
     x_s: torch.Tensor
     y_s: torch.Tensor
@@ -50,6 +55,7 @@ class Batch:
     w_s: torch.Tensor | None = None
     d_s: torch.Tensor | None = None
     parts: tuple[int, ...] | None = None
+    i_t: torch.Tensor | None = None
 
 
 class LossOutput(NamedTuple):
@@ -101,6 +107,10 @@ class Term:
             num_features, model.discriminator_dims, model.dropout, negative_slope=model.discriminator_slope
         )
 
+    def bind(self, data: DomainData, cfg: Config, echo: Callable[[str], None] | None) -> None:
+        """Called once before ``prepare``, with the run's data (class names, image preparation) and config; ``echo``
+        (None: quiet) takes lines for the start-up summary."""
+
     def prepare(self, net: DomainAdaptNet) -> None:
         """Called once before training starts (after any ``--init-from`` weights are loaded)."""
 
@@ -136,6 +146,7 @@ class Method:
     uses_source: ClassVar[bool] = True  # reads the source batch (False: source-free, e.g. shot)
     uses_target: ClassVar[bool] = True  # reads the target batch (False: source_only)
     needs_init: ClassVar[bool] = False  # starts from a trained run (model.init_from), e.g. shot
+    needs_names: ClassVar[bool] = False  # reads images and the words of the class names, e.g. clip_distill's prompts
     term: ClassVar[type[Term] | None] = None
     term_name: ClassVar[str] = "adv"
     # the method's reference values of the method.* keys left null (over METHOD_DEFAULTS), with their source in the
@@ -207,6 +218,10 @@ class Method:
             total = total + weight * value
             logged |= {name: value.detach(), **extra}
         return LossOutput(total, logged)
+
+    def bind(self, data: DomainData, cfg: Config, echo: Callable[[str], None] | None = None) -> None:
+        for _, _, term in self.terms:
+            term.bind(data, cfg, echo)
 
     def prepare(self, net: DomainAdaptNet) -> None:
         for _, _, term in self.terms:

@@ -82,19 +82,21 @@ def train_step(
     terms: dict[str, torch.Tensor | float] = {}
     for k in range(accumulate):
         index = step * accumulate + k
+        t_rows = target.get_rows(index) if target is not None else None
         if source is not None:
             rows = source.get_rows(index)
             x_s, y_s = amp.batch(rows.x), rows.y
-            x_t = amp.batch(target.get(index)[0]) if target is not None else x_s[:0]
+            x_t = amp.batch(t_rows.x) if t_rows is not None else x_s[:0]
         else:  # a source-free method reads an empty source batch
-            x_t = amp.batch(target.get(index)[0])  # type: ignore[union-attr]
+            x_t = amp.batch(t_rows.x)  # type: ignore[union-attr]
             x_s, y_s = x_t[:0], torch.zeros(0, dtype=torch.int64, device=x_t.device)
             rows = Rows(x_s, y_s)
         last = k == accumulate - 1
         no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
         with no_sync or contextlib.nullcontext():
             with amp.autocast():
-                out = model(Batch(x_s, y_s, x_t, rows.w, rows.d, rows.parts), progress)
+                i_t = t_rows.i if t_rows is not None else None
+                out = model(Batch(x_s, y_s, x_t, rows.w, rows.d, rows.parts, i_t), progress)
             amp.backward(out.total / accumulate if accumulate > 1 else out.total)
         total = total + out.total.detach().float() / accumulate
         for name, value in out.terms.items():

@@ -182,6 +182,8 @@ class Trainer:
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, bool(t.channels_last))
         amp.prepare_model(net, t.compile)
+        for stage in plan.stages:  # class names, image preparation (CLIP's teacher builds its prompts from them)
+            getattr(stage.method, "inner", stage.method).bind(data, cfg, self.echo if world.main else None)
         plan.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
         start, skipped, history = self._restore(net, optimizer, amp, plan)
