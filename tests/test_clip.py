@@ -23,8 +23,9 @@ from dann.clip.check import TeacherCheck
 from dann.config import ConfigError, MethodConfig, load_config, replace
 from dann.data import as_domain, make_domain_data
 from dann.errors import DataWarning
-from dann.methods import build_network, create_method
+from dann.methods import create_method
 from dann.methods.clip_distill import agreement, cmkd_loss, gini_impurity, ramp
+from dann.plan import build_network, build_run_data, plan_run
 from dann.sklearn import DANNClassifier
 from dann.training.trainer import Trainer
 
@@ -236,7 +237,7 @@ def test_the_teacher_gets_no_gradient_and_keeps_its_weights_over_training(clip_f
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
     lines: list[str] = []
-    Trainer(cfg, None, echo=lines.append).fit(net, method, data)
+    Trainer(plan_run(cfg, data), echo=lines.append).fit(net, method, data)
     name, weight, term = method.terms[0]
     assert (name, weight) == ("clip_distill", 0.25)
     teacher: ZeroShotTeacher = term.teacher
@@ -255,7 +256,7 @@ def test_augmented_views_are_never_cached(clip_files):
     data = image_data()
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
-    Trainer(cfg, None).fit(net, method, data)
+    Trainer(plan_run(cfg, data)).fit(net, method, data)
     assert method.terms[0][2].logits is None and method.state_dict() == {}
 
 
@@ -356,10 +357,10 @@ def test_with_image_files_unaugmented_the_kept_logits_are_the_teachers_on_each_i
         },
         train={"steps": 4, "batch_size": 4, "eval_every": 4},
     )
-    data = dann.data.build_data(cfg.data, cfg.model)
+    data = build_run_data(cfg.data, cfg.model)
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes)
-    Trainer(cfg, None).fit(net, method, data)
+    Trainer(plan_run(cfg, data)).fit(net, method, data)
     term = method.terms[0][2]
     assert int(term.known.sum()) == len(data.target_train) == 12  # 4 steps × 4 rows, one pass and a third
     x, index = next(iter(data.target_train.batches(64)))  # the evaluation view: resized, normalized, no augmentation
