@@ -37,6 +37,16 @@ def test_train_evaluate_predict_round_trip(npz_files, tmp_path, capsys):
     assert "already exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_one_set_flag_takes_several_values_as_repeated_flags_do(npz_files, tmp_path):
+    data = ["--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--backbone", "mlp"]
+    values = ["train.steps=4", "train.eval_every=2", "model.bottleneck_dim=8"]
+    assert main(["train", *data, "--quiet", "--out", str(tmp_path / "a"), "--set", *values]) == 0
+    repeated = [x for v in values for x in ("--set", v)]
+    assert main(["train", *data, "--quiet", "--out", str(tmp_path / "b"), *repeated]) == 0
+    a, b = (load_config(str(tmp_path / n / "config.yaml")) for n in "ab")
+    assert a == b and (a.train.steps, a.train.eval_every, a.model.bottleneck_dim) == (4, 2, 8)
+
+
 def _labels(path):
     import numpy as np
 

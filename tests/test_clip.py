@@ -308,6 +308,11 @@ def test_predict_zero_shot_gives_the_argmax_of_image_times_text(clip_files, tmp_
     assert [float(row["confidence"]) for row in got] == pytest.approx(probs.max(1).values.tolist(), abs=1e-5)
     assert [float(row["prob_2"]) for row in got] == pytest.approx(probs.sort(1).values[:, -2].tolist(), abs=1e-5)
     assert main(["predict", "--images", str(images), "--out", str(out)]) == 2  # neither --run nor --zero-shot
+    no_weights = ["predict", "--zero-shot", "--source", str(source), "--images", str(images), "--out", str(out),
+                  "--overwrite", "--set", f"method.clip_model={config}"]  # fmt: skip
+    before = out.read_bytes()
+    assert main(no_weights) == 2  # random weights would predict noise that looks like an answer
+    assert "--set method.clip_file=FILE" in capsys.readouterr().err and out.read_bytes() == before
 
 
 def test_the_estimator_refuses_a_clip_teacher_without_class_names(clip_files):

@@ -166,6 +166,10 @@ def test_shot_adapts_its_starts_network_whatever_its_layout(tmp_path):
         with pytest.raises(ConfigError, match=re.escape(said)):
             dann.fit(replace(cfg, model=given), tmp_path / "refused", data=tiny_domains())
         assert not (tmp_path / "refused").exists()
+    for inside in ("s", "s/again"):  # a run never writes over (or into) the run it starts from
+        with pytest.raises(ConfigError, match=r"would write over it: choose another --out"):
+            dann.fit(cfg, tmp_path / inside, data=tiny_domains(), overwrite=True)
+    assert (tmp_path / "s" / LAST_CHECKPOINT).is_file() and not (tmp_path / "s" / "again").exists()
 
 
 @pytest.fixture(scope="module")

@@ -133,6 +133,13 @@ def fit(
     (``dann.training.interrupt``)."""
     if control and out is None:
         raise ConfigError("`control=True` trains the control into out/control: give the run directory `out`")
+    start = cfg.model.init_from if cfg is not None and not resume else ""
+    held = start and (Path(start) / LAST_CHECKPOINT).is_file()  # a trained run there (else init_from_run says so)
+    if held and out is not None and Path(out).resolve().is_relative_to(Path(start).resolve()):
+        raise ConfigError(
+            f"model.init_from {start} is the run this one starts from, and --out {out} would write over it: "
+            "choose another --out"
+        )
     state = selection_state(out)
     if resume and state in (SELECTING, DONE):  # a selection of the default: continue it (finished: re-reads it)
         return fit_selecting(cfg, out, data=data, resume=True, report=report, echo=echo)

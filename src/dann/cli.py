@@ -108,10 +108,11 @@ def _add_file_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=0.01 (repeatable)",
+        help="override config values, e.g. --set optim.lr=0.01 train.steps=500 (repeatable)",
     )
     parser.add_argument(
         "--source",
@@ -250,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument("--config", help="with --zero-shot: YAML file or preset")
     predict.add_argument("--source", action="append", help="with --zero-shot: class subfolders naming the classes")
-    predict.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    predict.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     given = predict.add_mutually_exclusive_group(required=True)
     given.add_argument("--data", help="arrays to classify (.npz with x)")
     given.add_argument("--images", help="image files to classify: a folder (searched recursively) or a list file")
@@ -479,6 +480,11 @@ def _predict(args: argparse.Namespace) -> int:
         from .clip import zero_shot_predict
 
         cfg = _config(args)
+        if not cfg.method.clip_file:  # random weights predict noise: a file that looks right would mislead
+            raise DannError(
+                "predict --zero-shot needs CLIP's weights: --set method.clip_file=FILE (an OpenCLIP checkpoint; "
+                "docs/clip.md says which)"
+            )
         out = zero_shot_predict(cfg, data, args.out, args.overwrite, args.top_k, skip)
         print(f"wrote {out}: zero-shot predictions of CLIP {cfg.method.clip_model}, {cfg.method.clip_file or 'random'}")
         return 0
