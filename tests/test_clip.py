@@ -315,6 +315,17 @@ def test_predict_zero_shot_gives_the_argmax_of_image_times_text(clip_files, tmp_
     assert "--set method.clip_file=FILE" in capsys.readouterr().err and out.read_bytes() == before
 
 
+def test_a_refused_clip_run_writes_nothing(clip_files, tmp_path):
+    config, weights, _ = clip_files
+    numbered = load_config("moons", ["train.steps=2", "method.name=clip_distill"])  # classes 0 and 1
+    with pytest.raises(ConfigError, match="the classes are numbers"):
+        dann.fit(replace(numbered, method={"clip_model": str(config), "clip_file": str(weights)}), tmp_path / "run")
+    missing = run_config(clip_files, clip_file=str(tmp_path / "none.pt"))
+    with pytest.raises(ConfigError, match=r"none\.pt"):
+        dann.fit(missing, tmp_path / "run", data=image_data())
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_estimator_refuses_a_clip_teacher_without_class_names(clip_files):
     config, weights, _ = clip_files
     rng = np.random.default_rng(0)

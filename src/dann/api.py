@@ -174,6 +174,8 @@ def fit(
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
     for stage in plan_stages(cfg, method, data).stages:  # one, `method`, without train.stages
         check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
+        # a term's own checks (CLIP's teacher file, class names that make prompts), also before the run directory
+        getattr(stage.method, "inner", stage.method).bind(data, cfg, None)
     if cfg.model.init_from and not resume:
         init_from_run(net, cfg.model.init_from, data)
         if echo is not None and data.source_val is not None and len(data.source_val) and len(data.target_train):
