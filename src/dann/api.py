@@ -82,7 +82,7 @@ from .selection.default import (
     where,
 )
 from .training.distributed import World
-from .training.feedback import format_duration, per_step_seconds
+from .training.feedback import followed_by, format_duration
 from .training.stages import plan_stages
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer
@@ -224,14 +224,11 @@ def with_control_estimate(say: Callable[[str], None], steps: int) -> Callable[[s
     """An ``echo`` for a run trained with its control: every line goes on, and the run's time estimate after its
     first steps is followed by one for both runs (the control's steps cost at most the run's: a bound, not a guess)."""
 
-    def told(line: str) -> None:
-        say(line)
-        per_step = per_step_seconds(line)
-        if per_step is not None:
-            whole = format_duration(2 * per_step * steps)
-            say(f"plan:     with its source-only control, at most about {whole} in all (a control step costs less)")
+    def both(per_step: float) -> str:
+        whole = format_duration(2 * per_step * steps)
+        return f"plan:     with its source-only control, at most about {whole} in all (a control step costs less)"
 
-    return told
+    return followed_by(say, say, both)
 
 
 def continue_or_restart(out: str | Path | None, cfg: Config | None) -> tuple[Config | None, bool]:

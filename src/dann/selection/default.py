@@ -88,19 +88,17 @@ def total_estimate(
     """An ``echo`` for the control's run that passes every line on and follows its time estimate (after its first
     steps) with one for the whole selection: the control's steps, then the candidates' at their relative costs
     (``SELECTION["relative_cost"]``; evaluations excluded)."""
-    from ..training.feedback import format_duration, per_step_seconds
+    from ..training.feedback import followed_by, format_duration
 
-    def told(line: str) -> None:
-        echo(line)
-        per_step = per_step_seconds(line)
-        if per_step is not None:
-            cost = 1 + sum(SELECTION["relative_cost"].get(n, 1.0) for n in candidates)
-            say(
-                f"default:  so the selection takes about {format_duration(per_step * steps * cost)} in all: this "
-                f"control, then {', '.join(candidates)} (about {cost - 1:g} control runs of compute)"
-            )
+    cost = 1 + sum(SELECTION["relative_cost"].get(n, 1.0) for n in candidates)
 
-    return told
+    def whole(per_step: float) -> str:
+        return (
+            f"default:  so the selection takes about {format_duration(per_step * steps * cost)} in all: this "
+            f"control, then {', '.join(candidates)} (about {cost - 1:g} control runs of compute)"
+        )
+
+    return followed_by(echo, say, whole)
 
 
 def refuse_overridden(cfg: Config) -> None:

@@ -216,6 +216,19 @@ def per_step_seconds(line: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def followed_by(echo: Echo, say: Echo, line_for: Callable[[float], str]) -> Echo:
+    """An ``echo`` that passes every line on to ``echo`` and follows a run's time estimate (``estimate_line``, after
+    its first steps) with ``say(line_for(seconds per step))``: the time of what comes after this run, for instance."""
+
+    def told(line: str) -> None:
+        echo(line)
+        per_step = per_step_seconds(line)
+        if per_step is not None:
+            say(line_for(per_step))
+
+    return told
+
+
 class Console:
     """Sends a run's summary, time estimate and evaluation lines to ``echo`` (nothing when it is None). The trainer
     calls ``stepped`` after every step and ``evaluated`` after every evaluation; evaluation time is left out of the
