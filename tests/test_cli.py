@@ -11,9 +11,15 @@ from dann.config import load_config
 FAST = ["--backbone", "mlp", "--steps", "8", "--quiet", "--set", "train.eval_every=4", "--set", "train.batch_size=16"]
 
 
+def train_args(npz_files, out, *extra):
+    """``dann train`` on the npz pair into ``out``, with ``extra`` options."""
+    return ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(out),
+            *extra]  # fmt: skip
+
+
 def test_train_evaluate_predict_round_trip(npz_files, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(run)]
+    args = train_args(npz_files, run)
     assert main(args + FAST) == 0
     out = capsys.readouterr().out
     assert "checkpoints/last.pt" in out and "uses target labels" in out
@@ -38,11 +44,10 @@ def test_train_evaluate_predict_round_trip(npz_files, tmp_path, capsys):
 
 
 def test_one_set_flag_takes_several_values_as_repeated_flags_do(npz_files, tmp_path):
-    data = ["--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--backbone", "mlp"]
     values = ["train.steps=4", "train.eval_every=2", "model.bottleneck_dim=8"]
-    assert main(["train", *data, "--quiet", "--out", str(tmp_path / "a"), "--set", *values]) == 0
+    assert main(train_args(npz_files, tmp_path / "a", "--backbone", "mlp", "--quiet", "--set", *values)) == 0
     repeated = [x for v in values for x in ("--set", v)]
-    assert main(["train", *data, "--quiet", "--out", str(tmp_path / "b"), *repeated]) == 0
+    assert main(train_args(npz_files, tmp_path / "b", "--backbone", "mlp", "--quiet", *repeated)) == 0
     a, b = (load_config(str(tmp_path / n / "config.yaml")) for n in "ab")
     assert a == b and (a.train.steps, a.train.eval_every, a.model.bottleneck_dim) == (4, 2, 8)
 
@@ -62,27 +67,14 @@ def _labels(path):
     ],
 )
 def test_bad_options_exit_2_with_one_clear_line(npz_files, tmp_path, capsys, extra, message):
-    args = [
-        "train",
-        "--source",
-        str(npz_files["source"]),
-        "--target",
-        str(npz_files["target"]),
-        "--out",
-        str(tmp_path / "r"),
-        "--quiet",
-        "--backbone",
-        "mlp",
-        *extra,
-    ]
-    assert main(args) == 2
+    assert main(train_args(npz_files, tmp_path / "r", "--quiet", "--backbone", "mlp", *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
 def test_existing_run_is_refused_and_resume_takes_the_same_command(npz_files, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(run)]
+    args = train_args(npz_files, run)
     assert main(args + FAST) == 0
     assert main(args + FAST) == 2
     assert "already exists" in capsys.readouterr().err
@@ -126,21 +118,7 @@ def test_a_path_the_terminal_cannot_encode_is_printed_escaped_not_a_crash(npz_fi
         monkeypatch.setattr(sys, k, stream)
     assert main(["train", "--source", str(tmp_path / name), "--target", "t.npz", "--out", str(tmp_path / "r")]) == 2
     out = tmp_path / name.replace(".npz", "")  # a run whose folder name the terminal cannot show
-    assert (
-        main(
-            [
-                "train",
-                "--source",
-                str(npz_files["source"]),
-                "--target",
-                str(npz_files["target"]),
-                "--out",
-                str(out),
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main(train_args(npz_files, out, *FAST)) == 0
     for stream in streams.values():
         stream.flush()
     err, said = streams["stderr"].buffer.getvalue().decode(), streams["stdout"].buffer.getvalue().decode()
@@ -162,7 +140,7 @@ def test_python_dash_m_entry_point_starts_without_the_slow_optional_imports():
 
 def test_evaluate_and_predict_can_use_the_validator_selected_checkpoint(npz_files, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--source", str(npz_files["source"]), "--target", str(npz_files["target"]), "--out", str(run)]
+    args = train_args(npz_files, run)
     assert main(args + FAST) == 0
     selected = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["selection"]["step"]
     capsys.readouterr()
