@@ -68,6 +68,7 @@ defaults, a 1-point guard, four tasks) chose source-only; their tables are in ``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -175,7 +176,8 @@ def report(per_task: dict[str, dict[str, dict[str, list[float]]]], candidates: l
     print("\n\\* uses target labels: a reference no user without them could reach, never used for any choice.")
 
 
-def kept(task: str, seeds: list[int], out: Path, suffix: str = "") -> list[dict] | None:
+@functools.cache  # --fifth grades the runs kept with inversion after printing them: their bands are read once
+def kept(task: str, seeds: tuple[int, ...], out: Path, suffix: str = "") -> list[dict] | None:
     """Per seed, what the product's rule (``dann.selection.choice`` with ``dann.selection.default.evidence``, the
     code ``dann.fit`` runs) keeps among the source-only control on the candidates' network and the candidates of
     ``dann.config.SELECTION``, every config with ``suffix`` (``"+invert"``: trained with ``data.invert=0.5``):
@@ -227,7 +229,7 @@ def selecting(tasks: list[str], seeds: list[int], out: Path, suffix: str = "") -
     print("| task | kept per seed | default | plain source-only | vs plain source-only | its control | vs it |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for task in tasks:
-        rows = kept(task, seeds, out, suffix)
+        rows = kept(task, tuple(seeds), out, suffix)
         if rows is None:
             print(f"| {task} | not all runs finished yet | | | | | |")
             continue
@@ -254,7 +256,7 @@ def fifth(tasks: list[str], seeds: list[int], out: Path) -> bool | None:
     print("| --- | --- | --- | --- | --- |")
     verdicts, graded = [], []
     for task in tasks:
-        without, with_ = kept(task, seeds, out), kept(task, seeds, out, "+invert")
+        without, with_ = kept(task, tuple(seeds), out), kept(task, tuple(seeds), out, "+invert")
         if without is None or with_ is None:
             print(f"| {task} | not all runs finished yet | | | |")
             return None
