@@ -22,6 +22,7 @@ FAST = [
     "--backbone", "test_resnet", "--steps", "6", "--quiet",
     "--set", "data.image_size=32", "--set", "data.num_workers=0", "--set", "train.batch_size=8",
     "--set", "train.eval_every=3", "--set", "train.log_every=3", "--set", "train.device=cpu",
+    "--set", "train.threads=1",  # runs compared bit for bit use one count (auto follows the free cores of the moment)
 ]  # fmt: skip
 
 
