@@ -1,4 +1,5 @@
 import atexit
+import io
 import os
 import shutil
 import tempfile
@@ -135,3 +136,36 @@ def crash_after_first_checkpoint(monkeypatch):
             monkeypatch.setattr(Trainer, "_save", save)
 
     return crash
+
+
+def npz_bytes() -> bytes:
+    """An .npz file's bytes: a zip archive, but not one torch.save writes."""
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.zeros(3))
+    return buffer.getvalue()
+
+
+def damaged_weight_files(folder, good) -> dict[str, tuple[object, str]]:
+    """Every kind of file that is not readable weights, made from the readable ``good`` (a ``torch.save`` file):
+    name → (path, what the error must say after the file's name). Shared by the tests of every weights reader."""
+    data = good.read_bytes()
+    files = {
+        "empty": (b"", "is truncated or corrupt: it is empty$"),
+        "text": (b"model: resnet50\n", "is truncated or corrupt: neither a zip archive"),
+        "random bytes": (
+            np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+            "is truncated or corrupt: neither",
+        ),
+        "truncated": (data[: len(data) // 2], r"is truncated or corrupt \("),
+        "zip cut at its header": (data[:40], r"is truncated or corrupt \("),
+        "another zip archive": (npz_bytes(), "is truncated or corrupt: a zip archive without the data.pkl"),
+    }
+    out = {}
+    for name, (content, says) in files.items():
+        path = folder / f"{name.replace(' ', '-')}.pt"
+        path.write_bytes(content)
+        out[name] = (path, says)
+    junk = folder / "junk.safetensors"
+    junk.write_bytes(b"\xff" * 64)
+    out["safetensors"] = (junk, "is truncated or corrupt: not a readable safetensors file")
+    return out

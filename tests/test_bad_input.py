@@ -588,7 +588,19 @@ ROWS = [
     Row(
         "truncated checkpoint",
         lambda f: ["evaluate", "--run", f.run(lambda r: _truncate(r / runs.LAST_CHECKPOINT)), "--data", f.tgt],
-        "checkpoint TMP/done/checkpoints/last.pt is truncated or corrupt (",  # then torch's words, whatever they are
+        "checkpoint TMP/done/checkpoints/last.pt is truncated or corrupt (1,000 bytes; ",  # then torch's words
+    ),
+    Row(
+        "a text file in place of a checkpoint",
+        lambda f: [
+            "evaluate",
+            "--run",
+            f.run(lambda r: (r / runs.LAST_CHECKPOINT).write_text("step: 3\n")),
+            "--data",
+            f.tgt,
+        ],
+        "checkpoint TMP/done/checkpoints/last.pt is truncated or corrupt: neither a zip archive, as torch.save writes, "
+        "nor .safetensors (8 bytes; ",
     ),
     Row(
         "checkpoint carrying a pickled object",

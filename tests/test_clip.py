@@ -5,6 +5,7 @@ timm CLIP-layout tower on the CPU; nothing is downloaded."""
 import csv
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -28,6 +29,8 @@ from dann.methods.clip_distill import agreement, cmkd_loss, gini_impurity, ramp
 from dann.plan import build_network, build_run_data, plan_run
 from dann.sklearn import DANNClassifier
 from dann.training.trainer import Trainer
+
+from .conftest import damaged_weight_files
 
 # the tiny random teacher is poor on noise images, and the runs say so: a warning tested on its own below
 pytestmark = pytest.mark.filterwarnings("ignore:the CLIP teacher.*no better than:dann.errors.DataWarning")
@@ -187,11 +190,11 @@ def test_a_checkpoint_of_another_architecture_is_one_error_naming_the_file(clip_
     missing = tmp_path / "absent.pt"
     with pytest.raises(ConfigError, match=f"method.clip_file {missing} does not exist"):
         build_teacher(MethodConfig(name="clip_distill", clip_model=str(config), clip_file=str(missing)), CLASSES)
-    junk = tmp_path / "junk.pt"
-    junk.write_text("not weights")
-    with pytest.raises(ConfigError, match=f"method.clip_file {junk} could not be read as weights") as error:
-        build_teacher(MethodConfig(name="clip_distill", clip_model=str(config), clip_file=str(junk)), CLASSES)
-    assert "\n" not in str(error.value)
+    _, weights, _ = clip_files
+    for path, says in damaged_weight_files(tmp_path, weights).values():  # not weights or damaged: never "does not fit"
+        with pytest.raises(ConfigError, match=f"^method.clip_file {re.escape(str(path))} {says}") as error:
+            build_teacher(MethodConfig(name="clip_distill", clip_model=str(config), clip_file=str(path)), CLASSES)
+        assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match=r"unknown method.clip_model 'ViT-B-61'; did you mean ViT-B-16"):
         load_clip(MethodConfig(name="clip_distill", clip_model="ViT-B-61"))
     with pytest.raises(ConfigError, match="local file only"):

@@ -1,6 +1,7 @@
 """Files from elsewhere never run code: checkpoints and weight files carrying pickled objects are refused, YAML is
 read with safe_load, .npz without pickle. The payload here would create a marker file if anything unpickled it."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import torch
 import dann
 from dann.config import load_config
 from dann.data import load_npz
-from dann.errors import ConfigError, DataError, UnsafeFileError
+from dann.errors import CheckpointError, ConfigError, DataError, UnsafeFileError
 from dann.models.backbones import load_pretrained_file
 from dann.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, PREV_CHECKPOINT
 
-from .conftest import blobs, tiny_config, tiny_domains
+from .conftest import blobs, damaged_weight_files, tiny_config, tiny_domains
 
 
 class Payload:
@@ -61,9 +62,29 @@ def test_a_weight_file_with_a_pickled_object_is_refused(tmp_path):
     with pytest.raises(UnsafeFileError, match=f"refused to load model.pretrained_file {path}"):
         load_pretrained_file(torch.nn.Linear(3, 2), str(path))
     assert not marker.exists()
-    path.write_bytes(b"\x00" * 50)
-    with pytest.raises(ConfigError, match=f"model.pretrained_file {path} is truncated or corrupt"):
-        load_pretrained_file(torch.nn.Linear(3, 2), str(path))
+
+
+def test_every_damaged_weights_file_is_one_clear_error_naming_the_file(tmp_path, run):
+    """Each reader of weights (a run's checkpoint for load_run, resume and init_from; model.pretrained_file, .pt or
+    .safetensors) says which file, and whether it is not weights at all or damaged, never a bare KeyError: 101."""
+    good = tmp_path / "good.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), good)
+    load_pretrained_file(torch.nn.Linear(3, 2), str(good))  # the control: the good file loads
+    for path, says in damaged_weight_files(tmp_path, good).values():
+        with pytest.raises(ConfigError, match=f"^model.pretrained_file {re.escape(str(path))} {says}"):
+            load_pretrained_file(torch.nn.Linear(3, 2), str(path))
+        if path.suffix != ".pt":
+            continue
+        copy = tmp_path / f"run-{path.stem}"
+        shutil.copytree(run, copy)
+        for checkpoint in (LAST_CHECKPOINT, PREV_CHECKPOINT, BEST_CHECKPOINT):
+            shutil.copyfile(path, copy / checkpoint)
+        with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(str(copy / LAST_CHECKPOINT))} {says}"):
+            dann.load_run(copy)
+    listed = tmp_path / "list.pt"
+    torch.save([torch.zeros(2)], listed)
+    with pytest.raises(ConfigError, match=f"{listed} holds no state dict \\(a dict of tensors\\), but list"):
+        load_pretrained_file(torch.nn.Linear(3, 2), str(listed))
 
 
 def test_yaml_python_tags_are_never_constructed(tmp_path):

@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 
 from .errors import (
     CheckpointError,
+    ConfigError,
     DannError,
     OutputError,
     OutputExistsError,
@@ -187,25 +189,74 @@ def refused_as_unsafe(error: Exception) -> bool:
     return isinstance(error, pickle.UnpicklingError) and bool(RISKY_PICKLE.search(unpickler_says))
 
 
+def weights_error(error: Exception, path: Path, what: str, corrupt: type[DannError] = CheckpointError) -> DannError:
+    """The error to raise for ``error``, raised while reading the weights file ``path`` (``what`` names it in the
+    message: "checkpoint", "model.pretrained_file"): ``UnsafeFileError`` for a file that holds pickled objects other
+    than tensors and plain data (nothing in it was run), else ``corrupt``, saying what the file is instead (empty,
+    not a zip archive, a zip archive but not torch's) or, for a damaged torch file, the reader's own reason. The one
+    place that turns torch's and safetensors' reading errors into words."""
+    problem = str(error).split("WeightsUnpickler error:")[-1].strip()  # torch's wording: keep its first sentence
+    problem = re.split(r"\. |\n", problem, maxsplit=1)[0]
+    if not isinstance(error, RuntimeError | pickle.UnpicklingError) or not problem:  # EOFError, KeyError: 101, ...
+        problem = f"{type(error).__name__}: {problem}" if problem else type(error).__name__
+    if refused_as_unsafe(error):
+        return UnsafeFileError(
+            f"refused to load {what} {path}: it holds Python objects other than tensors and plain data, which "
+            f"could run code when loaded ({problem}); nothing in it was run"
+        )
+    if path.suffix == ".safetensors":
+        return corrupt(f"{what} {path} is truncated or corrupt: not a readable safetensors file ({problem})")
+    size, started = (path.stat().st_size if path.is_file() else 0), False
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        started = f.read(4) == b"PK\x03\x04"  # a zip archive's first bytes: every torch.save since torch 1.6
+    if size == 0:
+        return corrupt(f"{what} {path} is truncated or corrupt: it is empty")
+    if not (started or zipfile.is_zipfile(path)):
+        return corrupt(
+            f"{what} {path} is truncated or corrupt: neither a zip archive, as torch.save writes, nor .safetensors "
+            f"({size:,} bytes; {problem})"
+        )
+    if zipfile.is_zipfile(path) and not any(n.endswith("data.pkl") for n in zipfile.ZipFile(path).namelist()):
+        return corrupt(
+            f"{what} {path} is truncated or corrupt: a zip archive without the data.pkl that torch.save writes (.npz "
+            f"data, or another program's; {size:,} bytes)"
+        )
+    return corrupt(f"{what} {path} is truncated or corrupt ({size:,} bytes; {problem})")
+
+
 def load_weights_only(
     path: Path, what: str, corrupt: type[DannError] = CheckpointError, map_location: str | torch.device = "cpu"
 ) -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain data only, never arbitrary code. A file carrying
-    other pickled objects raises ``UnsafeFileError`` (nothing in it is run); an unreadable one raises ``corrupt``.
-    ``what`` names the file in messages ("checkpoint", "model.pretrained_file")."""
+    other pickled objects raises ``UnsafeFileError`` (nothing in it is run); an unreadable one raises ``corrupt``
+    (``weights_error``). ``what`` names the file in messages ("checkpoint", "model.pretrained_file")."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        problem = str(e).split("WeightsUnpickler error:")[-1].strip()  # torch's wording: keep its first sentence
-        problem = re.split(r"\. |\n", problem, maxsplit=1)[0]
-        if not isinstance(e, RuntimeError | pickle.UnpicklingError):  # e.g. EOFError, KeyError: name the type
-            problem = f"{type(e).__name__}: {problem}" if problem else type(e).__name__
-        if refused_as_unsafe(e):
-            raise UnsafeFileError(
-                f"refused to load {what} {path}: it holds Python objects other than tensors and plain data, which "
-                f"could run code when loaded ({problem}); nothing in it was run"
-            ) from None
-        raise corrupt(f"{what} {path} is truncated or corrupt ({problem})") from None
+        raise weights_error(e, path, what, corrupt) from None
+
+
+def load_state_file(path: Path, what: str, corrupt: type[DannError] = ConfigError) -> dict[str, Any]:
+    """A state dict from a ``.safetensors`` file or a ``torch.save``d one (``weights_only``; a dict under
+    ``state_dict`` or ``model`` is taken), for the weights a user names (``model.pretrained_file``). Raises
+    ``corrupt`` naming ``what`` and the file when it is missing, unreadable or holds no dict of tensors, and
+    ``UnsafeFileError`` for pickled objects."""
+    if not path.is_file():
+        raise corrupt(f"{what} {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as e:
+            raise weights_error(e, path, what, corrupt) from None
+    else:
+        state = load_weights_only(path, what, corrupt)
+        if isinstance(state, dict):
+            state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise corrupt(f"{what} {path} holds no state dict (a dict of tensors), but {type(state).__name__}")
+    return state
 
 
 @dataclass

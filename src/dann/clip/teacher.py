@@ -27,6 +27,7 @@ from torch import nn
 
 from ..config import MethodConfig
 from ..errors import ConfigError, DataWarning
+from ..runs import weights_error
 
 if TYPE_CHECKING:
     from ..data.transforms import ImageConfig
@@ -44,6 +45,7 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of the small {}.",
     "a photo of the large {}.",
 )
+STATE_DICT_MISMATCH = "Error(s) in loading state_dict"  # torch's load_state_dict: the file read, its keys differ
 TEACHER_SEED = 0  # a teacher without method.clip_file gets the same random weights in every process and on resume
 
 
@@ -209,18 +211,14 @@ def load_clip(cfg: MethodConfig) -> tuple[nn.Module, Any]:
             raise ConfigError(f"method.clip_file {cfg.clip_file} does not exist")
         try:
             open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
-        except RuntimeError as e:  # torch's load_state_dict: missing or unexpected keys, shapes that differ
+        except Exception as e:
+            if not str(e).startswith(STATE_DICT_MISMATCH):  # reading the file failed: not weights, damaged, unsafe
+                raise weights_error(e, path, "method.clip_file", ConfigError) from None
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             detail = "; ".join(lines[1:3]) or lines[0]
             raise ConfigError(
                 f"method.clip_file {cfg.clip_file} does not fit the teacher's architecture method.clip_model="
                 f"{cfg.clip_model}: {detail[:300]}"
-            ) from None
-        except Exception as e:  # not a checkpoint at all: pickled objects, another format, a truncated file
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise ConfigError(
-                f"method.clip_file {cfg.clip_file} could not be read as weights (an OpenCLIP checkpoint: a state dict "
-                f"saved by torch.save, or .safetensors): {first}"
             ) from None
     return model, open_clip.get_tokenizer(name)
 

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..errors import ConfigError, DannError
+from ..errors import ConfigError
 from ..registry import Registry
-from ..runs import load_weights_only
+from ..runs import load_state_file
 
 BACKBONES: Registry = Registry("backbone")
 # The side, in pixels, of the square images each registered backbone was designed for: image files are resized to it
@@ -156,21 +156,7 @@ def _network_error(e: BaseException | None) -> bool:
 def load_pretrained_file(model: nn.Module, path: str) -> None:
     """Load local weights (``.safetensors`` or a ``torch.save``d state dict) into a timm feature extractor. The
     classifier weights in the file are ignored; any other missing key or shape mismatch is an error."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"model.pretrained_file {path} does not exist")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(file))
-        else:
-            state = load_weights_only(file, "model.pretrained_file", ConfigError)  # refuses pickled objects
-            state = state.get("state_dict", state.get("model", state))
-    except DannError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"model.pretrained_file {path} could not be read as weights: {e}") from None
+    state = load_state_file(Path(path), "model.pretrained_file")
     own = model.state_dict()
     state = {k: v for k, v in state.items() if k in own}
     bad = [
