@@ -174,15 +174,19 @@ class ThisRankOnly(World):
         return t
 
 
-def test_training_streams_and_evaluation_are_split_between_the_processes(tiny_cfg, tiny_data):
+@pytest.mark.parametrize("ratio", [1, 3])
+def test_training_streams_and_evaluation_are_split_between_the_processes(tiny_cfg, tiny_data, ratio):
+    """``ratio``: target rows per source row (method.uratio), split between the processes like the source's."""
     cfg, cpu = replace(tiny_cfg, train={"batch_size": 8}), torch.device("cpu")
-    one = batch_streams(cfg, tiny_data, True, 3, cpu, World().rows(cfg.train.batch_size))
-    parts = [batch_streams(cfg, tiny_data, True, 3, cpu, World(r, 2).rows(cfg.train.batch_size)) for r in (0, 1)]
+    one = batch_streams(cfg, tiny_data, True, 3, cpu, World().rows(cfg.train.batch_size), ratio=ratio)
+    parts = [
+        batch_streams(cfg, tiny_data, True, 3, cpu, World(r, 2).rows(cfg.train.batch_size), ratio=ratio) for r in (0, 1)
+    ]
     for step in (3, 4):
         for domain in (0, 1):
             x, y = one[domain].get(step)
             halves = [p[domain].get(step) for p in parts]
-            assert [len(h[0]) for h in halves] == [4, 4]
+            assert [len(h[0]) for h in halves] == [4 * (ratio if domain else 1)] * 2
             assert torch.equal(torch.cat([h[0] for h in halves]), x)
             if domain == 0:
                 assert torch.equal(torch.cat([h[1] for h in halves]), y)

@@ -19,6 +19,7 @@ from .test_trainer import assert_same, weights
 GENERIC = [name for name in METHODS.names() if not METHODS.get(name).needs_names]
 CASES = [(name, {}) for name in GENERIC] + [
     ("fixmatch", {"ema_teacher": 0.5}),
+    ("adamatch", {"uratio": 3}),  # 48 target rows per step: two passes of the 60 target samples in 12 steps
     ("dann", {"regularizers": {"mcc": 1.0, "fixmatch": 1.0, "entropy": 0.1, "bnm": 0.1}}),
 ]
 IDS = [name + ("+" + "+".join(extra) if extra else "") for name, extra in CASES]

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 import dann
-from dann.config import Config, MethodConfig, ModelConfig, load_config, replace
+from dann.config import Config, ConfigError, MethodConfig, ModelConfig, load_config, replace
+from dann.errors import DataWarning
 from dann.methods import METHODS, Batch, create_method
-from dann.methods.base import METHOD_DEFAULTS, Forward, grl_coeff, method_defaults
-from dann.methods.fixmatch import TARGET_WINDOW, DistributionAlignment, warmup
+from dann.methods.base import METHOD_DEFAULTS, Forward, Method, grl_coeff, method_defaults
+from dann.methods.fixmatch import TARGET_WINDOW, AdaMatch, DistributionAlignment, warmup
 from dann.models.network import PerImageStandardize
 from dann.plan import build_network, network_model
+from dann.training.feedback import RunSummary
 
 
 def test_null_keys_resolve_to_the_methods_own_defaults_and_given_values_win():
@@ -301,3 +303,32 @@ def test_precision_auto_keeps_adversarial_and_unmeasured_methods_in_fp32():
     assert not keeps_fp32(create_method(MethodConfig(name="mcc")))
     for name in ("dann", "cdan_e", "mdd", "vada", "iwdan", "adamatch", "fixmatch", "mean_teacher"):
         assert keeps_fp32(create_method(MethodConfig(name=name))), name
+
+
+def test_uratio_draws_that_many_target_rows_per_source_row_for_adamatch_only(tiny_data, tiny_cfg, monkeypatch):
+    """AdaMatch's target:source batch ratio (google-research/adamatch ``--uratio``, 3 in the paper): the method gets
+    ``uratio`` × ``train.batch_size`` target rows per step; a method whose terms do not read it warns and keeps one
+    target row per source row; the start-up summary says so; an invalid ratio is refused."""
+    sizes: list[tuple[int, int]] = []
+    loss = Method.loss
+
+    def spy(self, net, batch, progress):
+        sizes.append((len(batch.x_s), len(batch.x_t)))
+        return loss(self, net, batch, progress)
+
+    monkeypatch.setattr(Method, "loss", spy)
+    monkeypatch.setattr(AdaMatch, "loss", lambda self, net, batch, progress: spy(self, net, batch, progress))
+    cfg = replace(tiny_cfg, train={"steps": 4, "batch_size": 8, "eval_every": 4})
+    run = dann.fit(replace(cfg, method={"name": "adamatch", "uratio": 3}), data=tiny_data)
+    assert sizes == [(8, 24)] * 4
+    assert "training: 4 steps × batch 8 source + 24 target" in "\n".join(RunSummary(**run.summary).lines())
+    sizes.clear()
+    with pytest.warns(DataWarning, match="method 'dann' does not read method.uratio"):
+        run = dann.fit(replace(cfg, method={"name": "dann", "uratio": 3}), data=tiny_data)
+    assert sizes == [(8, 8)] * 4 and "batch 8 per domain" in "\n".join(RunSummary(**run.summary).lines())
+    sizes.clear()
+    dann.fit(replace(cfg, method={"name": "dann", "regularizers": {"fixmatch": 1.0}, "uratio": 2}), data=tiny_data)
+    assert sizes == [(8, 16)] * 4  # the regularizer reads it, so the method's whole target batch follows
+    for bad in (0, 1.5):
+        with pytest.raises(ConfigError, match=r"method\.uratio must be an integer >= 1"):
+            MethodConfig(name="adamatch", uratio=bad)

@@ -177,6 +177,7 @@ class MethodConfig:
     distribution_alignment: bool | None = None  # adamatch: pseudo-labels × p̄_s / p̄_t; null: on
     logit_interpolation: bool = True  # adamatch: source logits between the joint and a source-only forward
     unlabeled_warmup: float | None = None  # adamatch/fixmatch: share of the run its weight ramps 0 → 1; null: 0.5
+    uratio: int = 1  # adamatch/fixmatch: target rows per source row of each step's batch (the reference: 3)
     ema_eval: float | None = None  # any method: evaluate and predict with an EMA of the weights, this momentum; 0: off
     shot_beta: float = 0.1  # shot: weight of the clustered pseudo-label cross-entropy (0.1 digits, 0.3 objects)
     teacher_momentum: float = 0.99  # mean_teacher: EMA momentum of the teacher's parameters
@@ -210,6 +211,7 @@ class MethodConfig:
         _require(0.0 <= self.ema_teacher < 1.0, "method.ema_teacher", "in [0, 1)", self.ema_teacher)
         warm = self.unlabeled_warmup
         _require(warm is None or 0.0 <= warm <= 1.0, "method.unlabeled_warmup", "in [0, 1] (0: none)", warm)
+        _require(isinstance(self.uratio, int) and self.uratio >= 1, "method.uratio", "an integer >= 1", self.uratio)
         ema = self.ema_eval
         _require(ema is None or 0.0 <= ema < 1.0, "method.ema_eval", "in [0, 1) (0: off)", ema)
         _require(self.shot_beta >= 0, "method.shot_beta", ">= 0", self.shot_beta)

@@ -360,6 +360,14 @@ def grl_coeff(cfg: MethodConfig, progress: float, steps: int = 0) -> float:
     return GRL_SCHEDULES.get(cfg.grl_schedule)(progress, cfg.grl_lo, hi, cfg.grl_gamma)
 
 
+def target_ratio(cfg: MethodConfig) -> int:
+    """Target rows per source row of each step's batch: ``method.uratio`` when the method's term or one of its
+    regularizers reads it (AdaMatch's target term: the reference trains 3 target images per source image), else 1.
+    The trainer draws ``train.batch_size × target_ratio`` target samples per step (``dann.training.trainer``)."""
+    terms = [METHODS.get(cfg.name).term, *(REGULARIZERS.get(name) for name in cfg.regularizers)]
+    return cfg.uratio if any(term is not None and "uratio" in term.options for term in terms) else 1
+
+
 # What the method.* keys left null (auto) resolve to, unless the method's ``defaults`` say otherwise.
 METHOD_DEFAULTS: dict[str, Any] = {
     "lambda_adv": 1.0,

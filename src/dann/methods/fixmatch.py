@@ -108,7 +108,14 @@ class SelfTraining(Term):
     view train the strong view, weighted by the warm-up. Reads the strong view's logits from the method's forward
     (``Forward.z_t_strong``) or, as a regularizer, forwards ``strong(x_t)`` itself."""
 
-    options = ("fixmatch_threshold", "ema_teacher", "distribution_alignment", "unlabeled_warmup", "logit_interpolation")
+    options = (
+        "fixmatch_threshold",
+        "ema_teacher",
+        "distribution_alignment",
+        "unlabeled_warmup",
+        "logit_interpolation",
+        "uratio",
+    )
     forwards_target_alone = True
     teacher: WeightAverage | None = None
 

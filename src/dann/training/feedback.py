@@ -17,6 +17,7 @@ import torch
 
 from ..config import Config
 from ..data.domains import DomainData
+from ..methods.base import target_ratio
 from .distributed import World
 
 ESTIMATE_STEPS = 20  # steps timed for the estimate, after the first one (which pays for start-up: workers, caches)
@@ -65,6 +66,7 @@ class RunSummary:
     precision: str
     channels_last: bool = False
     images: str = ""  # image files: how they are read (the decoded-image cache, or the files as they are)
+    target_batch_size: int = 0  # target rows per step when they differ from batch_size (method.uratio), else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,13 +88,16 @@ class RunSummary:
         method = self.method + "".join(f"+{name}:{w:g}" for name, w in self.regularizers.items())
         resumed = f", resuming at step {self.start}" if self.start else ""
         layout = ", channels_last" if self.channels_last else ""
+        batch = f"{self.batch_size} per domain"
+        if self.target_batch_size:
+            batch = f"{self.batch_size} source + {self.target_batch_size} target"
         return [
             f"device:   {self.device}",
             f"model:    {self.backbone}, input {shape}{note}",
             f"classes:  {len(self.classes)} ({shown})",
             f"data:     source {c['source_train']} train{held_out}; {target}",
             *([f"images:   {self.images}"] if self.images else []),
-            f"training: {self.steps} steps × batch {self.batch_size} per domain{resumed}; method {method}; "
+            f"training: {self.steps} steps × batch {batch}{resumed}; method {method}; "
             f"precision {self.precision}{layout}",
         ]
 
@@ -160,6 +165,7 @@ def summarize(
         precision=cfg.train.precision,
         channels_last=bool(cfg.train.channels_last),
         images=_images_note(data),
+        target_batch_size=cfg.train.batch_size * ratio if (ratio := target_ratio(cfg.method)) > 1 else 0,
     )
 
 

@@ -24,7 +24,7 @@ from ..config import Config, OptimConfig, stage_sections
 from ..data.domains import DomainData, LabeledDomain
 from ..data.loaders import Rows, step_batches
 from ..errors import ConfigError, DataWarning
-from ..methods.base import METHODS, Method, Term, create_method
+from ..methods.base import METHODS, Method, Term, create_method, target_ratio
 from ..methods.staged import StageLoss
 from ..models.network import DomainAdaptNet
 from ..runs import LAST_CHECKPOINT, atomic_write_bytes
@@ -240,11 +240,13 @@ def part_streams(
                      share, cfg.data.invert)
         for k in parts
     ]  # fmt: skip
-    target = None
+    target, ratio, (lo, hi) = None, target_ratio(stage.method.cfg), rows
     if uses_target:
+        target_rows = (lo * ratio, hi * ratio)
         target = step_batches(
-            data.target_train, t.batch_size, t.seed + 1, device, first, augment, False, rows, share, cfg.data.invert
-        )
+            data.target_train, t.batch_size * ratio, t.seed + 1, device, first, augment, False, target_rows, share,
+            cfg.data.invert,
+        )  # fmt: skip
     return (PartBatches(streams, parts) if streams else None), target  # type: ignore[arg-type]
 
 

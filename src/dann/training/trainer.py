@@ -31,7 +31,7 @@ from ..data.fingerprint import write_data_fingerprint
 from ..data.loaders import step_batches
 from ..errors import DannError, DataWarning, TrainingInterrupted
 from ..evaluation.metrics import evaluate_domain, labeled_accuracy
-from ..methods.base import Method, evaluated_with
+from ..methods.base import Method, evaluated_with, target_ratio
 from ..models.network import DomainAdaptNet, recompute_batchnorm
 from ..runs import (
     BEST_CHECKPOINT,
@@ -104,9 +104,12 @@ def batch_streams(
     device: torch.device,
     rows: tuple[int, int],
     uses_source: bool = True,
+    ratio: int = 1,
 ) -> tuple[Batches | None, Batches | None]:
     """The source and target batch streams of a run resumed at step ``start`` (None for a domain the method does not
-    read): ``rows``, this process's rows of each step's global batch (``dann.training.distributed``)."""
+    read): ``rows``, this process's rows of each step's global batch (``dann.training.distributed``); ``ratio``:
+    target rows per source row (``methods.base.target_ratio``), so the target's global batch is ``ratio`` ×
+    ``train.batch_size`` and this process reads ``ratio`` × its rows of it."""
     t, augment, balanced, share = cfg.train, cfg.data.augment, cfg.data.balance_classes, uses_source + uses_target
     first = start * t.accumulate  # micro-batch indices: see dann.training.steps
     seed, source, target = derive_seed(t.seed, "data"), None, None
@@ -115,9 +118,11 @@ def batch_streams(
             data.source_train, t.batch_size, seed, device, first, augment, balanced, rows, share, cfg.data.invert
         )
     if uses_target:
+        lo, hi = rows
         target = step_batches(
-            data.target_train, t.batch_size, seed + 1, device, first, augment, False, rows, share, cfg.data.invert
-        )
+            data.target_train, t.batch_size * ratio, seed + 1, device, first, augment, False, (lo * ratio, hi * ratio),
+            share, cfg.data.invert,
+        )  # fmt: skip
     return source, target
 
 
@@ -128,7 +133,8 @@ def stage_streams(
     else one per labeled domain the stage reads and the target's (``dann.training.stages``)."""
     if stage.parts is None:
         m = stage.method
-        return batch_streams(cfg, data, m.uses_target, start, device, rows, uses_source=m.uses_source)
+        ratio = target_ratio(m.cfg)
+        return batch_streams(cfg, data, m.uses_target, start, device, rows, uses_source=m.uses_source, ratio=ratio)
     return part_streams(cfg, data, stage, start, device, rows)
 
 
@@ -204,7 +210,6 @@ class Trainer:
             mininterval=bar_interval(),
         )  # fmt: skip
         tic, final = time.perf_counter(), None
-        epoch_steps = max(1, math.ceil(len(data.target_train) / (t.batch_size * t.accumulate)))  # one target pass
         for step in range(start, t.steps):
             if stage is None or step >= stage.end:  # the first step, or a new stage: its method, model and streams
                 stage = plan.enter(step, net)
@@ -212,6 +217,8 @@ class Trainer:
                 unused = not stage.method.uses_discriminator
                 model = world.wrap(MethodLoss(net, stage.method), self.device, find_unused_parameters=unused)
                 source, target = stage_streams(cfg, data, stage, step, self.device, self.run_plan.rows)
+                target_rows = t.batch_size * target_ratio(stage.method.cfg) * t.accumulate
+                epoch_steps = max(1, math.ceil(len(data.target_train) / target_rows))  # steps of one target pass
                 bar.set_description(stage.name or cfg.method.name, refresh=False)
             progress = stage.progress(step)
             lr = stage.lr(step)
