@@ -28,7 +28,7 @@ from dann.methods import create_method
 from dann.methods.clip_distill import agreement, cmkd_loss, gini_impurity, ramp
 from dann.plan import build_network, build_run_data, plan_run
 from dann.sklearn import DANNClassifier
-from dann.training.trainer import Trainer
+from dann.training.trainer import Trainer, build_optimizer
 
 from .conftest import damaged_weight_files
 
@@ -279,6 +279,50 @@ def test_as_a_regularizer_with_a_clip_tower_the_run_resumes_exactly(clip_files, 
     for key, value in full.net.state_dict().items():
         assert torch.equal(value, resumed.net.state_dict()[key]), key
     assert resumed.history[-1]["train"] == full.history[-1]["train"]
+
+
+def test_the_staged_preset_trains_a_pretrained_clip_tower_with_the_teacher_built_once(
+    clip_files, tmp_path, monkeypatch
+):
+    """The system dann descends from: the staged preset (supervised on source + mid, then DANN on mid vs target) on a
+    CLIP image tower from a local file, with the run's clip_distill regularizer in the stage that reads the target.
+    The teacher is built once for the run, the tower trains at the pretrained backbones' lr multiplier (0.1)."""
+    tower = tmp_path / "tower.pt"
+    from dann.config import ModelConfig
+    from dann.models.backbones import create_backbone
+
+    torch.save(create_backbone(ModelConfig(backbone="vit_test_patch8_clip_32"), (3, 32, 32)).state_dict(), tower)
+    config, weights, _ = clip_files
+    cfg = load_config(
+        "staged",
+        values={
+            "model": {"backbone": "vit_test_patch8_clip_32", "pretrained_file": str(tower)},
+            "method": {"regularizers": {"clip_distill": 1.0}, "clip_model": str(config), "clip_file": str(weights)},
+            "data": {"augment": False},
+            "train": {"steps": 8, "batch_size": 4, "eval_every": 4, "progress": False, "device": "cpu",
+                      "precision": "fp32"},
+        },
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    labeled = {
+        "source": as_domain(rng.random((24, 3, 32, 32), dtype=np.float32), rng.integers(0, 3, 24)),
+        "mid": as_domain(rng.random((12, 3, 32, 32), dtype=np.float32), rng.integers(0, 3, 12), "mid"),
+    }
+    target = as_domain(rng.random((16, 3, 32, 32), dtype=np.float32), None)
+    data = make_domain_data(labeled, target, classes=CLASSES, val_fraction=0.25, intermediate=["mid"])
+    built = []
+    monkeypatch.setattr("dann.methods.clip_distill.build_teacher", lambda *a: built.append(1) or build_teacher(*a))
+    optimizers = []
+    monkeypatch.setattr(
+        "dann.training.trainer.build_optimizer", lambda *a: optimizers.append(build_optimizer(*a)) or optimizers[-1]
+    )
+    run = dann.fit(cfg, tmp_path / "staged", data=data)
+    assert len(built) == 1
+    assert optimizers[0].param_groups[0]["lr_mult"] == 0.1  # the backbone's group
+    by_stage = {r["stage"]: r["train"] for r in run.history}
+    assert "clip_distill" not in by_stage["supervised"] and by_stage["adversarial"]["clip_agree"] > 0
+    stages = dann.load_run(run.run_dir).config.train.stages
+    assert [s.name for s in stages] == ["supervised", "adversarial"]
 
 
 # --- zero-shot prediction and refusals --------------------------------------------------------------------------------

@@ -214,3 +214,15 @@ def test_each_stages_method_takes_its_own_reference_defaults_whatever_the_run_re
     second = plan_stages(result.config, create_method(result.config.method), three_domains).stages[1]
     inner = second.method.inner.cfg
     assert (inner.name, inner.lambda_adv, inner.grl_hi, inner.ema_eval) == ("vada", 1.0, 0.01, 0.998)
+
+
+def test_the_runs_regularizers_train_in_the_stages_that_read_the_target(three_domains):
+    """method.regularizers of the run (a CLIP teacher, an entropy term) apply where a stage reads the target batch;
+    the staged preset's supervised stage reads none and runs without them; set in such a stage, they are refused."""
+    cfg = staged_cfg(method={"regularizers": {"entropy": 0.1}})
+    stages = plan_stages(cfg, create_method(cfg.method), three_domains).stages
+    assert [[name for name, _, _ in s.method.inner.terms] for s in stages] == [[], ["adv", "entropy"]]
+    supervised = {"name": "s", "fraction": 0.5, "method": {"name": "source_only", "regularizers": {"entropy": 0.1}}}
+    cfg = replace(cfg, train={"stages": [supervised, {"name": "a", "fraction": 0.5, "method": {"name": "dann"}}]})
+    with pytest.raises(ConfigError, match=r"reads no target batch, so method\.regularizers cannot apply"):
+        plan_stages(cfg, create_method(cfg.method), three_domains)

@@ -172,7 +172,8 @@ def fit(
     torch.manual_seed(plan.seeds["init"])
     method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
-    for stage in plan_stages(cfg, method, data).stages:  # one, `method`, without train.stages
+    stages = plan_stages(cfg, method, data)  # one, `method`, without train.stages; the trainer trains these
+    for stage in stages.stages:
         check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
         # a term's own checks (CLIP's teacher file, class names that make prompts), also before the run directory
         getattr(stage.method, "inner", stage.method).bind(data, cfg, None)
@@ -210,7 +211,7 @@ def fit(
         )
     told = echo if say is None else with_control_estimate(say, cfg.train.steps)
     trainer, tic = Trainer(plan, run_dir, resume, told), time.perf_counter()
-    history = trainer.fit(net, method, data)
+    history = trainer.fit(net, method, data, stages)
     if say is not None:
         took = format_duration(time.perf_counter() - tic)
         say(f"control:  this run took {took}; now its source-only control, into {run_dir / CONTROL_DIR}")

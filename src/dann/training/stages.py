@@ -13,6 +13,7 @@ the stage of each evaluation; a resumed run continues inside the stage of its ch
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,10 @@ def _stage(cfg: Config, i: int, start: int, steps: int, domains: list[LabeledDom
     sc, name = cfg.train.stages[i], stage_label(i, cfg.train.stages[i])
     where = f"train.stages[{i}] ({name})"
     method_cfg, optim = stage_sections(cfg, i)
+    if method_cfg.regularizers and "regularizers" not in sc.method and not METHODS.get(method_cfg.name).uses_target:
+        # the run's target terms (method.regularizers) train in the stages that read the target batch; a stage that
+        # reads none (the staged preset's supervised first stage) runs without them. Set in a stage, they are checked
+        method_cfg = dataclasses.replace(method_cfg, regularizers={})
     with warnings.catch_warnings():  # a run-level key another stage reads is no mistake here
         warnings.simplefilter("ignore", DataWarning)
         inner = create_method(method_cfg)

@@ -161,15 +161,19 @@ class Trainer:
         self.summary: RunSummary | None = None  # set when training starts
         self.stop = StopRequest(self.world)
 
-    def fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
+    def fit(
+        self, net: DomainAdaptNet, method: Method, data: DomainData, stages: StagePlan | None = None
+    ) -> list[dict[str, Any]]:
         """Train ``net`` in place; returns the evaluation records of the whole run, as in ``metrics.jsonl``.
-        Joins the process group for the run when torchrun started several processes and none is joined yet."""
+        ``stages``: the run's stages as the caller planned (and bound) them, ``plan_stages(cfg, method, data)``
+        when None; ``dann.fit`` passes its own so that what each stage built once (CLIP's teacher) is not built
+        again. Joins the process group for the run when torchrun started several processes and none is joined yet."""
         joined = self.world.start(self.device)
         threads = torch.get_num_threads()  # the caller's, put back when the run ends
         torch.set_num_threads(self.run_plan.threads.count)
         try:
             with self.stop:
-                history = self._fit(net, method, data)
+                history = self._fit(net, method, data, stages)
         except BaseException:
             if joined:  # the others may be stuck in a collective: leave at once; torchrun stops them when we exit
                 self.world.stop(wait=False)
@@ -180,11 +184,13 @@ class Trainer:
             self.world.stop()
         return history
 
-    def _fit(self, net: DomainAdaptNet, method: Method, data: DomainData) -> list[dict[str, Any]]:
+    def _fit(
+        self, net: DomainAdaptNet, method: Method, data: DomainData, stages: StagePlan | None
+    ) -> list[dict[str, Any]]:
         cfg, t, world = self.cfg, self.cfg.train, self.world
         # best.pt is kept only in a run directory: without one, a validator that needs source labels may be absent
         check_validator(cfg.selection.validator, data.source_val is not None or self.run_dir is None)
-        self.plan = plan = plan_stages(cfg, method, data)  # one stage, `method`, without train.stages
+        self.plan = plan = stages or plan_stages(cfg, method, data)  # one stage, `method`, without train.stages
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, bool(t.channels_last))
         amp.prepare_model(net, t.compile)
