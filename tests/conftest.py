@@ -148,16 +148,18 @@ def npz_bytes() -> bytes:
 def damaged_weight_files(folder, good) -> dict[str, tuple[object, str]]:
     """Every kind of file that is not readable weights, made from the readable ``good`` (a ``torch.save`` file):
     name → (path, what the error must say after the file's name). Shared by the tests of every weights reader."""
+    from safetensors.torch import save_file
+
     data = good.read_bytes()
+    tail = bytearray(data)
+    tail[-1024:-512] = bytes(512)  # a zeroed sector in the zip's central directory
     files = {
         "empty": (b"", "is truncated or corrupt: it is empty$"),
         "text": (b"model: resnet50\n", "is truncated or corrupt: neither a zip archive"),
-        "random bytes": (
-            np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-            "is truncated or corrupt: neither",
-        ),
-        "truncated": (data[: len(data) // 2], r"is truncated or corrupt \("),
-        "zip cut at its header": (data[:40], r"is truncated or corrupt \("),
+        "random bytes": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "is truncated"),
+        "truncated": (data[: len(data) // 2], r"is truncated or corrupt \([0-9,]+ bytes; torch: "),
+        "zip cut at its header": (data[:40], r"is truncated or corrupt \([0-9,]+ bytes; torch: "),
+        "damaged central directory": (bytes(tail), r"is truncated or corrupt \([0-9,]+ bytes; torch: "),
         "another zip archive": (npz_bytes(), "is truncated or corrupt: a zip archive without the data.pkl"),
     }
     out = {}
@@ -167,5 +169,15 @@ def damaged_weight_files(folder, good) -> dict[str, tuple[object, str]]:
         out[name] = (path, says)
     junk = folder / "junk.safetensors"
     junk.write_bytes(b"\xff" * 64)
-    out["safetensors"] = (junk, "is truncated or corrupt: not a readable safetensors file")
+    out["safetensors"] = (junk, r"is truncated or corrupt \([0-9,]+ bytes; safetensors: ")
+    renamed = folder / "safetensors-named.pt"
+    save_file({"w": torch.zeros(2)}, str(renamed))
+    out["safetensors under .pt"] = (renamed, "is a .safetensors file, but its name ends in .pt")
+    torch_named = folder / "torch-named.safetensors"
+    torch_named.write_bytes(data)
+    out["torch.save under .safetensors"] = (torch_named, "is a torch.save file, but its name ends in .safetensors")
+    (folder / "a-folder.pt").mkdir()
+    out["folder"] = (folder / "a-folder.pt", "is a folder, not a file$")
+    (folder / "dangling.pt").symlink_to(folder / "gone.pt")
+    out["dangling link"] = (folder / "dangling.pt", f"is a link to {folder / 'gone.pt'}, which does not exist$")
     return out

@@ -600,7 +600,7 @@ ROWS = [
             f.tgt,
         ],
         "checkpoint TMP/done/checkpoints/last.pt is truncated or corrupt: neither a zip archive, as torch.save writes, "
-        "nor .safetensors (8 bytes; ",
+        "nor .safetensors (8 bytes)",
     ),
     Row(
         "checkpoint carrying a pickled object",

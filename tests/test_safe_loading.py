@@ -1,6 +1,7 @@
 """Files from elsewhere never run code: checkpoints and weight files carrying pickled objects are refused, YAML is
 read with safe_load, .npz without pickle. The payload here would create a marker file if anything unpickled it."""
 
+import errno
 import re
 import shutil
 from pathlib import Path
@@ -12,9 +13,9 @@ import torch
 import dann
 from dann.config import load_config
 from dann.data import load_npz
-from dann.errors import CheckpointError, ConfigError, DataError, UnsafeFileError
+from dann.errors import CheckpointError, ConfigError, DannError, DataError, UnsafeFileError
 from dann.models.backbones import load_pretrained_file
-from dann.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, PREV_CHECKPOINT
+from dann.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, PREV_CHECKPOINT, load_latest_checkpoint
 
 from .conftest import blobs, damaged_weight_files, tiny_config, tiny_domains
 
@@ -66,7 +67,8 @@ def test_a_weight_file_with_a_pickled_object_is_refused(tmp_path):
 
 def test_every_damaged_weights_file_is_one_clear_error_naming_the_file(tmp_path, run):
     """Each reader of weights (a run's checkpoint for load_run, resume and init_from; model.pretrained_file, .pt or
-    .safetensors) says which file, and whether it is not weights at all or damaged, never a bare KeyError: 101."""
+    .safetensors) says which file, and what is wrong with it: empty, another format, damaged, a folder, a link to
+    nowhere; never a bare KeyError: 101 or a traceback."""
     good = tmp_path / "good.pt"
     torch.save(torch.nn.Linear(3, 2).state_dict(), good)
     load_pretrained_file(torch.nn.Linear(3, 2), str(good))  # the control: the good file loads
@@ -78,13 +80,38 @@ def test_every_damaged_weights_file_is_one_clear_error_naming_the_file(tmp_path,
         copy = tmp_path / f"run-{path.stem}"
         shutil.copytree(run, copy)
         for checkpoint in (LAST_CHECKPOINT, PREV_CHECKPOINT, BEST_CHECKPOINT):
-            shutil.copyfile(path, copy / checkpoint)
-        with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(str(copy / LAST_CHECKPOINT))} {says}"):
+            (copy / checkpoint).unlink()
+            if path.is_symlink():
+                (copy / checkpoint).symlink_to(path.readlink())
+            elif path.is_dir():
+                (copy / checkpoint).mkdir()
+            else:
+                shutil.copyfile(path, copy / checkpoint)
+        last = copy / LAST_CHECKPOINT
+        with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(str(last))} {says.replace(str(path), '')}"):
             dann.load_run(copy)
-    listed = tmp_path / "list.pt"
-    torch.save([torch.zeros(2)], listed)
-    with pytest.raises(ConfigError, match=f"{listed} holds no state dict \\(a dict of tensors\\), but list"):
-        load_pretrained_file(torch.nn.Linear(3, 2), str(listed))
+    for content, held in (([torch.zeros(2)], "but a list"), ({}, "but an empty dict"), ({"w": 1}, "'w' is a int")):
+        torch.save(content, good)
+        with pytest.raises(ConfigError, match=f"^model.pretrained_file {good} holds no state dict .*{held}$"):
+            load_pretrained_file(torch.nn.Linear(3, 2), str(good))
+
+
+def test_a_checkpoint_the_system_will_not_let_us_read_is_not_replaced_by_the_previous_one(run, monkeypatch):
+    """A permission error is no damage: resuming must stop (the newer last.pt intact) rather than fall back to
+    prev.pt and train over last.pt's steps; every reader says so in one line."""
+    real = torch.load
+
+    def refused(path, *args, **kwargs):
+        if Path(path).name == "last.pt":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", refused)
+    with pytest.raises(DannError, match=f"^cannot read checkpoint {run / LAST_CHECKPOINT}: Permission denied$") as e:
+        load_latest_checkpoint(run)
+    assert not isinstance(e.value, CheckpointError)  # the error the fallback to prev.pt catches
+    with pytest.raises(DannError, match=r"cannot read model\.pretrained_file .*last\.pt: Permission denied"):
+        load_pretrained_file(torch.nn.Linear(3, 2), str(run / LAST_CHECKPOINT))
 
 
 def test_yaml_python_tags_are_never_constructed(tmp_path):

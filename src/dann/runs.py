@@ -189,12 +189,50 @@ def refused_as_unsafe(error: Exception) -> bool:
     return isinstance(error, pickle.UnpicklingError) and bool(RISKY_PICKLE.search(unpickler_says))
 
 
+def missing_file(path: Path, what: str, error: type[DannError], hint: str = "") -> DannError | None:
+    """The error for a ``path`` that is no readable file (None when it is one): absent, a folder, a link to nowhere,
+    or one the process may not read. ``what`` names the file in the message ("checkpoint",
+    "model.pretrained_file"); ``hint`` follows "does not exist". Unreadable files raise a plain ``DannError``, never
+    ``error``: a checkpoint that cannot be read for want of permission is not damaged (no fallback to ``prev.pt``)."""
+    if path.is_symlink() and not path.exists():
+        return error(f"{what} {path} is a link to {os.readlink(path)}, which does not exist")
+    if path.is_dir():
+        return error(f"{what} {path} is a folder, not a file")
+    if not path.exists():
+        return error(f"{what} {path} does not exist{hint}")
+    if not os.access(path, os.R_OK):
+        return DannError(f"cannot read {what} {path}: permission denied")
+    return None
+
+
+def _file_kind(path: Path) -> str:
+    """What a weights file is by its first bytes: "torch" (a zip archive holding torch.save's data.pkl), "zip" (another
+    zip archive: .npz data, another program's), "safetensors" (an 8-byte header length, then JSON), "empty", or
+    "unknown"."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+        if not head:
+            return "empty"
+        if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+            return "safetensors"
+        if head[:4] != b"PK\x03\x04":
+            return "unknown"
+        with zipfile.ZipFile(path) as archive:  # a damaged central directory raises: then it is a damaged zip
+            return "torch" if any(n.endswith("data.pkl") for n in archive.namelist()) else "zip"
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return "torch"  # it starts as a zip archive (every torch.save since 1.6) but cannot be read as one
+
+
 def weights_error(error: Exception, path: Path, what: str, corrupt: type[DannError] = CheckpointError) -> DannError:
     """The error to raise for ``error``, raised while reading the weights file ``path`` (``what`` names it in the
     message: "checkpoint", "model.pretrained_file"): ``UnsafeFileError`` for a file that holds pickled objects other
-    than tensors and plain data (nothing in it was run), else ``corrupt``, saying what the file is instead (empty,
-    not a zip archive, a zip archive but not torch's) or, for a damaged torch file, the reader's own reason. The one
-    place that turns torch's and safetensors' reading errors into words."""
+    than tensors and plain data (nothing in it was run); a plain ``DannError`` for a file the system would not let the
+    process read; else ``corrupt``, saying what the file is instead (empty, another format than its name says, a zip
+    archive torch did not write) or, for a damaged file of its own format, the reader's reason. The one place that
+    turns torch's and safetensors' reading errors into words."""
+    if isinstance(error, OSError) and not isinstance(error, EOFError):
+        return DannError(f"cannot read {what} {path}: {error.strerror or error}")
     problem = str(error).split("WeightsUnpickler error:")[-1].strip()  # torch's wording: keep its first sentence
     problem = re.split(r"\. |\n", problem, maxsplit=1)[0]
     if not isinstance(error, RuntimeError | pickle.UnpicklingError) or not problem:  # EOFError, KeyError: 101, ...
@@ -204,24 +242,28 @@ def weights_error(error: Exception, path: Path, what: str, corrupt: type[DannErr
             f"refused to load {what} {path}: it holds Python objects other than tensors and plain data, which "
             f"could run code when loaded ({problem}); nothing in it was run"
         )
-    if path.suffix == ".safetensors":
-        return corrupt(f"{what} {path} is truncated or corrupt: not a readable safetensors file ({problem})")
-    size, started = (path.stat().st_size if path.is_file() else 0), False
-    with contextlib.suppress(OSError), path.open("rb") as f:
-        started = f.read(4) == b"PK\x03\x04"  # a zip archive's first bytes: every torch.save since torch 1.6
-    if size == 0:
+    size = path.stat().st_size if path.is_file() else 0
+    kind, named = _file_kind(path), "safetensors" if path.suffix == ".safetensors" else "torch"
+    if kind == "empty":
         return corrupt(f"{what} {path} is truncated or corrupt: it is empty")
-    if not (started or zipfile.is_zipfile(path)):
-        return corrupt(
-            f"{what} {path} is truncated or corrupt: neither a zip archive, as torch.save writes, nor .safetensors "
-            f"({size:,} bytes; {problem})"
-        )
-    if zipfile.is_zipfile(path) and not any(n.endswith("data.pkl") for n in zipfile.ZipFile(path).namelist()):
+    if kind == "zip":
         return corrupt(
             f"{what} {path} is truncated or corrupt: a zip archive without the data.pkl that torch.save writes (.npz "
             f"data, or another program's; {size:,} bytes)"
         )
-    return corrupt(f"{what} {path} is truncated or corrupt ({size:,} bytes; {problem})")
+    if kind != named and kind != "unknown":
+        saved = ".safetensors" if kind == "safetensors" else "torch.save"
+        return corrupt(
+            f"{what} {path} is a {saved} file, but its name ends in {path.suffix or 'no suffix'}: files are read by "
+            "their suffix (.safetensors, else as torch.save writes)"
+        )
+    if kind == "unknown" and named == "torch":
+        return corrupt(
+            f"{what} {path} is truncated or corrupt: neither a zip archive, as torch.save writes, nor .safetensors "
+            f"({size:,} bytes)"  # torch's words on such bytes ("Unsupported operand 109") would only puzzle
+        )
+    reader = "safetensors" if named == "safetensors" else "torch"
+    return corrupt(f"{what} {path} is truncated or corrupt ({size:,} bytes; {reader}: {problem})")
 
 
 def load_weights_only(
@@ -241,8 +283,8 @@ def load_state_file(path: Path, what: str, corrupt: type[DannError] = ConfigErro
     ``state_dict`` or ``model`` is taken), for the weights a user names (``model.pretrained_file``). Raises
     ``corrupt`` naming ``what`` and the file when it is missing, unreadable or holds no dict of tensors, and
     ``UnsafeFileError`` for pickled objects."""
-    if not path.is_file():
-        raise corrupt(f"{what} {path} does not exist")
+    if (missing := missing_file(path, what, corrupt)) is not None:
+        raise missing
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -254,8 +296,14 @@ def load_state_file(path: Path, what: str, corrupt: type[DannError] = ConfigErro
         state = load_weights_only(path, what, corrupt)
         if isinstance(state, dict):
             state = state.get("state_dict", state.get("model", state))
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise corrupt(f"{what} {path} holds no state dict (a dict of tensors), but {type(state).__name__}")
+    if not isinstance(state, dict) or not state:
+        held = f"a {type(state).__name__}" if not isinstance(state, dict) else "an empty dict"
+        raise corrupt(f"{what} {path} holds no state dict (a dict of tensors), but {held}")
+    odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        raise corrupt(
+            f"{what} {path} holds no state dict (a dict of tensors): its entry {odd!r} is a {type(state[odd]).__name__}"
+        )
     return state
 
 
@@ -325,8 +373,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ``UnsafeFileError`` for a file carrying pickled objects and ``CheckpointError`` for a missing, truncated, corrupt,
     foreign or newer-format file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; was the run trained to its first evaluation?")
+    hint = "; was the run trained to its first evaluation?"
+    if (missing := missing_file(path, "checkpoint", CheckpointError, hint)) is not None:
+        raise missing
     return Checkpoint.from_dict(load_weights_only(path, "checkpoint", CheckpointError, map_location), path)
 
 

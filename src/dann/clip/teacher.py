@@ -27,7 +27,7 @@ from torch import nn
 
 from ..config import MethodConfig
 from ..errors import ConfigError, DataWarning
-from ..runs import weights_error
+from ..runs import load_state_file
 
 if TYPE_CHECKING:
     from ..data.transforms import ImageConfig
@@ -45,7 +45,6 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of the small {}.",
     "a photo of the large {}.",
 )
-STATE_DICT_MISMATCH = "Error(s) in loading state_dict"  # torch's load_state_dict: the file read, its keys differ
 TEACHER_SEED = 0  # a teacher without method.clip_file gets the same random weights in every process and on resume
 
 
@@ -198,7 +197,8 @@ def architecture(name: str) -> str:
 def load_clip(cfg: MethodConfig) -> tuple[nn.Module, Any]:
     """The OpenCLIP model (CPU, float32) of ``method.clip_model`` with the weights of ``method.clip_file`` (random
     weights, seeded by ``TEACHER_SEED``, without one), and its tokenizer. Raises ``ConfigError`` naming the file when
-    it is missing, unreadable or of another architecture."""
+    it is missing, damaged, of another format or of another architecture (``runs.load_state_file``), ``DannError``
+    when the system refuses to read it, ``UnsafeFileError`` for pickled objects."""
     import open_clip
 
     name = architecture(cfg.clip_model)
@@ -207,14 +207,13 @@ def load_clip(cfg: MethodConfig) -> tuple[nn.Module, Any]:
         model = open_clip.create_model(name, pretrained=None)
     if cfg.clip_file:
         path = Path(cfg.clip_file)
-        if not path.is_file():
-            raise ConfigError(f"method.clip_file {cfg.clip_file} does not exist")
+        # read it once ourselves: a file that is missing, unreadable, damaged, unsafe or of another format is named as
+        # such; what open_clip then refuses is an intact file of another architecture
+        load_state_file(path, "method.clip_file")
         try:
             open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
         except Exception as e:
-            if not str(e).startswith(STATE_DICT_MISMATCH):  # reading the file failed: not weights, damaged, unsafe
-                raise weights_error(e, path, "method.clip_file", ConfigError) from None
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
             detail = "; ".join(lines[1:3]) or lines[0]
             raise ConfigError(
                 f"method.clip_file {cfg.clip_file} does not fit the teacher's architecture method.clip_model="
