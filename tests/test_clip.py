@@ -3,6 +3,7 @@ prediction, CLIP image towers through timm. Everything runs on a tiny randomly i
 timm CLIP-layout tower on the CPU; nothing is downloaded."""
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -316,13 +317,25 @@ def test_the_staged_preset_trains_a_pretrained_clip_tower_with_the_teacher_built
     monkeypatch.setattr(
         "dann.training.trainer.build_optimizer", lambda *a: optimizers.append(build_optimizer(*a)) or optimizers[-1]
     )
-    run = dann.fit(cfg, tmp_path / "staged", data=data)
+    lines: list[str] = []
+    run = dann.fit(cfg, tmp_path / "staged", data=data, echo=lines.append)
     assert len(built) == 1
     assert optimizers[0].param_groups[0]["lr_mult"] == 0.1  # the backbone's group
     by_stage = {r["stage"]: r["train"] for r in run.history}
     assert "clip_distill" not in by_stage["supervised"] and by_stage["adversarial"]["clip_agree"] > 0
     stages = dann.load_run(run.run_dir).config.train.stages
     assert [s.name for s in stages] == ["supervised", "adversarial"]
+    assert "stages:   supervised: source_only → adversarial: dann+clip_distill:1" in lines
+    assert sum(line.startswith("teacher:  CLIP") for line in lines) == 1
+    # a third stage that trains the teacher too shares the one built: one model in memory, one check
+    first, second = (dataclasses.asdict(stage) for stage in cfg.train.stages)
+    again = {"name": "again", "fraction": 0.25, "method": {"name": "dann"}, "classify": {"intermediate": 1.0}}
+    longer = replace(cfg, train={"stages": [first, {**second, "fraction": 0.5}, again]})
+    built.clear()
+    lines.clear()
+    run = dann.fit(longer, data=data, echo=lines.append)
+    assert len(built) == 1 and sum(line.startswith("teacher:  CLIP") for line in lines) == 1
+    assert {r["stage"] for r in run.history if "clip_agree" in r["train"]} == {"adversarial", "again"}
 
 
 # --- zero-shot prediction and refusals --------------------------------------------------------------------------------

@@ -214,7 +214,7 @@ def one_step(monkeypatch):
     """Runs the fuzz does not stop train for one step with small batches; everything before that is untouched."""
     fit = Trainer.fit
 
-    def short_fit(self, net, method, data):
+    def short_fit(self, net, method, data, stages=None):  # the stages are planned again, for the one step
         self.cfg = replace(self.cfg, train={"steps": 1, "batch_size": min(self.cfg.train.batch_size, 8)})
         rows = self.world.rows(self.cfg.train.batch_size)  # the plan's rows of the smaller batch
         self.run_plan = dataclasses.replace(self.run_plan, config=self.cfg, rows=rows)

@@ -113,7 +113,7 @@ def test_a_run_trained_on_arrays_in_memory_reports_without_the_feature_diagnosti
 def test_the_initial_network_is_the_one_training_started_from(tiny_cfg, tiny_data, monkeypatch):
     seen = {}
 
-    def capture(self, net, method, data):
+    def capture(self, net, method, data, stages=None):
         seen.update({k: v.clone() for k, v in net.state_dict().items()})
         return []
 

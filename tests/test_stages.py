@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 import dann
 from dann.config import load_config, replace
 from dann.data import as_domain, make_domain_data
-from dann.errors import ConfigError
+from dann.errors import ConfigError, DataWarning
 from dann.methods import Batch, create_method
 from dann.methods.base import method_defaults
 from dann.models.grl import grad_reverse
@@ -226,3 +227,21 @@ def test_the_runs_regularizers_train_in_the_stages_that_read_the_target(three_do
     cfg = replace(cfg, train={"stages": [supervised, {"name": "a", "fraction": 0.5, "method": {"name": "dann"}}]})
     with pytest.raises(ConfigError, match=r"reads no target batch, so method\.regularizers cannot apply"):
         plan_stages(cfg, create_method(cfg.method), three_domains)
+
+
+def test_a_stage_with_a_target_batch_ratio_draws_it_and_says_so(three_domains, tmp_path):
+    """method.uratio read by a later stage's term: that stage draws uratio × train.batch_size target rows; the
+    summary and the report say so per stage, and no warning claims the run does not read it."""
+    cfg = staged_cfg(method={"regularizers": {"fixmatch": 1.0}, "uratio": 3})
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # "does not read method.uratio" would fail the test
+        run = dann.fit(cfg, tmp_path / "run", data=three_domains, echo=lines.append)
+    training = next(line for line in lines if line.startswith("training:"))
+    assert "batch 8 source + 24 target in stage adversarial" in training
+    assert "stages:   supervised: source_only → adversarial: dann+fixmatch:1" in lines
+    page = dann.build_report(run.run_dir, three_domains).with_name("report.md").read_text()
+    assert "batch 8 source + 24 target in stage adversarial" in page
+    assert "adversarial (9 steps, dann + fixmatch 1:" in page
+    with pytest.warns(DataWarning, match=r"the stages of this run do not read method\.teacher_momentum"):
+        dann.fit(replace(cfg, method={"teacher_momentum": 0.5}), data=three_domains)

@@ -83,7 +83,7 @@ from .selection.default import (
 )
 from .training.distributed import World
 from .training.feedback import followed_by, format_duration
-from .training.stages import plan_stages
+from .training.stages import bind_stages, plan_stages, warn_unused_stage_options
 from .training.steps import check_batchnorm_rows
 from .training.trainer import Trainer
 
@@ -170,13 +170,18 @@ def fit(
     plan = plan_run(cfg, data, control=control)  # every check that can fail comes before the run directory is made
     cfg, world = plan.config, plan.world
     torch.manual_seed(plan.seeds["init"])
-    method = create_method(cfg.method)
+    with warnings.catch_warnings():  # a staged run's stages train, not its method: their keys are checked below
+        if cfg.train.stages:
+            warnings.simplefilter("ignore", DataWarning)
+        method = create_method(cfg.method)
     net = build_network(cfg.model, cfg.method, data.input_shape, data.num_classes, len(data.domains) + 1)
     stages = plan_stages(cfg, method, data)  # one, `method`, without train.stages; the trainer trains these
+    if stages.staged:
+        warn_unused_stage_options(cfg, stages.stages)
     for stage in stages.stages:
         check_batchnorm_rows(net, stage.method, cfg.train.batch_size, world.size)
-        # a term's own checks (CLIP's teacher file, class names that make prompts), also before the run directory
-        getattr(stage.method, "inner", stage.method).bind(data, cfg, None)
+    # a term's own checks (CLIP's teacher file, class names that make prompts), also before the run directory
+    bind_stages(stages, data, cfg, None)
     if cfg.model.init_from and not resume:
         init_from_run(net, cfg.model.init_from, data)
         if echo is not None and data.source_val is not None and len(data.source_val) and len(data.target_train):

@@ -47,7 +47,7 @@ from .runs import CONFIG_FILE, LAST_CHECKPOINT, PREV_CHECKPOINT, load_latest_che
 from .training.distributed import World, local_device
 from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
-from .training.stages import plan_stages
+from .training.stages import plan_stages, target_batches
 from .training.threads import Threads, resolve_threads
 
 
@@ -84,6 +84,14 @@ def plan_run(cfg: Config, data: DomainData, world: World | None = None, control:
         warnings.simplefilter("ignore", DataWarning)
         method = methods.create_method(config.method)
         stages = plan_stages(config, method, data).stages  # one, `method`, without train.stages
+    rows, n_t = max(target_batches(config).values(), default=0), len(data.target_train)
+    if rows > t.batch_size and rows > n_t:  # method.uratio: each step would repeat target samples
+        warnings.warn(
+            f"method.uratio={rows // t.batch_size} draws {rows} target rows per step from {n_t} target training "
+            f"samples: each step repeats samples; lower method.uratio or train.batch_size",
+            DataWarning,
+            stacklevel=2,
+        )
     if method.needs_init and not config.model.init_from:
         raise ConfigError(
             f"method {config.method.name!r} adapts a trained source model: name its run directory with "

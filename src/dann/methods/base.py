@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -111,12 +111,17 @@ class Term:
         """Called once before ``prepare``, with the run's data (class names, image preparation) and config; ``echo``
         (None: quiet) takes lines for the start-up summary."""
 
+    def share(self, other: Term) -> None:
+        """Before ``bind``: take what ``other``, a bound term of an earlier stage of the same run, built that this
+        term would build the same (CLIP's teacher), so that a run builds it once. Nothing, by default."""
+
     def prepare(self, net: DomainAdaptNet) -> None:
         """Called once before training starts (after any ``--init-from`` weights are loaded)."""
 
     def refresh_due(self, step: int, epoch_steps: int) -> bool:
         """Whether the trainer calls ``refresh`` before step ``step``'s loss; ``epoch_steps``: the steps of one pass
-        over the target training set, ceil(N_t / (train.batch_size · train.accumulate)). Never, by default."""
+        over the target training set, ceil(N_t / (target rows per step · train.accumulate)), the target rows being
+        ``train.batch_size`` × ``target_ratio`` (``method.uratio``). Never, by default."""
         return False
 
     def refresh(self, net: DomainAdaptNet, target: AnyDomain, step: int, batch_size: int) -> None:
@@ -177,25 +182,7 @@ class Method:
             if name in {n for n, _, _ in self.terms}:
                 raise ConfigError(f"method.regularizers.{name}: {name!r} is already method {cfg.name!r}'s own term")
             self.terms.append((name, weight, REGULARIZERS.get(name)(cfg)))
-        self._warn_unused_options()
-
-    def _warn_unused_options(self) -> None:
-        """A method.* key that only other methods read, set away from its default, is named in one warning: the
-        run would otherwise record a setting that had no effect."""
-        read = {key for _, _, term in self.terms for key in term.options}
-        terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
-        owners = [t for t in terms if t is not None]
-        defaults = method_defaults(MethodConfig(name=self.cfg.name))
-        unused = sorted(
-            {k for t in owners for k in t.options if k not in read and getattr(self.cfg, k) != getattr(defaults, k)}
-        )
-        if unused:
-            warnings.warn(
-                f"method {self.cfg.name!r} does not read {', '.join(f'method.{k}' for k in unused)}: "
-                "those settings have no effect on this run",
-                DataWarning,
-                stacklevel=3,
-            )
+        warn_unused_options(cfg, {key for _, _, term in self.terms for key in term.options}, f"method {cfg.name!r}")
 
     @property
     def uses_discriminator(self) -> bool:
@@ -219,8 +206,17 @@ class Method:
             logged |= {name: value.detach(), **extra}
         return LossOutput(total, logged)
 
-    def bind(self, data: DomainData, cfg: Config, echo: Callable[[str], None] | None = None) -> None:
+    def bind(
+        self,
+        data: DomainData,
+        cfg: Config,
+        echo: Callable[[str], None] | None = None,
+        bound: Sequence[Term] = (),
+    ) -> None:
+        """Each term's ``bind``, after ``Term.share`` with each term of ``bound`` (earlier stages' bound terms)."""
         for _, _, term in self.terms:
+            for other in bound:
+                term.share(other)
             term.bind(data, cfg, echo)
 
     def prepare(self, net: DomainAdaptNet) -> None:
@@ -358,6 +354,22 @@ def grl_coeff(cfg: MethodConfig, progress: float, steps: int = 0) -> float:
         progress = min(1.0, progress * steps / horizon)
     hi = 1.0 if cfg.grl_hi is None else cfg.grl_hi
     return GRL_SCHEDULES.get(cfg.grl_schedule)(progress, cfg.grl_lo, hi, cfg.grl_gamma)
+
+
+def warn_unused_options(cfg: MethodConfig, read: set[str], who: str, verb: str = "does not read") -> None:
+    """Name in one warning the method.* keys of ``cfg`` that only other terms read (not in ``read``), set away from
+    their defaults: the run would otherwise record a setting that had no effect. ``who`` and ``verb`` start the
+    sentence ("method 'dann'" "does not read", "the stages of this run" "do not read")."""
+    terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
+    owners = [t for t in terms if t is not None]
+    defaults = method_defaults(MethodConfig(name=cfg.name))
+    unused = sorted({k for t in owners for k in t.options if k not in read and getattr(cfg, k) != getattr(defaults, k)})
+    if unused:
+        warnings.warn(
+            f"{who} {verb} {', '.join(f'method.{k}' for k in unused)}: those settings have no effect on this run",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def target_ratio(cfg: MethodConfig) -> int:

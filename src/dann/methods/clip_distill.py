@@ -85,16 +85,26 @@ class CLIPDistillation(Term):
         self.logits: torch.Tensor | None = None  # (N_t, K) cached teacher logits, where exact
         self.known: torch.Tensor | None = None  # (N_t,) which rows of ``logits`` are filled
         self.pending: tuple[DomainData, Config, Callable[[str], None] | None] | None = None  # to check in prepare
+        self.shared = False  # the teacher is an earlier stage's (Term.share)
 
     def bind(self, data: DomainData, cfg: Config, echo: Callable[[str], None] | None) -> None:
         """Build the teacher for ``data.classes`` (raises ``ConfigError`` for class names that are numbers or a
         file at fault) and, where target batches are not augmented, the empty cache; ``prepare`` checks it."""
         if self.teacher is None:
             self.teacher = build_teacher(self.cfg, data.classes, data.image)
-        self.pending = (data, cfg, echo)
+        self.pending = None if self.shared else (data, cfg, echo)  # a shared teacher was checked where it was built
         if not cfg.data.augment and not cfg.data.invert:  # each target image reaches the teacher as it is
             self.logits = torch.zeros(len(data.target_train), len(data.classes))
             self.known = torch.zeros(len(data.target_train), dtype=torch.bool)
+
+    def share(self, other: Term) -> None:
+        """Take the teacher of ``other``, an earlier stage's term of the same CLIP model, file and prompts: a run
+        with several stages that train the teacher builds it once."""
+        same = isinstance(other, CLIPDistillation) and all(
+            getattr(self.cfg, k) == getattr(other.cfg, k) for k in self.options
+        )
+        if same and self.teacher is None and other.teacher is not None:
+            self.teacher, self.shared = other.teacher, True
 
     def prepare(self, net: torch.nn.Module) -> None:
         """Move the teacher (and the cache) to the network's device, then measure and report the teacher's accuracy

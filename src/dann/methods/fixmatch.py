@@ -17,7 +17,7 @@ of the mean target prediction, both starting at 1/K (the reference's ``Exponenti
 ``MovingAverage(buffer_size=128)``); the warm-up is the first half of the run (``method.unlabeled_warmup`` 0.5); λ is
 ``method.lambda_adv`` (1). The network is evaluated with an EMA of its weights (``method.ema_eval`` 0.999) and has a
 Linear-BatchNorm-ReLU bottleneck (256) on the small backbones. The reference's target batch is 3 times the source's
-(``uratio``); here both domains' batches are ``train.batch_size``.
+(``uratio``); here ``method.uratio`` sets it, 1 by default (both domains' batches ``train.batch_size``).
 
 The target term alone is also a regularizer for any method that reads the target (``method.regularizers:
 {fixmatch: 1.0}``, e.g. on top of DANN): there the strong target view is one extra forward, and the pseudo-labels

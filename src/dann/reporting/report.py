@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..config import RECIPE_FILE, Config, stage_sections
+from ..config import RECIPE_FILE, Config
 from ..data import SOURCE, TARGET, DomainData
 from ..errors import DannError, RunDirError
 from ..evaluation.diagnostics import proxy_a_distance, tsne_2d
@@ -35,6 +35,7 @@ from ..selection.bands import Band, checkpoint_band
 from ..selection.validators import SUBSET_SEED, subset
 from ..training.seeds import derive_seed
 from ..training.stage_config import stage_label, stage_steps
+from ..training.stages import stage_method, target_batches
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 from .summary import RunSummary, summarize
@@ -302,12 +303,20 @@ def _config_section(run: RunSummary) -> Section:
     transfer = (
         f", λ_adv {cfg.method.lambda_adv}, GRL {cfg.method.grl_schedule}" if cfg.method.name != "source_only" else ""
     )
+    regularizers = "".join(f" + {name} {w:g}" for name, w in cfg.method.regularizers.items())
+    batch = f"batch {cfg.train.batch_size} per domain"
+    uneven = {k: v for k, v in target_batches(cfg).items() if v != cfg.train.batch_size}  # method.uratio
+    if uneven:
+        batch = ", ".join(
+            f"batch {cfg.train.batch_size} source + {rows} target" + (f" in stage {stage}" if stage else "")
+            for stage, rows in uneven.items()
+        )
     keys = {
         "data": data,
-        "method": f"{cfg.method.name}{transfer}",
+        "method": f"{cfg.method.name}{transfer}{regularizers}",
         "model": f"{cfg.model.backbone}, bottleneck {cfg.model.bottleneck_dim}",
         "optimizer": f"{cfg.optim.name}, lr {cfg.optim.lr}, schedule {cfg.optim.lr_schedule}",
-        "training": f"{cfg.train.steps} steps, batch {cfg.train.batch_size} per domain, seed {cfg.train.seed}",
+        "training": f"{cfg.train.steps} steps, {batch}, seed {cfg.train.seed}",
         "selection": f"`{run.validator}`, evaluated every {cfg.train.eval_every} steps",
     }
     if cfg.train.stages:
@@ -320,10 +329,11 @@ def _stages(cfg: Config) -> str:
     parts = []
     for i, (stage, steps) in enumerate(zip(cfg.train.stages, stage_steps(cfg.train.stages, cfg.train.steps),
                                            strict=True)):  # fmt: skip
-        method = stage_sections(cfg, i)[0]
+        method = stage_method(cfg, i)[0]  # with the run's regularizers where the stage reads the target batch
+        terms = method.name + "".join(f" + {name} {w:g}" for name, w in method.regularizers.items())
         classify = ", ".join(f"{k} × {v:g}" for k, v in stage.classify.items()) or "every labeled domain"
         align = f"; aligns {', '.join(stage.align)}" if stage.align else ""
-        parts.append(f"{stage_label(i, stage)} ({steps} steps, {method.name}: classifies {classify}{align})")
+        parts.append(f"{stage_label(i, stage)} ({steps} steps, {terms}: classifies {classify}{align})")
     return " → ".join(parts)
 
 

@@ -6,7 +6,8 @@ one, for which everything here is a no-op. The rules:
 
 - **Data.** ``train.batch_size`` is the *global* batch per domain; it must divide by N. Each step's batch is a pure
   function of (seed, step) (``dann.data.loaders``), and rank r takes rows ``[r·B/N, (r+1)·B/N)`` of it, with the
-  augmentation the single-process run would give those rows. This does what ``DistributedSampler`` + ``set_epoch``
+  augmentation the single-process run would give those rows (of a target batch of u·B rows under ``method.uratio``
+  u, rows ``[r·uB/N, (r+1)·uB/N)``). This does what ``DistributedSampler`` + ``set_epoch``
   do (a fresh seeded permutation per pass over the data, disjoint shards per rank) and more: the ranks' shards
   together *are* the one-process batch, so N processes follow the one-process run (up to float summation order;
   BatchNorm, which normalizes each shard with its own statistics as usual under DDP, and dropout masks, drawn per

@@ -17,8 +17,8 @@ import torch
 
 from ..config import Config
 from ..data.domains import DomainData
-from ..methods.base import target_ratio
 from .distributed import World
+from .stages import stage_terms, target_batches
 
 ESTIMATE_STEPS = 20  # steps timed for the estimate, after the first one (which pays for start-up: workers, caches)
 SLOW_CPU_SECONDS = 3600.0  # an estimate above this on a CPU comes with a warning naming the settings to lower
@@ -66,7 +66,8 @@ class RunSummary:
     precision: str
     channels_last: bool = False
     images: str = ""  # image files: how they are read (the decoded-image cache, or the files as they are)
-    target_batch_size: int = 0  # target rows per step when they differ from batch_size (method.uratio), else 0
+    stages: list[str] | None = None  # train.stages: each stage's name and the terms it trains
+    target_batches: dict[str, int] | None = None  # target rows per step by stage ("": the run), where not batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,8 +90,11 @@ class RunSummary:
         resumed = f", resuming at step {self.start}" if self.start else ""
         layout = ", channels_last" if self.channels_last else ""
         batch = f"{self.batch_size} per domain"
-        if self.target_batch_size:
-            batch = f"{self.batch_size} source + {self.target_batch_size} target"
+        if self.target_batches:  # method.uratio: more target rows per step than source rows
+            batch = ", ".join(
+                f"{self.batch_size} source + {rows} target" + (f" in stage {stage}" if stage else "")
+                for stage, rows in self.target_batches.items()
+            )
         return [
             f"device:   {self.device}",
             f"model:    {self.backbone}, input {shape}{note}",
@@ -99,6 +103,7 @@ class RunSummary:
             *([f"images:   {self.images}"] if self.images else []),
             f"training: {self.steps} steps × batch {batch}{resumed}; method {method}; "
             f"precision {self.precision}{layout}",
+            *([f"stages:   {' → '.join(self.stages)}"] if self.stages else []),
         ]
 
 
@@ -165,7 +170,8 @@ def summarize(
         precision=cfg.train.precision,
         channels_last=bool(cfg.train.channels_last),
         images=_images_note(data),
-        target_batch_size=cfg.train.batch_size * ratio if (ratio := target_ratio(cfg.method)) > 1 else 0,
+        stages=stage_terms(cfg) or None,
+        target_batches={k: v for k, v in target_batches(cfg).items() if v != cfg.train.batch_size} or None,
     )
 
 

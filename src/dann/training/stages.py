@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import Config, OptimConfig, stage_sections
+from ..config import Config, MethodConfig, OptimConfig, stage_sections
 from ..data.domains import DomainData, LabeledDomain
 from ..data.loaders import Rows, step_batches
 from ..errors import ConfigError, DataWarning
-from ..methods.base import METHODS, Method, Term, create_method, target_ratio
+from ..methods.base import METHODS, Method, Term, create_method, target_ratio, warn_unused_options
 from ..methods.staged import StageLoss
 from ..models.network import DomainAdaptNet
 from ..runs import LAST_CHECKPOINT, atomic_write_bytes
@@ -118,14 +119,63 @@ def plan_stages(cfg: Config, method: Method, data: DomainData) -> StagePlan:
     return StagePlan(stages, staged=True)
 
 
+def stage_method(cfg: Config, i: int) -> tuple[MethodConfig, OptimConfig]:
+    """The method and optimizer sections stage ``i`` trains with (``config.stage_sections``), but for the run's
+    ``method.regularizers``: they train in the stages whose method reads the target batch; a stage that reads none
+    (the staged preset's supervised first stage) runs without them. A stage's own regularizers are kept (and refused
+    by its method where it reads no target batch)."""
+    method_cfg, optim = stage_sections(cfg, i)
+    if method_cfg.regularizers and "regularizers" not in cfg.train.stages[i].method:
+        if not METHODS.get(method_cfg.name).uses_target:
+            method_cfg = dataclasses.replace(method_cfg, regularizers={})
+    return method_cfg, optim
+
+
+def target_batches(cfg: Config) -> dict[str, int]:
+    """Target rows per step (``train.batch_size`` × ``methods.base.target_ratio``) of each stage that reads the
+    target batch, by stage name; one entry named "" in a run without ``train.stages``."""
+    if not cfg.train.stages:
+        return {"": cfg.train.batch_size * target_ratio(cfg.method)}
+    out = {}
+    for i, stage in enumerate(cfg.train.stages):
+        method_cfg, _ = stage_method(cfg, i)
+        if METHODS.get(method_cfg.name).uses_target:
+            out[stage_label(i, stage)] = cfg.train.batch_size * target_ratio(method_cfg)
+    return out
+
+
+def bind_stages(stages: StagePlan, data: DomainData, cfg: Config, echo: Callable[[str], None] | None) -> None:
+    """``Method.bind`` for each stage's method in turn, each after the terms of the stages before it (``Term.share``):
+    what two stages would build alike (CLIP's teacher) is built once."""
+    bound: list[Term] = []
+    for stage in stages.stages:
+        method = getattr(stage.method, "inner", stage.method)
+        method.bind(data, cfg, echo, bound)
+        bound.extend(term for _, _, term in method.terms)
+
+
+def stage_terms(cfg: Config) -> list[str]:
+    """Each stage of ``train.stages`` as "name: method+regularizer:weight", the terms it trains (none without
+    stages)."""
+    out = []
+    for i, stage in enumerate(cfg.train.stages):
+        method_cfg, _ = stage_method(cfg, i)
+        terms = method_cfg.name + "".join(f"+{name}:{w:g}" for name, w in method_cfg.regularizers.items())
+        out.append(f"{stage_label(i, stage)}: {terms}")
+    return out
+
+
+def warn_unused_stage_options(cfg: Config, stages: list[Stage]) -> None:
+    """The run-level method.* keys set away from their defaults that no stage's terms read, in one warning (a
+    staged run's own method is not what trains: its stages are)."""
+    read = {key for stage in stages for _, _, term in stage.method.inner.terms for key in term.options}
+    warn_unused_options(cfg.method, read, "the stages of this run", "do not read")
+
+
 def _stage(cfg: Config, i: int, start: int, steps: int, domains: list[LabeledDomain]) -> Stage:
     sc, name = cfg.train.stages[i], stage_label(i, cfg.train.stages[i])
     where = f"train.stages[{i}] ({name})"
-    method_cfg, optim = stage_sections(cfg, i)
-    if method_cfg.regularizers and "regularizers" not in sc.method and not METHODS.get(method_cfg.name).uses_target:
-        # the run's target terms (method.regularizers) train in the stages that read the target batch; a stage that
-        # reads none (the staged preset's supervised first stage) runs without them. Set in a stage, they are checked
-        method_cfg = dataclasses.replace(method_cfg, regularizers={})
+    method_cfg, optim = stage_method(cfg, i)
     with warnings.catch_warnings():  # a run-level key another stage reads is no mistake here
         warnings.simplefilter("ignore", DataWarning)
         inner = create_method(method_cfg)

@@ -54,7 +54,7 @@ from .interrupt import StopRequest
 from .nonfinite import LossWatch, SkipGuard, check_weights
 from .precision import Precision
 from .seeds import derive_seed
-from .stages import Stage, StagePlan, keep_stage_checkpoint, part_streams, plan_stages
+from .stages import Stage, StagePlan, bind_stages, keep_stage_checkpoint, part_streams, plan_stages
 from .steps import Batches, MethodLoss, train_step
 from .tensorboard import EventLog
 
@@ -194,8 +194,8 @@ class Trainer:
         net.to(self.device).train()
         amp = Precision(t.precision, self.device, bool(t.channels_last))
         amp.prepare_model(net, t.compile)
-        for stage in plan.stages:  # class names, image preparation (CLIP's teacher builds its prompts from them)
-            getattr(stage.method, "inner", stage.method).bind(data, cfg, self.echo if world.main else None)
+        # class names, image preparation (CLIP's teacher builds its prompts from them)
+        bind_stages(plan, data, cfg, self.echo if world.main else None)
         plan.prepare(net)  # after any model.init_from weights (dann.api.fit) and before the optimizer sees them
         optimizer = build_optimizer(cfg.optim, net, cfg.model.pretrained or bool(cfg.model.pretrained_file))
         start, skipped, history = self._restore(net, optimizer, amp, plan)
