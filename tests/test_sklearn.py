@@ -325,6 +325,9 @@ def test_config_takes_typed_values_and_the_method_is_checked_at_fit(domains):
         DANNClassifier(config={"train.steps": 5})._config()
     with pytest.raises(ConfigError, match=re.escape("must look like section.key")):
         DANNClassifier(config={"steps": 5})._config()
+    with pytest.raises(ConfigError, match=re.escape("config={'method.uratio': 3}")):  # options go through config
+        DANNClassifier(method={"name": "adamatch", "uratio": 3})._config()
+    assert DANNClassifier(method="adamatch", config={"method.uratio": 3})._config().method.uratio == 3
     est = DANNClassifier(**{**TINY, "method": "nope"})  # constructing never checks: scikit-learn's rule
     with pytest.raises(ConfigError, match="unknown method 'nope'; valid methods: "):
         est.fit(*domains[:2], X_target=domains[2])

@@ -121,6 +121,11 @@ class DANNClassifier(ClassifierMixin, ClassNamePrefixFeaturesOutMixin, Transform
 
     def _config(self) -> Config:
         """The run's config: defaults, then the parameters, then ``config``'s ``section.key`` values."""
+        if not isinstance(self.method, str):
+            raise ConfigError(
+                f"method must be a method's name, got {self.method!r}; give its other keys through config, e.g. "
+                "DANNClassifier(method='adamatch', config={'method.uratio': 3})"
+            )
         steps = _plain(self.max_steps)
         values: dict[str, dict[str, Any]] = {
             "model": {"backbone": self.backbone},
