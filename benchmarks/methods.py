@@ -11,7 +11,8 @@ Each run trains the task's packaged preset with ``method.name`` (and regularizer
 its control share the precision whatever ``train.precision: auto`` would pick); the digit tasks at 3,000 steps of
 64 + 64 images, where source-only has converged. ``shot`` starts from the matched control of the same seed
 (``model.init_from``) and adapts for the same budget again. Runs are written under ``--out`` and reused when the
-benchmark is run again (an interrupted benchmark continues; a table grows across sessions). Every accuracy is
+benchmark is run again (an interrupted benchmark resumes its unfinished runs from their last checkpoint; a table grows
+across sessions). Every accuracy is
 computed with target labels, for evaluation only; "oracle pick" is the evaluation step with the best target accuracy,
 which no user without target labels could choose: an upper bound, marked as such.
 
@@ -31,6 +32,15 @@ from pathlib import Path
 
 import torch
 
+# the mean teacher's reference training recipe (Britefury/self-ensemble-visual-domain-adapt): inputs standardised
+# per image, Adam at 1e-3, constant, no weight decay; its matched control trains source-only with the same recipe
+REF = [
+    "model.input_norm=per_image",
+    "optim.name=adam",
+    "optim.lr=0.001",
+    "optim.lr_schedule=constant",
+    "optim.weight_decay=0",
+]
 # name -> overrides; "+" joins a method and its regularizers
 CONFIGS: dict[str, list[str]] = {
     "source_only": ["method.name=source_only"],
@@ -44,6 +54,7 @@ CONFIGS: dict[str, list[str]] = {
     "fixmatch": ["method.name=fixmatch"],
     "adamatch": ["method.name=adamatch"],
     "adamatch_noda": ["method.name=adamatch", "method.distribution_alignment=false"],
+    "adamatch@uratio3": ["method.name=adamatch", "method.uratio=3"],  # the reference's 3 target rows per source row
     "mean_teacher": ["method.name=mean_teacher"],
     "vada": ["method.name=vada"],
     "iwdan": ["method.name=iwdan"],
@@ -52,6 +63,11 @@ CONFIGS: dict[str, list[str]] = {
     "shot@bn_relu": ["method.name=shot"],  # from source_only@256: the methods' Linear-BN-ReLU bottleneck, plain head
     "source_only@256": ["method.name=source_only", "model.bottleneck_dim=256"],
     "source_only+norm": ["method.name=source_only", "model.input_norm=per_image"],
+    # the mean teacher's reference recipe: per-image standardised inputs, Adam 1e-3 at a constant rate, no decay
+    "mean_teacher@ref": ["method.name=mean_teacher", *REF],
+    "mean_teacher@ref+intensity": ["method.name=mean_teacher", "method.intensity_augment=true", *REF],
+    "mean_teacher+intensity": ["method.name=mean_teacher", "method.intensity_augment=true"],
+    "source_only@256@ref": ["method.name=source_only", "model.bottleneck_dim=256", *REF],
     # tim-learn/SHOT's source network: Linear-BN-Dropout(0.5) bottleneck (256), weight-normalized classifier
     "source_only@shot": [
         "method.name=source_only",
@@ -91,7 +107,8 @@ def control_of(name: str) -> str:
     method = next(o.split("=", 1)[1] for o in CONFIGS[name] if o.startswith("method.name="))
     width = METHODS.get(method).bottleneck if method in METHODS else 0
     inverted = "+invert" if "data.invert=0.5" in CONFIGS[name] else ""
-    return (f"source_only@{width}" if width else "source_only") + inverted
+    recipe = "@ref" if "@ref" in name else ""
+    return (f"source_only@{width}" if width else "source_only") + recipe + inverted
 
 
 def run_dir(out: Path, task: str, name: str, seed: int) -> Path:
@@ -103,7 +120,8 @@ def train(job: tuple[str, str, int, str, list[str]]) -> Path:
     torch.set_num_threads(1)
     import dann
     from dann.config import load_config, replace
-    from dann.runs import METRICS_FILE, read_jsonl
+    from dann.errors import ConfigError
+    from dann.runs import LAST_CHECKPOINT, METRICS_FILE, read_jsonl
 
     task, name, seed, out, extra = job
     run = run_dir(Path(out), task, name, seed)
@@ -116,6 +134,12 @@ def train(job: tuple[str, str, int, str, list[str]]) -> Path:
         if history and history[-1]["step"] == cfg.train.steps:
             return run
     try:
+        if (run / LAST_CHECKPOINT).is_file():
+            try:  # a run the benchmark was stopped in continues from its last checkpoint, exactly
+                dann.fit(cfg, run, resume=True)
+                return run
+            except ConfigError as e:  # another configuration under this name: train it afresh
+                print(f"# {task} {name} seed {seed}: not resumed ({e}); training afresh", flush=True)
         dann.fit(cfg, run, overwrite=True)
     except Exception as e:  # one failing configuration must not stop the others; its row says "not run yet"
         print(f"# {task} {name} seed {seed} failed: {type(e).__name__}: {e}", flush=True)
