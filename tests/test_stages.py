@@ -243,5 +243,8 @@ def test_a_stage_with_a_target_batch_ratio_draws_it_and_says_so(three_domains, t
     page = dann.build_report(run.run_dir, three_domains).with_name("report.md").read_text()
     assert "batch 8 source + 24 target in stage adversarial" in page
     assert "adversarial (9 steps, dann + fixmatch 1:" in page
-    with pytest.warns(DataWarning, match=r"the stages of this run do not read method\.teacher_momentum"):
+    with pytest.warns(DataWarning, match=r"the stages of this run do not read method\.teacher_momentum:"):
         dann.fit(replace(cfg, method={"teacher_momentum": 0.5}), data=three_domains)
+    with warnings.catch_warnings():  # the preset's own keys, left to auto, are no setting of the user's
+        warnings.simplefilter("error", DataWarning)
+        dann.fit(staged_cfg(), data=three_domains)

@@ -362,8 +362,10 @@ def warn_unused_options(cfg: MethodConfig, read: set[str], who: str, verb: str =
     sentence ("method 'dann'" "does not read", "the stages of this run" "do not read")."""
     terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
     owners = [t for t in terms if t is not None]
-    defaults = method_defaults(MethodConfig(name=cfg.name))
-    unused = sorted({k for t in owners for k in t.options if k not in read and getattr(cfg, k) != getattr(defaults, k)})
+    given, defaults = method_defaults(cfg), method_defaults(MethodConfig(name=cfg.name))  # null keys as resolved
+    unused = sorted(
+        {k for t in owners for k in t.options if k not in read and getattr(given, k) != getattr(defaults, k)}
+    )
     if unused:
         warnings.warn(
             f"{who} {verb} {', '.join(f'method.{k}' for k in unused)}: those settings have no effect on this run",
