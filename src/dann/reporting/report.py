@@ -35,7 +35,7 @@ from ..selection.bands import Band, checkpoint_band
 from ..selection.validators import SUBSET_SEED, subset
 from ..training.seeds import derive_seed
 from ..training.stage_config import stage_label, stage_steps
-from ..training.stages import stage_method, target_batches
+from ..training.stages import batch_words, stage_method, target_batches
 from . import plots
 from .pages import Code, Figure, Section, Table, figures, to_html, to_markdown
 from .summary import RunSummary, summarize
@@ -304,19 +304,14 @@ def _config_section(run: RunSummary) -> Section:
         f", λ_adv {cfg.method.lambda_adv}, GRL {cfg.method.grl_schedule}" if cfg.method.name != "source_only" else ""
     )
     regularizers = "".join(f" + {name} {w:g}" for name, w in cfg.method.regularizers.items())
-    batch = f"batch {cfg.train.batch_size} per domain"
     uneven = {k: v for k, v in target_batches(cfg).items() if v != cfg.train.batch_size}  # method.uratio
-    if uneven:
-        batch = ", ".join(
-            f"batch {cfg.train.batch_size} source + {rows} target" + (f" in stage {stage}" if stage else "")
-            for stage, rows in uneven.items()
-        )
+    batch = batch_words(cfg.train.batch_size, uneven)
     keys = {
         "data": data,
         "method": f"{cfg.method.name}{transfer}{regularizers}",
         "model": f"{cfg.model.backbone}, bottleneck {cfg.model.bottleneck_dim}",
         "optimizer": f"{cfg.optim.name}, lr {cfg.optim.lr}, schedule {cfg.optim.lr_schedule}",
-        "training": f"{cfg.train.steps} steps, {batch}, seed {cfg.train.seed}",
+        "training": f"{cfg.train.steps} steps, batch {batch}, seed {cfg.train.seed}",
         "selection": f"`{run.validator}`, evaluated every {cfg.train.eval_every} steps",
     }
     if cfg.train.stages:

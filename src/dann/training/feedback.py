@@ -18,7 +18,7 @@ import torch
 from ..config import Config
 from ..data.domains import DomainData
 from .distributed import World
-from .stages import stage_terms, target_batches
+from .stages import batch_words, stage_terms, target_batches
 
 ESTIMATE_STEPS = 20  # steps timed for the estimate, after the first one (which pays for start-up: workers, caches)
 SLOW_CPU_SECONDS = 3600.0  # an estimate above this on a CPU comes with a warning naming the settings to lower
@@ -89,12 +89,7 @@ class RunSummary:
         method = self.method + "".join(f"+{name}:{w:g}" for name, w in self.regularizers.items())
         resumed = f", resuming at step {self.start}" if self.start else ""
         layout = ", channels_last" if self.channels_last else ""
-        batch = f"{self.batch_size} per domain"
-        if self.target_batches:  # method.uratio: more target rows per step than source rows
-            batch = ", ".join(
-                f"{self.batch_size} source + {rows} target" + (f" in stage {stage}" if stage else "")
-                for stage, rows in self.target_batches.items()
-            )
+        batch = batch_words(self.batch_size, self.target_batches)
         return [
             f"device:   {self.device}",
             f"model:    {self.backbone}, input {shape}{note}",

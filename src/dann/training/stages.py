@@ -144,6 +144,17 @@ def target_batches(cfg: Config) -> dict[str, int]:
     return out
 
 
+def batch_words(batch_size: int, targets: dict[str, int] | None) -> str:
+    """A step's batch in words: "64 per domain", or where ``targets`` (``target_batches`` without the entries equal
+    to ``batch_size``) has more target rows per step (``method.uratio``) "64 source + 192 target [in stage s]"."""
+    if not targets:
+        return f"{batch_size} per domain"
+    return ", ".join(
+        f"{batch_size} source + {rows} target" + (f" in stage {stage}" if stage else "")
+        for stage, rows in targets.items()
+    )
+
+
 def bind_stages(stages: StagePlan, data: DomainData, cfg: Config, echo: Callable[[str], None] | None) -> None:
     """``Method.bind`` for each stage's method in turn, each after the terms of the stages before it (``Term.share``):
     what two stages would build alike (CLIP's teacher) is built once."""
