@@ -373,6 +373,14 @@ def test_predict_zero_shot_gives_the_argmax_of_image_times_text(clip_files, tmp_
     before = out.read_bytes()
     assert main(no_weights) == 2  # random weights would predict noise that looks like an answer
     assert "--set method.clip_file=FILE" in capsys.readouterr().err and out.read_bytes() == before
+    # options one kind of prediction would silently ignore are refused, naming them; the CSV is left as it was
+    for extra in (["--run", str(tmp_path)], ["--checkpoint", "best"]):
+        assert main([*argv, "--overwrite", *extra]) == 2
+        assert "drop --run and --checkpoint" in capsys.readouterr().err and out.read_bytes() == before
+    plain = ["predict", "--run", str(tmp_path), "--images", str(images), "--out", str(out), "--overwrite"]
+    for extra in (["--source", str(source)], ["--set", "method.clip_file=x.pt"], ["--config", "digits"]):
+        assert main([*plain, *extra]) == 2
+        assert "apply to --zero-shot only" in capsys.readouterr().err and out.read_bytes() == before
 
 
 def test_a_refused_clip_run_writes_nothing(clip_files, tmp_path):

@@ -474,6 +474,16 @@ def _predict(args: argparse.Namespace) -> int:
 
     skip = True if args.skip_bad_images else None
     data = args.data or args.images
+    if args.zero_shot and (args.run or args.checkpoint != "last"):  # an option that would be silently ignored
+        raise DannError(
+            "predict --zero-shot classifies with CLIP, not with a trained run: drop --run and --checkpoint, or drop "
+            "--zero-shot to predict with the run"
+        )
+    if args.run and not args.zero_shot and (args.source or args.config or args.overrides):
+        raise DannError(
+            "predict --run reads the run's own classes and configuration: --source, --config and --set apply to "
+            "--zero-shot only"
+        )
     if args.zero_shot or not args.run:
         if not args.zero_shot:
             raise DannError("predict needs --run RUN (a trained run), or --zero-shot for CLIP's zero-shot classifier")
