@@ -306,14 +306,30 @@ def part_streams(
                      share, cfg.data.invert)
         for k in parts
     ]  # fmt: skip
-    target, ratio, (lo, hi) = None, target_ratio(stage.method.cfg), rows
+    target = None
     if uses_target:
-        target_rows = (lo * ratio, hi * ratio)
-        target = step_batches(
-            data.target_train, t.batch_size * ratio, t.seed + 1, device, first, augment, False, target_rows, share,
-            cfg.data.invert,
-        )  # fmt: skip
+        ratio = target_ratio(stage.method.cfg)
+        target = target_stream(cfg, data, t.seed + 1, device, first, rows, share, ratio)
     return (PartBatches(streams, parts) if streams else None), target  # type: ignore[arg-type]
+
+
+def target_stream(
+    cfg: Config,
+    data: DomainData,
+    seed: int,
+    device: torch.device,
+    first: int,
+    rows: tuple[int, int],
+    share: int,
+    ratio: int,
+) -> Batches:
+    """The target's batch stream from micro-batch ``first``: ``ratio`` (``methods.base.target_ratio``) ×
+    ``train.batch_size`` rows per step, of which this process reads ``ratio`` × its ``rows`` of the global batch."""
+    lo, hi = rows
+    return step_batches(
+        data.target_train, cfg.train.batch_size * ratio, seed, device, first, cfg.data.augment, False,
+        (lo * ratio, hi * ratio), share, cfg.data.invert,
+    )  # fmt: skip
 
 
 def keep_stage_checkpoint(run_dir: Path, name: str) -> None:

@@ -54,7 +54,7 @@ from .interrupt import StopRequest
 from .nonfinite import LossWatch, SkipGuard, check_weights
 from .precision import Precision
 from .seeds import derive_seed
-from .stages import Stage, StagePlan, bind_stages, keep_stage_checkpoint, part_streams, plan_stages
+from .stages import Stage, StagePlan, bind_stages, keep_stage_checkpoint, part_streams, plan_stages, target_stream
 from .steps import Batches, MethodLoss, train_step
 from .tensorboard import EventLog
 
@@ -118,11 +118,7 @@ def batch_streams(
             data.source_train, t.batch_size, seed, device, first, augment, balanced, rows, share, cfg.data.invert
         )
     if uses_target:
-        lo, hi = rows
-        target = step_batches(
-            data.target_train, t.batch_size * ratio, seed + 1, device, first, augment, False, (lo * ratio, hi * ratio),
-            share, cfg.data.invert,
-        )  # fmt: skip
+        target = target_stream(cfg, data, seed + 1, device, first, rows, share, ratio)
     return source, target
 
 
