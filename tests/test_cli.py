@@ -186,3 +186,27 @@ def test_library_errors_name_parameters_and_the_cli_prints_its_flags(tmp_path, c
         capsys.readouterr().err
         == f"dann bench: error: --images {tmp_path / 'nowhere'} is not a folder (expected class subfolders of images)\n"
     )
+
+
+def test_a_run_s_config_trains_again_from_another_folder_and_resumes_as_typed(npz_files, tmp_path, monkeypatch,
+                                                                               capsys):  # fmt: skip
+    here, elsewhere = npz_files["source"].parent, tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    relative = ["train", "--source", "source.npz", "--target", "target.npz", "--out", "run", *FAST]
+    assert main(relative) == 0
+    saved = load_config(str(here / "run" / "config.yaml"))
+    assert (saved.data.source, saved.data.target) == (str(here / "source.npz"), str(here / "target.npz"))
+    assert main([*relative, "--resume"]) == 0  # the same relative paths name the same files: nothing changed
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--config", str(here / "run" / "config.yaml"), "--out", "again", "--quiet"]) == 0
+    first, again = (
+        json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (here / "run", elsewhere / "again")
+    )
+    assert again["oracle"]["target_acc"] == first["oracle"]["target_acc"]  # the same files, the same run
+    assert main(["train", "--out", str(here / "run"), "--resume", "--steps", "10"]) == 2  # from here, paths agree
+    assert "train.steps (saved 8, given 10)" in capsys.readouterr().err
+    assert (
+        main(["train", "--source", "source.npz", "--target", "target.npz", "--out", str(here / "run"), "--resume"]) == 2
+    )
+    assert f"data.source (saved '{here / 'source.npz'}', given '{elsewhere / 'source.npz'}')" in capsys.readouterr().err

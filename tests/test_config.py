@@ -1,7 +1,15 @@
 import pytest
 import yaml
 
-from dann.config import Config, config_from_dict, load_config, parse_override, preset_names, replace
+from dann.config import (
+    Config,
+    absolute_paths,
+    config_from_dict,
+    load_config,
+    parse_override,
+    preset_names,
+    replace,
+)
 from dann.errors import ConfigError
 
 
@@ -129,3 +137,48 @@ def test_the_cache_switch_reads_as_written_though_yaml_makes_on_and_off_booleans
     cfg = load_config(str(path))
     assert cfg.data.cache == mode
     assert config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg  # as a run's config.yaml keeps it
+
+
+ABSOLUTE = [  # (overrides, key, the value absolute_paths records, with {cwd} for the working directory)
+    (["data.source=s.npz"], "data.source", "{cwd}/s.npz"),
+    (["data.source=[lab=data/lab, sea]"], "data.source", ("lab={cwd}/data/lab", "{cwd}/sea")),
+    (["data.source={lab: ../lab, sea: /abs/sea}"], "data.source", {"lab": "{cwd}/../lab", "sea": "/abs/sea"}),
+    (["data.target=t", "data.target_eval=e.npz"], "data.target_eval", "{cwd}/e.npz"),
+    (["data.root=imgs", "data.source=lab", "data.target=sea"], "data.root", "{cwd}/imgs"),
+    (["data.root=imgs", "data.source=lab", "data.target=sea"], "data.source", "lab"),  # relative to data.root
+    (["data.target=~/sea"], "data.target", "~/sea"),  # the home folder is the same from any folder
+    (["data.target=/abs/sea"], "data.target", "/abs/sea"),
+    ([], "data.target", ""),
+    (["data.cache_dir=cache"], "data.cache_dir", "{cwd}/cache"),
+    (["model.pretrained_file=w/r18.safetensors"], "model.pretrained_file", "{cwd}/w/r18.safetensors"),
+    (["model.init_from=runs/src"], "model.init_from", "{cwd}/runs/src"),
+    (["method.clip_file=clip.pt"], "method.clip_file", "{cwd}/clip.pt"),
+    (["method.clip_model=tiny.json"], "method.clip_model", "{cwd}/tiny.json"),
+    (["method.clip_model=ViT-B-16"], "method.clip_model", "ViT-B-16"),  # a name, not a file
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "expected"), ABSOLUTE)
+def test_a_run_records_its_paths_absolute_so_any_folder_reads_the_same_files(overrides, key, expected, tmp_path,
+                                                                              monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    cwd = str(tmp_path)
+
+    def fill(v):
+        if isinstance(v, dict):
+            return {k: fill(x) for k, x in v.items()}
+        return tuple(fill(x) for x in v) if isinstance(v, tuple) else v.replace("{cwd}", cwd)
+
+    cfg = absolute_paths(load_config(values={}, overrides=overrides))
+    section, name = key.split(".")
+    assert getattr(getattr(cfg, section), name) == fill(expected)
+    assert absolute_paths(cfg) == cfg  # once is enough: absolute paths stay as they are
+
+
+def test_a_stage_s_clip_file_is_made_absolute_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("staged", ["method.clip_file=run.pt"])
+    stages = [{"name": "a", "fraction": 0.5}, {"name": "b", "fraction": 0.5, "method": {"clip_file": "b.pt"}}]
+    cfg = absolute_paths(replace(cfg, train={"stages": stages}))
+    assert cfg.method.clip_file == str(tmp_path / "run.pt")
+    assert [s.method.get("clip_file") for s in cfg.train.stages] == [None, str(tmp_path / "b.pt")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ DOMAIN_DISCRIMINATORS = ("binary", "multiclass")  # see dann.methods.dann
 IW_CLS = ("balanced", "iw", "none")  # method.iw_cls, see dann.methods.iw
 INPUT_NORMS = ("none", "per_image")  # model.input_norm, see dann.models.network
 BOTTLENECK_KINDS = ("bn_relu", "bn_dropout")  # model.bottleneck_kind, see dann.models.heads.Bottleneck
+NAMED_SOURCE = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)=(.+)$")  # a data.source item name=path
 
 
 RECOMMENDED = "recommended"  # method.name of the recommended recipe, resolved by resolve_method
@@ -386,6 +388,51 @@ def resolve_intervals(cfg: Config) -> Config:
     eval_every = eval_interval(t.steps) if t.eval_every == AUTO else t.eval_every
     log_every = log_interval(t.steps, eval_every) if t.log_every == AUTO else t.log_every
     return dataclasses.replace(cfg, train=dataclasses.replace(t, eval_every=eval_every, log_every=log_every))
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """Every relative file or folder path of ``cfg`` made absolute against the working directory, as the run reads
+    it: ``data.root`` (else ``data.source``, its ``name=path`` entries and mapping values, ``data.target``,
+    ``data.target_eval``), ``data.cache_dir``, ``model.pretrained_file``, ``model.init_from``, ``method.clip_file``
+    and a ``.json`` ``method.clip_model``, also where a stage of ``train.stages`` sets them. A run records its config
+    so, and ``dann train --config <run>/config.yaml`` or a resume from another folder reads the same files. Paths
+    under ``data.root`` stay relative to it; "" and ``~/…`` are kept."""
+
+    def path(p: str) -> str:
+        return p if not p or p.startswith("~") or Path(p).is_absolute() else str(Path.cwd() / p)
+
+    def entry(item: str) -> str:  # a data.source item: path or name=path (dann.data.sources)
+        named = NAMED_SOURCE.match(item)
+        return f"{named.group(1)}={path(named.group(2))}" if named else path(item)
+
+    def sources(s: str | tuple[str, ...] | dict[str, str]) -> Any:
+        if isinstance(s, dict):
+            return {name: path(p) for name, p in s.items()}
+        return entry(s) if isinstance(s, str) else tuple(entry(item) for item in s)
+
+    def clip(keys: dict[str, Any]) -> dict[str, Any]:
+        out = {k: path(keys[k]) for k in ("clip_file",) if isinstance(keys.get(k), str)}
+        model = keys.get("clip_model")
+        if isinstance(model, str) and model.endswith(".json"):
+            out["clip_model"] = path(model)
+        return out
+
+    d = cfg.data
+    data = {"cache_dir": path(d.cache_dir)}
+    if d.root:
+        data["root"] = path(d.root)
+    else:
+        data |= {"source": sources(d.source), "target": path(d.target), "target_eval": path(d.target_eval)}
+    model = {"pretrained_file": path(cfg.model.pretrained_file), "init_from": path(cfg.model.init_from)}
+    method = clip(dataclasses.asdict(cfg.method))
+    stages = tuple(dataclasses.replace(s, method={**s.method, **clip(s.method)}) for s in cfg.train.stages)
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(d, **data),
+        model=dataclasses.replace(cfg.model, **model),
+        method=dataclasses.replace(cfg.method, **method),
+        train=dataclasses.replace(cfg.train, stages=stages),
+    )
 
 
 # What a resumed run may change: settings that alter neither the network, nor the data it trains on, nor its schedule.

@@ -27,11 +27,13 @@ from .config import (
     DataConfig,
     MethodConfig,
     ModelConfig,
+    absolute_paths,
     load_config,
     replace,
     resolve_intervals,
     resolve_method,
     resume_config,
+    stage_sections,
 )
 from .data import build_data
 from .data.domains import DomainData
@@ -123,8 +125,9 @@ def resolved_config(cfg: Config, data: DomainData) -> Config:
     left to the method's reference default (``methods.base.method_defaults``), for image files the input size used
     (``data.image_size``: the backbone's native or pretrained size unless given), and the evaluation and log intervals
     (``train.eval_every``, ``train.log_every``: ``auto`` set by the run's length, ``training.cadence``). The device's
-    choices (precision, memory layout, threads) are ``plan_run``'s."""
-    cfg = resolve_intervals(cfg)
+    choices (precision, memory layout, threads) are ``plan_run``'s. Relative paths become absolute
+    (``config.absolute_paths``), so the run's config.yaml names its files from any folder."""
+    cfg = absolute_paths(resolve_intervals(cfg))
     data_cfg = cfg.data if data.image is None else dataclasses.replace(cfg.data, image_size=data.image.size)
     method = resolve_method(cfg.method)
     start = start_network(cfg.model) if cfg.model.init_from else cfg.model
@@ -235,10 +238,11 @@ def input_note(cfg: Config, data: DomainData) -> str:
 
 def resumed_config(saved: Config, given: Config, run: str) -> Config:
     """What a run resumed with the options ``given`` continues with (``config.resume_config``): ``saved``, its
-    ``config.yaml`` (the recorded plan), with what a resume may change; both methods compared resolved."""
+    ``config.yaml`` (the recorded plan), with what a resume may change; both methods compared resolved, and both
+    configs' paths absolute (``config.absolute_paths``: a relative path given names the file it names here)."""
     return resume_config(
-        dataclasses.replace(saved, method=resolve_method(saved.method)),
-        dataclasses.replace(given, method=resolve_method(given.method)),
+        absolute_paths(dataclasses.replace(saved, method=resolve_method(saved.method))),
+        absolute_paths(dataclasses.replace(given, method=resolve_method(given.method))),
         run,
     )
 
@@ -246,6 +250,15 @@ def resumed_config(saved: Config, given: Config, run: str) -> Config:
 def reads_target(cfg: MethodConfig) -> bool:
     """Whether the method ``cfg`` names (``recommended`` resolved) reads target batches."""
     return METHODS.get(resolve_method(cfg).name).uses_target
+
+
+def clip_teacher_method(cfg: Config) -> MethodConfig | None:
+    """The first method of ``cfg`` that trains ``clip_distill`` (as the method or a regularizer; the run's, then each
+    stage's of ``train.stages``): its ``clip_model``, ``clip_file`` and ``clip_templates`` make the teacher. None
+    when no method does."""
+    stages = [stage_sections(cfg, i)[0] for i in range(len(cfg.train.stages))]
+    found = [m for m in (resolve_method(cfg.method), *stages) if "clip_distill" in (m.name, *m.regularizers)]
+    return found[0] if found else None
 
 
 def create_method(cfg: MethodConfig) -> Method:

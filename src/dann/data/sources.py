@@ -5,16 +5,14 @@ file or folder name), ``name=path`` entries, or a mapping name → path. Paths a
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import torch
 
+from ..config import NAMED_SOURCE as NAMED
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .domains import SOURCE_NAME, Domain, check_labels
-
-NAMED = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)=(.+)$")  # name=path
 
 
 def resolve(cfg: DataConfig, path: str) -> str:
