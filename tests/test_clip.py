@@ -449,3 +449,28 @@ def test_with_image_files_unaugmented_the_kept_logits_are_the_teachers_on_each_i
     assert int(term.known.sum()) == len(data.target_train) == 12  # 4 steps × 4 rows, one pass and a third
     x, index = next(iter(data.target_train.batches(64)))  # the evaluation view: resized, normalized, no augmentation
     torch.testing.assert_close(term.logits[index], term.teacher(x), rtol=1e-5, atol=1e-5)
+
+
+def test_check_data_says_the_teachers_source_accuracy_when_the_run_would_distil_clip(clip_files, tmp_path, capsys):
+    config, weights, _ = clip_files
+    rng = np.random.default_rng(3)
+    source, target = class_folders(tmp_path / "source", rng, per_class=4), class_folders(tmp_path / "target", rng)
+    files = ["check-data", "--source", str(source), "--target", str(target), "--quiet", "--workers", "1"]
+    teacher_keys = ["--set", f"method.clip_model={config}", "--set", f"method.clip_file={weights}"]
+    cfg = load_config(values={"data": {"source": str(source), "target": str(target)}, "method": {
+        "clip_model": str(config), "clip_file": str(weights)}})  # fmt: skip
+    data = build_run_data(cfg.data, cfg.model)
+    expected = check_teacher(build_teacher(cfg.method, data.classes, data.image), data, str(config))
+    for extra in (
+        ["--set", "method.name=dann", "--set", "method.regularizers={clip_distill: 1.0}"],  # a regularizer
+        ["--set", "method.name=clip_distill"],  # the method
+        ["--config", "staged", "--set", "data.intermediate=[]", "--set",  # a stage's method
+         "train.stages=[{fraction: 0.5}, {fraction: 0.5, method: {name: clip_distill}}]"],
+    ):  # fmt: skip
+        assert main([*files, *teacher_keys, *extra]) == 0
+        out = capsys.readouterr().out
+        assert expected.line() in out, (extra, out)
+    assert (
+        main([*files, *teacher_keys, "--set", "method.name=dann"]) == 0
+    )  # no teacher in the run: no line, no CLIP built
+    assert "teacher:" not in capsys.readouterr().out

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .clip.check import TeacherCheck
 from .config import (
     RECIPE,
     RECIPE_FILE,
@@ -50,7 +51,7 @@ from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import confusion_counts, confusion_csv, metrics_from_confusion, predictions_by_batch
 from .methods import build_network, create_method
 from .models import DomainAdaptNet
-from .plan import build_run_data, plan_run, resumed_config, saved_run_config
+from .plan import build_run_data, clip_teacher_method, plan_run, resumed_config, saved_run_config
 from .reporting.verdicts import CONTROL_DIR
 from .runs import (
     CONFIG_FILE,
@@ -291,6 +292,22 @@ def check_data(cfg: Config, workers: int | None = None, progress: bool = False) 
     ``workers`` processes (default: the usable CPUs), with a tqdm bar when ``progress``. Returns the counts and the
     unreadable files (path, reason); raises ``DataError`` for what would stop a run before its first step."""
     return check_files(cfg.data, workers, progress)
+
+
+def check_teacher(cfg: Config) -> TeacherCheck | None:
+    """The CLIP teacher's accuracy on the labeled source (``dann.clip.check``: its held-out split, else its training
+    split) when ``cfg`` trains ``clip_distill`` (as the method or a regularizer, of the run or of a stage; the first
+    such method's ``clip_model``, ``clip_file`` and ``clip_templates``); None otherwise. The same check a run makes at
+    its start, before any training. Raises ``ConfigError`` for numeric class names or a CLIP file at fault."""
+    from .clip.check import check_teacher as measure
+    from .clip.teacher import build_teacher
+
+    method = clip_teacher_method(cfg)
+    if method is None:
+        return None
+    data = build_run_data(cfg.data, cfg.model)
+    teacher = build_teacher(method, data.classes, data.image)
+    return measure(teacher, data, method.clip_model, cfg.train.eval_batch_size, cfg.selection.max_samples)
 
 
 def cache_images(cfg: Config) -> list[tuple[str, DecodedImages]]:

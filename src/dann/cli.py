@@ -218,7 +218,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_tune_parser(sub)
 
-    check = sub.add_parser("check-data", help="decode every image file once and list the unreadable ones")
+    check = sub.add_parser(
+        "check-data",
+        help="decode every image file once and list the unreadable ones; for a run that distils CLIP "
+        "(method.regularizers.clip_distill), also the teacher's accuracy on the labeled source",
+    )
     _add_file_options(check)
     check.add_argument("--workers", type=int, help="processes that decode (default: the CPUs this process may use)")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -406,11 +410,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _check_data(args: argparse.Namespace) -> int:
     from . import api
+    from .clip.check import report_teacher
 
     cfg = _config(args)
     check = api.check_data(cfg, workers=args.workers, progress=not args.quiet)
     for line in check.lines():
         print(line)
+    if check.ok:  # a run that distils CLIP: the teacher's accuracy on the labeled source, as the run would say it
+        report_teacher(api.check_teacher(cfg), print)
     if args.run and check.ok:
         target = cfg.data.target or None  # None: the run's own target data
         print(api.estimate_label_shift(args.run, target=target, bootstrap=100))
