@@ -6,6 +6,8 @@ step and at the step the selection validator picks (no target labels), and the t
     python benchmarks/methods.py                                   # the default tasks and methods, seeds 0 1 2
     python benchmarks/methods.py --tasks moons --methods dann mcc --seeds 0 1 2 3 4
     python benchmarks/methods.py --timing-only                      # step time of each method vs source-only
+    python benchmarks/methods.py --report-only --methods mean_teacher mean_teacher+intensity \
+        --versus mean_teacher+intensity mean_teacher                # the tables, and one config against another
 
 Each run trains the task's packaged preset with ``method.name`` (and regularizers) changed, in fp32 (so a method and
 its control share the precision whatever ``train.precision: auto`` would pick); the digit tasks at 3,000 steps of
@@ -204,6 +206,22 @@ def table(task: str, names: list[str], seeds: list[int], out: Path) -> None:
     print("\n\\* oracle pick: the evaluation step with the best target accuracy (uses target labels: an upper bound).")
 
 
+def versus(a: str, b: str, tasks: list[str], seeds: list[int], out: Path) -> None:
+    """Config ``a`` against config ``b`` on each task: the per-seed differences of their last-step target accuracies
+    (target labels: grading only), their mean ± std and the verdict of ``gain``; tasks missing a run say so."""
+    print(f"\n### {a} against {b}\n")
+    print(f"| task | {a} | {b} | difference | verdict | per seed (difference) |\n" + "| --- " * 6 + "|")
+    for task in tasks:
+        runs = {n: [run_dir(out, task, n, s) for s in seeds] for n in (a, b)}
+        if not all(finished(r) for rs in runs.values() for r in rs):
+            print(f"| {task} | not all {len(seeds)} seeds run yet | | | | |")
+            continue
+        xa, xb = ([scores(r)["last"] for r in runs[n]] for n in (a, b))
+        diff, verdict = gain(xa, xb)
+        per_seed = " / ".join(f"{x - y:+.1f}" for x, y in zip(xa, xb, strict=True))
+        print(f"| {task} | {fmt(xa)} | {fmt(xb)} | {diff} | {verdict} | {per_seed} |")
+
+
 def finished(run: Path) -> bool:
     from dann.config import load_config
     from dann.runs import CONFIG_FILE, METRICS_FILE, read_jsonl
@@ -260,6 +278,12 @@ def main() -> None:
     parser.add_argument("--timing-only", action="store_true", help="only the step-time table")
     parser.add_argument("--report-only", action="store_true", help="the tables of the runs already there; no training")
     parser.add_argument("--timing-steps", type=int, default=20)
+    parser.add_argument(
+        "--versus",
+        nargs=2,
+        metavar=("A", "B"),
+        help="with --report-only: also A against B per task (per-seed differences of last-step accuracy, verdict)",
+    )
     args = parser.parse_args()
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -269,6 +293,8 @@ def main() -> None:
     if args.report_only:
         for task in args.tasks:
             table(task, names, args.seeds, Path(args.out))
+        if args.versus:
+            versus(*args.versus, args.tasks, args.seeds, Path(args.out))
         return
     if not args.timing_only:
         out = Path(args.out)
