@@ -210,3 +210,18 @@ def test_a_run_s_config_trains_again_from_another_folder_and_resumes_as_typed(np
         main(["train", "--source", "source.npz", "--target", "target.npz", "--out", str(here / "run"), "--resume"]) == 2
     )
     assert f"data.source (saved '{here / 'source.npz'}', given '{elsewhere / 'source.npz'}')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", [[], ["--method", "dann"]])  # the default's selection (default.json), one method
+def test_a_resume_from_another_folder_reads_paths_as_the_files_they_name(method, npz_files, tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    data = ["--source", "../source.npz", "--target", "../target.npz"]
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["train", *data, *method, "--out", "run", *FAST]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--out", "a/run", "--resume", "--quiet"]) == 0  # the recorded paths, from elsewhere
+    monkeypatch.chdir(tmp_path / "b")  # the same files spelled from b, and once absolute with a trailing slash
+    assert main(["train", *data, *method, "--out", "../a/run", "--resume", *FAST]) == 0
+    spelled = ["--source", f"{tmp_path}/./source.npz", "--target", f"{tmp_path}/b/../target.npz"]
+    assert main(["train", *spelled, *method, "--out", "../a/run", "--resume", *FAST]) == 0

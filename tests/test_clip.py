@@ -230,6 +230,9 @@ def test_the_teachers_source_accuracy_is_measured_and_a_poor_one_is_said(clip_fi
     assert TeacherCheck(0.35, 200, 0.34, "held-out", "m").poor  # within noise of always guessing one class
     assert not TeacherCheck(0.9, 200, 0.34, "held-out", "m").poor
     assert "no better than guessing" in TeacherCheck(0.35, 200, 0.34, "held-out", "m").line()
+    for n, acc in ((1, 1.0), (1, 0.0), (19, 0.3)):  # one sample is its own most common class: no verdict, no warning
+        few = TeacherCheck(acc, n, 1.0 if n == 1 else 0.3, "held-out", "m")
+        assert not few.poor and "too few samples to judge" in few.line(), (n, acc)
 
 
 # --- training ---------------------------------------------------------------------------------------------------------
@@ -463,14 +466,34 @@ def test_check_data_says_the_teachers_source_accuracy_when_the_run_would_distil_
     expected = check_teacher(build_teacher(cfg.method, data.classes, data.image), data, str(config))
     for extra in (
         ["--set", "method.name=dann", "--set", "method.regularizers={clip_distill: 1.0}"],  # a regularizer
-        ["--set", "method.name=clip_distill"],  # the method
+        ["--method", "clip_distill"],  # the method, as dann train names it
         ["--config", "staged", "--set", "data.intermediate=[]", "--set",  # a stage's method
          "train.stages=[{fraction: 0.5}, {fraction: 0.5, method: {name: clip_distill}}]"],
     ):  # fmt: skip
         assert main([*files, *teacher_keys, *extra]) == 0
         out = capsys.readouterr().out
         assert expected.line() in out, (extra, out)
-    assert (
-        main([*files, *teacher_keys, "--set", "method.name=dann"]) == 0
-    )  # no teacher in the run: no line, no CLIP built
+    assert main([*files, *teacher_keys, "--method", "dann"]) == 0  # no teacher in the run: no CLIP built, a hint
+    assert "teacher:  none: method.clip_file is set but no method of this run distils CLIP" in capsys.readouterr().out
+    assert main([*files, "--method", "dann"]) == 0
     assert "teacher:" not in capsys.readouterr().out
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(weights.read_bytes()[:100])
+    second = f"{{fraction: 0.5, method: {{name: clip_distill, clip_file: {weights}}}}}"
+    stages = f"[{{fraction: 0.5, method: {{name: source_only}}}}, {second}]"
+    staged = [
+        "--config",
+        "staged",
+        "--set",
+        "data.intermediate=[]",
+        "--set",
+        "method.name=clip_distill",
+        "--set",
+        f"method.clip_file={damaged}",
+        "--set",
+        f"method.clip_model={config}",
+        "--set",
+        f"train.stages={stages}",
+    ]
+    assert main([*files, *staged]) == 0  # the stages train, not the run's own method (whose file is damaged)
+    assert expected.line() in capsys.readouterr().out

@@ -142,11 +142,12 @@ def test_the_cache_switch_reads_as_written_though_yaml_makes_on_and_off_booleans
 ABSOLUTE = [  # (overrides, key, the value absolute_paths records, with {cwd} for the working directory)
     (["data.source=s.npz"], "data.source", "{cwd}/s.npz"),
     (["data.source=[lab=data/lab, sea]"], "data.source", ("lab={cwd}/data/lab", "{cwd}/sea")),
-    (["data.source={lab: ../lab, sea: /abs/sea}"], "data.source", {"lab": "{cwd}/../lab", "sea": "/abs/sea"}),
+    (["data.source={lab: ../lab, sea: /abs/sea/}"], "data.source", {"lab": "{up}/lab", "sea": "/abs/sea"}),
+    (["data.source=./a/../s.npz"], "data.source", "{cwd}/s.npz"),  # one file, one spelling
     (["data.target=t", "data.target_eval=e.npz"], "data.target_eval", "{cwd}/e.npz"),
     (["data.root=imgs", "data.source=lab", "data.target=sea"], "data.root", "{cwd}/imgs"),
     (["data.root=imgs", "data.source=lab", "data.target=sea"], "data.source", "lab"),  # relative to data.root
-    (["data.target=~/sea"], "data.target", "~/sea"),  # the home folder is the same from any folder
+    (["data.target=~/sea"], "data.target", "{home}/sea"),
     (["data.target=/abs/sea"], "data.target", "/abs/sea"),
     ([], "data.target", ""),
     (["data.cache_dir=cache"], "data.cache_dir", "{cwd}/cache"),
@@ -161,13 +162,20 @@ ABSOLUTE = [  # (overrides, key, the value absolute_paths records, with {cwd} fo
 @pytest.mark.parametrize(("overrides", "key", "expected"), ABSOLUTE)
 def test_a_run_records_its_paths_absolute_so_any_folder_reads_the_same_files(overrides, key, expected, tmp_path,
                                                                               monkeypatch):  # fmt: skip
-    monkeypatch.chdir(tmp_path)
-    cwd = str(tmp_path)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "here").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path / "here")
+    places = {"{cwd}": str(tmp_path / "here"), "{up}": str(tmp_path), "{home}": str(tmp_path / "home")}
 
     def fill(v):
         if isinstance(v, dict):
             return {k: fill(x) for k, x in v.items()}
-        return tuple(fill(x) for x in v) if isinstance(v, tuple) else v.replace("{cwd}", cwd)
+        if isinstance(v, tuple):
+            return tuple(fill(x) for x in v)
+        for key, place in places.items():
+            v = v.replace(key, place)
+        return v
 
     cfg = absolute_paths(load_config(values={}, overrides=overrides))
     section, name = key.split(".")

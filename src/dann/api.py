@@ -24,6 +24,7 @@ from .config import (
     RECOMMENDED,
     SELECTION,
     Config,
+    absolute_paths,
     config_from_dict,
 )
 from .data import Domain, DomainData, ImageDomain, check_same_classes, load_npz, read_images
@@ -51,7 +52,7 @@ from .evaluation.loading import TrainedModel, checkpoint_path, load_run
 from .evaluation.metrics import confusion_counts, confusion_csv, metrics_from_confusion, predictions_by_batch
 from .methods import build_network, create_method
 from .models import DomainAdaptNet
-from .plan import build_run_data, clip_teacher_method, plan_run, resumed_config, saved_run_config
+from .plan import build_run_data, clip_teacher_method, plan_run, resumed_config, saved_run_config, this_device
 from .reporting.verdicts import CONTROL_DIR
 from .runs import (
     CONFIG_FILE,
@@ -134,6 +135,7 @@ def fit(
     (``dann.training.interrupt``)."""
     if control and out is None:
         raise ConfigError("`control=True` trains the control into out/control: give the run directory `out`")
+    cfg = absolute_paths(cfg) if cfg is not None else None  # what the run reads, records and compares on resume
     start = cfg.model.init_from if cfg is not None and not resume else ""
     held = start and (Path(start) / LAST_CHECKPOINT).is_file()  # a trained run there (else init_from_run says so)
     if held and out is not None and Path(out).resolve().is_relative_to(Path(start).resolve()):
@@ -302,11 +304,12 @@ def check_teacher(cfg: Config) -> TeacherCheck | None:
     from .clip.check import check_teacher as measure
     from .clip.teacher import build_teacher
 
+    cfg = absolute_paths(cfg)  # the teacher named as the run names it
     method = clip_teacher_method(cfg)
     if method is None:
         return None
     data = build_run_data(cfg.data, cfg.model)
-    teacher = build_teacher(method, data.classes, data.image)
+    teacher = build_teacher(method, data.classes, data.image).to(this_device(cfg))
     return measure(teacher, data, method.clip_model, cfg.train.eval_batch_size, cfg.selection.max_samples)
 
 
@@ -664,7 +667,7 @@ def fit_selecting(
         if resume:
             if selection_state(root) not in (SELECTING, DONE):
                 raise RunDirError(f"cannot resume {root}: it holds no selection of the default")
-            saved = config_from_dict(json.loads((root / RECIPE_FILE).read_text())["config"])
+            saved = absolute_paths(config_from_dict(json.loads((root / RECIPE_FILE).read_text())["config"]))
             # options given on resume: only those a resume may change (config.RESUMABLE), as for any run
             cfg = saved if cfg is None else resumed_config(saved, cfg, str(root))
         else:

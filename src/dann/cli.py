@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import RECIPE, RECOMMENDED, Config, load_config
+from .config import RECIPE, RECOMMENDED, Config, MethodConfig, load_config
 from .errors import DannError, DataError, DataWarning, TrainingInterrupted
 from .selection.defaults import DEFAULT_GUARD, DEFAULT_LAMBDAS, DEFAULT_METHODS
 
@@ -220,10 +220,17 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check-data",
-        help="decode every image file once and list the unreadable ones; for a run that distils CLIP "
-        "(method.regularizers.clip_distill), also the teacher's accuracy on the labeled source",
+        help="decode every image file once and list the unreadable ones; for a run that distils CLIP (clip_distill "
+        "as its method, a regularizer or a stage's method), also the teacher's accuracy on the labeled source",
     )
     _add_file_options(check)
+    for flag, what in (
+        ("--method", "the run's method (the CLIP teacher's line, for clip_distill)"),
+        ("--backbone", "the run's backbone (the input size of image files)"),
+        ("--seed", "the run's seed"),
+        ("--device", "where the CLIP teacher runs: auto | cpu | cuda"),
+    ):
+        check.add_argument(flag, help=what)  # fmt: skip
     check.add_argument("--workers", type=int, help="processes that decode (default: the CPUs this process may use)")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.add_argument(
@@ -417,7 +424,14 @@ def _check_data(args: argparse.Namespace) -> int:
     for line in check.lines():
         print(line)
     if check.ok:  # a run that distils CLIP: the teacher's accuracy on the labeled source, as the run would say it
-        report_teacher(api.check_teacher(cfg), print)
+        teacher = api.check_teacher(cfg)
+        report_teacher(teacher, print)
+        clip_keys = [k for k in ("clip_file", "clip_model") if getattr(cfg.method, k) != getattr(MethodConfig(), k)]
+        if teacher is None and clip_keys:
+            print(
+                f"teacher:  none: method.{clip_keys[0]} is set but no method of this run distils CLIP; name one "
+                "(--method clip_distill, or --set method.regularizers={clip_distill: 1.0}) to see its accuracy"
+            )
     if args.run and check.ok:
         target = cfg.data.target or None  # None: the run's own target data
         print(api.estimate_label_shift(args.run, target=target, bootstrap=100))

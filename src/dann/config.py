@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import re
 import types
 import typing
@@ -391,15 +392,16 @@ def resolve_intervals(cfg: Config) -> Config:
 
 
 def absolute_paths(cfg: Config) -> Config:
-    """Every relative file or folder path of ``cfg`` made absolute against the working directory, as the run reads
-    it: ``data.root`` (else ``data.source``, its ``name=path`` entries and mapping values, ``data.target``,
-    ``data.target_eval``), ``data.cache_dir``, ``model.pretrained_file``, ``model.init_from``, ``method.clip_file``
-    and a ``.json`` ``method.clip_model``, also where a stage of ``train.stages`` sets them. A run records its config
-    so, and ``dann train --config <run>/config.yaml`` or a resume from another folder reads the same files. Paths
-    under ``data.root`` stay relative to it; "" and ``~/…`` are kept."""
+    """Every file or folder path of ``cfg`` made absolute and normal (``~`` expanded, relative paths joined to the
+    working directory, ``..`` and ``.`` folded: ``os.path.abspath``): ``data.root`` (else ``data.source``, its
+    ``name=path`` entries and mapping values, ``data.target``, ``data.target_eval``), ``data.cache_dir``,
+    ``model.pretrained_file``, ``model.init_from``, ``method.clip_file`` and a ``.json`` ``method.clip_model``, also
+    where a stage of ``train.stages`` sets them. ``dann.fit`` reads its data so and a run records its config so:
+    ``dann train --config <run>/config.yaml`` or a resume from another folder reads the same files, and two spellings
+    of one path compare equal. Paths under ``data.root`` stay relative to it; "" stays ""."""
 
     def path(p: str) -> str:
-        return p if not p or p.startswith("~") or Path(p).is_absolute() else str(Path.cwd() / p)
+        return os.path.abspath(os.path.expanduser(p)) if p else p
 
     def entry(item: str) -> str:  # a data.source item: path or name=path (dann.data.sources)
         named = NAMED_SOURCE.match(item)

@@ -41,7 +41,7 @@ from .data.images import local_processes
 from .data.transforms import ImageConfig, resolve_image_config, timm_data_config
 from .errors import ConfigError, DannError, DataWarning
 from .methods import base as methods
-from .methods.base import METHODS, Method, keeps_fp32, method_defaults
+from .methods.base import METHODS, REGULARIZERS, Method, keeps_fp32, method_defaults
 from .models import network
 from .models.backbones import NATIVE_SIZE
 from .models.network import DomainAdaptNet, resolve_model
@@ -49,7 +49,7 @@ from .runs import CONFIG_FILE, LAST_CHECKPOINT, PREV_CHECKPOINT, load_latest_che
 from .training.distributed import World, local_device
 from .training.precision import resolve_channels_last, resolve_precision
 from .training.seeds import derive_seed
-from .training.stages import plan_stages, target_batches
+from .training.stages import plan_stages, stage_method, target_batches
 from .training.threads import Threads, resolve_threads
 
 
@@ -162,12 +162,22 @@ def saved_run_config(run_dir: Path) -> Config:
             f"cannot resume {run_dir}: it trained the former fixmatch (FixMatch with a relative threshold), which this "
             "version replaced by AdaMatch; resume it with the dann version that wrote it, or start a new run"
         )
+    read = read_options(cfg)  # a key no term of the run reads keeps today's default: it had no effect, and a value
+    missing["method"] = {k: v for k, v in missing["method"].items() if k in read}  # off it would be warned about
     cfg = replace(cfg, **{section: keys for section, keys in missing.items() if keys})
     if cfg.model.bottleneck_dim is None and any((run_dir / n).is_file() for n in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
         model = load_latest_checkpoint(run_dir).model
         width = model["bottleneck.0.weight"].shape[0] if "bottleneck.0.weight" in model else 0
         cfg = replace(cfg, model={"bottleneck_dim": width})
     return cfg
+
+
+def read_options(cfg: Config) -> set[str]:
+    """The method.* keys a term of ``cfg``'s run reads: its method's and its regularizers' (``Term.options``), and
+    with ``train.stages`` each stage's."""
+    methods_ = [resolve_method(cfg.method), *(stage_sections(cfg, i)[0] for i in range(len(cfg.train.stages)))]
+    terms = [t for m in methods_ for t in (METHODS.get(m.name).term, *map(REGULARIZERS.get, m.regularizers))]
+    return {key for term in terms if term is not None for key in term.options}
 
 
 # The model.* keys that shape the network a run predicts with, and so must match those of the run it starts from
@@ -253,12 +263,18 @@ def reads_target(cfg: MethodConfig) -> bool:
 
 
 def clip_teacher_method(cfg: Config) -> MethodConfig | None:
-    """The first method of ``cfg`` that trains ``clip_distill`` (as the method or a regularizer; the run's, then each
-    stage's of ``train.stages``): its ``clip_model``, ``clip_file`` and ``clip_templates`` make the teacher. None
-    when no method does."""
-    stages = [stage_sections(cfg, i)[0] for i in range(len(cfg.train.stages))]
-    found = [m for m in (resolve_method(cfg.method), *stages) if "clip_distill" in (m.name, *m.regularizers)]
+    """The first method of ``cfg``'s run that trains ``clip_distill`` (as the method or a regularizer): the run's, or
+    with ``train.stages`` the first stage's that does (``training.stages.stage_method``: the run's own method does not
+    train there). Its ``clip_model``, ``clip_file`` and ``clip_templates`` make the teacher. None when none does."""
+    cfg = dataclasses.replace(cfg, method=resolve_method(cfg.method))
+    trained = [stage_method(cfg, i)[0] for i in range(len(cfg.train.stages))] or [cfg.method]
+    found = [m for m in trained if "clip_distill" in (m.name, *m.regularizers)]
     return found[0] if found else None
+
+
+def this_device(cfg: Config) -> torch.device:
+    """The device this process of a run of ``cfg`` computes on (``train.device``; under torchrun its local one)."""
+    return resolve_device(local_device(cfg.train.device, World.from_env()))
 
 
 def create_method(cfg: MethodConfig) -> Method:

@@ -18,6 +18,7 @@ from ..errors import DataWarning
 from .teacher import ZeroShotTeacher
 
 Z = 1.96  # 95 % normal band of an accuracy measured on n samples
+MIN_SAMPLES = 20  # below this the normal band means little (one sample: 1.000 ± 0.000): no verdict
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,17 @@ class TeacherCheck:
 
     @property
     def poor(self) -> bool:
-        """True when the accuracy is not clearly above guessing the most common class (its 95 % band reaches it)."""
-        return self.acc - self.band <= self.majority
+        """True when the accuracy is not clearly above guessing the most common class (its 95 % band reaches it),
+        measured on at least ``MIN_SAMPLES`` samples."""
+        return self.n >= MIN_SAMPLES and self.acc - self.band <= self.majority
 
     def line(self) -> str:
-        verdict = (
-            "no better than guessing the most common class: it has nothing to teach here"
-            if self.poor
-            else "above chance: it can teach where the target looks like the source"
-        )
+        if self.n < MIN_SAMPLES:
+            verdict = f"too few samples to judge (at least {MIN_SAMPLES}; data.val_fraction holds more out)"
+        elif self.poor:
+            verdict = "no better than guessing the most common class: it has nothing to teach here"
+        else:
+            verdict = "above chance: it can teach where the target looks like the source"
         return (
             f"teacher:  CLIP {self.model} zero-shot accuracy {self.acc:.3f} ± {self.band:.3f} on {self.n} {self.split} "
             f"source samples (most common class {self.majority:.3f}), {verdict}"

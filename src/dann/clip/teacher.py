@@ -60,8 +60,9 @@ def check_class_names(classes: Sequence[str]) -> None:
         shown = ", ".join(list(classes)[:5]) + (", ..." if len(classes) > 5 else "")
         raise ConfigError(
             f"the CLIP teacher (method clip_distill) builds its prompts from the class names, but the classes are "
-            f"numbers ({shown}): name them (class subfolders or list-file labels such as 'diatom'; with arrays, "
-            "labels y given as names, e.g. DANNClassifier.fit(X, y) with y = ['diatom', 'ciliate', ...])"
+            f"numbers ({shown}): name them (class subfolders or list-file labels such as 'diatom'; in a .npz file, "
+            "an array 'classes' of names beside x and y; with arrays, labels y given as names, e.g. "
+            "DANNClassifier.fit(X, y) with y = ['diatom', 'ciliate', ...])"
         )
 
 
