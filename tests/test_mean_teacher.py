@@ -38,6 +38,24 @@ def test_defaults_are_the_papers():
     assert (cfg.lambda_adv, cfg.teacher_momentum, cfg.teacher_threshold, cfg.class_balance) == (3.0, 0.99, 0.968, 0.0)
 
 
+def test_by_default_every_view_gets_the_colour_augmentation_which_leaves_feature_vectors_alone(monkeypatch):
+    import dann.methods.mean_teacher as mt
+
+    drawn = []
+    monkeypatch.setattr(mt, "self_ensembling_augment", lambda x, intensity=False: drawn.append(intensity) or x)
+    method = create_method(MethodConfig(name="mean_teacher"))
+    net = build_network(ModelConfig(backbone="lenet"), method.cfg, (1, 28, 28), 3)
+    method.prepare(net)
+    x = torch.rand(4, 1, 28, 28)
+    method.loss(net, Batch(x, torch.tensor([0, 1, 2, 0]), x), 0.5)
+    assert drawn == [True, True, True]  # the source view, the student's and the teacher's target views
+    v = torch.randn(64, 5)
+    torch.manual_seed(0)
+    plain = self_ensembling_augment(v, intensity=False)
+    torch.manual_seed(0)
+    assert torch.equal(self_ensembling_augment(v, intensity=True), plain)  # on vectors: noise only, either way
+
+
 def test_teacher_parameters_are_the_hand_computed_ema_and_its_buffers_are_its_own():
     net, method, term = bn_net(teacher_momentum=0.9, teacher_threshold=0.0)
     ema = {k: p.detach().clone() for k, p in net.named_parameters()}

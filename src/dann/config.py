@@ -186,7 +186,7 @@ class MethodConfig:
     teacher_momentum: float = 0.99  # mean_teacher: EMA momentum of the teacher's parameters
     teacher_threshold: float = 0.968  # mean_teacher: consistency counted where the teacher's max probability > this
     class_balance: float = 0.0  # mean_teacher: weight of the class-balance loss (0.005 in the paper when on)
-    intensity_augment: bool = False  # mean_teacher: views also get a random intensity flip, scale and offset
+    intensity_augment: bool = True  # mean_teacher: image views also get a random intensity flip, scale and offset
     vat_radius: float = 3.5  # vada and the vat regularizer: norm of the virtual adversarial perturbation per sample
     vada_source_vat: float = 1.0  # vada: weight lambda_s of VAT on the source batch
     vada_target: float = 0.01  # vada: weight lambda_t of the target entropy + VAT on the target batch

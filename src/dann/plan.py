@@ -141,7 +141,7 @@ def resolved_config(cfg: Config, data: DomainData) -> Config:
 # the same method, not today's defaults.
 LEGACY = {
     "method": {"distribution_alignment": False, "logit_interpolation": False, "unlabeled_warmup": 0.0,
-               "ema_eval": 0.0, "grl_horizon": 0},
+               "ema_eval": 0.0, "grl_horizon": 0, "intensity_augment": False},
     "model": {"input_norm": "none", "adabn": False, "bottleneck_kind": "bn_relu", "weight_norm": False},
     "train": {"threads": 0},  # torch's own setting, which every run used before train.threads
 }  # fmt: skip

@@ -8,14 +8,16 @@ average of its parameters (Tarvainen & Valpola, NeurIPS 2017) that sees only tar
               + w_b · (1/B_t Σ_t 1[max_k q_tk > τ]) · Σ_k BCE(mean_t p_tk, 1/K)   w_b = ``method.class_balance``
     total = CE(student(aug(x_s)), y_s) + λ · consistency                    λ = ``method.lambda_adv`` (3)
 
-``aug`` and ``aug'`` are independent draws of ``dann.data.strong.self_ensembling_augment``. The student forwards the
-source and the target batches separately (each its own BatchNorm batch); the teacher runs in train mode on target
-batches only, so its BatchNorm layers normalize with target batch statistics and its own running statistics (kept
-apart from the student's) become target statistics. After each step the teacher's parameters follow the student's,
-θ' ← α θ' + (1 − α) θ (α = ``method.teacher_momentum``, 0.99); its buffers are its own. Evaluation, checkpoints'
-``eval_model`` and prediction use the teacher. The squared difference is averaged over classes, as the official code
-does (``aug_loss.mean(dim=1)``), which the weight 3 was tuned with; the class-balance term is scaled by the share of
-confident samples as there (without ramp-up)."""
+``aug`` and ``aug'`` are independent draws of ``dann.data.strong.self_ensembling_augment``, on images with the
+reference's colour augmentation (intensity flip, scale, offset: ``method.intensity_augment``, on by default; the
+reference turns it on for its colour and polarity shifts, and dann's benchmark found no digit shift it hurt). The
+student forwards the source and the target batches separately (each its own BatchNorm batch); the teacher runs in train
+mode on target batches only, so its BatchNorm layers normalize with target batch statistics and its own running
+statistics (kept apart from the student's) become target statistics. After each step the teacher's parameters follow the
+student's, θ' ← α θ' + (1 − α) θ (α = ``method.teacher_momentum``, 0.99); its buffers are its own. Evaluation,
+checkpoints' ``eval_model`` and prediction use the teacher. The squared difference is averaged over classes, as the
+official code does (``aug_loss.mean(dim=1)``), which the weight 3 was tuned with; the class-balance term is scaled by
+the share of confident samples as there (without ramp-up)."""
 
 from __future__ import annotations
 
