@@ -14,7 +14,7 @@ from dann.methods import METHODS, Batch, create_method
 from dann.methods.base import METHOD_DEFAULTS, Forward, Method, grl_coeff, method_defaults
 from dann.methods.fixmatch import TARGET_WINDOW, AdaMatch, DistributionAlignment, warmup
 from dann.models.network import PerImageStandardize
-from dann.plan import build_network, network_model
+from dann.plan import build_network, network_model, saved_run_config
 from dann.training.feedback import RunSummary
 
 
@@ -278,7 +278,8 @@ def test_a_run_written_before_the_reference_defaults_resumes_as_it_trained(tiny_
     cfg = replace(tiny_cfg, model={"bottleneck_dim": 0}, method={"name": "dann", "regularizers": {"fixmatch": 1.0}})
     dann.fit(replace(cfg, method={"unlabeled_warmup": 0.0, "distribution_alignment": False}), run, data=tiny_data)
     old = yaml.safe_load((run / "config.yaml").read_text())  # as an earlier version wrote it: no such keys, auto width
-    for key in ("distribution_alignment", "logit_interpolation", "unlabeled_warmup", "ema_eval", "grl_horizon"):
+    for key in ("distribution_alignment", "logit_interpolation", "unlabeled_warmup", "ema_eval", "grl_horizon",
+                "intensity_augment"):  # fmt: skip
         del old["method"][key]
     for key in ("input_norm", "adabn", "bottleneck_kind", "weight_norm"):
         del old["model"][key]
@@ -289,6 +290,11 @@ def test_a_run_written_before_the_reference_defaults_resumes_as_it_trained(tiny_
     assert (resumed.config.model.bottleneck_kind, resumed.config.model.weight_norm) == ("bn_relu", False)
     m = resumed.config.method
     assert (m.distribution_alignment, m.unlabeled_warmup, m.ema_eval, m.grl_horizon) == (False, 0.0, 0.0, 0)
+    assert m.intensity_augment is True  # read by no term of this run: today's default, which no warning names
+    teacher = {**old, "method": {**old["method"], "name": "mean_teacher", "regularizers": {}}}
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.yaml").write_text(yaml.safe_dump(teacher))
+    assert saved_run_config(tmp_path / "teacher").method.intensity_augment is False  # as the mean teacher trained
     old["method"]["name"] = "fixmatch"  # the former FixMatch loss cannot be continued by AdaMatch: one clear error
     old["method"]["regularizers"] = {}
     (run / "config.yaml").write_text(yaml.safe_dump(old))
@@ -301,8 +307,14 @@ def test_precision_auto_keeps_adversarial_and_unmeasured_methods_in_fp32():
 
     assert not keeps_fp32(create_method(MethodConfig(name="source_only")))  # measured: bf16 within the seed spread
     assert not keeps_fp32(create_method(MethodConfig(name="mcc")))
-    for name in ("dann", "cdan_e", "mdd", "vada", "iwdan", "adamatch", "fixmatch", "mean_teacher"):
+    assert not keeps_fp32(create_method(MethodConfig(name="dann")))  # alone, binary discriminator: measured
+    for name in ("cdan_e", "mdd", "vada", "iwdan", "adamatch", "fixmatch", "mean_teacher"):
         assert keeps_fp32(create_method(MethodConfig(name=name))), name
+    from dann.methods.staged import StageLoss
+
+    for unmeasured in ({"regularizers": {"mcc": 1.0}}, {"domain_discriminator": "multiclass"}):
+        assert keeps_fp32(create_method(MethodConfig(name="dann", **unmeasured))), unmeasured
+    assert keeps_fp32(StageLoss(create_method(MethodConfig(name="dann")), ("source",), {0: 1.0}, (0,)))  # in stages
 
 
 def test_uratio_draws_that_many_target_rows_per_source_row_for_adamatch_only(tiny_data, tiny_cfg, monkeypatch):

@@ -164,6 +164,9 @@ class Method:
     # train.precision=auto may give this method bf16 (image inputs, native bf16, no adversarial branch): only where
     # benchmarks/precision.py found it within the seed spread of fp32; a method not measured yet says False
     auto_bf16: ClassVar[bool] = True
+    # ... and, for a method whose term reads the domain discriminator, where that was measured with the GRL and the
+    # discriminator in float32 (DomainAdaptNet.domain_logits): the method alone, binary discriminator, not in stages
+    adversarial_bf16: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig) -> None:
         cfg = method_defaults(cfg)
@@ -313,10 +316,16 @@ class WeightAverage:
 
 
 def keeps_fp32(method: Any) -> bool:
-    """Whether ``train.precision: auto`` keeps ``method`` (a ``Method`` or a stage's ``StageLoss``) in fp32: an
-    adversarial branch (bf16 failed the accuracy rule for dann and cdan_e) or a method not measured in bf16 yet."""
+    """Whether ``train.precision: auto`` keeps ``method`` (a ``Method`` or a stage's ``StageLoss``) in fp32: a method
+    not measured in bf16 yet, or an adversarial branch (bf16 failed the accuracy rule for cdan_e, docs/speed.md)
+    except where it passed: DANN (``adversarial_bf16``) alone, with its binary discriminator, outside stages."""
     inner = getattr(method, "inner", method)
-    return bool(method.uses_discriminator) or not getattr(inner, "auto_bf16", True)
+    if not getattr(inner, "auto_bf16", True):
+        return True
+    if not method.uses_discriminator:
+        return False
+    measured = getattr(inner, "adversarial_bf16", False) and method is inner
+    return not (measured and not inner.cfg.regularizers and inner.cfg.domain_discriminator == "binary")
 
 
 def weighted_mean(loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -88,3 +88,4 @@ class DomainAdversarial(Term):
 class DANN(Method):
     term = DomainAdversarial
     term_name = "adv"
+    adversarial_bf16 = True  # auto: bf16 within fp32's seed spread on digits, digits_scanner, digits_inverted

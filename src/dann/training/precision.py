@@ -4,7 +4,8 @@
   image inputs (C, H, W) trained by a method without an adversarial branch, on a device that runs bfloat16 natively
   (``native_bf16``: a CUDA GPU with bfloat16 units, an x86 CPU with AVX-512 BF16 or AMX-BF16), ``fp32`` otherwise.
   Feature vectors stay ``fp32``: their small MLPs gain no speed from bfloat16 (0.6-0.8x fp32 measured). Adversarial
-  methods stay ``fp32``: bfloat16 failed the recipe suite's accuracy rule for them (``resolve_precision``).
+  methods stay ``fp32`` (but DANN alone, which passed): bfloat16 failed the recipe suite's accuracy rule for CDAN+E or
+  was not measured (``methods.base.keeps_fp32``, ``resolve_precision``).
   The run's plan (``dann.plan``) resolves it before the run's ``config.yaml`` is written, so a run records (and a
   resume keeps) the concrete choice; see ``docs/speed.md``.
 - ``fp32``: plain float32, no autocast.
@@ -63,11 +64,12 @@ def resolve_precision(
     precision: str, device: torch.device, input_shape: Sequence[int], adversarial: bool = False
 ) -> str:
     """``train.precision`` → a concrete value: ``auto`` becomes ``bf16`` for image inputs (``input_shape`` (C, H, W))
-    on a device with ``native_bf16`` when the method has no adversarial branch (``adversarial``: a term reads the
-    domain discriminator through gradient reversal: dann, cdan, cdan_e, mdd, and recipes built on them), else
-    ``fp32``; any other value is returned unchanged. Adversarial methods stay in fp32 because bfloat16 failed the
-    accuracy rule for them (``benchmarks/precision.py``: dann and cdan_e on digits_scanner, dann+mcc on
-    digits_inverted lost more than the seed spread; see ``docs/speed.md``)."""
+    on a device with ``native_bf16`` unless ``adversarial`` (``methods.base.keeps_fp32``: a term reads the domain
+    discriminator through gradient reversal, cdan, cdan_e, mdd... but DANN alone; or a method not measured in bf16),
+    else ``fp32``; any other value is returned unchanged. Those methods stay in fp32 because bfloat16 failed the
+    accuracy rule for them or was not measured (``benchmarks/precision.py``: cdan_e lost more than the seed spread on
+    digits_scanner and digits with the discriminator in float32; DANN passed on digits, digits_scanner and
+    digits_inverted; see ``docs/speed.md``)."""
     if precision != AUTO:
         return precision
     return "bf16" if len(input_shape) == 3 and not adversarial and native_bf16(device) else "fp32"
