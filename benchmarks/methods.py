@@ -124,6 +124,7 @@ def train(job: tuple[str, str, int, str, list[str]]) -> Path:
     import dann
     from dann.config import load_config, replace
     from dann.errors import ConfigError
+    from dann.plan import resumed_config, saved_run_config
     from dann.runs import LAST_CHECKPOINT, METRICS_FILE, read_jsonl
 
     task, name, seed, out, extra = job
@@ -132,12 +133,18 @@ def train(job: tuple[str, str, int, str, list[str]]) -> Path:
     cfg = load_config(task, [*overrides, "train.progress=false"])
     if name in STARTS:
         cfg = replace(cfg, model={"init_from": str(run_dir(Path(out), task, STARTS[name], seed))})
+    stale = False  # a run of another configuration under this name (a default changed since): trained afresh
     if (run / METRICS_FILE).is_file():
         history = read_jsonl(run / METRICS_FILE)
         if history and history[-1]["step"] == cfg.train.steps:
-            return run
+            try:
+                resumed_config(saved_run_config(run), cfg, str(run))
+                return run  # finished, and of this configuration
+            except ConfigError as e:
+                print(f"# {task} {name} seed {seed}: trained with another configuration ({e}); training afresh")
+                stale = True
     try:
-        if (run / LAST_CHECKPOINT).is_file():
+        if (run / LAST_CHECKPOINT).is_file() and not stale:
             try:  # a run the benchmark was stopped in continues from its last checkpoint, exactly
                 dann.fit(cfg, run, resume=True)
                 return run

@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from dann.cli import main
+from dann.config import MethodConfig
 from dann.plan import plan_bench
 from dann.training import bench
 from dann.training.bench import INPUTS, run_bench
@@ -86,3 +87,16 @@ def test_bench_times_at_the_thread_count_training_would_use_and_puts_the_callers
     assert torch.get_num_threads() == before
     assert main([*args, "--threads", "two"]) == 2
     assert "--threads must be auto or an integer >= 0, got 'two'" in capsys.readouterr().err
+
+
+def test_bench_under_auto_picks_the_precision_a_dann_run_picks(monkeypatch):
+    import dann.training.precision as precision_module
+    from dann.methods.base import keeps_fp32
+    from dann.plan import create_method
+
+    monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {"avx512_bf16": True})
+    dann_run = "fp32" if keeps_fp32(create_method(MethodConfig(name="dann"))) else "bf16"
+    assert dann_run == "bf16"  # measured: DANN alone trains in bf16 where bfloat16 is native
+    assert plan_bench("lenet", INPUTS["lenet"], device="cpu").precision == dann_run
+    monkeypatch.setattr(precision_module, "cpu_capabilities", lambda: {})
+    assert plan_bench("lenet", INPUTS["lenet"], device="cpu").precision == "fp32"  # emulated bf16: never

@@ -225,3 +225,17 @@ def test_a_resume_from_another_folder_reads_paths_as_the_files_they_name(method,
     assert main(["train", *data, *method, "--out", "../a/run", "--resume", *FAST]) == 0
     spelled = ["--source", f"{tmp_path}/./source.npz", "--target", f"{tmp_path}/b/../target.npz"]
     assert main(["train", *spelled, *method, "--out", "../a/run", "--resume", *FAST]) == 0
+
+
+def test_a_run_older_than_a_key_resumes_with_options_as_it_trained(npz_files, tmp_path):
+    import yaml
+
+    run = tmp_path / "run"
+    args = train_args(npz_files, run, "--method", "mean_teacher")
+    assert main(args + FAST) == 0
+    old = yaml.safe_load((run / "config.yaml").read_text())
+    del old["method"]["intensity_augment"]  # as a version before the key wrote it: the views had no colour jitter
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.progress=false"]) == 0  # a resumable option
+    assert main(args + FAST + ["--resume"]) == 0  # the run's own options again
+    assert load_config(str(run / "config.yaml")).method.intensity_augment is False

@@ -3,6 +3,7 @@ them), MDD's GRL is capped, the bottleneck follows the method on the small backb
 a run evaluates and predicts with, and AdaMatch's pieces (distribution alignment, warm-up, logit interpolation)."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -308,7 +309,8 @@ def test_precision_auto_keeps_adversarial_and_unmeasured_methods_in_fp32():
     assert not keeps_fp32(create_method(MethodConfig(name="source_only")))  # measured: bf16 within the seed spread
     assert not keeps_fp32(create_method(MethodConfig(name="mcc")))
     assert not keeps_fp32(create_method(MethodConfig(name="dann")))  # alone, binary discriminator: measured
-    for name in ("cdan_e", "mdd", "vada", "iwdan", "adamatch", "fixmatch", "mean_teacher"):
+    assert not keeps_fp32(create_method(MethodConfig(name="mean_teacher")))  # measured: within the seed spread
+    for name in ("cdan_e", "mdd", "vada", "iwdan", "adamatch", "fixmatch", "clip_distill"):
         assert keeps_fp32(create_method(MethodConfig(name=name))), name
     from dann.methods.staged import StageLoss
 
@@ -344,3 +346,22 @@ def test_uratio_draws_that_many_target_rows_per_source_row_for_adamatch_only(tin
     for bad in (0, 1.5):
         with pytest.raises(ConfigError, match=r"method\.uratio must be an integer >= 1"):
             MethodConfig(name="adamatch", uratio=bad)
+
+
+def test_a_resume_compares_only_the_term_options_the_run_reads(tiny_data, tiny_cfg, tmp_path):
+    import yaml
+
+    for name, reads in (("dann", False), ("mean_teacher", True)):
+        run = tmp_path / name
+        cfg = replace(tiny_cfg, method={"name": name})
+        dann.fit(cfg, run, data=tiny_data)
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        saved["method"]["intensity_augment"] = False  # recorded under an earlier default
+        (run / "config.yaml").write_text(yaml.safe_dump(saved))
+        if reads:  # the mean teacher's views: another model, refused
+            with pytest.raises(ConfigError, match=r"method.intensity_augment \(saved False, given True\)"):
+                dann.fit(cfg, run, data=tiny_data, resume=True)
+        else:  # DANN never read it: the default's change is no change to this run, and nothing to warn about
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DataWarning)
+                assert dann.fit(cfg, run, data=tiny_data, resume=True).config.method.name == "dann"

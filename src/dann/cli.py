@@ -142,14 +142,16 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
 
 
-def _config(args: argparse.Namespace, extra: Sequence[str] = (), base: str | None = None) -> Config:
-    """The config the data options ask for: ``--config`` (else ``base``), then the shortcut flags, ``extra``, then
-    ``--set``."""
+def _config(
+    args: argparse.Namespace, extra: Sequence[str] = (), base: str | None = None, values: dict | None = None
+) -> Config:
+    """The config the data options ask for: ``--config`` (else ``base``, else ``values``), then the shortcut flags,
+    ``extra``, then ``--set``."""
     given = {flag: getattr(args, flag, None) for flag in SHORTCUTS}
     if given.get("source") is not None:  # repeatable: one path as it was, several as a list (JSON is YAML)
         given["source"] = given["source"][0] if len(given["source"]) == 1 else json.dumps(given["source"])
     shortcuts = [f"{SHORTCUTS[flag]}={value}" for flag, value in given.items() if value is not None]
-    return load_config(args.config or base, [*shortcuts, *extra, *args.overrides])
+    return load_config(args.config or base, [*shortcuts, *extra, *args.overrides], values=values)
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -326,6 +328,7 @@ def _resume_config(args: argparse.Namespace, extra: Sequence[str]) -> Config | N
     """On ``--resume``: the options given, over the run's config.yaml (or ``--config``), for ``api.fit`` to compare
     with the saved ones; None when none is given (the run's own config then)."""
     from .config import RECIPE_FILE
+    from .plan import saved_run_config
     from .runs import CONFIG_FILE
 
     saved = Path(args.out) / CONFIG_FILE
@@ -339,7 +342,10 @@ def _resume_config(args: argparse.Namespace, extra: Sequence[str]) -> Config | N
         return load_config(None, values={s: {**plan["config"][s], **changed[s]} for s in plan["config"]})
     if not (given or extra) or not saved.is_file():
         return None  # api.fit says when config.yaml is missing
-    return _config(args, extra, base=str(saved))
+    if args.config is not None:
+        return _config(args, extra)
+    # over the run's config as it trained: keys its version predates take the values it trained with (plan.LEGACY)
+    return _config(args, extra, values=saved_run_config(Path(args.out)).to_dict())
 
 
 def _check_first(cfg: Config, quiet: bool) -> None:

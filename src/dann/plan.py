@@ -162,14 +162,22 @@ def saved_run_config(run_dir: Path) -> Config:
             f"cannot resume {run_dir}: it trained the former fixmatch (FixMatch with a relative threshold), which this "
             "version replaced by AdaMatch; resume it with the dann version that wrote it, or start a new run"
         )
-    read = read_options(cfg)  # a key no term of the run reads keeps today's default: it had no effect, and a value
-    missing["method"] = {k: v for k, v in missing["method"].items() if k in read}  # off it would be warned about
+    unread = unread_options(cfg)  # a term option no term of the run reads takes today's default: it had no effect,
+    missing["method"] = {k: v for k, v in missing["method"].items() if k not in unread}  # and another value warns
     cfg = replace(cfg, **{section: keys for section, keys in missing.items() if keys})
+    default = MethodConfig()
+    cfg = dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **{k: getattr(default, k) for k in unread}))
     if cfg.model.bottleneck_dim is None and any((run_dir / n).is_file() for n in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
         model = load_latest_checkpoint(run_dir).model
         width = model["bottleneck.0.weight"].shape[0] if "bottleneck.0.weight" in model else 0
         cfg = replace(cfg, model={"bottleneck_dim": width})
     return cfg
+
+
+def unread_options(cfg: Config) -> set[str]:
+    """The method.* keys that some term (of ``METHODS`` or ``REGULARIZERS``) reads but no term of ``cfg``'s run."""
+    terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
+    return {k for t in terms if t is not None for k in t.options} - read_options(cfg)
 
 
 def read_options(cfg: Config) -> set[str]:
@@ -249,12 +257,16 @@ def input_note(cfg: Config, data: DomainData) -> str:
 def resumed_config(saved: Config, given: Config, run: str) -> Config:
     """What a run resumed with the options ``given`` continues with (``config.resume_config``): ``saved``, its
     ``config.yaml`` (the recorded plan), with what a resume may change; both methods compared resolved, and both
-    configs' paths absolute (``config.absolute_paths``: a relative path given names the file it names here)."""
-    return resume_config(
-        absolute_paths(dataclasses.replace(saved, method=resolve_method(saved.method))),
-        absolute_paths(dataclasses.replace(given, method=resolve_method(given.method))),
-        run,
-    )
+    configs' paths absolute (``config.absolute_paths``: a relative path given names the file it names here). A term's
+    option that no term of the saved run reads (``read_options``) is not compared: it changes nothing there, and its
+    default may have changed since the run recorded it."""
+    saved = absolute_paths(dataclasses.replace(saved, method=resolve_method(saved.method)))
+    given = absolute_paths(dataclasses.replace(given, method=resolve_method(given.method)))
+    unread = unread_options(saved)
+    if saved.method.name == given.method.name and saved.method.regularizers == given.method.regularizers:
+        given = dataclasses.replace(given, method=dataclasses.replace(
+            given.method, **{k: getattr(saved.method, k) for k in unread}))  # fmt: skip
+    return resume_config(saved, given, run)
 
 
 def reads_target(cfg: MethodConfig) -> bool:
@@ -342,7 +354,8 @@ def plan_bench(
         raise DannError(f"`image_size` must be >= 0, got {image_size}")
     model = ModelConfig(backbone=backbone)
     dev = resolve_device(device)
-    chosen = resolve_precision(precision, dev, input_shape, adversarial=True)  # as a DANN run resolves it
+    dann_fp32 = keeps_fp32(methods.create_method(MethodConfig(name="dann")))
+    chosen = resolve_precision(precision, dev, input_shape, adversarial=dann_fp32)  # as a DANN run resolves it
     layout = resolve_channels_last(channels_last, chosen, input_shape)
     image = None
     if len(input_shape) == 3:
