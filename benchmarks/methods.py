@@ -10,13 +10,14 @@ step and at the step the selection validator picks (no target labels), and the t
         --versus mean_teacher mean_teacher-intensity               # the tables, and one config against another
 
 Each run trains the task's packaged preset with ``method.name`` (and regularizers) changed, in fp32 (so a method and
-its control share the precision whatever ``train.precision: auto`` would pick); the digit tasks at 3,000 steps of
-64 + 64 images, where source-only has converged. ``shot`` starts from the matched control of the same seed
+its control share the precision whatever ``train.precision: auto`` would pick); the digit tasks at 3,000 steps of 64 +
+64 images, where source-only has converged. ``shot`` starts from the matched control of the same seed
 (``model.init_from``) and adapts for the same budget again. Runs are written under ``--out`` and reused when the
-benchmark is run again (an interrupted benchmark resumes its unfinished runs from their last checkpoint; a table grows
-across sessions). Every accuracy is
-computed with target labels, for evaluation only; "oracle pick" is the evaluation step with the best target accuracy,
-which no user without target labels could choose: an upper bound, marked as such.
+benchmark is run again with the same configuration (a run of another under the same name, e.g. trained before a
+default changed, is trained afresh; an interrupted benchmark resumes its unfinished runs from their last checkpoint; a
+table grows over several invocations). Every accuracy is computed with target labels, for evaluation only; "oracle
+pick" is the evaluation step with the best target accuracy, which no user without target labels could choose: an upper
+bound, marked as such.
 
 A gain counts as clear only when the mean of the per-seed differences to the control exceeds their standard
 deviation; otherwise the table says "no clear gain"."""
