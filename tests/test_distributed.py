@@ -38,12 +38,28 @@ DIGITS = [
 ]
 
 
+# gloo can abort a rank while the processes tear their connections down at exit (gloo issue 155;
+# dann.training.distributed.World.stop waits for every rank first, which makes it rare, not impossible)
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def finished_run(args: tuple[str, ...]) -> bool:
+    """Whether the run ``--out`` names holds every evaluation its config.yaml plans (written before any exit)."""
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else None
+    if out is None or not (out / "config.yaml").is_file() or not (out / METRICS_FILE).is_file():
+        return False
+    history = read_jsonl(out / METRICS_FILE)
+    return bool(history) and history[-1]["step"] == load_config(str(out / "config.yaml")).train.steps
+
+
 def torchrun(*args: str, processes: int = 2, ok: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command += ["-m", "dann", "train", *args]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     if not ok:
         return done
+    if done.returncode != 0 and TEARDOWN_ABORT in done.stderr and finished_run(args):
+        return done  # the run finished and wrote everything; gloo's teardown aborted, not dann: what follows checks it
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Exception ignored" not in done.stderr, done.stderr[-3000:]  # e.g. from DataLoader workers at exit
     return done
