@@ -41,7 +41,7 @@ from .data.images import local_processes
 from .data.transforms import ImageConfig, resolve_image_config, timm_data_config
 from .errors import ConfigError, DannError, DataWarning
 from .methods import base as methods
-from .methods.base import METHODS, REGULARIZERS, Method, keeps_fp32, method_defaults
+from .methods.base import METHODS, REGULARIZERS, Method, keeps_fp32, method_defaults, term_options
 from .models import network
 from .models.backbones import NATIVE_SIZE
 from .models.network import DomainAdaptNet, resolve_model
@@ -162,11 +162,11 @@ def saved_run_config(run_dir: Path) -> Config:
             f"cannot resume {run_dir}: it trained the former fixmatch (FixMatch with a relative threshold), which this "
             "version replaced by AdaMatch; resume it with the dann version that wrote it, or start a new run"
         )
-    unread = unread_options(cfg)  # a term option no term of the run reads takes today's default: it had no effect,
-    missing["method"] = {k: v for k, v in missing["method"].items() if k not in unread}  # and another value warns
     cfg = replace(cfg, **{section: keys for section, keys in missing.items() if keys})
+    # a term option that no term of the run reads takes today's default: it had no effect, and another value warns
     default = MethodConfig()
-    cfg = dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **{k: getattr(default, k) for k in unread}))
+    unread = {k: getattr(default, k) for k in unread_options(cfg)}
+    cfg = dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **unread))
     if cfg.model.bottleneck_dim is None and any((run_dir / n).is_file() for n in (LAST_CHECKPOINT, PREV_CHECKPOINT)):
         model = load_latest_checkpoint(run_dir).model
         width = model["bottleneck.0.weight"].shape[0] if "bottleneck.0.weight" in model else 0
@@ -175,9 +175,8 @@ def saved_run_config(run_dir: Path) -> Config:
 
 
 def unread_options(cfg: Config) -> set[str]:
-    """The method.* keys that some term (of ``METHODS`` or ``REGULARIZERS``) reads but no term of ``cfg``'s run."""
-    terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
-    return {k for t in terms if t is not None for k in t.options} - read_options(cfg)
+    """The method.* keys that some term reads (``methods.base.term_options``) but no term of ``cfg``'s run."""
+    return term_options() - read_options(cfg)
 
 
 def read_options(cfg: Config) -> set[str]:

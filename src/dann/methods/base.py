@@ -365,16 +365,18 @@ def grl_coeff(cfg: MethodConfig, progress: float, steps: int = 0) -> float:
     return GRL_SCHEDULES.get(cfg.grl_schedule)(progress, cfg.grl_lo, hi, cfg.grl_gamma)
 
 
+def term_options() -> set[str]:
+    """The method.* keys some term reads (``Term.options`` of every method's term and every regularizer)."""
+    terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
+    return {k for t in terms if t is not None for k in t.options}
+
+
 def warn_unused_options(cfg: MethodConfig, read: set[str], who: str, verb: str = "does not read") -> None:
     """Name in one warning the method.* keys of ``cfg`` that only other terms read (not in ``read``), set away from
     their defaults: the run would otherwise record a setting that had no effect. ``who`` and ``verb`` start the
     sentence ("method 'dann'" "does not read", "the stages of this run" "do not read")."""
-    terms = [METHODS.get(n).term for n in METHODS.names()] + [REGULARIZERS.get(n) for n in REGULARIZERS.names()]
-    owners = [t for t in terms if t is not None]
     given, defaults = method_defaults(cfg), method_defaults(MethodConfig(name=cfg.name))  # null keys as resolved
-    unused = sorted(
-        {k for t in owners for k in t.options if k not in read and getattr(given, k) != getattr(defaults, k)}
-    )
+    unused = sorted({k for k in term_options() - read if getattr(given, k) != getattr(defaults, k)})
     if unused:
         warnings.warn(
             f"{who} {verb} {', '.join(f'method.{k}' for k in unused)}: those settings have no effect on this run",
